@@ -2,12 +2,45 @@
 //! act as processes, and each CPU schedules its own run queue the way Linux
 //! does.
 //!
-//! Layers, bottom up (see `DESIGN.md` in the shared design notes):
+//! Layers, bottom up (the shared `DESIGN.md` is the map):
 //! - [`sched`]: the pure scheduler core (no threads, no clock reads);
-//! - `executor`: worker threads, coroutine switching, stacks, timers, the
-//!   monitor that raises `need_resched`;
+//! - `executor`: worker threads, coroutine switching, pooled stacks, timers,
+//!   the monitor that raises `need_resched`;
 //! - [`wait`]: the wait queue every blocking call goes through;
 //! - [`sync`]: `Mutex`, `Condvar`, `Semaphore`, `mpsc` built on it.
+//!
+//! Users reach all of it through the `greenos` facade crate.
 #![deny(unused_must_use)]
 
+pub mod clock;
+pub mod cpuset;
+pub mod error;
+mod executor;
+pub mod metrics;
+pub mod runtime;
 pub mod sched;
+pub mod sync;
+pub mod task;
+pub mod wait;
+
+use std::fmt;
+
+pub use cpuset::CpuSet;
+pub use error::JoinError;
+pub use metrics::{CpuMetrics, Metrics};
+pub use runtime::{Builder, Policy, Runtime};
+pub use task::{
+    current, current_cpu, getgid, getpid, getuid, maybe_yield, sleep, spawn, yield_now, JoinHandle,
+    Task,
+};
+
+/// A process id: names a green thread within its runtime. `Pid(0)` means the
+/// caller in calls that take a pid.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Default)]
+pub struct Pid(pub u64);
+
+impl fmt::Display for Pid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}

@@ -1,0 +1,599 @@
+//! The real engine: one pinned worker thread per CPU running green tasks.
+//!
+//! Files, one concept each:
+//! - `task`: the task control block; `state`: its run-ownership word;
+//! - `stack`: pooled guard-paged stacks and the overflow report;
+//! - `worker`: the per-CPU run loop, idle spinning and parking, stealing;
+//! - `timer`: per-CPU timer heaps; `monitor`: the `need_resched` raiser;
+//! - this file: the state shared by all CPUs and the calls the public API
+//!   makes (spawn, wake, park, yield).
+//!
+//! # Who owns what
+//! Each worker owns its run queue (a `sched::CfsRq`), its staging deque of
+//! new tasks and its timer heap; nobody else touches them. Other threads
+//! reach a worker only through its `WorkerShared`: the inbox (an MPMC
+//! injector that any thread may push to), the stealer side of the staging
+//! deque, and a few atomics (idle state, `need_resched`, what it runs).
+//! Task code runs on its worker's OS thread while the worker is suspended in
+//! `resume`, so a task may use its own worker's owned state through
+//! [`with_local`], which hands out short-lived borrows and is never called
+//! while the worker itself holds one.
+//!
+//! # Wakeup protocol (no lost wakeups, never two CPUs on one stack)
+//! 1. A task that blocks registers itself with a wait queue, then moves its
+//!    state `RUNNABLE -> PARKING` and switches out with `Request::Park`.
+//! 2. Its worker, after the switch, moves `PARKING -> PARKED`. If a waker
+//!    set `NOTIFIED` in between, the worker re-queues the task instead.
+//! 3. A waker moves `PARKED -> RUNNABLE` (one CAS; one winner) and enqueues:
+//!    locally if it runs on the task's CPU, else into that CPU's inbox,
+//!    unparking the CPU only if it sleeps (SeqCst fence on both sides, as in
+//!    the Dekker pattern: the sleeper publishes SLEEPING then re-checks its
+//!    inbox; the waker publishes the task then checks SLEEPING).
+
+pub(crate) mod monitor;
+pub(crate) mod stack;
+pub(crate) mod state;
+pub(crate) mod task;
+pub(crate) mod timer;
+pub(crate) mod worker;
+
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::thread::Thread;
+
+use crossbeam_deque::{Injector, Stealer};
+use crossbeam_utils::CachePadded;
+use parking_lot::Mutex;
+
+use crate::clock;
+use crate::cpuset::CpuSet;
+use crate::sched::Tunables;
+use crate::Pid;
+use state::Wake;
+use task::{Request, Task, TaskRef};
+use worker::WorkerLocal;
+
+/// Worker idle state: running tasks (or about to).
+pub(crate) const BUSY: u8 = 0;
+/// Worker idle state: out of work, spinning and stealing.
+pub(crate) const SPINNING: u8 = 1;
+/// Worker idle state: parked in the OS; must be unparked to see its inbox.
+pub(crate) const SLEEPING: u8 = 2;
+
+/// Per-CPU counters. Each is written only by its own worker (load + store,
+/// no read-modify-write on the switch path) and read by anyone.
+#[derive(Default, Debug)]
+pub(crate) struct CpuCounters {
+    pub(crate) switches: AtomicU64,
+    pub(crate) voluntary_switches: AtomicU64,
+    pub(crate) forced_switches: AtomicU64,
+    pub(crate) wakeups_local: AtomicU64,
+    pub(crate) steals: AtomicU64,
+    pub(crate) migrations_in: AtomicU64,
+    pub(crate) migrations_out: AtomicU64,
+    pub(crate) parks: AtomicU64,
+    pub(crate) busy_ns: AtomicU64,
+    pub(crate) idle_ns: AtomicU64,
+    pub(crate) tasks_exited: AtomicU64,
+}
+
+/// Adds to a counter that only the calling worker writes.
+#[inline]
+pub(crate) fn bump(c: &AtomicU64, by: u64) {
+    c.store(
+        c.load(Ordering::Relaxed).wrapping_add(by),
+        Ordering::Relaxed,
+    );
+}
+
+/// What other threads may see and do to one worker.
+pub(crate) struct WorkerShared {
+    /// This CPU's number.
+    pub(crate) index: usize,
+    /// Tasks sent here by other CPUs and threads (wakeups, pushes, spawns).
+    pub(crate) inbox: Injector<TaskRef>,
+    /// Steal end of this CPU's staging deque of newly spawned tasks.
+    pub(crate) stealer: Stealer<TaskRef>,
+    /// `BUSY`, `SPINNING` or `SLEEPING`.
+    pub(crate) idle: AtomicU8,
+    /// The worker's OS thread, to unpark it.
+    pub(crate) thread: OnceLock<Thread>,
+    /// Set (by the monitor or a wakeup) when the running task should yield
+    /// at its next yield point.
+    pub(crate) need_resched: AtomicBool,
+    /// Pid of the running task, 0 when none.
+    pub(crate) curr_pid: AtomicU64,
+    /// Clock time the running task was switched in.
+    pub(crate) run_start: AtomicU64,
+    /// The running task's ideal slice (ns); 0 when nothing else is runnable.
+    pub(crate) slice_ns: AtomicU64,
+    /// Context switches so far (also tells the monitor a new run began).
+    pub(crate) switch_seq: AtomicU64,
+    /// Runnable tasks here (queued + running), published by the owner.
+    pub(crate) nr_running: AtomicUsize,
+    /// The run queue's `min_vruntime`, published by the owner.
+    pub(crate) min_vruntime: AtomicU64,
+    /// Counters.
+    pub(crate) counters: CpuCounters,
+}
+
+impl WorkerShared {
+    /// Unparks the worker if it sleeps. Call after publishing work for it.
+    #[inline]
+    pub(crate) fn notify(&self) {
+        fence(Ordering::SeqCst);
+        if self.idle.load(Ordering::SeqCst) == SLEEPING {
+            self.unpark();
+        }
+    }
+
+    /// Unconditional unpark.
+    pub(crate) fn unpark(&self) {
+        if let Some(t) = self.thread.get() {
+            t.unpark();
+        }
+    }
+}
+
+/// Hashes a pid to itself (pids are unique and dense).
+#[derive(Default)]
+pub(crate) struct PidHasher(u64);
+
+impl Hasher for PidHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        // Fibonacci hashing spreads consecutive pids over the buckets.
+        self.0 = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+const TABLE_SHARDS: usize = 64;
+
+/// Every live task of a runtime by pid (the kernel's pid hash): for lookups
+/// by pid and for cancelling everything at shutdown.
+pub(crate) struct TaskTable {
+    shards: Box<[CachePadded<Mutex<HashMap<u64, TaskRef, BuildHasherDefault<PidHasher>>>>]>,
+    live: AtomicUsize,
+}
+
+impl TaskTable {
+    pub(crate) fn new() -> TaskTable {
+        TaskTable {
+            shards: (0..TABLE_SHARDS)
+                .map(|_| CachePadded::new(Mutex::new(HashMap::default())))
+                .collect(),
+            live: AtomicUsize::new(0),
+        }
+    }
+
+    fn shard(&self, pid: Pid) -> &Mutex<HashMap<u64, TaskRef, BuildHasherDefault<PidHasher>>> {
+        &self.shards[(pid.0 as usize) % TABLE_SHARDS]
+    }
+
+    pub(crate) fn insert(&self, task: TaskRef) {
+        self.live.fetch_add(1, Ordering::Relaxed);
+        self.shard(task.pid).lock().insert(task.pid.0, task);
+    }
+
+    pub(crate) fn remove(&self, pid: Pid) -> Option<TaskRef> {
+        let t = self.shard(pid).lock().remove(&pid.0);
+        if t.is_some() {
+            self.live.fetch_sub(1, Ordering::Relaxed);
+        }
+        t
+    }
+
+    pub(crate) fn get(&self, pid: Pid) -> Option<TaskRef> {
+        self.shard(pid).lock().get(&pid.0).cloned()
+    }
+
+    /// Number of live tasks.
+    pub(crate) fn len(&self) -> usize {
+        self.live.load(Ordering::Relaxed)
+    }
+
+    /// Removes and returns every task.
+    pub(crate) fn drain_all(&self) -> Vec<TaskRef> {
+        let mut out = Vec::new();
+        for s in self.shards.iter() {
+            let mut g = s.lock();
+            out.extend(g.drain().map(|(_, t)| t));
+        }
+        self.live.fetch_sub(out.len(), Ordering::Relaxed);
+        out
+    }
+}
+
+/// Settings fixed at build time.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub(crate) pin_workers: bool,
+    pub(crate) default_stack_size: usize,
+    pub(crate) idle_spin_ns: u64,
+    pub(crate) monitor_tick_ns: u64,
+    pub(crate) overrun_report_ns: u64,
+    pub(crate) thread_name: String,
+}
+
+/// State shared by all CPUs of one runtime.
+pub(crate) struct Shared {
+    /// Process-unique runtime id (see `runtimes`).
+    pub(crate) id: u64,
+    pub(crate) config: Config,
+    pub(crate) workers: Box<[CachePadded<WorkerShared>]>,
+    pub(crate) tunables: Tunables,
+    pub(crate) shutdown: AtomicBool,
+    pub(crate) next_pid: AtomicU64,
+    /// Whether pid 1 (the first `block_on` task) is taken.
+    pub(crate) init_running: AtomicBool,
+    pub(crate) table: TaskTable,
+    /// Workers currently `SPINNING` or `SLEEPING`.
+    pub(crate) nr_idle: AtomicUsize,
+    /// Round-robin cursor for work submitted from outside the runtime.
+    pub(crate) outside_cursor: AtomicUsize,
+    pub(crate) monitor: monitor::MonitorShared,
+}
+
+impl Shared {
+    pub(crate) fn nr_cpus(&self) -> usize {
+        self.workers.len()
+    }
+
+    pub(crate) fn alloc_pid(&self) -> Pid {
+        Pid(self.next_pid.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// Finds an idle CPU in `allowed` (all if `None`), scanning from `from`,
+    /// and claims it (`SPINNING|SLEEPING -> BUSY`). The caller must then give
+    /// it work and call `unpark` on it (a claimed sleeper does not wake by
+    /// itself).
+    pub(crate) fn claim_idle_cpu(&self, from: usize, allowed: Option<&CpuSet>) -> Option<usize> {
+        if self.nr_idle.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        let n = self.workers.len();
+        for k in 0..n {
+            let cpu = (from + k) % n;
+            if allowed.is_some_and(|s| !s.is_set(cpu)) {
+                continue;
+            }
+            let w = &self.workers[cpu];
+            let cur = w.idle.load(Ordering::Relaxed);
+            if cur != BUSY
+                && w.idle
+                    .compare_exchange(cur, BUSY, Ordering::AcqRel, Ordering::Relaxed)
+                    .is_ok()
+            {
+                self.nr_idle.fetch_sub(1, Ordering::AcqRel);
+                return Some(cpu);
+            }
+        }
+        None
+    }
+
+    /// Sends a runnable task to `cpu`'s inbox and wakes that CPU if needed.
+    pub(crate) fn send_to(&self, cpu: usize, task: TaskRef) {
+        task.cpu.store(cpu, Ordering::Relaxed);
+        let w = &self.workers[cpu];
+        w.inbox.push(task);
+        w.notify();
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Thread-local context. Reached only through the non-inlined accessors below,
+// never through a reference held across a switch (reference/coroutines.md
+// §2.2(3): the compiler may cache a TLS address across the switch, and a
+// migrated task would then read its old worker's slot).
+
+thread_local! {
+    static WORKER: Cell<*const worker::WorkerCell> = const { Cell::new(std::ptr::null()) };
+    static CURRENT: Cell<*const Task> = const { Cell::new(std::ptr::null()) };
+}
+
+/// The worker running on this OS thread, if any.
+#[inline(never)]
+pub(crate) fn current_worker_ptr() -> *const worker::WorkerCell {
+    WORKER.with(|w| w.get())
+}
+
+#[inline(never)]
+pub(crate) fn set_current_worker(w: *const worker::WorkerCell) {
+    WORKER.with(|c| c.set(w));
+}
+
+/// The task running on this OS thread, if any.
+#[inline(never)]
+pub(crate) fn current_task_ptr() -> *const Task {
+    CURRENT.with(|c| c.get())
+}
+
+#[inline(never)]
+pub(crate) fn set_current_task(t: *const Task) {
+    CURRENT.with(|c| c.set(t));
+}
+
+const OUTSIDE: &str = "must be called from a greenos task (inside Runtime::block_on or a task it spawned); this thread is not running one";
+
+/// The running task; panics outside a green thread.
+#[inline]
+pub(crate) fn current_task(what: &str) -> &'static Task {
+    let t = current_task_ptr();
+    if t.is_null() {
+        panic!("greenos::{what} {OUTSIDE}");
+    }
+    // SAFETY: a non-null CURRENT points at the task running on this thread;
+    // the worker (or the shutdown path) holds a counted reference to it for
+    // the whole time it is set, and the returned borrow is used only by this
+    // task's own code while it runs. 'static is a lie bounded by that use:
+    // callers never store it.
+    unsafe { &*t }
+}
+
+/// A counted reference to the running task.
+pub(crate) fn current_task_ref(what: &str) -> TaskRef {
+    let t = current_task(what) as *const Task;
+    // SAFETY: `t` came from an `Arc<Task>` that is alive (see current_task);
+    // bumping the strong count before from_raw yields a new owned reference.
+    unsafe {
+        Arc::increment_strong_count(t);
+        Arc::from_raw(t)
+    }
+}
+
+/// The runtime the current thread belongs to (worker or running task).
+pub(crate) fn current_shared() -> Option<Arc<Shared>> {
+    let w = current_worker_ptr();
+    if w.is_null() {
+        None
+    } else {
+        // SAFETY: a non-null WORKER points at the WorkerCell that the worker
+        // thread keeps alive for as long as it is set.
+        Some(unsafe { (*w).shared.clone() })
+    }
+}
+
+/// Runs `f` with the calling thread's worker-owned state, if this thread is
+/// a worker. Task code may call it: the worker is suspended in `resume` and
+/// holds no borrow of its local state across that call.
+#[inline]
+pub(crate) fn with_local<R>(f: impl FnOnce(&mut WorkerLocal) -> R) -> Option<R> {
+    let w = current_worker_ptr();
+    if w.is_null() {
+        return None;
+    }
+    // SAFETY: see the function doc; the borrow ends when `f` returns, and `f`
+    // never switches (callers pass closures that only touch queues).
+    Some(f(unsafe { (*w).local() }))
+}
+
+/// Like [`with_local`], for callers that must keep ownership of a value when
+/// this thread is not a worker: returns `Err(v)` untouched then.
+#[inline]
+pub(crate) fn with_local_or<V, R>(v: V, f: impl FnOnce(&mut WorkerLocal, V) -> R) -> Result<R, V> {
+    let w = current_worker_ptr();
+    if w.is_null() {
+        return Err(v);
+    }
+    // SAFETY: as in with_local.
+    Ok(f(unsafe { (*w).local() }, v))
+}
+
+// ---------------------------------------------------------------------------
+// The calls tasks make.
+
+/// Switches the running task out with `req`. Returns when it runs again.
+fn suspend(task: &Task, req: Request) {
+    let y = task.yielder.get();
+    debug_assert!(!y.is_null());
+    // SAFETY: `yielder` was set by the coroutine body of this very task and
+    // stays valid while the coroutine lives; we are running on that
+    // coroutine's stack (current_task is this task), so suspending is legal.
+    unsafe { (*y).suspend(req) };
+}
+
+/// `yield_now`: give the CPU to other runnable tasks.
+pub(crate) fn yield_now() {
+    let task = current_task("yield_now");
+    if task.cancelled.load(Ordering::Relaxed) {
+        return;
+    }
+    suspend(task, Request::Yield);
+}
+
+/// Yields if `need_resched` is set on this CPU. Returns whether it yielded.
+#[inline]
+pub(crate) fn maybe_yield() -> bool {
+    let w = current_worker_ptr();
+    if w.is_null() {
+        return false;
+    }
+    // SAFETY: see current_shared.
+    let ws = unsafe { (*w).worker_shared() };
+    if !ws.need_resched.load(Ordering::Relaxed) {
+        return false;
+    }
+    let t = current_task_ptr();
+    if t.is_null() {
+        return false;
+    }
+    // SAFETY: see current_task.
+    let task = unsafe { &*t };
+    if task.cancelled.load(Ordering::Relaxed) {
+        return false;
+    }
+    suspend(task, Request::Preempt);
+    true
+}
+
+/// Parks the running task until a wakeup (possibly one that already
+/// arrived). May return spuriously; callers re-check their condition.
+pub(crate) fn park_current(task: &Task) {
+    if task.cancelled.load(Ordering::Relaxed) {
+        return;
+    }
+    match task.state.begin_park() {
+        state::BeginPark::Notified => {}
+        state::BeginPark::Switch => suspend(task, Request::Park),
+    }
+}
+
+/// Wakes a task (any thread may call it).
+pub(crate) fn wake_task(task: TaskRef) {
+    if task.state.wake() != Wake::Enqueue {
+        return;
+    }
+    enqueue_woken(task);
+}
+
+/// Puts a task that just became runnable on a run queue.
+fn enqueue_woken(task: TaskRef) {
+    let target = task.cpu.load(Ordering::Relaxed);
+    let local = with_local_or(task, |l, task| {
+        if l.index() == target && l.shared().id == task.rt_id {
+            l.enqueue_wakeup(task);
+            None
+        } else if l.shared().id == task.rt_id {
+            Some((l.shared().clone(), task))
+        } else {
+            // A worker of another runtime: go through the registry.
+            Some((task_runtime(&task)?, task))
+        }
+    });
+    match local {
+        Ok(None) => {}
+        Ok(Some((shared, task))) => shared.send_to(target, task),
+        Err(task) => {
+            // Not on a worker (an OS thread, or the shutdown path): the task
+            // remembers its runtime through its CPU's inbox.
+            let shared = task_runtime(&task);
+            match shared {
+                Some(s) => s.send_to(target, task),
+                None => drop(task),
+            }
+        }
+    }
+}
+
+/// The runtime a task belongs to, for wakeups from outside any worker (an
+/// OS thread sending on a channel, say). Tasks carry their runtime's id, not
+/// a counted reference, so that spawning touches no shared counter.
+fn task_runtime(task: &Task) -> Option<Arc<Shared>> {
+    runtimes().lock().get(&task.rt_id).and_then(|w| w.upgrade())
+}
+
+/// All live runtimes by id.
+pub(crate) fn runtimes() -> &'static Mutex<HashMap<u64, std::sync::Weak<Shared>>> {
+    static RUNTIMES: OnceLock<Mutex<HashMap<u64, std::sync::Weak<Shared>>>> = OnceLock::new();
+    RUNTIMES.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+/// Arms a timer on this CPU for wait `gen` of the running task.
+pub(crate) fn arm_timer(task: &Task, deadline: u64, gen: u64) -> bool {
+    let t = task as *const Task;
+    with_local(|l| {
+        // SAFETY: `t` is the running task (alive; see current_task_ref).
+        let r = unsafe {
+            Arc::increment_strong_count(t);
+            Arc::from_raw(t)
+        };
+        l.arm_timer(deadline, r, gen);
+    })
+    .is_some()
+}
+
+/// The current time on the runtime clock.
+#[inline]
+pub(crate) fn now() -> u64 {
+    clock::now_ns()
+}
+
+/// The runtime a task belongs to.
+pub(crate) fn runtime_of(task: &Task) -> Option<Arc<Shared>> {
+    task_runtime(task)
+}
+
+/// The index of the CPU this thread runs (a worker thread only).
+pub(crate) fn current_cpu_index() -> usize {
+    let w = current_worker_ptr();
+    assert!(!w.is_null(), "not on a greenos worker");
+    // SAFETY: see current_shared.
+    unsafe { (*w).worker_shared().index }
+}
+
+/// Makes a freshly created task runnable.
+pub(crate) fn submit_new(shared: &Arc<Shared>, task: TaskRef) {
+    shared.table.insert(task.clone());
+    if shared.shutdown.load(Ordering::Acquire) {
+        // Too late to run: drop the body unrun (the join handle reports
+        // cancellation).
+        shared.table.remove(task.pid);
+        // SAFETY: nobody else has seen the task yet.
+        drop(unsafe { task.sched() }.entry.take());
+        return;
+    }
+    let task = match with_local_or(task, |l, task| {
+        if Arc::ptr_eq(l.shared(), shared) {
+            l.enqueue_new(task);
+            None
+        } else {
+            Some(task)
+        }
+    }) {
+        Ok(None) => return,
+        Ok(Some(t)) => t,
+        Err(t) => t,
+    };
+    // From outside this runtime's CPUs: an idle allowed CPU if there is one,
+    // else round robin over the allowed ones.
+    let n = shared.nr_cpus();
+    let start = shared.outside_cursor.fetch_add(1, Ordering::Relaxed) % n;
+    if let Some(cpu) = shared.claim_idle_cpu(start, task.allowed.as_deref()) {
+        worker::send_to_claimed(shared, cpu, task);
+        return;
+    }
+    let cpu = (0..n)
+        .map(|k| (start + k) % n)
+        .find(|&c| task.allowed_on(c))
+        .unwrap_or(start);
+    shared.send_to(cpu, task);
+}
+
+/// Cancels a task at shutdown (all workers have stopped): unwinds its stack
+/// on this thread so destructors run, or drops its unrun body.
+pub(crate) fn cancel_task(task: TaskRef) {
+    task.cancelled.store(true, Ordering::SeqCst);
+    // SAFETY: every worker has stopped; the shutdown thread is the only one
+    // touching tasks now.
+    let coro = unsafe { (*task.coro_slot()).take() };
+    match coro {
+        Some(mut c) => {
+            let prev = current_task_ptr();
+            set_current_task(&*task);
+            // Resumes the task with corosensei's unwind payload: every frame
+            // on its stack is dropped. Nothing it calls may block or yield
+            // (its `cancelled` flag is set), so the unwind runs to the root.
+            c.force_unwind();
+            set_current_task(prev);
+            if c.done() {
+                let stack = c.into_stack();
+                stack.clear_owner();
+                stack::StackPool::global().release(stack);
+            }
+        }
+        None => {
+            // SAFETY: as above.
+            drop(unsafe { task.sched() }.entry.take());
+        }
+    }
+}

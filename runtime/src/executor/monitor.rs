@@ -1,0 +1,115 @@
+//! The monitor thread: the runtime's scheduler tick.
+//!
+//! Green tasks cannot be interrupted (cooperative preemption; see DESIGN.md),
+//! so the tick is emulated: every `monitor_tick_ns` the monitor looks at each
+//! CPU and raises its `need_resched` flag when
+//! - the running task has run longer than its ideal slice while others wait
+//!   (CFS `check_preempt_tick`, reference/scheduling.md §1.8), or
+//! - a wakeup is waiting in the CPU's inbox and the running task has had at
+//!   least `sched_min_granularity`.
+//! `maybe_yield()` and every greenos call honour the flag.
+//!
+//! It also reports, through `tracing`, a task that has run for
+//! `overrun_report_ns` (100 ms) without reaching a yield point: such a task
+//! holds its CPU hostage (tokio#4730, may#85 in reference/scheduling.md §8).
+//!
+//! With every CPU asleep the monitor sleeps too (no tick, ~0% CPU); the first
+//! CPU to wake unparks it.
+
+use std::sync::atomic::{fence, AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::thread::Thread;
+use std::time::Duration;
+
+use super::{clock, Shared, SLEEPING};
+
+/// The monitor's side of its sleep protocol.
+#[derive(Default)]
+pub(crate) struct MonitorShared {
+    parked: AtomicBool,
+    thread: OnceLock<Thread>,
+}
+
+impl MonitorShared {
+    /// Called by a worker that woke: restarts the tick if it stopped.
+    pub(crate) fn worker_wakes(&self) {
+        fence(Ordering::SeqCst);
+        if self.parked.load(Ordering::SeqCst) {
+            self.parked.store(false, Ordering::SeqCst);
+            if let Some(t) = self.thread.get() {
+                t.unpark();
+            }
+        }
+    }
+
+    /// Wakes the monitor (shutdown).
+    pub(crate) fn unpark(&self) {
+        if let Some(t) = self.thread.get() {
+            t.unpark();
+        }
+    }
+}
+
+/// Body of the monitor thread.
+pub(crate) fn run_monitor(shared: Arc<Shared>) {
+    let _ = shared.monitor.thread.set(std::thread::current());
+    let tick = Duration::from_nanos(shared.config.monitor_tick_ns);
+    let min_gran = shared.tunables.sched_min_granularity_ns;
+    let report = shared.config.overrun_report_ns;
+    // Per CPU: the switch_seq we last reported an overrun for.
+    let mut reported = vec![u64::MAX; shared.workers.len()];
+    while !shared.shutdown.load(Ordering::Acquire) {
+        let now = clock::now_ns();
+        for (cpu, w) in shared.workers.iter().enumerate() {
+            let pid = w.curr_pid.load(Ordering::Relaxed);
+            if pid == 0 {
+                continue;
+            }
+            let start = w.run_start.load(Ordering::Relaxed);
+            let ran = now.saturating_sub(start);
+            let slice = w.slice_ns.load(Ordering::Relaxed);
+            if (slice != 0 && ran > slice) || (ran > min_gran && !w.inbox.is_empty()) {
+                w.need_resched.store(true, Ordering::Relaxed);
+            }
+            let seq = w.switch_seq.load(Ordering::Relaxed);
+            if ran > report && reported[cpu] != seq {
+                reported[cpu] = seq;
+                let name = shared
+                    .table
+                    .get(crate::Pid(pid))
+                    .map(|t| t.name_or_dash().to_owned())
+                    .unwrap_or_else(|| "-".to_owned());
+                tracing::warn!(
+                    pid,
+                    name = %name,
+                    cpu,
+                    ran_ms = ran / 1_000_000,
+                    "greenos: task has run without reaching a yield point; it holds its CPU \
+                     (call greenos::maybe_yield() in long loops)"
+                );
+            }
+        }
+        let all_asleep = shared
+            .workers
+            .iter()
+            .all(|w| w.idle.load(Ordering::SeqCst) == SLEEPING);
+        if all_asleep {
+            shared.monitor.parked.store(true, Ordering::SeqCst);
+            fence(Ordering::SeqCst);
+            let still = shared
+                .workers
+                .iter()
+                .all(|w| w.idle.load(Ordering::SeqCst) == SLEEPING);
+            if still && !shared.shutdown.load(Ordering::SeqCst) {
+                while shared.monitor.parked.load(Ordering::SeqCst)
+                    && !shared.shutdown.load(Ordering::SeqCst)
+                {
+                    std::thread::park();
+                }
+            }
+            shared.monitor.parked.store(false, Ordering::SeqCst);
+        } else {
+            std::thread::sleep(tick);
+        }
+    }
+}

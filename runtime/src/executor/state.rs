@@ -1,0 +1,212 @@
+//! The task state word: who owns a task's right to run.
+//!
+//! One `AtomicU32` per task. A task is always in exactly one of:
+//!
+//! | state      | meaning                                                         | who may change it |
+//! |------------|-----------------------------------------------------------------|-------------------|
+//! | `RUNNABLE` | queued on a run queue, or running on a CPU                      | the task (-> `PARKING`), wakers (set `NOTIFIED`) |
+//! | `PARKING`  | the task asked to sleep and is switching out to its worker      | its worker (-> `PARKED`), wakers (set `NOTIFIED`) |
+//! | `PARKED`   | fully switched out; registers saved; no CPU holds it            | one waker (-> `RUNNABLE`, and that waker enqueues it) |
+//!
+//! `NOTIFIED` is a flag beside `RUNNABLE`/`PARKING`: a wakeup arrived while
+//! the task could not be enqueued (it still owned a CPU). The next `park`
+//! consumes it and returns at once; a worker that finds it while completing
+//! a park re-queues the task instead of parking it.
+//!
+//! Why three states and not two (reference/coroutines.md §4.1): a task may be
+//! made runnable only after its switch out has completed, or two CPUs would
+//! run one stack. `PARKING` is the window between "decided to sleep" and
+//! "registers saved"; a wakeup in that window must not enqueue, and must not
+//! be lost either. Only the transition `PARKED -> RUNNABLE` enqueues, and it
+//! is a CAS, so exactly one waker wins it.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// Queued or running; owned by the scheduler.
+pub(crate) const RUNNABLE: u32 = 0;
+/// Switching out to sleep; still on its CPU.
+pub(crate) const PARKING: u32 = 1;
+/// Asleep, switched out; the waker that moves it to `RUNNABLE` enqueues it.
+pub(crate) const PARKED: u32 = 2;
+/// Flag: a wakeup arrived while the task was `RUNNABLE` or `PARKING`.
+pub(crate) const NOTIFIED: u32 = 4;
+/// Mask of the base states.
+const BASE: u32 = 3;
+
+/// What `begin_park` decided.
+#[must_use]
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum BeginPark {
+    /// State is now `PARKING`: switch out.
+    Switch,
+    /// A wakeup was pending; it is consumed: do not switch.
+    Notified,
+}
+
+/// What the worker found when completing a park after the switch.
+#[must_use]
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum FinishPark {
+    /// The task is `PARKED`; the worker gives up its claim.
+    Parked,
+    /// A wakeup arrived during the switch; the task is `RUNNABLE` again and
+    /// the worker must re-queue it.
+    Notified,
+}
+
+/// What a wakeup did.
+#[must_use]
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Wake {
+    /// The task was `PARKED`; the caller now owns enqueuing it.
+    Enqueue,
+    /// The task still owned a CPU (or was already notified/queued): nothing
+    /// to enqueue.
+    Noop,
+}
+
+/// A task's state word.
+#[derive(Debug)]
+pub(crate) struct TaskState(AtomicU32);
+
+impl TaskState {
+    pub(crate) const fn new() -> TaskState {
+        TaskState(AtomicU32::new(RUNNABLE))
+    }
+
+    /// Called by the running task before it switches out to sleep.
+    pub(crate) fn begin_park(&self) -> BeginPark {
+        match self
+            .0
+            .compare_exchange(RUNNABLE, PARKING, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => BeginPark::Switch,
+            Err(cur) => {
+                debug_assert_eq!(cur, RUNNABLE | NOTIFIED, "begin_park from state {cur}");
+                // Only the task clears NOTIFIED while RUNNABLE; wakers only
+                // set it, so a plain store cannot lose a wakeup: the one we
+                // consume is the one we return for.
+                self.0.store(RUNNABLE, Ordering::Release);
+                BeginPark::Notified
+            }
+        }
+    }
+
+    /// Called by the worker after the task's registers are saved.
+    pub(crate) fn finish_park(&self) -> FinishPark {
+        match self
+            .0
+            .compare_exchange(PARKING, PARKED, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => FinishPark::Parked,
+            Err(cur) => {
+                debug_assert_eq!(cur, PARKING | NOTIFIED, "finish_park from state {cur}");
+                self.0.store(RUNNABLE, Ordering::Release);
+                FinishPark::Notified
+            }
+        }
+    }
+
+    /// A wakeup. Exactly one concurrent caller gets `Enqueue` for a parked
+    /// task.
+    pub(crate) fn wake(&self) -> Wake {
+        let mut cur = self.0.load(Ordering::Acquire);
+        loop {
+            let next = match cur & BASE {
+                PARKED => RUNNABLE,
+                _ if cur & NOTIFIED != 0 => return Wake::Noop,
+                _ => cur | NOTIFIED,
+            };
+            match self
+                .0
+                .compare_exchange_weak(cur, next, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) if next == RUNNABLE => return Wake::Enqueue,
+                Ok(_) => return Wake::Noop,
+                Err(actual) => cur = actual,
+            }
+        }
+    }
+
+    /// The raw word (for tests and diagnostics).
+    #[cfg(test)]
+    pub(crate) fn load(&self) -> u32 {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::Arc;
+
+    #[test]
+    fn park_then_wake_enqueues_once() {
+        let s = TaskState::new();
+        assert_eq!(s.begin_park(), BeginPark::Switch);
+        assert_eq!(s.finish_park(), FinishPark::Parked);
+        assert_eq!(s.wake(), Wake::Enqueue);
+        assert_eq!(s.wake(), Wake::Noop);
+        assert_eq!(s.load(), RUNNABLE | NOTIFIED);
+        assert_eq!(s.begin_park(), BeginPark::Notified);
+        assert_eq!(s.load(), RUNNABLE);
+    }
+
+    #[test]
+    fn wake_during_switch_is_not_lost() {
+        let s = TaskState::new();
+        assert_eq!(s.begin_park(), BeginPark::Switch);
+        assert_eq!(s.wake(), Wake::Noop);
+        assert_eq!(s.finish_park(), FinishPark::Notified);
+        assert_eq!(s.load(), RUNNABLE);
+    }
+
+    /// Stress: a "task" thread parks in a loop, a "worker" completes parks,
+    /// "waker" threads wake it. Every park must end (no lost wakeup) and no
+    /// two enqueues may happen for one park (counted by the run token).
+    #[test]
+    fn stress_no_lost_or_double_wakeup() {
+        const ROUNDS: usize = 20_000;
+        let s = Arc::new(TaskState::new());
+        // 1 while the task holds its run token (running or queued).
+        let tokens = Arc::new(AtomicUsize::new(1));
+        let rounds_done = Arc::new(AtomicUsize::new(0));
+        let wakers: Vec<_> = (0..2)
+            .map(|_| {
+                let s = s.clone();
+                let tokens = tokens.clone();
+                let done = rounds_done.clone();
+                std::thread::spawn(move || {
+                    while done.load(Ordering::Acquire) < ROUNDS {
+                        if s.wake() == Wake::Enqueue {
+                            let prev = tokens.fetch_add(1, Ordering::AcqRel);
+                            assert_eq!(prev, 0, "double enqueue");
+                        }
+                        std::hint::spin_loop();
+                    }
+                })
+            })
+            .collect();
+        for _ in 0..ROUNDS {
+            if s.begin_park() == BeginPark::Switch {
+                // The "worker" completes the switch.
+                match s.finish_park() {
+                    FinishPark::Parked => {
+                        tokens.fetch_sub(1, Ordering::AcqRel);
+                        // Wait to be enqueued by a waker: a lost wakeup hangs here.
+                        while tokens.load(Ordering::Acquire) == 0 {
+                            std::hint::spin_loop();
+                        }
+                    }
+                    FinishPark::Notified => {}
+                }
+            }
+            rounds_done.fetch_add(1, Ordering::AcqRel);
+        }
+        for w in wakers {
+            w.join().unwrap();
+        }
+        assert_eq!(tokens.load(Ordering::Acquire), 1);
+    }
+}

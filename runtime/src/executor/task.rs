@@ -1,0 +1,252 @@
+//! The task control block (`Task`), what the kernel calls `task_struct`.
+//!
+//! Ownership rules (who may touch which field):
+//! - `pid`, `name`, `stack_size`, credentials: immutable after spawn.
+//! - `state`: atomic; see [`super::state`].
+//! - `sched` (the scheduling entity and the coroutine): only the worker that
+//!   currently *owns* the task touches it — the worker whose run queue holds
+//!   it, or that runs it. Ownership moves with the task through a run queue,
+//!   an inbox or a steal, each of which is a release/acquire hand-off, so
+//!   there is never a concurrent access. A parked task is owned by nobody
+//!   until the waker that wins `PARKED -> RUNNABLE` enqueues it.
+//! - `wait_word`: atomic; timed waits (see `crate::wait`).
+//! - `locals`: only the task itself, while it runs.
+
+use std::any::Any;
+use std::cell::{Cell, UnsafeCell};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use corosensei::{Coroutine, Yielder};
+
+use super::stack::PooledStack;
+use super::state::TaskState;
+use crate::sched::SchedEntity;
+use crate::Pid;
+
+/// What a task asks of its worker when it switches out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Request {
+    /// `yield_now`: stay runnable, let others run first (CFS skip buddy).
+    Yield,
+    /// Preempted at a yield point because `need_resched` was set: stay
+    /// runnable, no skip buddy.
+    Preempt,
+    /// Sleep: the task's state is `PARKING`; the worker completes the park.
+    Park,
+}
+
+/// The coroutine a started task runs in.
+pub(crate) type Coro = Coroutine<(), Request, (), PooledStack>;
+
+/// The yielder handed to a task body; `suspend` switches to the worker.
+pub(crate) type TaskYielder = Yielder<(), Request>;
+
+/// The type-erased body of a task: runs the user closure and delivers its
+/// result to the join handle. Dropping it unrun marks the join handle
+/// cancelled.
+pub(crate) trait TaskEntry: Send {
+    /// Runs the body on the task's own stack.
+    fn run(self: Box<Self>);
+}
+
+/// Scheduler-owned part of a task (see the module doc for who owns it).
+pub(crate) struct SchedPart {
+    /// The fair-class scheduling entity (vruntime, weight, exec times).
+    pub(crate) se: SchedEntity,
+    /// True while `se.vruntime` is relative to no run queue (a new or a
+    /// migrating task): the next enqueue adds that queue's `min_vruntime`.
+    pub(crate) vruntime_relative: bool,
+    /// The body, until the task first runs.
+    pub(crate) entry: Option<Box<dyn TaskEntry>>,
+}
+
+/// A green thread's control block.
+pub(crate) struct Task {
+    /// Process id, unique within the runtime.
+    pub(crate) pid: Pid,
+    /// Id of the runtime the task belongs to (see `executor::runtimes`).
+    pub(crate) rt_id: u64,
+    /// Name given at spawn (`task::Builder::name`).
+    pub(crate) name: Option<Box<str>>,
+    /// Requested usable stack size in bytes.
+    pub(crate) stack_size: usize,
+    /// User id (credentials, inherited by spawned tasks).
+    pub(crate) uid: u32,
+    /// Group id.
+    pub(crate) gid: u32,
+    /// Nice value, -20..=19 (mirrors `se.nice`, readable by anyone).
+    pub(crate) nice: std::sync::atomic::AtomicI32,
+    /// Run-ownership state word.
+    pub(crate) state: TaskState,
+    /// The CPU the task last ran or was queued on.
+    pub(crate) cpu: AtomicUsize,
+    /// Timed-wait generation and timeout flag: `gen << 1 | timed_out`.
+    pub(crate) wait_word: AtomicU64,
+    /// CPUs the task may run on; `None` means all.
+    pub(crate) allowed: Option<Box<crate::cpuset::CpuSet>>,
+    /// Set when the runtime cancels the task (shutdown).
+    pub(crate) cancelled: AtomicBool,
+    /// Scheduler-owned part.
+    sched: UnsafeCell<SchedPart>,
+    /// The coroutine, from first run until exit. Owned like `sched`, but a
+    /// separate cell: the worker holds `&mut` to it across `resume` while
+    /// the task's own code may reach its scheduling entity.
+    coro: UnsafeCell<Option<Coro>>,
+    /// The yielder of the running coroutine (valid while the coroutine lives).
+    pub(crate) yielder: Cell<*const TaskYielder>,
+    /// Task-local storage slots (see `crate::task::LocalKey`), each a leaked
+    /// `Box` freed when the task ends. Raw pointers, so growing the vector
+    /// never retags a value a caller still borrows.
+    pub(crate) locals: UnsafeCell<Vec<Option<NonNull<dyn Any>>>>,
+}
+
+// SAFETY: the `UnsafeCell`/`Cell` fields follow the ownership rules in the
+// module doc: `sched` and `yielder` are touched only by the single worker that
+// owns the task at that moment (ownership is handed over with acquire/release
+// through run queues, inboxes and the `state` word); `locals` only by the task
+// itself while it runs. `Box<dyn Any>` in `locals` need not be `Send` for the
+// same reason a `thread_local!` need not be: only its own task reaches it, on
+// whichever CPU that task runs (the documented migration contract).
+unsafe impl Send for Task {}
+// SAFETY: see `Send`; shared access from other threads only reads immutable
+// fields or uses atomics.
+unsafe impl Sync for Task {}
+
+/// A counted reference to a task.
+pub(crate) type TaskRef = Arc<Task>;
+
+/// Everything a new task needs.
+pub(crate) struct TaskInit {
+    pub(crate) pid: Pid,
+    pub(crate) rt_id: u64,
+    pub(crate) name: Option<Box<str>>,
+    pub(crate) stack_size: usize,
+    pub(crate) uid: u32,
+    pub(crate) gid: u32,
+    pub(crate) nice: i32,
+    pub(crate) cpu: usize,
+    pub(crate) allowed: Option<Box<crate::cpuset::CpuSet>>,
+}
+
+impl Task {
+    pub(crate) fn new(init: TaskInit, entry: Box<dyn TaskEntry>) -> TaskRef {
+        Arc::new(Task {
+            pid: init.pid,
+            rt_id: init.rt_id,
+            name: init.name,
+            stack_size: init.stack_size,
+            uid: init.uid,
+            gid: init.gid,
+            nice: std::sync::atomic::AtomicI32::new(init.nice),
+            state: TaskState::new(),
+            cpu: AtomicUsize::new(init.cpu),
+            wait_word: AtomicU64::new(0),
+            allowed: init.allowed,
+            cancelled: AtomicBool::new(false),
+            sched: UnsafeCell::new(SchedPart {
+                se: SchedEntity::new(init.nice),
+                vruntime_relative: true,
+                entry: Some(entry),
+            }),
+            coro: UnsafeCell::new(None),
+            yielder: Cell::new(std::ptr::null()),
+            locals: UnsafeCell::new(Vec::new()),
+        })
+    }
+
+    /// The scheduler-owned part.
+    ///
+    /// # Safety
+    /// The caller must own the task in the sense of the module doc (it is the
+    /// worker that holds it in its run queue, runs it, or has just won it from
+    /// an inbox, steal or wakeup), must not let two returned references live
+    /// at once, and must keep the task alive for `'a` (the lifetime is not
+    /// tied to `&self` so that the owning `Arc` may move into a queue while
+    /// the entity is still being updated; the queue then keeps it alive).
+    #[allow(clippy::mut_from_ref)]
+    #[inline]
+    pub(crate) unsafe fn sched<'a>(&self) -> &'a mut SchedPart {
+        // SAFETY: exclusivity is the caller's contract (see above).
+        unsafe { &mut *self.sched.get() }
+    }
+
+    /// Whether the task may run on `cpu`.
+    #[inline]
+    pub(crate) fn allowed_on(&self, cpu: usize) -> bool {
+        self.allowed.as_ref().is_none_or(|s| s.is_set(cpu))
+    }
+
+    /// The coroutine slot; same contract as [`Task::sched`].
+    #[inline]
+    pub(crate) fn coro_slot(&self) -> *mut Option<Coro> {
+        self.coro.get()
+    }
+
+    /// Frees the task-local values (called by the task itself as it ends).
+    ///
+    /// # Safety
+    /// Only the running task itself may call it, and no borrow of a local
+    /// may be alive.
+    pub(crate) unsafe fn drop_locals(&self) {
+        loop {
+            // SAFETY: caller contract; values are taken out one at a time, so
+            // a destructor that touches another local sees a valid vector.
+            let next = unsafe { (*self.locals.get()).pop() };
+            match next {
+                None => break,
+                // SAFETY: each pointer came from Box::into_raw and is freed
+                // exactly once, here.
+                Some(Some(p)) => drop(unsafe { Box::from_raw(p.as_ptr()) }),
+                Some(None) => {}
+            }
+        }
+    }
+
+    /// The name, or `"-"`.
+    pub(crate) fn name_or_dash(&self) -> &str {
+        self.name.as_deref().unwrap_or("-")
+    }
+
+    /// Starts a new timed wait: bumps the generation, clears the timeout
+    /// flag, and returns the generation a timer must present.
+    pub(crate) fn begin_timed_wait(&self) -> u64 {
+        let gen = (self.wait_word.load(Ordering::Relaxed) >> 1) + 1;
+        self.wait_word.store(gen << 1, Ordering::Release);
+        gen
+    }
+
+    /// Called by a timer: marks wait `gen` timed out if it is still the
+    /// current one. Returns whether it did (then the caller wakes the task).
+    pub(crate) fn fire_timeout(&self, gen: u64) -> bool {
+        self.wait_word
+            .compare_exchange(gen << 1, gen << 1 | 1, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+    }
+
+    /// Whether wait `gen` has timed out.
+    pub(crate) fn timed_out(&self, gen: u64) -> bool {
+        self.wait_word.load(Ordering::Acquire) == (gen << 1 | 1)
+    }
+
+    /// Ends the timed wait `gen` so a late timer cannot fire for it.
+    pub(crate) fn end_timed_wait(&self, gen: u64) {
+        let _ = self.wait_word.compare_exchange(
+            gen << 1,
+            (gen + 1) << 1,
+            Ordering::AcqRel,
+            Ordering::Relaxed,
+        );
+    }
+}
+
+impl std::fmt::Debug for Task {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Task")
+            .field("pid", &self.pid)
+            .field("name", &self.name)
+            .field("cpu", &self.cpu.load(Ordering::Relaxed))
+            .finish()
+    }
+}

@@ -1,0 +1,84 @@
+//! Per-CPU timers: a min-heap of deadlines owned by one worker.
+//!
+//! A task that sleeps or waits with a timeout arms a timer on the worker it
+//! is running on; only that worker's thread touches the heap (the task code
+//! runs on the worker's thread while it arms it). A timer does not point into
+//! the waiter's stack: it holds the task and the generation of the wait it
+//! was armed for (`Task::begin_timed_wait`). Firing a timer whose wait has
+//! ended (the waiter was notified first, or woke and left) finds a newer
+//! generation and does nothing, so cancelling a timer is free: stale entries
+//! simply expire. This is the kernel's "timer wheel entries die on their own"
+//! trade: no removal cost on the fast path, memory held until the deadline.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
+use super::task::TaskRef;
+
+/// One armed timer.
+pub(crate) struct TimerEntry {
+    /// Absolute deadline on the runtime clock (ns).
+    pub(crate) deadline: u64,
+    /// Arming order, so equal deadlines fire first-armed first.
+    seq: u64,
+    /// The waiting task.
+    pub(crate) task: TaskRef,
+    /// The wait generation the timer belongs to.
+    pub(crate) gen: u64,
+}
+
+impl PartialEq for TimerEntry {
+    fn eq(&self, other: &Self) -> bool {
+        (self.deadline, self.seq) == (other.deadline, other.seq)
+    }
+}
+impl Eq for TimerEntry {}
+impl PartialOrd for TimerEntry {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for TimerEntry {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.deadline, self.seq).cmp(&(other.deadline, other.seq))
+    }
+}
+
+/// A worker's timers.
+#[derive(Default)]
+pub(crate) struct TimerHeap {
+    heap: BinaryHeap<Reverse<TimerEntry>>,
+    next_seq: u64,
+}
+
+impl TimerHeap {
+    /// Arms a timer for wait `gen` of `task` at `deadline`.
+    pub(crate) fn arm(&mut self, deadline: u64, task: TaskRef, gen: u64) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.heap.push(Reverse(TimerEntry {
+            deadline,
+            seq,
+            task,
+            gen,
+        }));
+    }
+
+    /// The earliest deadline, if any.
+    pub(crate) fn next_deadline(&self) -> Option<u64> {
+        self.heap.peek().map(|Reverse(e)| e.deadline)
+    }
+
+    /// Removes and returns the earliest timer if it is due at `now`.
+    pub(crate) fn pop_due(&mut self, now: u64) -> Option<TimerEntry> {
+        match self.heap.peek() {
+            Some(Reverse(e)) if e.deadline <= now => self.heap.pop().map(|Reverse(e)| e),
+            _ => None,
+        }
+    }
+
+    /// Takes every timer out (shutdown).
+    pub(crate) fn drain(&mut self) -> impl Iterator<Item = TimerEntry> + '_ {
+        self.heap.drain().map(|Reverse(e)| e)
+    }
+}

@@ -1,0 +1,578 @@
+//! The per-CPU run loop: pick, switch, account; steal and sleep when idle.
+//!
+//! One `WorkerCell` per CPU lives on its worker thread's stack for the
+//! thread's whole life. Its `WorkerLocal` is owned by that thread (see the
+//! ownership rules in `executor/mod.rs`).
+//!
+//! # One turn of the loop (`schedule`)
+//! 1. Read the clock; fire due timers (wakeups land in this run queue).
+//! 2. Move tasks from the inbox and the staging deque into the run queue
+//!    (placing new ones with START_DEBIT, woken ones with sleeper credit).
+//! 3. If some CPU is idle and two or more tasks wait here, push the coldest
+//!    half to it (the busy CPU's side of "no CPU idles while another has a
+//!    backlog"; the idle CPU's side is stealing new tasks from staging).
+//! 4. Pick the leftmost task (skipping one that just yielded, as CFS's skip
+//!    buddy does), switch to it, and on return account its run time and act
+//!    on its request: yield (back in the tree), park, or exit.
+//!
+//! # Idle
+//! Out of work, the CPU spins for `idle_spin_ns` checking its inbox,
+//! stealing from other CPUs' staging deques and watching for being claimed
+//! by a CPU that pushes work to it; then it sleeps in the OS until unparked
+//! or until its next timer. The spin bound is the price of a wakeup: waking a
+//! parked thread on the other vCPU of this VM costs tens of microseconds, so
+//! ping-pong traffic between CPUs keeps them spinning instead.
+
+use std::cell::UnsafeCell;
+use std::sync::atomic::{fence, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use corosensei::CoroutineResult;
+use crossbeam_deque::{Steal, Worker as Deque};
+
+use super::stack::StackPool;
+use super::state::FinishPark;
+use super::task::{Coro, Request, Task, TaskRef};
+use super::timer::TimerHeap;
+use super::{bump, clock, Shared, WorkerShared, BUSY, SLEEPING, SPINNING};
+use crate::sched::{CfsRq, EnqueueFlags};
+
+/// A worker's private state.
+pub(crate) struct WorkerLocal {
+    index: usize,
+    shared: Arc<Shared>,
+    /// The fair run queue (the current task is not in its tree).
+    pub(crate) rq: CfsRq<TaskRef>,
+    /// New tasks spawned here, stealable by idle CPUs until this CPU next
+    /// schedules and takes them into its run queue.
+    staging: Deque<TaskRef>,
+    timers: TimerHeap,
+    /// xorshift state for choosing steal victims.
+    rng: u64,
+}
+
+/// A worker's private state plus the shared handle, pinned on its thread.
+pub(crate) struct WorkerCell {
+    pub(crate) shared: Arc<Shared>,
+    index: usize,
+    local: UnsafeCell<WorkerLocal>,
+}
+
+impl WorkerCell {
+    /// The owner-only state.
+    ///
+    /// # Safety (internal contract)
+    /// Only the worker thread calls this, and never while another borrow from
+    /// it is alive; the run loop drops its borrow before every `resume`.
+    #[allow(clippy::mut_from_ref)]
+    #[inline]
+    pub(crate) fn local(&self) -> &mut WorkerLocal {
+        // SAFETY: see the contract above; all callers are on the owning
+        // thread (task code runs on it too, while the loop holds no borrow).
+        unsafe { &mut *self.local.get() }
+    }
+
+    #[inline]
+    pub(crate) fn worker_shared(&self) -> &WorkerShared {
+        &self.shared.workers[self.index]
+    }
+}
+
+impl WorkerLocal {
+    /// This CPU's number.
+    #[inline]
+    pub(crate) fn index(&self) -> usize {
+        self.index
+    }
+
+    /// The runtime.
+    #[inline]
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    fn ws(&self) -> &WorkerShared {
+        &self.shared.workers[self.index]
+    }
+
+    /// Arms a timer on this CPU.
+    pub(crate) fn arm_timer(&mut self, deadline: u64, task: TaskRef, gen: u64) {
+        self.timers.arm(deadline, task, gen);
+    }
+
+    /// Places and queues a task that was woken on this CPU; raises
+    /// `need_resched` if it should preempt the running task (CFS wakeup
+    /// preemption).
+    pub(crate) fn enqueue_wakeup(&mut self, task: TaskRef) {
+        if !task.allowed_on(self.index) {
+            return self.forward(task);
+        }
+        // SAFETY: the waker won PARKED -> RUNNABLE (or the task came out of
+        // our inbox), so this worker owns the task now.
+        let sp = unsafe { task.sched() };
+        if sp.vruntime_relative {
+            self.rq.migrate_in(&mut sp.se);
+            sp.vruntime_relative = false;
+        }
+        let wakee: *const crate::sched::SchedEntity = &sp.se;
+        self.rq
+            .enqueue_entity(&mut sp.se, task, EnqueueFlags::WAKEUP);
+        bump(&self.ws().counters.wakeups_local, 1);
+        let cur = super::current_task_ptr();
+        if !cur.is_null() {
+            // SAFETY: the running task is owned by this worker; its code is
+            // inside this call and does not touch its entity concurrently.
+            // `wakee` points into a task we just queued here (still owned).
+            unsafe {
+                let csp = (*cur).sched();
+                self.rq.update_curr(&mut csp.se, clock::now_ns());
+                if self.rq.check_preempt_wakeup(&csp.se, &*wakee) {
+                    self.ws().need_resched.store(true, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
+    /// Queues a task that was just spawned on this CPU: to an idle CPU if
+    /// one is free (fork balancing), else onto the stealable staging deque.
+    pub(crate) fn enqueue_new(&mut self, task: TaskRef) {
+        let allowed_here = task.allowed_on(self.index);
+        if let Some(cpu) = self
+            .shared
+            .claim_idle_cpu(self.index + 1, task.allowed.as_deref())
+        {
+            bump(&self.ws().counters.migrations_out, 1);
+            send_to_claimed(&self.shared, cpu, task);
+        } else if allowed_here {
+            task.cpu.store(self.index, Ordering::Relaxed);
+            self.staging.push(task);
+        } else {
+            self.forward(task);
+        }
+    }
+
+    /// Sends a task this CPU may not run to the first CPU it may.
+    fn forward(&mut self, task: TaskRef) {
+        let cpu = task
+            .allowed
+            .as_ref()
+            .and_then(|s| s.iter().find(|&c| c < self.shared.nr_cpus()))
+            .unwrap_or(0);
+        // SAFETY: we own the task (it was handed to us to enqueue).
+        let sp = unsafe { task.sched() };
+        if !sp.vruntime_relative {
+            self.rq.migrate_out(&mut sp.se);
+            sp.vruntime_relative = true;
+        }
+        self.shared.send_to(cpu, task);
+    }
+
+    /// Enqueues a task taken from the inbox, staging or a steal.
+    fn enqueue_arrived(&mut self, task: TaskRef) {
+        if !task.allowed_on(self.index) {
+            return self.forward(task);
+        }
+        // SAFETY: the task arrived through a queue hand-off; we own it.
+        let sp = unsafe { task.sched() };
+        task.cpu.store(self.index, Ordering::Relaxed);
+        let flags = if sp.entry.is_some() {
+            // New task: START_DEBIT placement.
+            EnqueueFlags::INITIAL
+        } else if sp.vruntime_relative {
+            // Runnable task pushed here by a busy CPU: keep its lag.
+            EnqueueFlags::NONE
+        } else {
+            // Woken on its own CPU by another thread.
+            EnqueueFlags::WAKEUP
+        };
+        if sp.vruntime_relative {
+            self.rq.migrate_in(&mut sp.se);
+            sp.vruntime_relative = false;
+            if flags != EnqueueFlags::INITIAL {
+                bump(&self.ws().counters.migrations_in, 1);
+            }
+        }
+        self.rq.enqueue_entity(&mut sp.se, task, flags);
+    }
+
+    fn fire_timers(&mut self, now: u64) {
+        while let Some(t) = self.timers.pop_due(now) {
+            if t.task.fire_timeout(t.gen) {
+                super::wake_task(t.task);
+            }
+        }
+    }
+
+    fn pull_inbox(&mut self) {
+        loop {
+            match self.ws().inbox.steal() {
+                Steal::Success(t) => self.enqueue_arrived(t),
+                Steal::Empty => break,
+                Steal::Retry => continue,
+            }
+        }
+    }
+
+    fn pull_staging(&mut self) {
+        while let Some(t) = self.staging.pop() {
+            self.enqueue_arrived(t);
+        }
+    }
+
+    /// Pushes the coldest half of the queue to an idle CPU, if any.
+    /// Returns whether anything moved.
+    fn balance_push(&mut self) -> bool {
+        if self.rq.nr_queued() < 2 || self.shared.nr_idle.load(Ordering::Relaxed) == 0 {
+            return false;
+        }
+        let Some(cpu) = self.shared.claim_idle_cpu(self.index + 1, None) else {
+            return false;
+        };
+        let mut moved = 0;
+        let want = self.rq.nr_queued() / 2;
+        while moved < want {
+            let Some((_, task)) = self.rq.pop_rightmost() else {
+                break;
+            };
+            // SAFETY: the task was in our tree; we own it.
+            let sp = unsafe { task.sched() };
+            if !task.allowed_on(cpu) {
+                self.rq.put_prev_entity(&mut sp.se, task);
+                break;
+            }
+            self.rq.migrate_out(&mut sp.se);
+            sp.vruntime_relative = true;
+            task.cpu.store(cpu, Ordering::Relaxed);
+            self.shared.workers[cpu].inbox.push(task);
+            moved += 1;
+        }
+        bump(&self.ws().counters.migrations_out, moved as u64);
+        self.shared.workers[cpu].unpark();
+        moved > 0
+    }
+
+    /// Tries to steal new tasks from another CPU's staging deque.
+    fn steal(&mut self) -> bool {
+        let n = self.shared.nr_cpus();
+        if n < 2 {
+            return false;
+        }
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        let start = (self.rng as usize) % n;
+        for k in 0..n {
+            let victim = (start + k) % n;
+            if victim == self.index {
+                continue;
+            }
+            loop {
+                match self.shared.workers[victim]
+                    .stealer
+                    .steal_batch_and_pop(&self.staging)
+                {
+                    Steal::Success(t) => {
+                        bump(&self.ws().counters.steals, 1);
+                        self.enqueue_arrived(t);
+                        self.pull_staging();
+                        return true;
+                    }
+                    Steal::Empty => break,
+                    Steal::Retry => continue,
+                }
+            }
+        }
+        false
+    }
+
+    fn publish(&self) {
+        let ws = self.ws();
+        ws.nr_running
+            .store(self.rq.nr_running() + self.staging.len(), Ordering::Relaxed);
+        ws.min_vruntime
+            .store(self.rq.min_vruntime(), Ordering::Relaxed);
+    }
+}
+
+/// Sends a task to a CPU this thread claimed from idle, and wakes it.
+pub(crate) fn send_to_claimed(shared: &Shared, cpu: usize, task: TaskRef) {
+    // SAFETY: the caller owns the (new or runnable) task it hands over.
+    let sp = unsafe { task.sched() };
+    debug_assert!(sp.vruntime_relative || sp.entry.is_some());
+    sp.vruntime_relative = true;
+    task.cpu.store(cpu, Ordering::Relaxed);
+    let w = &shared.workers[cpu];
+    w.inbox.push(task);
+    w.unpark();
+}
+
+/// Body of a worker thread.
+pub(crate) fn run_worker(shared: Arc<Shared>, index: usize, staging: Deque<TaskRef>) {
+    let cell = WorkerCell {
+        shared: shared.clone(),
+        index,
+        local: UnsafeCell::new(WorkerLocal {
+            index,
+            rq: CfsRq::new(shared.tunables.clone()),
+            shared,
+            staging,
+            timers: TimerHeap::default(),
+            rng: 0x9E37_79B9_7F4A_7C15 ^ (index as u64 + 1),
+        }),
+    };
+    super::set_current_worker(&cell);
+    cell.run_loop();
+    cell.drain_on_shutdown();
+    super::set_current_worker(std::ptr::null());
+}
+
+impl WorkerCell {
+    fn run_loop(&self) {
+        let ws = self.worker_shared();
+        let mut skip: Option<*const Task> = None;
+        loop {
+            if self.shared.shutdown.load(Ordering::Acquire) {
+                break;
+            }
+            let now = clock::now_ns();
+            let picked = {
+                let l = self.local();
+                l.fire_timers(now);
+                l.pull_inbox();
+                l.pull_staging();
+                if l.balance_push() {
+                    skip = None;
+                }
+                let skip_se = skip.map(|t| {
+                    // SAFETY: a task that yielded was put back into our tree
+                    // and nothing took it out since (a push clears `skip`).
+                    unsafe { &(*t).sched().se as *const crate::sched::SchedEntity }
+                });
+                // SAFETY: see above; the entity outlives this call.
+                l.rq.pick_next_entity(skip_se.map(|p| unsafe { &*p }))
+            };
+            skip = None;
+            match picked {
+                Some(task) => skip = self.run_task(task, now),
+                None => self.idle(now),
+            }
+        }
+        ws.curr_pid.store(0, Ordering::Relaxed);
+    }
+
+    /// Runs one task until it switches out. Returns the task to skip at the
+    /// next pick if it yielded.
+    fn run_task(&self, task: TaskRef, now: u64) -> Option<*const Task> {
+        let ws = self.worker_shared();
+        {
+            let l = self.local();
+            // SAFETY: picked from our tree: we own it.
+            let sp = unsafe { task.sched() };
+            l.rq.set_next_entity(&mut sp.se, now);
+            let slice = if l.rq.nr_queued() > 0 || !l.staging.is_empty() {
+                l.rq.sched_slice(&sp.se)
+            } else {
+                0
+            };
+            l.publish();
+            ws.curr_pid.store(task.pid.0, Ordering::Relaxed);
+            ws.run_start.store(now, Ordering::Relaxed);
+            ws.slice_ns.store(slice, Ordering::Relaxed);
+            bump(&ws.switch_seq, 1);
+            ws.need_resched.store(false, Ordering::Relaxed);
+            task.cpu.store(self.index, Ordering::Relaxed);
+            // SAFETY: we own the task; the coroutine slot is ours to fill.
+            let coro = unsafe { &mut *task.coro_slot() };
+            if coro.is_none() {
+                match start_coroutine(&task, sp) {
+                    Some(c) => *coro = Some(c),
+                    None => {
+                        // No stack could be had: the body is dropped unrun
+                        // (its join handle reports cancellation).
+                        drop(sp.entry.take());
+                        l.rq.dequeue_entity(&mut sp.se);
+                        self.shared.table.remove(task.pid);
+                        return None;
+                    }
+                }
+            }
+        }
+        super::set_current_task(&*task);
+        // SAFETY: we own the task, the slot holds a live coroutine (filled
+        // above), and no other borrow of it exists: the task's own code never
+        // touches its coroutine slot.
+        let result = unsafe { (*task.coro_slot()).as_mut().unwrap_unchecked().resume(()) };
+        super::set_current_task(std::ptr::null());
+        ws.curr_pid.store(0, Ordering::Relaxed);
+        let now = clock::now_ns();
+        let l = self.local();
+        // SAFETY: the task switched out; we own it again.
+        let sp = unsafe { task.sched() };
+        let start = ws.run_start.load(Ordering::Relaxed);
+        l.rq.update_curr(&mut sp.se, now);
+        bump(&ws.counters.switches, 1);
+        bump(&ws.counters.busy_ns, now.saturating_sub(start));
+        match result {
+            CoroutineResult::Yield(Request::Yield) => {
+                bump(&ws.counters.voluntary_switches, 1);
+                let p: *const Task = &*task;
+                l.rq.put_prev_entity(&mut sp.se, task);
+                Some(p)
+            }
+            CoroutineResult::Yield(Request::Preempt) => {
+                bump(&ws.counters.forced_switches, 1);
+                l.rq.put_prev_entity(&mut sp.se, task);
+                None
+            }
+            CoroutineResult::Yield(Request::Park) => {
+                bump(&ws.counters.voluntary_switches, 1);
+                bump(&ws.counters.parks, 1);
+                l.rq.dequeue_entity(&mut sp.se);
+                match task.state.finish_park() {
+                    // Whoever wakes it holds its own reference.
+                    FinishPark::Parked => drop(task),
+                    FinishPark::Notified => l.enqueue_arrived_woken(task),
+                }
+                None
+            }
+            CoroutineResult::Return(()) => {
+                l.rq.dequeue_entity(&mut sp.se);
+                // SAFETY: the coroutine finished; we own the slot.
+                let coro = unsafe { (*task.coro_slot()).take() };
+                if let Some(c) = coro {
+                    let stack = c.into_stack();
+                    stack.clear_owner();
+                    StackPool::global().release(stack);
+                }
+                bump(&ws.counters.tasks_exited, 1);
+                self.shared.table.remove(task.pid);
+                None
+            }
+        }
+    }
+
+    fn idle(&self, now: u64) {
+        let ws = self.worker_shared();
+        ws.curr_pid.store(0, Ordering::Relaxed);
+        self.local().publish();
+        ws.idle.store(SPINNING, Ordering::SeqCst);
+        self.shared.nr_idle.fetch_add(1, Ordering::AcqRel);
+        let spin_until = now + self.shared.config.idle_spin_ns;
+        let mut t = now;
+        let mut iter = 0u32;
+        loop {
+            if ws.idle.load(Ordering::Acquire) == BUSY {
+                // A busy CPU claimed us and pushed work into the inbox.
+                bump(&ws.counters.idle_ns, clock::now_ns().saturating_sub(now));
+                return;
+            }
+            let l = self.local();
+            let due = l.timers.next_deadline().is_some_and(|d| d <= t);
+            if !ws.inbox.is_empty()
+                || due
+                || self.shared.shutdown.load(Ordering::Relaxed)
+                || l.steal()
+            {
+                self.leave_idle(SPINNING);
+                bump(&ws.counters.idle_ns, clock::now_ns().saturating_sub(now));
+                return;
+            }
+            iter += 1;
+            if iter % 16 == 0 {
+                t = clock::now_ns();
+                if t >= spin_until {
+                    break;
+                }
+            }
+            for _ in 0..32 {
+                std::hint::spin_loop();
+            }
+        }
+        // Sleep. Publish SLEEPING, then re-check the inbox (Dekker with
+        // `WorkerShared::notify`).
+        if ws
+            .idle
+            .compare_exchange(SPINNING, SLEEPING, Ordering::SeqCst, Ordering::SeqCst)
+            .is_err()
+        {
+            bump(&ws.counters.idle_ns, clock::now_ns().saturating_sub(now));
+            return; // claimed
+        }
+        fence(Ordering::SeqCst);
+        if ws.inbox.is_empty() && !self.shared.shutdown.load(Ordering::SeqCst) {
+            let next = self.local().timers.next_deadline();
+            match next {
+                Some(d) => {
+                    let now = clock::now_ns();
+                    if d > now {
+                        std::thread::park_timeout(Duration::from_nanos(d - now));
+                    }
+                }
+                None => std::thread::park(),
+            }
+        }
+        self.shared.monitor.worker_wakes();
+        self.leave_idle(SLEEPING);
+        bump(&ws.counters.idle_ns, clock::now_ns().saturating_sub(now));
+    }
+
+    /// Moves `from -> BUSY` unless a claimer already did.
+    fn leave_idle(&self, from: u8) {
+        let ws = self.worker_shared();
+        if ws
+            .idle
+            .compare_exchange(from, BUSY, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            self.shared.nr_idle.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    /// After the loop ends: drops this CPU's references to queued tasks (the
+    /// task table keeps every live task for cancellation).
+    fn drain_on_shutdown(&self) {
+        let l = self.local();
+        while let Some((_, t)) = l.rq.pop_rightmost() {
+            drop(t);
+        }
+        while l.staging.pop().is_some() {}
+        let timers: Vec<_> = l.timers.drain().collect();
+        drop(timers);
+    }
+}
+
+impl WorkerLocal {
+    /// Re-queues a task whose park was cancelled by a wakeup during the
+    /// switch (it keeps its vruntime: it never slept).
+    fn enqueue_arrived_woken(&mut self, task: TaskRef) {
+        // SAFETY: finish_park returned Notified: the worker still owns it.
+        let sp = unsafe { task.sched() };
+        self.rq.enqueue_entity(&mut sp.se, task, EnqueueFlags::NONE);
+    }
+}
+
+/// Creates the coroutine for a task's first run, on a pooled stack.
+fn start_coroutine(task: &TaskRef, sp: &mut super::task::SchedPart) -> Option<Coro> {
+    let stack = match StackPool::global().alloc(task.stack_size) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(pid = task.pid.0, name = task.name_or_dash(), error = %e,
+                "greenos: cannot allocate a stack; the task is dropped unrun");
+            return None;
+        }
+    };
+    stack.set_owner(task.pid.0, task.name_or_dash());
+    let entry = sp.entry.take()?;
+    let tp: *const Task = &**task;
+    Some(Coro::with_stack(stack, move |y, ()| {
+        // SAFETY: the task outlives its coroutine (the coroutine is stored in
+        // the task), and only this coroutine's code runs here.
+        let task = unsafe { &*tp };
+        task.yielder.set(y);
+        entry.run();
+        // Task-local values die with the task, in its own context.
+        // SAFETY: this is the task itself, running, with no local borrowed.
+        unsafe { task.drop_locals() };
+    }))
+}

@@ -1,0 +1,374 @@
+//! `Runtime`: a set of worker CPUs and everything running on them.
+//!
+//! # Shutdown (on drop)
+//! 1. Raise `shutdown`; wake every CPU and the monitor.
+//! 2. Each CPU finishes the task it is running (at its next switch; a task
+//!    that never reaches a greenos call holds shutdown up, as a thread that
+//!    never returns holds up `join`), leaves its loop, and drops its queues'
+//!    references. Worker and monitor threads are joined.
+//! 3. Every task still alive (queued, sleeping or blocked) is cancelled on
+//!    the dropping thread: its `cancelled` flag is set, so nothing it calls
+//!    can block or yield, and its coroutine is dropped, which unwinds its
+//!    stack (destructors run) through corosensei's forced unwind. Tasks that
+//!    never ran just drop their closures. Join handles report `Cancelled`.
+//! 4. Repeat step 3 while destructors created new work, then unregister.
+
+use std::fmt;
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle as ThreadHandle;
+
+use crossbeam_deque::{Injector, Worker as Deque};
+use crossbeam_utils::CachePadded;
+
+use crate::error::errno;
+use crate::executor::{self, monitor, stack, worker, Config, Shared, WorkerShared, BUSY};
+use crate::sched::Tunables;
+use crate::task::{Builder as TaskBuilder, JoinHandle};
+use crate::Pid;
+
+/// The fair scheduling class a runtime uses on every CPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Policy {
+    /// Completely Fair Scheduler (Linux 2.6.23–6.5).
+    #[default]
+    Cfs,
+    /// Earliest Eligible Virtual Deadline First (Linux 6.6+).
+    Eevdf,
+    /// The O(1) scheduler (Linux 2.6.0–2.6.22).
+    O1,
+    /// The O(N) scheduler (Linux 2.4).
+    ON,
+}
+
+/// Configures and builds a [`Runtime`].
+#[derive(Debug, Clone)]
+pub struct Builder {
+    workers: Option<usize>,
+    pin_workers: bool,
+    policy: Policy,
+    stack_size: usize,
+    idle_spin: std::time::Duration,
+    thread_name: String,
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Builder {
+            workers: None,
+            pin_workers: true,
+            policy: Policy::Cfs,
+            stack_size: stack::DEFAULT_STACK_SIZE,
+            // Measured on the 2-vCPU KVM development machine: unparking a
+            // sleeping worker costs ~60 µs there, so a worker spins a little
+            // longer than that before sleeping.
+            idle_spin: std::time::Duration::from_micros(100),
+            thread_name: "greenos-cpu".to_owned(),
+        }
+    }
+}
+
+impl Builder {
+    /// Number of worker CPUs (default: every CPU this process may use).
+    pub fn workers(mut self, n: usize) -> Builder {
+        self.workers = Some(n);
+        self
+    }
+
+    /// Pin each worker to its own CPU of the process's allowed set (default
+    /// true; more workers than CPUs wrap around).
+    pub fn pin_workers(mut self, pin: bool) -> Builder {
+        self.pin_workers = pin;
+        self
+    }
+
+    /// The fair scheduling class (default CFS).
+    pub fn policy(mut self, policy: Policy) -> Builder {
+        self.policy = policy;
+        self
+    }
+
+    /// Default usable stack size of tasks (bytes; default 64 KiB).
+    pub fn stack_size(mut self, bytes: usize) -> Builder {
+        self.stack_size = bytes;
+        self
+    }
+
+    /// How long an idle worker spins looking for work before it sleeps in
+    /// the OS (default 100 µs).
+    pub fn idle_spin(mut self, d: std::time::Duration) -> Builder {
+        self.idle_spin = d;
+        self
+    }
+
+    /// Prefix of worker thread names (default `greenos-cpu`).
+    pub fn thread_name(mut self, name: impl Into<String>) -> Builder {
+        self.thread_name = name.into();
+        self
+    }
+
+    /// Starts the worker threads. Errors: `EINVAL` for zero workers or a
+    /// stack size out of range, `ENOSYS` for a policy not built yet, and
+    /// whatever the OS says when threads cannot be started.
+    pub fn build(self) -> io::Result<Runtime> {
+        if self.policy != Policy::Cfs {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!(
+                    "greenos: policy {:?} is not implemented yet; only Cfs is",
+                    self.policy
+                ),
+            ));
+        }
+        let workers = match self.workers {
+            Some(0) => return Err(errno(libc::EINVAL)),
+            Some(n) => n,
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        };
+        if !(crate::task::MIN_STACK_SIZE..=crate::task::MAX_STACK_SIZE).contains(&self.stack_size) {
+            return Err(errno(libc::EINVAL));
+        }
+        crate::clock::init();
+        if let Err(e) = stack::install_overflow_handler() {
+            // Overflow still kills the process (guard pages stay); only the
+            // report naming the task is lost.
+            tracing::warn!(error = %e, "greenos: stack overflow reporting unavailable");
+        }
+        let config = Config {
+            pin_workers: self.pin_workers,
+            default_stack_size: self.stack_size,
+            idle_spin_ns: self.idle_spin.as_nanos() as u64,
+            monitor_tick_ns: 1_000_000,
+            overrun_report_ns: 100_000_000,
+            thread_name: self.thread_name,
+        };
+        let deques: Vec<Deque<_>> = (0..workers).map(|_| Deque::new_fifo()).collect();
+        let workers_shared: Box<[CachePadded<WorkerShared>]> = deques
+            .iter()
+            .enumerate()
+            .map(|(index, d)| {
+                CachePadded::new(WorkerShared {
+                    index,
+                    inbox: Injector::new(),
+                    stealer: d.stealer(),
+                    idle: std::sync::atomic::AtomicU8::new(BUSY),
+                    thread: std::sync::OnceLock::new(),
+                    need_resched: AtomicBool::new(false),
+                    curr_pid: AtomicU64::new(0),
+                    run_start: AtomicU64::new(0),
+                    slice_ns: AtomicU64::new(0),
+                    switch_seq: AtomicU64::new(0),
+                    nr_running: AtomicUsize::new(0),
+                    min_vruntime: AtomicU64::new(0),
+                    counters: Default::default(),
+                })
+            })
+            .collect();
+        static NEXT_RT_ID: AtomicU64 = AtomicU64::new(1);
+        let shared = Arc::new(Shared {
+            id: NEXT_RT_ID.fetch_add(1, Ordering::Relaxed),
+            config,
+            workers: workers_shared,
+            tunables: Tunables::for_cpus(workers),
+            shutdown: AtomicBool::new(false),
+            // Pid 1 is init (the first block_on task); spawns count from 2.
+            next_pid: AtomicU64::new(2),
+            init_running: AtomicBool::new(false),
+            table: executor::TaskTable::new(),
+            nr_idle: AtomicUsize::new(0),
+            outside_cursor: AtomicUsize::new(0),
+            monitor: monitor::MonitorShared::default(),
+        });
+        executor::runtimes()
+            .lock()
+            .insert(shared.id, Arc::downgrade(&shared));
+        let cores = if shared.config.pin_workers {
+            core_affinity::get_core_ids().filter(|c| !c.is_empty())
+        } else {
+            None
+        };
+        let mut threads = Vec::with_capacity(workers);
+        let mut rt = Runtime {
+            shared: shared.clone(),
+            threads: Vec::new(),
+            monitor: None,
+        };
+        for (index, deque) in deques.into_iter().enumerate() {
+            let s = shared.clone();
+            let core = cores.as_ref().map(|c| c[index % c.len()]);
+            let spawned = std::thread::Builder::new()
+                .name(format!("{}-{index}", shared.config.thread_name))
+                .spawn(move || {
+                    if let Some(core) = core {
+                        core_affinity::set_for_current(core);
+                    }
+                    if let Err(e) = stack::ensure_sigaltstack() {
+                        tracing::warn!(error = %e, "greenos: no alternate signal stack");
+                    }
+                    let _ = s.workers[index].thread.set(std::thread::current());
+                    worker::run_worker(s, index, deque);
+                });
+            match spawned {
+                Ok(h) => threads.push(h),
+                Err(e) => {
+                    rt.threads = threads;
+                    return Err(e); // `rt` drops: the started workers stop.
+                }
+            }
+        }
+        rt.threads = threads;
+        let s = shared.clone();
+        rt.monitor = Some(
+            std::thread::Builder::new()
+                .name(format!("{}-monitor", shared.config.thread_name))
+                .spawn(move || monitor::run_monitor(s))?,
+        );
+        Ok(rt)
+    }
+}
+
+/// A greenos runtime: worker threads acting as CPUs, each with its own
+/// scheduler, and the green threads running on them.
+pub struct Runtime {
+    shared: Arc<Shared>,
+    threads: Vec<ThreadHandle<()>>,
+    monitor: Option<ThreadHandle<()>>,
+}
+
+impl Runtime {
+    /// A builder with the defaults.
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+
+    /// A runtime with the defaults.
+    pub fn new() -> io::Result<Runtime> {
+        Builder::default().build()
+    }
+
+    /// Number of worker CPUs.
+    pub fn workers(&self) -> usize {
+        self.shared.nr_cpus()
+    }
+
+    /// Runs `f` as a green thread (pid 1, "init", when no other `block_on`
+    /// is running) and blocks the calling OS thread until it returns. A panic
+    /// in `f` is resumed on the caller. `f` may borrow from the caller, as a
+    /// scoped thread may.
+    ///
+    /// Panics when called from inside a greenos task (blocking a CPU's
+    /// thread on its own runtime would deadlock it); spawn and join instead.
+    pub fn block_on<F, T>(&self, f: F) -> T
+    where
+        F: FnOnce() -> T + Send,
+        T: Send,
+    {
+        assert!(
+            executor::current_task_ptr().is_null(),
+            "greenos::Runtime::block_on called from inside a greenos task; \
+             use greenos::spawn(..).join() there"
+        );
+        let init = self
+            .shared
+            .init_running
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok();
+        let pid = if init { Some(Pid(1)) } else { None };
+        let builder = TaskBuilder::new().name(if init { "init" } else { "block_on" });
+        let handle = builder
+            .spawn_with_pid(&self.shared, pid, f)
+            .expect("greenos::Runtime::block_on: spawning the task failed");
+        let r = handle.join();
+        if init {
+            self.shared.init_running.store(false, Ordering::Release);
+        }
+        match r {
+            Ok(v) => v,
+            Err(crate::JoinError::Panic(p)) => std::panic::resume_unwind(p),
+            Err(crate::JoinError::Cancelled) => {
+                panic!("greenos::Runtime::block_on: the task was cancelled")
+            }
+        }
+    }
+
+    /// Spawns a task from outside the runtime (from any OS thread).
+    pub fn spawn<F, T>(&self, f: F) -> JoinHandle<T>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        TaskBuilder::new()
+            .spawn_on(&self.shared, f)
+            .expect("greenos::Runtime::spawn: spawning with default settings failed")
+    }
+
+    /// Spawns a task with settings from outside the runtime.
+    pub fn spawn_with<F, T>(&self, builder: TaskBuilder, f: F) -> io::Result<JoinHandle<T>>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        builder.spawn_on(&self.shared, f)
+    }
+
+    /// Number of live tasks (spawned and not yet finished).
+    pub fn live_tasks(&self) -> usize {
+        self.shared.table.len()
+    }
+
+    /// A snapshot of the per-CPU counters.
+    pub fn metrics(&self) -> crate::Metrics {
+        crate::Metrics::snapshot(&self.shared)
+    }
+}
+
+impl fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Runtime")
+            .field("workers", &self.workers())
+            .field("live_tasks", &self.live_tasks())
+            .finish()
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        let s = &self.shared;
+        s.shutdown.store(true, Ordering::SeqCst);
+        for w in s.workers.iter() {
+            w.unpark();
+        }
+        s.monitor.unpark();
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+        if let Some(m) = self.monitor.take() {
+            let _ = m.join();
+        }
+        // Cancel whatever is left, until nothing is.
+        loop {
+            let tasks = s.table.drain_all();
+            let mut inboxed = 0;
+            for w in s.workers.iter() {
+                loop {
+                    match w.inbox.steal() {
+                        crossbeam_deque::Steal::Success(t) => {
+                            inboxed += 1;
+                            drop(t);
+                        }
+                        crossbeam_deque::Steal::Retry => {}
+                        crossbeam_deque::Steal::Empty => break,
+                    }
+                }
+            }
+            if tasks.is_empty() && inboxed == 0 {
+                break;
+            }
+            for t in tasks {
+                executor::cancel_task(t);
+            }
+        }
+        executor::runtimes().lock().remove(&s.id);
+    }
+}

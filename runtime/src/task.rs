@@ -1,0 +1,638 @@
+//! Tasks: spawning green threads, joining them, and what a task can ask
+//! about itself.
+//!
+//! # Tasks migrate: the thread-local contract
+//! A suspended task may resume on another CPU (another OS thread) at any
+//! greenos call: `yield_now`, `sleep`, a blocking `sync` or IPC call, even
+//! `maybe_yield` and `spawn`. So, as with Boost.Fiber and `may`:
+//! - do not hold a reference obtained from a `thread_local!` (or any
+//!   thread-bound state: `std::sync::MutexGuard`, `RefCell` borrows of TLS,
+//!   `tracing` span guards, `thread::current()`, `gettid`) across a greenos
+//!   call — it may belong to another thread when you resume;
+//! - use [`task_local!`](crate::task_local) for per-task state: it follows
+//!   the task;
+//! - use [`Builder::pinned`] for a task that must stay on the CPU where it
+//!   first ran.
+//!
+//! `spawn` stays safe (as `std::thread::spawn` is): Rust cannot check these
+//! rules, so they are a documented contract (reference/coroutines.md §2).
+
+use std::any::Any;
+use std::cell::UnsafeCell;
+use std::fmt;
+use std::io;
+use std::marker::PhantomData;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::cpuset::CpuSet;
+use crate::error::{errno, JoinError};
+use crate::executor::task::{Task as TaskCb, TaskEntry, TaskInit, TaskRef};
+use crate::executor::{self, Shared};
+use crate::wait::{WaitQueue, WaitResult};
+use crate::Pid;
+
+/// Smallest stack a task may ask for (bytes).
+pub const MIN_STACK_SIZE: usize = 16 << 10;
+/// Largest stack a task may ask for (bytes): 1 GiB, Go's maximum.
+pub const MAX_STACK_SIZE: usize = 1 << 30;
+
+// ---------------------------------------------------------------------------
+// Join handles.
+
+/// Where a task's result waits for its joiner.
+pub(crate) struct Packet<T> {
+    done: AtomicBool,
+    result: UnsafeCell<Option<Result<T, JoinError>>>,
+    joiners: WaitQueue,
+}
+
+// SAFETY: `result` is written once by the finishing task before `done` is
+// set (Release) and read once by the joiner after it sees `done` (Acquire).
+unsafe impl<T: Send> Send for Packet<T> {}
+// SAFETY: as above.
+unsafe impl<T: Send> Sync for Packet<T> {}
+
+impl<T> Packet<T> {
+    fn new() -> Packet<T> {
+        Packet {
+            done: AtomicBool::new(false),
+            result: UnsafeCell::new(None),
+            joiners: WaitQueue::new(),
+        }
+    }
+
+    fn complete(&self, r: Result<T, JoinError>) {
+        // SAFETY: only the task's entry completes the packet, once, before
+        // `done` is published; nobody reads `result` before that.
+        unsafe { *self.result.get() = Some(r) };
+        self.done.store(true, Ordering::Release);
+        self.joiners.wake_all();
+    }
+
+    fn is_done(&self) -> bool {
+        self.done.load(Ordering::Acquire)
+    }
+
+    /// Waits for completion (green: parks the task; OS thread: parks it).
+    fn wait(&self, timeout: Option<Duration>) -> bool {
+        let deadline = timeout.map(|d| executor::now() + d.as_nanos() as u64);
+        while !self.is_done() {
+            let left = match deadline {
+                None => None,
+                Some(d) => {
+                    let now = executor::now();
+                    if now >= d {
+                        return false;
+                    }
+                    Some(Duration::from_nanos(d - now))
+                }
+            };
+            match self.joiners.wait(|| !self.is_done(), left) {
+                WaitResult::Cancelled => return self.is_done(),
+                WaitResult::TimedOut => return self.is_done(),
+                WaitResult::Notified | WaitResult::Invalid => {}
+            }
+        }
+        true
+    }
+
+    fn take(&self) -> Result<T, JoinError> {
+        debug_assert!(self.is_done());
+        // SAFETY: `done` was observed (Acquire); the completer no longer
+        // touches `result`; `JoinHandle::join` takes it once (by value).
+        unsafe { (*self.result.get()).take() }.unwrap_or(Err(JoinError::Cancelled))
+    }
+}
+
+/// The body of a spawned task.
+struct Spawned<F, T> {
+    f: Option<F>,
+    packet: Arc<Packet<T>>,
+}
+
+impl<F, T> TaskEntry for Spawned<F, T>
+where
+    F: FnOnce() -> T + Send,
+    T: Send,
+{
+    fn run(mut self: Box<Self>) {
+        let Some(f) = self.f.take() else { return };
+        let r = catch_unwind(AssertUnwindSafe(f));
+        let task = executor::current_task("spawn");
+        let r = match r {
+            Ok(v) => Ok(v),
+            // A cancelled task is unwound by the runtime, not by a panic.
+            Err(_) if task.cancelled.load(Ordering::Relaxed) => Err(JoinError::Cancelled),
+            Err(p) => Err(JoinError::Panic(p)),
+        };
+        // Task-local values die before the joiner sees the result, as a
+        // thread's TLS dies before `join` returns.
+        // SAFETY: this is the running task, and no local is borrowed here.
+        unsafe { task.drop_locals() };
+        self.packet.complete(r);
+    }
+}
+
+impl<F, T> Drop for Spawned<F, T> {
+    fn drop(&mut self) {
+        if self.f.take().is_some() {
+            // Dropped unrun: the runtime shut down or no stack was available.
+            self.packet.complete(Err(JoinError::Cancelled));
+        }
+    }
+}
+
+/// An owned permission to join a task (wait for it and take its result).
+/// Dropping it detaches the task.
+pub struct JoinHandle<T> {
+    packet: Arc<Packet<T>>,
+    task: Task,
+}
+
+impl<T> JoinHandle<T> {
+    /// Waits for the task to finish and returns its result; a panic in the
+    /// task comes back as `Err(JoinError::Panic(payload))`. In a green
+    /// thread this parks the task (its CPU runs others); on an OS thread it
+    /// blocks the thread.
+    pub fn join(self) -> Result<T, JoinError> {
+        self.packet.wait(None);
+        if !self.packet.is_done() {
+            return Err(JoinError::Cancelled);
+        }
+        self.packet.take()
+    }
+
+    /// Like [`join`](Self::join) but gives up after `timeout`, handing the
+    /// handle back.
+    pub fn join_timeout(self, timeout: Duration) -> Result<Result<T, JoinError>, JoinHandle<T>> {
+        if self.packet.wait(Some(timeout)) {
+            Ok(self.packet.take())
+        } else {
+            Err(self)
+        }
+    }
+
+    /// Whether the task has finished.
+    pub fn is_finished(&self) -> bool {
+        self.packet.is_done()
+    }
+
+    /// The task.
+    pub fn task(&self) -> &Task {
+        &self.task
+    }
+}
+
+impl<T> fmt::Debug for JoinHandle<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JoinHandle")
+            .field("task", &self.task)
+            .field("finished", &self.is_finished())
+            .finish()
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Task handles.
+
+/// A handle to a task (what `std::thread::Thread` is to a thread).
+#[derive(Clone)]
+pub struct Task {
+    inner: TaskRef,
+}
+
+impl Task {
+    /// The task's process id.
+    pub fn pid(&self) -> Pid {
+        self.inner.pid
+    }
+
+    /// The task's name, if it was given one.
+    pub fn name(&self) -> Option<&str> {
+        self.inner.name.as_deref()
+    }
+
+    /// The CPU the task last ran or was queued on.
+    pub fn cpu(&self) -> usize {
+        self.inner.cpu.load(Ordering::Relaxed)
+    }
+
+    /// The task's nice value.
+    pub fn nice(&self) -> i32 {
+        self.inner.nice.load(Ordering::Relaxed)
+    }
+
+    /// The task's user id.
+    pub fn uid(&self) -> u32 {
+        self.inner.uid
+    }
+
+    /// The task's group id.
+    pub fn gid(&self) -> u32 {
+        self.inner.gid
+    }
+
+    /// The usable stack size the task asked for (bytes).
+    pub fn stack_size(&self) -> usize {
+        self.inner.stack_size
+    }
+}
+
+impl fmt::Debug for Task {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Task")
+            .field("pid", &self.pid())
+            .field("name", &self.name())
+            .finish()
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Spawning.
+
+/// Task factory, in the style of `std::thread::Builder`.
+#[derive(Debug, Default, Clone)]
+pub struct Builder {
+    name: Option<String>,
+    nice: Option<i32>,
+    stack_size: Option<usize>,
+    uid: Option<u32>,
+    gid: Option<u32>,
+    affinity: Option<CpuSet>,
+}
+
+/// What a new task inherits from its parent (or from the process when
+/// spawned from outside the runtime).
+struct Parent {
+    uid: u32,
+    gid: u32,
+    nice: i32,
+    affinity: Option<CpuSet>,
+}
+
+impl Parent {
+    fn current() -> Parent {
+        let t = executor::current_task_ptr();
+        if t.is_null() {
+            // SAFETY: getuid/getgid cannot fail.
+            let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+            Parent {
+                uid,
+                gid,
+                nice: 0,
+                affinity: None,
+            }
+        } else {
+            // SAFETY: CURRENT is the running task (see current_task).
+            let t = unsafe { &*t };
+            Parent {
+                uid: t.uid,
+                gid: t.gid,
+                nice: t.nice.load(Ordering::Relaxed),
+                affinity: t.allowed.as_deref().cloned(),
+            }
+        }
+    }
+}
+
+impl Builder {
+    /// A builder with every setting inherited or defaulted.
+    pub fn new() -> Builder {
+        Builder::default()
+    }
+
+    /// Names the task (shown in diagnostics and traces).
+    pub fn name(mut self, name: impl Into<String>) -> Builder {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Nice value, -20 (most CPU) ..= 19 (least); default: the parent's.
+    pub fn nice(mut self, nice: i32) -> Builder {
+        self.nice = Some(nice);
+        self
+    }
+
+    /// Usable stack size in bytes (rounded up to whole pages); default: the
+    /// runtime's (`Runtime::builder().stack_size`, 64 KiB unless changed).
+    pub fn stack_size(mut self, bytes: usize) -> Builder {
+        self.stack_size = Some(bytes);
+        self
+    }
+
+    /// User id of the new task. Only uid 0 may choose another uid.
+    pub fn uid(mut self, uid: u32) -> Builder {
+        self.uid = Some(uid);
+        self
+    }
+
+    /// Group id of the new task. Only uid 0 may choose another gid.
+    pub fn gid(mut self, gid: u32) -> Builder {
+        self.gid = Some(gid);
+        self
+    }
+
+    /// CPUs the task may run on (default: the parent's mask).
+    pub fn affinity(mut self, set: CpuSet) -> Builder {
+        self.affinity = Some(set);
+        self
+    }
+
+    /// Spawns the task on the current runtime. Errors: `EINVAL` for a nice
+    /// value outside -20..=19, a stack size outside 16 KiB..=1 GiB, or an
+    /// affinity mask with no CPU of this runtime; `EPERM` for a non-root
+    /// parent asking for other credentials.
+    ///
+    /// Panics outside a greenos task (use [`Runtime::spawn`](crate::Runtime::spawn) there).
+    pub fn spawn<F, T>(self, f: F) -> io::Result<JoinHandle<T>>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let shared = executor::current_shared().unwrap_or_else(|| {
+            let t = executor::current_task("spawn");
+            executor::runtime_of(t).expect("greenos::spawn: the task's runtime is gone")
+        });
+        let h = self.spawn_on(&shared, f)?;
+        executor::maybe_yield();
+        Ok(h)
+    }
+
+    /// Spawns on a given runtime (used by `Runtime::spawn`/`block_on` too).
+    pub(crate) fn spawn_on<F, T>(self, shared: &Arc<Shared>, f: F) -> io::Result<JoinHandle<T>>
+    where
+        F: FnOnce() -> T + Send,
+        T: Send,
+    {
+        self.spawn_with_pid(shared, None, f)
+    }
+
+    pub(crate) fn spawn_with_pid<F, T>(
+        self,
+        shared: &Arc<Shared>,
+        pid: Option<Pid>,
+        f: F,
+    ) -> io::Result<JoinHandle<T>>
+    where
+        F: FnOnce() -> T + Send,
+        T: Send,
+    {
+        let parent = Parent::current();
+        let nice = self.nice.unwrap_or(parent.nice);
+        if !(crate::sched::MIN_NICE..=crate::sched::MAX_NICE).contains(&nice) {
+            return Err(errno(libc::EINVAL));
+        }
+        let stack_size = self.stack_size.unwrap_or(shared.config.default_stack_size);
+        if !(MIN_STACK_SIZE..=MAX_STACK_SIZE).contains(&stack_size) {
+            return Err(errno(libc::EINVAL));
+        }
+        let uid = self.uid.unwrap_or(parent.uid);
+        let gid = self.gid.unwrap_or(parent.gid);
+        if parent.uid != 0 && (uid != parent.uid || gid != parent.gid) {
+            return Err(errno(libc::EPERM));
+        }
+        if nice < parent.nice && parent.uid != 0 && self.nice.is_some() {
+            // Raising priority needs privilege, as setpriority(2) says.
+            return Err(errno(libc::EPERM));
+        }
+        let allowed = match self.affinity.or(parent.affinity) {
+            None => None,
+            Some(set) => {
+                let n = shared.nr_cpus();
+                if set.count() == 0 || set.iter().all(|c| c >= n) {
+                    return Err(errno(libc::EINVAL));
+                }
+                if (0..n).all(|c| set.is_set(c)) {
+                    None
+                } else {
+                    Some(Box::new(set))
+                }
+            }
+        };
+        let packet = Arc::new(Packet::new());
+        let entry: Box<dyn TaskEntry + '_> = Box::new(Spawned {
+            f: Some(f),
+            packet: packet.clone(),
+        });
+        // SAFETY: erasing the lifetime is sound for 'static closures; the
+        // only non-'static caller is `Runtime::block_on`, which does not
+        // return before the task has finished or its body was dropped
+        // (`Packet::wait` until done), like `std::thread::scope`.
+        let entry: Box<dyn TaskEntry + 'static> = unsafe { std::mem::transmute(entry) };
+        let packet: Arc<Packet<T>> = packet;
+        let pid = pid.unwrap_or_else(|| shared.alloc_pid());
+        let task = TaskCb::new(
+            TaskInit {
+                pid,
+                rt_id: shared.id,
+                name: self.name.map(String::into_boxed_str),
+                stack_size,
+                uid,
+                gid,
+                nice,
+                cpu: 0,
+                allowed,
+            },
+            entry,
+        );
+        let handle = JoinHandle {
+            packet,
+            task: Task {
+                inner: task.clone(),
+            },
+        };
+        executor::submit_new(shared, task);
+        Ok(handle)
+    }
+}
+
+/// Spawns a green thread running `f` and returns its join handle. The task
+/// inherits its parent's credentials, nice value and affinity.
+///
+/// Panics outside a greenos task; see the module docs for the thread-local
+/// contract that migrating tasks impose.
+pub fn spawn<F, T>(f: F) -> JoinHandle<T>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    Builder::new()
+        .spawn(f)
+        .expect("greenos::spawn: spawning with inherited settings failed")
+}
+
+// ---------------------------------------------------------------------------
+// Asking about oneself.
+
+/// Gives up the CPU to other runnable tasks (CFS `yield`: the caller is
+/// passed over once if another task is runnable).
+pub fn yield_now() {
+    executor::yield_now();
+}
+
+/// Yields if the runtime asked this task to (its slice ran out, or a woken
+/// task should preempt it). Long CPU loops should call it now and then.
+/// Returns whether it yielded. Outside a task it returns false.
+pub fn maybe_yield() -> bool {
+    executor::maybe_yield()
+}
+
+/// Puts the task to sleep for at least `dur` (its CPU runs other tasks).
+pub fn sleep(dur: Duration) {
+    let task = executor::current_task("sleep");
+    let deadline =
+        executor::now().saturating_add(u64::try_from(dur.as_nanos()).unwrap_or(u64::MAX));
+    let gen = task.begin_timed_wait();
+    if !executor::arm_timer(task, deadline, gen) {
+        return;
+    }
+    while !task.timed_out(gen) && !task.cancelled.load(Ordering::Relaxed) {
+        executor::park_current(task);
+    }
+    task.end_timed_wait(gen);
+}
+
+/// The calling task's pid.
+pub fn getpid() -> Pid {
+    executor::current_task("getpid").pid
+}
+
+/// The calling task.
+pub fn current() -> Task {
+    Task {
+        inner: executor::current_task_ref("current"),
+    }
+}
+
+/// The CPU (worker index) the calling task is running on now. It may differ
+/// after any greenos call.
+pub fn current_cpu() -> usize {
+    let w = executor::current_worker_ptr();
+    if w.is_null() || executor::current_task_ptr().is_null() {
+        panic!("greenos::current_cpu must be called from a greenos task");
+    }
+    executor::current_cpu_index()
+}
+
+/// The calling task's user id.
+pub fn getuid() -> u32 {
+    executor::current_task("getuid").uid
+}
+
+/// The calling task's group id.
+pub fn getgid() -> u32 {
+    executor::current_task("getgid").gid
+}
+
+// ---------------------------------------------------------------------------
+// Task-local storage.
+
+/// A key for task-local storage; declare with [`task_local!`](crate::task_local).
+/// Each task sees its own value, created on first access, dropped when the
+/// task ends. Unlike a `thread_local!`, it follows the task across CPUs.
+pub struct LocalKey<T: 'static> {
+    init: fn() -> T,
+    slot: AtomicUsize,
+    _not_send: PhantomData<*const T>,
+}
+
+// SAFETY: the key itself only holds an init fn pointer and a slot index.
+unsafe impl<T: 'static> Sync for LocalKey<T> {}
+
+static NEXT_LOCAL_SLOT: AtomicUsize = AtomicUsize::new(1);
+
+impl<T: 'static> LocalKey<T> {
+    #[doc(hidden)]
+    pub const fn new(init: fn() -> T) -> LocalKey<T> {
+        LocalKey {
+            init,
+            slot: AtomicUsize::new(0),
+            _not_send: PhantomData,
+        }
+    }
+
+    fn slot(&self) -> usize {
+        let s = self.slot.load(Ordering::Acquire);
+        if s != 0 {
+            return s - 1;
+        }
+        let new = NEXT_LOCAL_SLOT.fetch_add(1, Ordering::Relaxed);
+        match self
+            .slot
+            .compare_exchange(0, new, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => new - 1,
+            Err(won) => won - 1,
+        }
+    }
+
+    /// Runs `f` with this task's value. Panics outside a greenos task.
+    pub fn with<R>(&'static self, f: impl FnOnce(&T) -> R) -> R {
+        let task = executor::current_task("task_local::with");
+        let slot = self.slot();
+        let locals = task.locals.get();
+        // SAFETY: only the running task touches its locals; values are boxed
+        // and never moved or freed before the task ends, so the reference we
+        // hand out stays valid even if `f` touches other keys (which may grow
+        // the vector of pointers, not the values).
+        unsafe {
+            let existing = {
+                let v = &mut *locals;
+                if v.len() <= slot {
+                    v.resize(slot + 1, None);
+                }
+                v[slot]
+            };
+            let ptr = match existing {
+                Some(p) => p,
+                None => {
+                    // `init` may itself use task-locals, so no borrow of the
+                    // vector is held across it.
+                    let v: Box<dyn Any> = Box::new((self.init)());
+                    let p = NonNull::new_unchecked(Box::into_raw(v));
+                    let v = &mut *locals;
+                    if v.len() <= slot {
+                        v.resize(slot + 1, None);
+                    }
+                    v[slot] = Some(p);
+                    p
+                }
+            };
+            let v = (*ptr.as_ptr())
+                .downcast_ref::<T>()
+                .expect("task-local slot holds its key's type");
+            f(v)
+        }
+    }
+}
+
+impl<T: 'static> fmt::Debug for LocalKey<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LocalKey").finish_non_exhaustive()
+    }
+}
+
+/// Declares task-local statics, like `thread_local!`:
+///
+/// ```
+/// use std::cell::Cell;
+/// greenos::task_local! {
+///     static COUNTER: Cell<u32> = Cell::new(0);
+/// }
+/// ```
+#[macro_export]
+macro_rules! task_local {
+    ($(#[$attr:meta])* $vis:vis static $name:ident: $t:ty = $init:expr; $($rest:tt)*) => {
+        $(#[$attr])* $vis static $name: $crate::task::LocalKey<$t> =
+            $crate::task::LocalKey::new(|| $init);
+        $crate::task_local!($($rest)*);
+    };
+    ($(#[$attr:meta])* $vis:vis static $name:ident: $t:ty = $init:expr) => {
+        $crate::task_local!($(#[$attr])* $vis static $name: $t = $init;);
+    };
+    () => {};
+}

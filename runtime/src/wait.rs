@@ -1,0 +1,393 @@
+//! The wait queue: how anything in greenos blocks.
+//!
+//! A `WaitQueue` is a FIFO of waiters, each a node on the waiter's own stack
+//! (like the kernel's on-stack `wait_queue_entry`), linked under a small
+//! lock. A waiter is either a green task (it parks: its CPU runs other tasks)
+//! or a plain OS thread (it parks the thread), so the same primitives work
+//! from inside and outside the runtime.
+//!
+//! # Protocol
+//! 1. `wait(validate, timeout)` takes the queue lock, runs `validate`; if it
+//!    returns false the caller does not sleep (the condition it waits for
+//!    already holds). Otherwise the node is linked and the lock dropped. This
+//!    is parking_lot's `validate` and Go's `gopark` unlock function: the
+//!    check and the enqueue are atomic with respect to `wake_*`.
+//! 2. The waiter parks until its node says `NOTIFIED`, its timeout fires, or
+//!    it is cancelled. Parking may return spuriously; the loop re-checks.
+//! 3. `wake_one` / `wake_all` take the lock, unlink nodes, take each node's
+//!    waker out, then store `NOTIFIED` (after which the node's owner may
+//!    return and its stack frame vanish: the waker never touches the node
+//!    again), and wake.
+//! 4. A timed-out or cancelled waiter takes the lock: if its node was
+//!    notified meanwhile it reports `Notified` (the wakeup is not lost);
+//!    otherwise it unlinks itself.
+//!
+//! A node is unlinked on every exit path, including unwinding (a task
+//! cancelled at shutdown unwinds through its wait), by a drop guard.
+//!
+//! # Fast path
+//! Wakers skip the lock when no one waits. A waiter increments the waiter
+//! count *before* `validate` reads the condition, and wakers issue a SeqCst
+//! fence between publishing the condition and reading the count; so either
+//! the waker sees the waiter, or the waiter's `validate` sees the condition.
+
+use std::cell::UnsafeCell;
+use std::fmt;
+use std::ptr;
+use std::sync::atomic::{fence, AtomicU8, AtomicUsize, Ordering};
+use std::thread::Thread;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+use crate::executor::{self, task::TaskRef};
+
+/// Why `wait` returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub enum WaitResult {
+    /// A `wake_*` call chose this waiter.
+    Notified,
+    /// `validate` returned false: the caller did not sleep.
+    Invalid,
+    /// The timeout passed first.
+    TimedOut,
+    /// The waiting task is being cancelled (runtime shutdown).
+    Cancelled,
+}
+
+const WAITING: u8 = 0;
+const NOTIFIED: u8 = 1;
+
+enum Waker {
+    Task(TaskRef),
+    Thread(Thread),
+}
+
+impl Waker {
+    fn wake(self) {
+        match self {
+            Waker::Task(t) => executor::wake_task(t),
+            Waker::Thread(t) => t.unpark(),
+        }
+    }
+}
+
+struct Node {
+    prev: *mut Node,
+    next: *mut Node,
+    linked: bool,
+    status: AtomicU8,
+    /// Taken by the waker under the queue lock.
+    waker: Option<Waker>,
+}
+
+struct List {
+    head: *mut Node,
+    tail: *mut Node,
+}
+
+impl List {
+    /// # Safety
+    /// `n` is a valid, unlinked node that stays put until unlinked.
+    unsafe fn push_back(&mut self, n: *mut Node) {
+        // SAFETY: caller contract; list nodes are valid while linked.
+        unsafe {
+            (*n).prev = self.tail;
+            (*n).next = ptr::null_mut();
+            (*n).linked = true;
+            if self.tail.is_null() {
+                self.head = n;
+            } else {
+                (*self.tail).next = n;
+            }
+            self.tail = n;
+        }
+    }
+
+    /// # Safety
+    /// `n` is linked in this list.
+    unsafe fn unlink(&mut self, n: *mut Node) {
+        // SAFETY: caller contract; neighbours are linked, hence valid.
+        unsafe {
+            let (p, nx) = ((*n).prev, (*n).next);
+            if p.is_null() {
+                self.head = nx;
+            } else {
+                (*p).next = nx;
+            }
+            if nx.is_null() {
+                self.tail = p;
+            } else {
+                (*nx).prev = p;
+            }
+            (*n).linked = false;
+        }
+    }
+
+    fn pop_front(&mut self) -> Option<*mut Node> {
+        let n = self.head;
+        if n.is_null() {
+            return None;
+        }
+        // SAFETY: head is linked.
+        unsafe { self.unlink(n) };
+        Some(n)
+    }
+}
+
+/// A queue of blocked tasks and threads (see the module doc).
+pub struct WaitQueue {
+    list: Mutex<List>,
+    /// Number of linked waiters (plus ones about to link); the fast path.
+    waiters: AtomicUsize,
+}
+
+// SAFETY: the raw node pointers are only dereferenced under `list`'s lock,
+// and a node stays valid while linked (its owner unlinks it, under the lock,
+// before its frame can go away; see `Unlinker`).
+unsafe impl Send for WaitQueue {}
+// SAFETY: as for Send.
+unsafe impl Sync for WaitQueue {}
+
+impl Default for WaitQueue {
+    fn default() -> Self {
+        WaitQueue::new()
+    }
+}
+
+impl fmt::Debug for WaitQueue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WaitQueue")
+            .field("waiters", &self.waiters.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+/// Unlinks the node if still linked when the wait ends (any path).
+struct Unlinker<'a> {
+    q: &'a WaitQueue,
+    node: *mut Node,
+}
+
+impl Drop for Unlinker<'_> {
+    fn drop(&mut self) {
+        // SAFETY: the node is alive (see below). A NOTIFIED node was unlinked
+        // by its waker before the Release store we acquire here, so the
+        // common path needs no lock.
+        if unsafe { (*self.node).status.load(Ordering::Acquire) } == NOTIFIED {
+            self.q.waiters.fetch_sub(1, Ordering::Relaxed);
+            return;
+        }
+        let mut l = self.q.list.lock();
+        // SAFETY: the node lives in our caller's frame, which outlives this
+        // guard; `linked` is only changed under the lock we hold.
+        unsafe {
+            if (*self.node).linked {
+                l.unlink(self.node);
+                (*self.node).waker = None;
+            }
+        }
+        drop(l);
+        self.q.waiters.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A deadline on the runtime clock, or none.
+fn deadline_ns(timeout: Option<Duration>) -> Option<u64> {
+    timeout.map(|d| executor::now().saturating_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)))
+}
+
+impl WaitQueue {
+    /// An empty queue.
+    pub const fn new() -> WaitQueue {
+        WaitQueue {
+            list: Mutex::new(List {
+                head: ptr::null_mut(),
+                tail: ptr::null_mut(),
+            }),
+            waiters: AtomicUsize::new(0),
+        }
+    }
+
+    /// Number of waiters right now.
+    pub fn len(&self) -> usize {
+        self.waiters.load(Ordering::Relaxed)
+    }
+
+    /// True if nobody waits.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Blocks the caller (a green task, or an OS thread outside the runtime)
+    /// until a `wake_*` call picks it, `timeout` passes, or the task is
+    /// cancelled. `validate` runs under the queue lock before sleeping; if it
+    /// returns false the call returns `Invalid` at once. `validate` must not
+    /// block or call into this queue.
+    pub fn wait<F: FnOnce() -> bool>(&self, validate: F, timeout: Option<Duration>) -> WaitResult {
+        let task = executor::current_task_ptr();
+        if !task.is_null() {
+            // SAFETY: CURRENT is the running task (see current_task).
+            if unsafe { (*task).cancelled.load(Ordering::Relaxed) } {
+                return WaitResult::Cancelled;
+            }
+        }
+        let waker = if task.is_null() {
+            Waker::Thread(std::thread::current())
+        } else {
+            Waker::Task(executor::current_task_ref("wait"))
+        };
+        let node = UnsafeCell::new(Node {
+            prev: ptr::null_mut(),
+            next: ptr::null_mut(),
+            linked: false,
+            status: AtomicU8::new(WAITING),
+            waker: Some(waker),
+        });
+        let np = node.get();
+        {
+            let mut l = self.list.lock();
+            self.waiters.fetch_add(1, Ordering::SeqCst);
+            fence(Ordering::SeqCst);
+            if !validate() {
+                self.waiters.fetch_sub(1, Ordering::Relaxed);
+                return WaitResult::Invalid;
+            }
+            // SAFETY: `node` is a fresh local that is not moved until the
+            // Unlinker below (declared after it, so dropped before it) has
+            // unlinked it.
+            unsafe { l.push_back(np) };
+        }
+        let _unlink = Unlinker { q: self, node: np };
+        // SAFETY (for the reads of `status` below): the node is alive in this
+        // frame; `status` is atomic and the waker stores it last.
+        let notified = || unsafe { (*np).status.load(Ordering::Acquire) == NOTIFIED };
+        if task.is_null() {
+            self.wait_thread(notified, timeout)
+        } else {
+            // SAFETY: see above; CURRENT is alive while it runs.
+            self.wait_task(unsafe { &*task }, notified, timeout)
+        }
+    }
+
+    fn wait_task(
+        &self,
+        task: &executor::task::Task,
+        notified: impl Fn() -> bool,
+        timeout: Option<Duration>,
+    ) -> WaitResult {
+        let deadline = deadline_ns(timeout);
+        let gen = deadline.map(|d| {
+            let gen = task.begin_timed_wait();
+            if !executor::arm_timer(task, d, gen) {
+                // Not on a worker (cancellation path): cannot time out.
+                task.end_timed_wait(gen);
+            }
+            gen
+        });
+        let result = loop {
+            if notified() {
+                break WaitResult::Notified;
+            }
+            if task.cancelled.load(Ordering::Relaxed) {
+                break self.finish_early(notified, WaitResult::Cancelled);
+            }
+            if gen.is_some_and(|g| task.timed_out(g)) {
+                break self.finish_early(notified, WaitResult::TimedOut);
+            }
+            executor::park_current(task);
+        };
+        if let Some(g) = gen {
+            task.end_timed_wait(g);
+        }
+        result
+    }
+
+    fn wait_thread(&self, notified: impl Fn() -> bool, timeout: Option<Duration>) -> WaitResult {
+        let deadline = timeout.map(|d| Instant::now() + d);
+        loop {
+            if notified() {
+                return WaitResult::Notified;
+            }
+            match deadline {
+                None => std::thread::park(),
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        return self.finish_early(notified, WaitResult::TimedOut);
+                    }
+                    std::thread::park_timeout(d - now);
+                }
+            }
+        }
+    }
+
+    /// A waiter leaving without a notification: decide under the lock
+    /// whether a notification raced in (then it wins: nothing is lost).
+    fn finish_early(&self, notified: impl Fn() -> bool, why: WaitResult) -> WaitResult {
+        let _l = self.list.lock();
+        if notified() {
+            WaitResult::Notified
+        } else {
+            why
+        }
+        // The Unlinker unlinks the node when the caller's frame ends.
+    }
+
+    /// Wakes the longest waiter. Returns whether there was one.
+    pub fn wake_one(&self) -> bool {
+        fence(Ordering::SeqCst);
+        if self.waiters.load(Ordering::SeqCst) == 0 {
+            return false;
+        }
+        let waker = {
+            let mut l = self.list.lock();
+            let Some(n) = l.pop_front() else {
+                return false;
+            };
+            // SAFETY: a node popped under the lock is valid until we store
+            // NOTIFIED (its owner cannot leave before seeing NOTIFIED or
+            // taking this lock).
+            unsafe {
+                let w = (*n).waker.take();
+                (*n).status.store(NOTIFIED, Ordering::Release);
+                w
+            }
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+        true
+    }
+
+    /// Wakes every waiter. Returns how many.
+    pub fn wake_all(&self) -> usize {
+        self.wake_n(usize::MAX)
+    }
+
+    /// Wakes up to `n` waiters, longest first. Returns how many.
+    pub fn wake_n(&self, n: usize) -> usize {
+        fence(Ordering::SeqCst);
+        if n == 0 || self.waiters.load(Ordering::SeqCst) == 0 {
+            return 0;
+        }
+        let mut woken = 0;
+        let mut l = self.list.lock();
+        while woken < n {
+            let Some(node) = l.pop_front() else { break };
+            // SAFETY: as in wake_one. Waking under the lock is fine: waking
+            // never takes a wait-queue lock.
+            let w = unsafe {
+                let w = (*node).waker.take();
+                (*node).status.store(NOTIFIED, Ordering::Release);
+                w
+            };
+            if let Some(w) = w {
+                w.wake();
+            }
+            woken += 1;
+        }
+        woken
+    }
+}
