@@ -163,12 +163,6 @@ fn child(opts: &Options, imp: Imp, bench: &str) -> ExitCode {
 }
 
 fn parent(opts: &Options) -> ExitCode {
-    let machine = machine::Machine::detect();
-    let mode = if opts.full { "full" } else { "quick" };
-    println!("greenos peer benchmarks ({mode} mode)");
-    println!("{}", report::machine_line(&machine));
-    println!();
-
     let selected: Vec<Spec> = specs()
         .into_iter()
         .filter(|s| opts.only.is_empty() || opts.only.iter().any(|o| s.key.contains(o.as_str())))
@@ -177,6 +171,12 @@ fn parent(opts: &Options) -> ExitCode {
         eprintln!("bench: --only matched no benchmark\n{USAGE}");
         return ExitCode::from(2);
     }
+
+    let machine = machine::Machine::detect();
+    let mode = if opts.full { "full" } else { "quick" };
+    println!("greenos peer benchmarks ({mode} mode)");
+    println!("{}", report::machine_line(&machine));
+    println!();
 
     let started = Instant::now();
     let results: Vec<BenchResult> = selected

@@ -157,7 +157,8 @@ impl Builder {
                     need_resched: AtomicBool::new(false),
                     curr_pid: AtomicU64::new(0),
                     run_start: AtomicU64::new(0),
-                    slice_ns: AtomicU64::new(0),
+                    curr_weight: AtomicU64::new(0),
+                    rq_load: AtomicU64::new(0),
                     switch_seq: AtomicU64::new(0),
                     nr_running: AtomicUsize::new(0),
                     min_vruntime: AtomicU64::new(0),
@@ -172,10 +173,7 @@ impl Builder {
             workers: workers_shared,
             tunables: Tunables::for_cpus(workers),
             shutdown: AtomicBool::new(false),
-            // Pid 1 is init (the first block_on task); spawns count from 2.
-            next_pid: AtomicU64::new(2),
-            init_running: AtomicBool::new(false),
-            table: executor::TaskTable::new(),
+            table: executor::pid::PidTable::new(),
             nr_idle: AtomicUsize::new(0),
             outside_cursor: AtomicUsize::new(0),
             monitor: monitor::MonitorShared::default(),
@@ -269,20 +267,20 @@ impl Runtime {
             "greenos::Runtime::block_on called from inside a greenos task; \
              use greenos::spawn(..).join() there"
         );
-        let init = self
-            .shared
-            .init_running
-            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed)
-            .is_ok();
+        // Pid 1 is free unless another block_on task holds it.
+        let init = self.shared.table.try_reserve(Pid(1));
         let pid = if init { Some(Pid(1)) } else { None };
         let builder = TaskBuilder::new().name(if init { "init" } else { "block_on" });
-        let handle = builder
-            .spawn_with_pid(&self.shared, pid, f)
-            .expect("greenos::Runtime::block_on: spawning the task failed");
+        let handle = match builder.spawn_with_pid(&self.shared, pid, f) {
+            Ok(h) => h,
+            Err(e) => {
+                if init {
+                    self.shared.table.unreserve(Pid(1));
+                }
+                panic!("greenos::Runtime::block_on: spawning the task failed: {e}");
+            }
+        };
         let r = handle.join();
-        if init {
-            self.shared.init_running.store(false, Ordering::Release);
-        }
         match r {
             Ok(v) => v,
             Err(crate::JoinError::Panic(p)) => std::panic::resume_unwind(p),

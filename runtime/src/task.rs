@@ -424,7 +424,10 @@ impl Builder {
         // (`Packet::wait` until done), like `std::thread::scope`.
         let entry: Box<dyn TaskEntry + 'static> = unsafe { std::mem::transmute(entry) };
         let packet: Arc<Packet<T>> = packet;
-        let pid = pid.unwrap_or_else(|| shared.alloc_pid());
+        let pid = match pid {
+            Some(p) => p,
+            None => shared.alloc_pid()?,
+        };
         let task = TaskCb::new(
             TaskInit {
                 pid,
@@ -620,7 +623,7 @@ impl<T: 'static> fmt::Debug for LocalKey<T> {
 ///
 /// ```
 /// use std::cell::Cell;
-/// greenos::task_local! {
+/// greenos_runtime::task_local! {
 ///     static COUNTER: Cell<u32> = Cell::new(0);
 /// }
 /// ```

@@ -31,6 +31,7 @@
 //!    inbox; the waker publishes the task then checks SLEEPING).
 
 pub(crate) mod monitor;
+pub(crate) mod pid;
 pub(crate) mod stack;
 pub(crate) mod state;
 pub(crate) mod task;
@@ -39,7 +40,6 @@ pub(crate) mod worker;
 
 use std::cell::Cell;
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::thread::Thread;
@@ -108,8 +108,10 @@ pub(crate) struct WorkerShared {
     pub(crate) curr_pid: AtomicU64,
     /// Clock time the running task was switched in.
     pub(crate) run_start: AtomicU64,
-    /// The running task's ideal slice (ns); 0 when nothing else is runnable.
-    pub(crate) slice_ns: AtomicU64,
+    /// The running task's weight (for the monitor's slice computation).
+    pub(crate) curr_weight: AtomicU64,
+    /// The run queue's load weight (queued + running) at switch-in.
+    pub(crate) rq_load: AtomicU64,
     /// Context switches so far (also tells the monitor a new run began).
     pub(crate) switch_seq: AtomicU64,
     /// Runnable tasks here (queued + running), published by the owner.
@@ -138,82 +140,6 @@ impl WorkerShared {
     }
 }
 
-/// Hashes a pid to itself (pids are unique and dense).
-#[derive(Default)]
-pub(crate) struct PidHasher(u64);
-
-impl Hasher for PidHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(b);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        // Fibonacci hashing spreads consecutive pids over the buckets.
-        self.0 = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
-}
-
-const TABLE_SHARDS: usize = 64;
-
-/// Every live task of a runtime by pid (the kernel's pid hash): for lookups
-/// by pid and for cancelling everything at shutdown.
-pub(crate) struct TaskTable {
-    shards: Box<[CachePadded<Mutex<HashMap<u64, TaskRef, BuildHasherDefault<PidHasher>>>>]>,
-    live: AtomicUsize,
-}
-
-impl TaskTable {
-    pub(crate) fn new() -> TaskTable {
-        TaskTable {
-            shards: (0..TABLE_SHARDS)
-                .map(|_| CachePadded::new(Mutex::new(HashMap::default())))
-                .collect(),
-            live: AtomicUsize::new(0),
-        }
-    }
-
-    fn shard(&self, pid: Pid) -> &Mutex<HashMap<u64, TaskRef, BuildHasherDefault<PidHasher>>> {
-        &self.shards[(pid.0 as usize) % TABLE_SHARDS]
-    }
-
-    pub(crate) fn insert(&self, task: TaskRef) {
-        self.live.fetch_add(1, Ordering::Relaxed);
-        self.shard(task.pid).lock().insert(task.pid.0, task);
-    }
-
-    pub(crate) fn remove(&self, pid: Pid) -> Option<TaskRef> {
-        let t = self.shard(pid).lock().remove(&pid.0);
-        if t.is_some() {
-            self.live.fetch_sub(1, Ordering::Relaxed);
-        }
-        t
-    }
-
-    pub(crate) fn get(&self, pid: Pid) -> Option<TaskRef> {
-        self.shard(pid).lock().get(&pid.0).cloned()
-    }
-
-    /// Number of live tasks.
-    pub(crate) fn len(&self) -> usize {
-        self.live.load(Ordering::Relaxed)
-    }
-
-    /// Removes and returns every task.
-    pub(crate) fn drain_all(&self) -> Vec<TaskRef> {
-        let mut out = Vec::new();
-        for s in self.shards.iter() {
-            let mut g = s.lock();
-            out.extend(g.drain().map(|(_, t)| t));
-        }
-        self.live.fetch_sub(out.len(), Ordering::Relaxed);
-        out
-    }
-}
-
 /// Settings fixed at build time.
 #[derive(Debug, Clone)]
 pub(crate) struct Config {
@@ -233,10 +159,8 @@ pub(crate) struct Shared {
     pub(crate) workers: Box<[CachePadded<WorkerShared>]>,
     pub(crate) tunables: Tunables,
     pub(crate) shutdown: AtomicBool,
-    pub(crate) next_pid: AtomicU64,
-    /// Whether pid 1 (the first `block_on` task) is taken.
-    pub(crate) init_running: AtomicBool,
-    pub(crate) table: TaskTable,
+    /// Every live task by pid.
+    pub(crate) table: pid::PidTable,
     /// Workers currently `SPINNING` or `SLEEPING`.
     pub(crate) nr_idle: AtomicUsize,
     /// Round-robin cursor for work submitted from outside the runtime.
@@ -249,8 +173,42 @@ impl Shared {
         self.workers.len()
     }
 
-    pub(crate) fn alloc_pid(&self) -> Pid {
-        Pid(self.next_pid.fetch_add(1, Ordering::Relaxed))
+    /// Allocates and reserves a pid from a batch of candidates starting at
+    /// counter value `*next` (up to `end`), refilling from the shared counter
+    /// when the batch runs out. Fails with EAGAIN when every pid is in use
+    /// (fork(2)'s error for the same condition).
+    pub(crate) fn alloc_pid_from(&self, next: &mut u64, end: &mut u64) -> std::io::Result<Pid> {
+        for _ in 0..pid::PID_MAX {
+            if *next == *end {
+                *next = self.table.take_batch();
+                *end = *next + pid::PID_BATCH;
+            }
+            let pid = Pid(pid::PidTable::counter_to_pid(*next));
+            *next += 1;
+            if self.table.try_reserve(pid) {
+                return Ok(pid);
+            }
+        }
+        Err(std::io::Error::from_raw_os_error(libc::EAGAIN))
+    }
+
+    /// Allocates and reserves a pid (from this CPU's batch when called on one
+    /// of this runtime's workers).
+    pub(crate) fn alloc_pid(self: &Arc<Self>) -> std::io::Result<Pid> {
+        let r = with_local(|l| {
+            if Arc::ptr_eq(l.shared(), self) {
+                Some(l.alloc_pid())
+            } else {
+                None
+            }
+        });
+        match r {
+            Some(Some(p)) => p,
+            _ => {
+                let (mut next, mut end) = (0, 0);
+                self.alloc_pid_from(&mut next, &mut end)
+            }
+        }
     }
 
     /// Finds an idle CPU in `allowed` (all if `None`), scanning from `from`,

@@ -67,8 +67,19 @@ pub(crate) fn run_monitor(shared: Arc<Shared>) {
             }
             let start = w.run_start.load(Ordering::Relaxed);
             let ran = now.saturating_sub(start);
-            let slice = w.slice_ns.load(Ordering::Relaxed);
-            if (slice != 0 && ran > slice) || (ran > min_gran && !w.inbox.is_empty()) {
+            // CFS check_preempt_tick's first test: ran past the ideal slice
+            // (sched_period(nr) x weight / load), when others are waiting.
+            let nr = w.nr_running.load(Ordering::Relaxed);
+            let slice = if nr > 1 {
+                let period = shared.tunables.sched_period(nr);
+                let weight = u128::from(w.curr_weight.load(Ordering::Relaxed));
+                let load = u128::from(w.rq_load.load(Ordering::Relaxed)).max(1);
+                (u128::from(period) * weight / load) as u64
+            } else {
+                0
+            };
+            if (slice != 0 && ran > slice.max(min_gran)) || (ran > min_gran && !w.inbox.is_empty())
+            {
                 w.need_resched.store(true, Ordering::Relaxed);
             }
             let seq = w.switch_seq.load(Ordering::Relaxed);

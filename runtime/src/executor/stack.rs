@@ -298,15 +298,18 @@ fn guard_mechanism() -> GuardMechanism {
     }
 }
 
-/// Makes the page at `page` (page aligned, inside a chunk mapping that no one
-/// else uses yet) fault on any access.
+/// Makes the page at `page` fault on any access. `page` must be page aligned
+/// and lie in a mapping this module made and nothing uses yet (a freshly
+/// carved slot's lowest page, or the bottom of a new alternate signal stack).
 fn install_guard_page(page: usize) -> io::Result<()> {
+    /// `EINTR`/`EAGAIN` retries before giving up on `MADV_GUARD_INSTALL`.
+    const TRANSIENT_RETRIES: usize = 16;
     let len = page_size();
     if guard_mechanism() != GuardMechanism::ProtNone {
-        loop {
-            // SAFETY: `page..page + len` lies inside one of our chunk mappings
-            // and belongs to a slot nobody runs on yet; installing a guard
-            // marker there only makes later accesses fault.
+        for _ in 0..TRANSIENT_RETRIES {
+            // SAFETY: `page..page + len` lies in one of our own mappings and
+            // nothing runs on or points into it yet; a guard marker there only
+            // makes later accesses fault.
             let rc = unsafe { libc::madvise(page as *mut c_void, len, MADV_GUARD_INSTALL) };
             if rc == 0 {
                 GUARD_MECHANISM.store(GuardMechanism::GuardMarkers as u8, Ordering::Relaxed);
@@ -316,7 +319,7 @@ fn install_guard_page(page: usize) -> io::Result<()> {
             match error.raw_os_error() {
                 Some(libc::EINTR | libc::EAGAIN) => continue,
                 // Kernel < 6.13 (unknown advice) or a mapping the kernel will
-                // not put guard markers in: fall back for good.
+                // not put guard markers in (e.g. mlockall): fall back for good.
                 Some(libc::EINVAL) => {
                     GUARD_MECHANISM.store(GuardMechanism::ProtNone as u8, Ordering::Relaxed);
                     break;
@@ -324,12 +327,16 @@ fn install_guard_page(page: usize) -> io::Result<()> {
                 _ => {
                     return Err(io::Error::new(
                         error.kind(),
-                        format!("greenos: madvise(MADV_GUARD_INSTALL) on a stack guard page failed: {error}"),
+                        format!(
+                            "greenos: madvise(MADV_GUARD_INSTALL) on a stack guard page \
+                             failed: {error}"
+                        ),
                     ))
                 }
             }
         }
     }
+    // Guard markers are unavailable (or kept failing transiently): PROT_NONE.
     // SAFETY: as above; PROT_NONE on a page of our own mapping that no one
     // uses only makes later accesses fault.
     let rc = unsafe { libc::mprotect(page as *mut c_void, len, libc::PROT_NONE) };
@@ -450,8 +457,6 @@ struct ChunkHeader {
 // records made only of atomics in a mapping that is never unmapped, so shared
 // access from any thread (signal handlers included) is sound.
 unsafe impl Sync for ChunkHeader {}
-// SAFETY: as above; the header owns nothing thread-bound.
-unsafe impl Send for ChunkHeader {}
 
 impl ChunkHeader {
     fn slot_size(&self) -> usize {
@@ -1314,7 +1319,8 @@ impl Drop for OwnedAltSignalStack {
 }
 
 thread_local! {
-    static OWNED_ALT_SIGNAL_STACK: RefCell<Option<OwnedAltSignalStack>> = const { RefCell::new(None) };
+    static OWNED_ALT_SIGNAL_STACK: RefCell<Option<OwnedAltSignalStack>> =
+        const { RefCell::new(None) };
 }
 
 /// Gives the calling thread an alternate signal stack (64 KiB above a guard
@@ -1965,7 +1971,10 @@ mod tests {
         let probe = pool.alloc(DEFAULT_STACK_SIZE).expect("alloc");
         drop(probe);
         if guard_mechanism() != GuardMechanism::GuardMarkers {
-            eprintln!("skipped: no MADV_GUARD_INSTALL (Linux < 6.13); 1M stacks need vm.max_map_count > 2M");
+            eprintln!(
+                "skipped: no MADV_GUARD_INSTALL (Linux < 6.13); \
+                 1M stacks would need vm.max_map_count > 2M"
+            );
             return;
         }
         let maps_before = mapping_count();
@@ -1986,7 +1995,8 @@ mod tests {
         let rss_released = resident_bytes();
         let stats = pool.class_stats(DEFAULT_STACK_SIZE).expect("stats");
         eprintln!(
-            "1M stacks: alloc+touch {allocated_in:?}, release {released_in:?}; maps {maps_before} -> {maps_live}; \
+            "1M stacks: alloc+touch {allocated_in:?}, release {released_in:?}; \
+             maps {maps_before} -> {maps_live}; \
              rss +{} MiB live, +{} MiB after release; {} chunks, warm {} cold {}",
             rss_live.saturating_sub(rss_before) >> 20,
             rss_released.saturating_sub(rss_before) >> 20,

@@ -190,16 +190,20 @@ mod tests {
             .collect();
         for _ in 0..ROUNDS {
             if s.begin_park() == BeginPark::Switch {
-                // The "worker" completes the switch.
+                // The "worker" gives up the run token, then completes the
+                // switch (after PARKED it may not touch the task).
+                tokens.fetch_sub(1, Ordering::AcqRel);
                 match s.finish_park() {
                     FinishPark::Parked => {
-                        tokens.fetch_sub(1, Ordering::AcqRel);
                         // Wait to be enqueued by a waker: a lost wakeup hangs here.
                         while tokens.load(Ordering::Acquire) == 0 {
                             std::hint::spin_loop();
                         }
                     }
-                    FinishPark::Notified => {}
+                    FinishPark::Notified => {
+                        let prev = tokens.fetch_add(1, Ordering::AcqRel);
+                        assert_eq!(prev, 0, "enqueued by a waker although notified");
+                    }
                 }
             }
             rounds_done.fetch_add(1, Ordering::AcqRel);

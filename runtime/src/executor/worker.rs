@@ -50,6 +50,9 @@ pub(crate) struct WorkerLocal {
     timers: TimerHeap,
     /// xorshift state for choosing steal victims.
     rng: u64,
+    /// This CPU's batch of candidate pids: counter values `pid_next..pid_end`.
+    pid_next: u64,
+    pid_end: u64,
 }
 
 /// A worker's private state plus the shared handle, pinned on its thread.
@@ -94,6 +97,12 @@ impl WorkerLocal {
 
     fn ws(&self) -> &WorkerShared {
         &self.shared.workers[self.index]
+    }
+
+    /// Allocates a pid from this CPU's batch.
+    pub(crate) fn alloc_pid(&mut self) -> std::io::Result<crate::Pid> {
+        let shared = self.shared.clone();
+        shared.alloc_pid_from(&mut self.pid_next, &mut self.pid_end)
     }
 
     /// Arms a timer on this CPU.
@@ -205,6 +214,11 @@ impl WorkerLocal {
     }
 
     fn pull_inbox(&mut self) {
+        // `steal` issues a SeqCst fence even on an empty queue; two loads
+        // decide the common case.
+        if self.ws().inbox.is_empty() {
+            return;
+        }
         loop {
             match self.ws().inbox.steal() {
                 Steal::Success(t) => self.enqueue_arrived(t),
@@ -237,8 +251,9 @@ impl WorkerLocal {
             };
             // SAFETY: the task was in our tree; we own it.
             let sp = unsafe { task.sched() };
+            sp.se.on_rq = false;
             if !task.allowed_on(cpu) {
-                self.rq.put_prev_entity(&mut sp.se, task);
+                self.rq.enqueue_entity(&mut sp.se, task, EnqueueFlags::NONE);
                 break;
             }
             self.rq.migrate_out(&mut sp.se);
@@ -314,11 +329,13 @@ pub(crate) fn run_worker(shared: Arc<Shared>, index: usize, staging: Deque<TaskR
         index,
         local: UnsafeCell::new(WorkerLocal {
             index,
-            rq: CfsRq::new(shared.tunables.clone()),
+            rq: CfsRq::new(shared.tunables),
             shared,
             staging,
             timers: TimerHeap::default(),
             rng: 0x9E37_79B9_7F4A_7C15 ^ (index as u64 + 1),
+            pid_next: 0,
+            pid_end: 0,
         }),
     };
     super::set_current_worker(&cell);
@@ -331,11 +348,13 @@ impl WorkerCell {
     fn run_loop(&self) {
         let ws = self.worker_shared();
         let mut skip: Option<*const Task> = None;
+        // One clock read per switch: the time a task switched out is the
+        // time the next one switches in.
+        let mut now = clock::now_ns();
         loop {
             if self.shared.shutdown.load(Ordering::Acquire) {
                 break;
             }
-            let now = clock::now_ns();
             let picked = {
                 let l = self.local();
                 l.fire_timers(now);
@@ -354,31 +373,32 @@ impl WorkerCell {
             };
             skip = None;
             match picked {
-                Some(task) => skip = self.run_task(task, now),
-                None => self.idle(now),
+                Some(task) => (skip, now) = self.run_task(task, now),
+                None => {
+                    self.idle(now);
+                    now = clock::now_ns();
+                }
             }
         }
         ws.curr_pid.store(0, Ordering::Relaxed);
     }
 
     /// Runs one task until it switches out. Returns the task to skip at the
-    /// next pick if it yielded.
-    fn run_task(&self, task: TaskRef, now: u64) -> Option<*const Task> {
+    /// next pick if it yielded, and the clock time it switched out.
+    fn run_task(&self, task: TaskRef, now: u64) -> (Option<*const Task>, u64) {
         let ws = self.worker_shared();
         {
             let l = self.local();
             // SAFETY: picked from our tree: we own it.
             let sp = unsafe { task.sched() };
             l.rq.set_next_entity(&mut sp.se, now);
-            let slice = if l.rq.nr_queued() > 0 || !l.staging.is_empty() {
-                l.rq.sched_slice(&sp.se)
-            } else {
-                0
-            };
             l.publish();
             ws.curr_pid.store(task.pid.0, Ordering::Relaxed);
             ws.run_start.store(now, Ordering::Relaxed);
-            ws.slice_ns.store(slice, Ordering::Relaxed);
+            // The monitor derives the slice (period x weight / load) from
+            // these, keeping a division off the switch path.
+            ws.curr_weight.store(sp.se.load.weight, Ordering::Relaxed);
+            ws.rq_load.store(l.rq.load_weight(), Ordering::Relaxed);
             bump(&ws.switch_seq, 1);
             ws.need_resched.store(false, Ordering::Relaxed);
             task.cpu.store(self.index, Ordering::Relaxed);
@@ -393,7 +413,7 @@ impl WorkerCell {
                         drop(sp.entry.take());
                         l.rq.dequeue_entity(&mut sp.se);
                         self.shared.table.remove(task.pid);
-                        return None;
+                        return (None, now);
                     }
                 }
             }
@@ -418,12 +438,12 @@ impl WorkerCell {
                 bump(&ws.counters.voluntary_switches, 1);
                 let p: *const Task = &*task;
                 l.rq.put_prev_entity(&mut sp.se, task);
-                Some(p)
+                (Some(p), now)
             }
             CoroutineResult::Yield(Request::Preempt) => {
                 bump(&ws.counters.forced_switches, 1);
                 l.rq.put_prev_entity(&mut sp.se, task);
-                None
+                (None, now)
             }
             CoroutineResult::Yield(Request::Park) => {
                 bump(&ws.counters.voluntary_switches, 1);
@@ -434,7 +454,7 @@ impl WorkerCell {
                     FinishPark::Parked => drop(task),
                     FinishPark::Notified => l.enqueue_arrived_woken(task),
                 }
-                None
+                (None, now)
             }
             CoroutineResult::Return(()) => {
                 l.rq.dequeue_entity(&mut sp.se);
@@ -447,7 +467,7 @@ impl WorkerCell {
                 }
                 bump(&ws.counters.tasks_exited, 1);
                 self.shared.table.remove(task.pid);
-                None
+                (None, now)
             }
         }
     }

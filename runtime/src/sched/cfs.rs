@@ -190,7 +190,9 @@ pub struct SchedEntity {
     /// Accounted on a queue (queued in its tree or running as its current).
     pub on_rq: bool,
     /// `SCHED_IDLE` policy: weight 3 whatever the nice value, preempted by
-    /// any normal wakee, never wakeup-preempts.
+    /// any normal wakee, never wakeup-preempts. Change it with
+    /// [`set_idle_policy`](Self::set_idle_policy) or
+    /// [`CfsRq::reweight_entity`], which also fix `load`.
     pub idle_policy: bool,
     /// Key of the entity's latest insertion into a queue's tree: finds the
     /// entry on dequeue and identifies the current entity (which keeps the
@@ -365,9 +367,11 @@ impl<T> CfsRq<T> {
         self.curr.is_some()
     }
 
+    /// Whether `se` is the current entity (it keeps the key it was picked
+    /// with).
     #[inline]
     fn is_curr(&self, se: &SchedEntity) -> bool {
-        matches!((self.curr, se.rq_key), (Some(c), Some(k)) if c.key == k)
+        self.is_curr_key(se.rq_key)
     }
 
     #[inline]
@@ -399,8 +403,8 @@ impl<T> CfsRq<T> {
     /// `now <= exec_start` charges nothing. Call it before every other
     /// operation that reads vruntimes (enqueue, dequeue, put-prev, tick and
     /// wakeup checks), as the kernel does. Charging an entity that has
-    /// already been dequeued (blocking) is allowed and leaves the queue
-    /// untouched.
+    /// already been dequeued (it blocked) is allowed: the queue then only
+    /// re-evaluates `min_vruntime`.
     #[inline]
     pub fn update_curr(&mut self, curr: &mut SchedEntity, now: u64) {
         debug_assert!(
@@ -760,9 +764,15 @@ impl<T> CfsRq<T> {
     /// and un-accounts it; returns its vruntime and handle. For the load
     /// balancer, which takes from the cold end.
     ///
-    /// The entity behind the handle still says `on_rq`: the caller sets
-    /// `se.on_rq = false` (and usually calls
-    /// [`migrate_out`](Self::migrate_out)) before enqueueing it elsewhere.
+    /// The entity behind the handle still says `on_rq` (the queue cannot
+    /// reach it): the caller sets `se.on_rq = false`, then either migrates
+    /// it ([`migrate_out`](Self::migrate_out), and `migrate_in` +
+    /// `enqueue_entity` on the destination) or, if it may not move after
+    /// all, puts it back with `enqueue_entity(se, h, EnqueueFlags::NONE)`.
+    /// Not [`put_prev_entity`](Self::put_prev_entity): that is for the
+    /// current entity only. To check a task before taking it, walk
+    /// [`iter`](Self::iter)`().rev()` and [`dequeue_entity`](Self::dequeue_entity)
+    /// the chosen one instead.
     pub fn pop_rightmost(&mut self) -> Option<(u64, T)> {
         let entry = self.tree.pop_last()?;
         self.load -= entry.weight;

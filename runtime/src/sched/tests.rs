@@ -736,6 +736,32 @@ fn pop_rightmost_iter_and_drain() {
     assert_eq!(rq.pop_rightmost(), None);
 }
 
+/// The balancer's put-back path: a popped entity that may not move is
+/// re-enqueued without placement and keeps its vruntime and accounting.
+#[test]
+fn popped_entity_goes_back_with_enqueue_none() {
+    let mut rq = rq(2);
+    let mut ents = [se_at(0, MS), se_at(5, 4 * MS), se_at(0, 9 * MS)];
+    for (i, se) in ents.iter_mut().enumerate() {
+        rq.enqueue_entity(se, i as u32, EnqueueFlags::NONE);
+    }
+    pick_and_set(&mut rq, &mut ents, 0);
+    let load = rq.load_weight();
+    let (v, h) = rq.pop_rightmost().unwrap();
+    assert_eq!((v, h), (9 * MS, 2));
+    ents[2].on_rq = false;
+    rq.enqueue_entity(&mut ents[2], 2, EnqueueFlags::NONE);
+    assert_eq!(ents[2].vruntime, 9 * MS);
+    assert_eq!(rq.load_weight(), load);
+    assert_eq!(rq.nr_running(), 3);
+    rq.assert_invariants();
+    // Taking the coldest entity by walking from the cold end instead.
+    let (_, &coldest) = rq.iter().next_back().unwrap();
+    assert_eq!(rq.dequeue_entity(&mut ents[coldest as usize]), Some(2));
+    assert_eq!(rq.load_weight(), load - 1024);
+    rq.assert_invariants();
+}
+
 #[test]
 fn reweight_queued_current_and_off_queue() {
     let mut rq = rq(1);

@@ -1,0 +1,258 @@
+//! The pid table: every live task of a runtime, by pid.
+//!
+//! The kernel allocates pids cyclically from an IDR up to `pid_max` and
+//! skips numbers still in use; so does this table, with `PID_MAX` =
+//! 4,194,304 (`PID_MAX_LIMIT` on 64-bit, include/linux/threads.h). A pid's
+//! slot is found by indexing, not hashing: a two-level array of 1024 pages of
+//! 4096 slots, pages allocated on first use and kept (at most 32 MiB when
+//! every pid has been used once). Spawning is lock-free:
+//! 1. Take a pid from this CPU's batch (`PID_BATCH` numbers at a time from
+//!    the shared counter, as Go's `goidcache` does), so CPUs spawning at
+//!    once do not fight over one counter.
+//! 2. Reserve its slot with a CAS `EMPTY -> RESERVED`; if the pid is still
+//!    in use (after a wrap) try the next one.
+//! 3. Store the task (`RESERVED -> ptr`). The table owns one strong count.
+//!
+//! A slot word holds a `*const Task` (from `Arc::into_raw`) with bit 0 as a
+//! tiny lock: `get` sets it while it clones the `Arc`, so `remove` (which
+//! swaps the word to `EMPTY` and then drops the table's count) can never
+//! free a task that a reader is about to clone; `remove` spins while the bit
+//! is set, for the few nanoseconds a clone takes.
+
+use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use super::task::{Task, TaskRef};
+use crate::Pid;
+
+/// Pids wrap after this (exclusive), like the kernel's `pid_max` limit.
+pub(crate) const PID_MAX: u64 = 1 << 22;
+/// First pid handed out after a wrap (pid 1 is init, reserved for `block_on`).
+const FIRST_PID: u64 = 2;
+/// Pids a CPU takes from the shared counter at once.
+pub(crate) const PID_BATCH: u64 = 64;
+
+const PAGE_SHIFT: u32 = 12;
+const PAGE_SLOTS: usize = 1 << PAGE_SHIFT;
+const PAGES: usize = (PID_MAX as usize) >> PAGE_SHIFT;
+
+const EMPTY: usize = 0;
+const RESERVED: usize = 2;
+const LOCK_BIT: usize = 1;
+
+type Page = [AtomicUsize; PAGE_SLOTS];
+
+/// Every live task of a runtime, by pid.
+pub(crate) struct PidTable {
+    pages: Box<[AtomicPtr<Page>]>,
+    next: AtomicU64,
+    live: AtomicUsize,
+}
+
+impl PidTable {
+    pub(crate) fn new() -> PidTable {
+        PidTable {
+            pages: (0..PAGES)
+                .map(|_| AtomicPtr::new(std::ptr::null_mut()))
+                .collect(),
+            next: AtomicU64::new(0),
+            live: AtomicUsize::new(0),
+        }
+    }
+
+    fn slot(&self, pid: u64) -> Option<&AtomicUsize> {
+        if pid >= PID_MAX {
+            return None;
+        }
+        let page = &self.pages[(pid >> PAGE_SHIFT) as usize];
+        let mut p = page.load(Ordering::Acquire);
+        if p.is_null() {
+            let fresh: Box<Page> = Box::new(std::array::from_fn(|_| AtomicUsize::new(EMPTY)));
+            let fresh = Box::into_raw(fresh);
+            match page.compare_exchange(
+                std::ptr::null_mut(),
+                fresh,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => p = fresh,
+                Err(won) => {
+                    // SAFETY: `fresh` came from Box::into_raw just above and
+                    // was never shared.
+                    drop(unsafe { Box::from_raw(fresh) });
+                    p = won;
+                }
+            }
+        }
+        // SAFETY: pages are never freed before the table; `p` is non-null.
+        Some(unsafe { &(*p)[(pid as usize) & (PAGE_SLOTS - 1)] })
+    }
+
+    /// Takes the next batch of candidate pids: `[start, start + PID_BATCH)`
+    /// counted modulo the pid space.
+    pub(crate) fn take_batch(&self) -> u64 {
+        self.next.fetch_add(PID_BATCH, Ordering::Relaxed)
+    }
+
+    /// Maps a counter value to a pid in `[FIRST_PID, PID_MAX)`.
+    pub(crate) fn counter_to_pid(n: u64) -> u64 {
+        FIRST_PID + n % (PID_MAX - FIRST_PID)
+    }
+
+    /// Reserves `pid` if free. Returns whether it did.
+    pub(crate) fn try_reserve(&self, pid: Pid) -> bool {
+        self.slot(pid.0).is_some_and(|s| {
+            s.compare_exchange(EMPTY, RESERVED, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+        })
+    }
+
+    /// Gives back a reserved pid that was never filled.
+    pub(crate) fn unreserve(&self, pid: Pid) {
+        if let Some(s) = self.slot(pid.0) {
+            let _ = s.compare_exchange(RESERVED, EMPTY, Ordering::AcqRel, Ordering::Relaxed);
+        }
+    }
+
+    /// Fills a reserved slot with its task.
+    pub(crate) fn insert(&self, task: TaskRef) {
+        let pid = task.pid.0;
+        let ptr = Arc::into_raw(task) as usize;
+        debug_assert_eq!(ptr & 3, 0, "Task is at least 4-byte aligned");
+        let s = self.slot(pid).expect("inserted pid is below PID_MAX");
+        let prev = s.swap(ptr, Ordering::AcqRel);
+        debug_assert_eq!(prev, RESERVED, "pid {pid} was not reserved");
+        self.live.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Removes a task by pid.
+    pub(crate) fn remove(&self, pid: Pid) -> Option<TaskRef> {
+        let s = self.slot(pid.0)?;
+        let mut cur = s.load(Ordering::Acquire);
+        loop {
+            if cur == EMPTY || cur == RESERVED {
+                return None;
+            }
+            if cur & LOCK_BIT != 0 {
+                std::hint::spin_loop();
+                cur = s.load(Ordering::Acquire);
+                continue;
+            }
+            match s.compare_exchange_weak(cur, EMPTY, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => break,
+                Err(actual) => cur = actual,
+            }
+        }
+        self.live.fetch_sub(1, Ordering::Relaxed);
+        // SAFETY: the word held a pointer from Arc::into_raw (the table's
+        // count), and we took it out exactly once.
+        Some(unsafe { Arc::from_raw(cur as *const Task) })
+    }
+
+    /// Looks a task up by pid.
+    pub(crate) fn get(&self, pid: Pid) -> Option<TaskRef> {
+        let s = self.slot(pid.0)?;
+        let mut cur = s.load(Ordering::Acquire);
+        loop {
+            if cur == EMPTY || cur == RESERVED {
+                return None;
+            }
+            if cur & LOCK_BIT != 0 {
+                std::hint::spin_loop();
+                cur = s.load(Ordering::Acquire);
+                continue;
+            }
+            match s.compare_exchange_weak(cur, cur | LOCK_BIT, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => break,
+                Err(actual) => cur = actual,
+            }
+        }
+        let t = cur as *const Task;
+        // SAFETY: while our lock bit is set, `remove` cannot take the table's
+        // count, so the task is alive; we add a count of our own.
+        let r = unsafe {
+            Arc::increment_strong_count(t);
+            Arc::from_raw(t)
+        };
+        s.store(cur, Ordering::Release);
+        Some(r)
+    }
+
+    /// Number of live tasks.
+    pub(crate) fn len(&self) -> usize {
+        self.live.load(Ordering::Relaxed)
+    }
+
+    /// Removes and returns every task.
+    pub(crate) fn drain_all(&self) -> Vec<TaskRef> {
+        let mut out = Vec::new();
+        for (pi, page) in self.pages.iter().enumerate() {
+            if page.load(Ordering::Acquire).is_null() {
+                continue;
+            }
+            for i in 0..PAGE_SLOTS {
+                let pid = ((pi << PAGE_SHIFT) | i) as u64;
+                if let Some(t) = self.remove(Pid(pid)) {
+                    out.push(t);
+                }
+            }
+        }
+        out
+    }
+
+    /// Every live task (a snapshot; for metrics and diagnostics).
+    pub(crate) fn snapshot(&self) -> Vec<TaskRef> {
+        let mut out = Vec::new();
+        for (pi, page) in self.pages.iter().enumerate() {
+            if page.load(Ordering::Acquire).is_null() {
+                continue;
+            }
+            for i in 0..PAGE_SLOTS {
+                if let Some(t) = self.get(Pid(((pi << PAGE_SHIFT) | i) as u64)) {
+                    out.push(t);
+                }
+            }
+        }
+        out
+    }
+}
+
+impl Drop for PidTable {
+    fn drop(&mut self) {
+        for t in self.drain_all() {
+            drop(t);
+        }
+        for page in self.pages.iter() {
+            let p = page.swap(std::ptr::null_mut(), Ordering::AcqRel);
+            if !p.is_null() {
+                // SAFETY: pages come from Box::into_raw and are freed once.
+                drop(unsafe { Box::from_raw(p) });
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counter_wraps_into_pid_space() {
+        assert_eq!(PidTable::counter_to_pid(0), 2);
+        assert_eq!(PidTable::counter_to_pid(PID_MAX - 3), PID_MAX - 1);
+        assert_eq!(PidTable::counter_to_pid(PID_MAX - 2), 2);
+    }
+
+    #[test]
+    fn reserve_is_exclusive_and_reusable() {
+        let t = PidTable::new();
+        assert!(t.try_reserve(Pid(7)));
+        assert!(!t.try_reserve(Pid(7)));
+        t.unreserve(Pid(7));
+        assert!(t.try_reserve(Pid(7)));
+        assert!(!t.try_reserve(Pid(PID_MAX)));
+        assert!(t.get(Pid(7)).is_none());
+        assert!(t.remove(Pid(7)).is_none());
+    }
+}
