@@ -30,6 +30,7 @@ use std::time::Duration;
 
 use crate::cpuset::CpuSet;
 use crate::error::{errno, JoinError};
+use crate::executor::affinity::TaskMask;
 use crate::executor::task::{Task as TaskCb, TaskEntry, TaskInit, TaskRef};
 use crate::executor::{self, Shared};
 use crate::wait::{WaitQueue, WaitResult};
@@ -236,6 +237,17 @@ impl Task {
         self.inner.gid
     }
 
+    /// CPU time the task has used so far, by the runtime's own accounting
+    /// (its `sum_exec_runtime`, updated each time it switches out).
+    pub fn cpu_time(&self) -> Duration {
+        Duration::from_nanos(self.inner.sum_exec_ns.load(Ordering::Relaxed))
+    }
+
+    /// The CPUs the task may run on.
+    pub fn affinity(&self) -> CpuSet {
+        self.inner.allowed.load()
+    }
+
     /// The usable stack size the task asked for (bytes).
     pub fn stack_size(&self) -> usize {
         self.inner.stack_size
@@ -263,6 +275,7 @@ pub struct Builder {
     uid: Option<u32>,
     gid: Option<u32>,
     affinity: Option<CpuSet>,
+    pinned: bool,
 }
 
 /// What a new task inherits from its parent (or from the process when
@@ -293,7 +306,7 @@ impl Parent {
                 uid: t.uid,
                 gid: t.gid,
                 nice: t.nice.load(Ordering::Relaxed),
-                affinity: t.allowed.as_deref().cloned(),
+                affinity: (!t.allowed.is_all()).then(|| t.allowed.load()),
             }
         }
     }
@@ -339,6 +352,14 @@ impl Builder {
     /// CPUs the task may run on (default: the parent's mask).
     pub fn affinity(mut self, set: CpuSet) -> Builder {
         self.affinity = Some(set);
+        self
+    }
+
+    /// Keeps the task on the CPU where it first runs (its affinity mask
+    /// narrows to that CPU then). For tasks that hold thread-bound state
+    /// across greenos calls; see the module docs.
+    pub fn pinned(mut self) -> Builder {
+        self.pinned = true;
         self
     }
 
@@ -399,20 +420,13 @@ impl Builder {
             // Raising priority needs privilege, as setpriority(2) says.
             return Err(errno(libc::EPERM));
         }
-        let allowed = match self.affinity.or(parent.affinity) {
-            None => None,
-            Some(set) => {
-                let n = shared.nr_cpus();
-                if set.count() == 0 || set.iter().all(|c| c >= n) {
-                    return Err(errno(libc::EINVAL));
-                }
-                if (0..n).all(|c| set.is_set(c)) {
-                    None
-                } else {
-                    Some(Box::new(set))
-                }
+        let mask = self.affinity.or(parent.affinity);
+        if let Some(set) = &mask {
+            if set.iter().all(|c| c >= shared.nr_cpus()) {
+                return Err(errno(libc::EINVAL));
             }
-        };
+        }
+        let allowed = TaskMask::new(mask.as_ref(), shared.nr_cpus());
         let packet = Arc::new(Packet::new());
         let entry: Box<dyn TaskEntry + '_> = Box::new(Spawned {
             f: Some(f),
@@ -439,6 +453,7 @@ impl Builder {
                 nice,
                 cpu: 0,
                 allowed,
+                pinned: self.pinned,
             },
             entry,
         );
@@ -638,4 +653,51 @@ macro_rules! task_local {
         $crate::task_local!($(#[$attr])* $vis static $name: $t = $init;);
     };
     () => {};
+}
+
+// ---------------------------------------------------------------------------
+// Placement.
+
+/// The task `pid` names (`Pid(0)`: the caller), checked for permission the
+/// way the kernel checks `sched_setaffinity` / `setpriority`: the caller must
+/// be root or have the target's uid (EPERM); an unknown pid is ESRCH.
+fn target_task(pid: Pid, what: &str) -> io::Result<(TaskRef, bool)> {
+    let me = executor::current_task_ref(what);
+    if pid.0 == 0 || pid == me.pid {
+        return Ok((me, true));
+    }
+    let shared = executor::runtime_of(&me).ok_or_else(|| errno(libc::ESRCH))?;
+    let t = shared.table.get(pid).ok_or_else(|| errno(libc::ESRCH))?;
+    if me.uid != 0 && me.uid != t.uid {
+        return Err(errno(libc::EPERM));
+    }
+    Ok((t, false))
+}
+
+/// Sets the CPUs task `pid` may run on (`Pid(0)`: the caller), like
+/// sched_setaffinity(2). A task never runs on a CPU outside its mask; a
+/// caller that narrows its own mask away from its current CPU moves before
+/// it runs again, and a queued task moves when its CPU next looks at it.
+/// Errors: EINVAL if `set` has no CPU of this runtime, ESRCH for an unknown
+/// pid, EPERM without permission. Panics outside a greenos task.
+pub fn sched_setaffinity(pid: Pid, set: &CpuSet) -> io::Result<()> {
+    let (task, is_self) = target_task(pid, "sched_setaffinity")?;
+    let n = executor::runtime_of(&task)
+        .map(|s| s.nr_cpus())
+        .ok_or_else(|| errno(libc::ESRCH))?;
+    if set.iter().all(|c| c >= n) {
+        return Err(errno(libc::EINVAL));
+    }
+    task.allowed.store(set);
+    if is_self && !task.allowed_on(executor::current_cpu_index()) {
+        executor::yield_to_migrate();
+    }
+    Ok(())
+}
+
+/// The CPUs task `pid` may run on (`Pid(0)`: the caller), like
+/// sched_getaffinity(2). Errors: ESRCH for an unknown pid.
+pub fn sched_getaffinity(pid: Pid) -> io::Result<CpuSet> {
+    let (task, _) = target_task(pid, "sched_getaffinity")?;
+    Ok(task.allowed.load())
 }

@@ -30,6 +30,7 @@
 //!    the Dekker pattern: the sleeper publishes SLEEPING then re-checks its
 //!    inbox; the waker publishes the task then checks SLEEPING).
 
+pub(crate) mod affinity;
 pub(crate) mod monitor;
 pub(crate) mod pid;
 pub(crate) mod stack;
@@ -49,7 +50,6 @@ use crossbeam_utils::CachePadded;
 use parking_lot::Mutex;
 
 use crate::clock;
-use crate::cpuset::CpuSet;
 use crate::sched::Tunables;
 use crate::Pid;
 use state::Wake;
@@ -215,14 +215,18 @@ impl Shared {
     /// and claims it (`SPINNING|SLEEPING -> BUSY`). The caller must then give
     /// it work and call `unpark` on it (a claimed sleeper does not wake by
     /// itself).
-    pub(crate) fn claim_idle_cpu(&self, from: usize, allowed: Option<&CpuSet>) -> Option<usize> {
+    pub(crate) fn claim_idle_cpu(
+        &self,
+        from: usize,
+        allowed: Option<&affinity::TaskMask>,
+    ) -> Option<usize> {
         if self.nr_idle.load(Ordering::Relaxed) == 0 {
             return None;
         }
         let n = self.workers.len();
         for k in 0..n {
             let cpu = (from + k) % n;
-            if allowed.is_some_and(|s| !s.is_set(cpu)) {
+            if allowed.is_some_and(|m| !m.allows(cpu)) {
                 continue;
             }
             let w = &self.workers[cpu];
@@ -367,6 +371,14 @@ pub(crate) fn yield_now() {
         return;
     }
     suspend(task, Request::Yield);
+}
+
+/// Switches out so the worker re-checks the running task's affinity.
+pub(crate) fn yield_to_migrate() {
+    let task = current_task("sched_setaffinity");
+    if !task.cancelled.load(Ordering::Relaxed) {
+        suspend(task, Request::Preempt);
+    }
 }
 
 /// Yields if `need_resched` is set on this CPU. Returns whether it yielded.
@@ -516,7 +528,7 @@ pub(crate) fn submit_new(shared: &Arc<Shared>, task: TaskRef) {
     // else round robin over the allowed ones.
     let n = shared.nr_cpus();
     let start = shared.outside_cursor.fetch_add(1, Ordering::Relaxed) % n;
-    if let Some(cpu) = shared.claim_idle_cpu(start, task.allowed.as_deref()) {
+    if let Some(cpu) = shared.claim_idle_cpu(start, Some(&task.allowed)) {
         worker::send_to_claimed(shared, cpu, task);
         return;
     }

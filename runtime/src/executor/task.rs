@@ -84,8 +84,13 @@ pub(crate) struct Task {
     pub(crate) cpu: AtomicUsize,
     /// Timed-wait generation and timeout flag: `gen << 1 | timed_out`.
     pub(crate) wait_word: AtomicU64,
-    /// CPUs the task may run on; `None` means all.
-    pub(crate) allowed: Option<Box<crate::cpuset::CpuSet>>,
+    /// CPUs the task may run on.
+    pub(crate) allowed: super::affinity::TaskMask,
+    /// `Builder::pinned`: narrow `allowed` to the first CPU it runs on.
+    pub(crate) pinned: bool,
+    /// Total CPU time the task has run (ns), mirrored from its scheduling
+    /// entity at every switch-out so anyone may read it.
+    pub(crate) sum_exec_ns: AtomicU64,
     /// Set when the runtime cancels the task (shutdown).
     pub(crate) cancelled: AtomicBool,
     /// Scheduler-owned part.
@@ -127,7 +132,8 @@ pub(crate) struct TaskInit {
     pub(crate) gid: u32,
     pub(crate) nice: i32,
     pub(crate) cpu: usize,
-    pub(crate) allowed: Option<Box<crate::cpuset::CpuSet>>,
+    pub(crate) allowed: super::affinity::TaskMask,
+    pub(crate) pinned: bool,
 }
 
 impl Task {
@@ -144,6 +150,8 @@ impl Task {
             cpu: AtomicUsize::new(init.cpu),
             wait_word: AtomicU64::new(0),
             allowed: init.allowed,
+            pinned: init.pinned,
+            sum_exec_ns: AtomicU64::new(0),
             cancelled: AtomicBool::new(false),
             sched: UnsafeCell::new(SchedPart {
                 se: SchedEntity::new(init.nice),
@@ -175,7 +183,7 @@ impl Task {
     /// Whether the task may run on `cpu`.
     #[inline]
     pub(crate) fn allowed_on(&self, cpu: usize) -> bool {
-        self.allowed.as_ref().is_none_or(|s| s.is_set(cpu))
+        self.allowed.allows(cpu)
     }
 
     /// The coroutine slot; same contract as [`Task::sched`].

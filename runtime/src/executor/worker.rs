@@ -149,7 +149,7 @@ impl WorkerLocal {
         let allowed_here = task.allowed_on(self.index);
         if let Some(cpu) = self
             .shared
-            .claim_idle_cpu(self.index + 1, task.allowed.as_deref())
+            .claim_idle_cpu(self.index + 1, Some(&task.allowed))
         {
             bump(&self.ws().counters.migrations_out, 1);
             send_to_claimed(&self.shared, cpu, task);
@@ -163,17 +163,25 @@ impl WorkerLocal {
 
     /// Sends a task this CPU may not run to the first CPU it may.
     fn forward(&mut self, task: TaskRef) {
-        let cpu = task
-            .allowed
-            .as_ref()
-            .and_then(|s| s.iter().find(|&c| c < self.shared.nr_cpus()))
-            .unwrap_or(0);
+        let cpu = task.allowed.first();
         // SAFETY: we own the task (it was handed to us to enqueue).
         let sp = unsafe { task.sched() };
         if !sp.vruntime_relative {
             self.rq.migrate_out(&mut sp.se);
             sp.vruntime_relative = true;
         }
+        self.shared.send_to(cpu, task);
+    }
+
+    /// Sends a task just picked from this queue to a CPU its mask allows.
+    fn migrate_picked(&mut self, task: TaskRef) {
+        // SAFETY: we picked it from our tree; we own it.
+        let sp = unsafe { task.sched() };
+        self.rq.migrate_out(&mut sp.se);
+        self.rq.dequeue_entity(&mut sp.se);
+        sp.vruntime_relative = true;
+        bump(&self.ws().counters.migrations_out, 1);
+        let cpu = task.allowed.first();
         self.shared.send_to(cpu, task);
     }
 
@@ -373,6 +381,10 @@ impl WorkerCell {
             };
             skip = None;
             match picked {
+                Some(task) if !task.allowed_on(self.index) => {
+                    // Its mask changed while it waited here: move it.
+                    self.local().migrate_picked(task);
+                }
                 Some(task) => (skip, now) = self.run_task(task, now),
                 None => {
                     self.idle(now);
@@ -431,6 +443,8 @@ impl WorkerCell {
         let sp = unsafe { task.sched() };
         let start = ws.run_start.load(Ordering::Relaxed);
         l.rq.update_curr(&mut sp.se, now);
+        task.sum_exec_ns
+            .store(sp.se.sum_exec_runtime, Ordering::Relaxed);
         bump(&ws.counters.switches, 1);
         bump(&ws.counters.busy_ns, now.saturating_sub(start));
         match result {
@@ -583,6 +597,10 @@ fn start_coroutine(task: &TaskRef, sp: &mut super::task::SchedPart) -> Option<Co
         }
     };
     stack.set_owner(task.pid.0, task.name_or_dash());
+    if task.pinned {
+        let here = crate::cpuset::CpuSet::from_iter([task.cpu.load(Ordering::Relaxed)]);
+        task.allowed.store(&here);
+    }
     let entry = sp.entry.take()?;
     let tp: *const Task = &**task;
     Some(Coro::with_stack(stack, move |y, ()| {

@@ -1,0 +1,110 @@
+//! A task's CPU affinity mask (`cpus_mask` in the kernel's task_struct).
+//!
+//! Read on every enqueue and pick by the CPU that owns the task, written by
+//! `sched_setaffinity` from any task, so it is a set of atomic words rather
+//! than a `CpuSet` behind a lock: CPUs 0..128 live inline (no allocation for
+//! the common machine), more in a boxed tail sized to the runtime. A reader
+//! racing a writer sees, bit by bit, either mask; the scheduler re-checks at
+//! every pick, so a task ends up on an allowed CPU within one switch, as the
+//! kernel's `set_cpus_allowed_ptr` migrates at the next opportunity.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::cpuset::CpuSet;
+
+const INLINE_WORDS: usize = 2;
+
+/// A task's allowed CPUs.
+#[derive(Debug)]
+pub(crate) struct TaskMask {
+    inline: [AtomicU64; INLINE_WORDS],
+    tail: Option<Box<[AtomicU64]>>,
+    /// Number of runtime CPUs (bits past it are never set).
+    nr_cpus: usize,
+}
+
+impl TaskMask {
+    /// A mask allowing `set` (all CPUs if `None`), clipped to `nr_cpus`.
+    pub(crate) fn new(set: Option<&CpuSet>, nr_cpus: usize) -> TaskMask {
+        let words = nr_cpus.div_ceil(64);
+        let tail = (words > INLINE_WORDS)
+            .then(|| (INLINE_WORDS..words).map(|_| AtomicU64::new(0)).collect());
+        let m = TaskMask {
+            inline: [AtomicU64::new(0), AtomicU64::new(0)],
+            tail,
+            nr_cpus,
+        };
+        match set {
+            Some(s) => m.store(s),
+            None => m.store(&CpuSet::all(nr_cpus)),
+        }
+        m
+    }
+
+    fn word(&self, i: usize) -> Option<&AtomicU64> {
+        if i < INLINE_WORDS {
+            Some(&self.inline[i])
+        } else {
+            self.tail.as_ref().and_then(|t| t.get(i - INLINE_WORDS))
+        }
+    }
+
+    /// Replaces the mask (bits at or above `nr_cpus` are dropped).
+    pub(crate) fn store(&self, set: &CpuSet) {
+        let words = self.nr_cpus.div_ceil(64).max(1);
+        for i in 0..words {
+            let mut w = 0u64;
+            for b in 0..64 {
+                let cpu = i * 64 + b;
+                if cpu < self.nr_cpus && set.is_set(cpu) {
+                    w |= 1 << b;
+                }
+            }
+            if let Some(a) = self.word(i) {
+                a.store(w, Ordering::Release);
+            }
+        }
+    }
+
+    /// Whether `cpu` is allowed.
+    #[inline]
+    pub(crate) fn allows(&self, cpu: usize) -> bool {
+        self.word(cpu / 64)
+            .is_some_and(|w| w.load(Ordering::Acquire) & (1 << (cpu % 64)) != 0)
+    }
+
+    /// The mask as a `CpuSet`.
+    pub(crate) fn load(&self) -> CpuSet {
+        (0..self.nr_cpus).filter(|&c| self.allows(c)).collect()
+    }
+
+    /// The lowest allowed CPU (0 if none, which `store` callers prevent).
+    pub(crate) fn first(&self) -> usize {
+        (0..self.nr_cpus).find(|&c| self.allows(c)).unwrap_or(0)
+    }
+
+    /// Whether every CPU is allowed.
+    pub(crate) fn is_all(&self) -> bool {
+        (0..self.nr_cpus).all(|c| self.allows(c))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inline_and_tail_words() {
+        let set: CpuSet = [0, 63, 64, 130, 199].into_iter().collect();
+        let m = TaskMask::new(Some(&set), 200);
+        for c in [0, 63, 64, 130, 199] {
+            assert!(m.allows(c), "{c}");
+        }
+        assert!(!m.allows(1) && !m.allows(200) && !m.allows(5000));
+        assert_eq!(m.load(), set);
+        m.store(&CpuSet::all(3));
+        assert_eq!(m.load(), CpuSet::all(3));
+        assert_eq!(m.first(), 0);
+        assert!(TaskMask::new(None, 4).is_all());
+    }
+}
