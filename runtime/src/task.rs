@@ -109,19 +109,29 @@ impl<T> Packet<T> {
     }
 }
 
-/// The body of a spawned task.
+/// The body of a spawned task and its result slot, in one allocation shared
+/// by the task (as its `TaskEntry`) and the join handle.
 struct Spawned<F, T> {
-    f: Option<F>,
-    packet: Arc<Packet<T>>,
+    f: UnsafeCell<Option<F>>,
+    packet: Packet<T>,
 }
+
+// SAFETY: `f` is taken exactly once, either by `run` on the task's own stack
+// or by `cancel` from its owner when the task will never run; both happen
+// under task ownership (see executor/task.rs), never concurrently. The
+// packet is Sync on its own.
+unsafe impl<F: Send, T: Send> Sync for Spawned<F, T> {}
 
 impl<F, T> TaskEntry for Spawned<F, T>
 where
     F: FnOnce() -> T + Send,
     T: Send,
 {
-    fn run(mut self: Box<Self>) {
-        let Some(f) = self.f.take() else { return };
+    fn run(&self) {
+        // SAFETY: see the Sync impl: only the owner of the task takes `f`.
+        let Some(f) = (unsafe { (*self.f.get()).take() }) else {
+            return;
+        };
         let r = catch_unwind(AssertUnwindSafe(f));
         let task = executor::current_task("spawn");
         let r = match r {
@@ -136,42 +146,60 @@ where
         unsafe { task.drop_locals() };
         self.packet.complete(r);
     }
-}
 
-impl<F, T> Drop for Spawned<F, T> {
-    fn drop(&mut self) {
-        if self.f.take().is_some() {
+    fn cancel(&self) {
+        // SAFETY: see the Sync impl.
+        if unsafe { (*self.f.get()).take() }.is_some() {
             // Dropped unrun: the runtime shut down or no stack was available.
             self.packet.complete(Err(JoinError::Cancelled));
         }
     }
 }
 
+/// The join handle's view of a `Spawned`.
+trait ResultSlot<T>: Send + Sync {
+    fn packet(&self) -> &Packet<T>;
+}
+
+impl<F, T> ResultSlot<T> for Spawned<F, T>
+where
+    F: FnOnce() -> T + Send,
+    T: Send,
+{
+    fn packet(&self) -> &Packet<T> {
+        &self.packet
+    }
+}
+
 /// An owned permission to join a task (wait for it and take its result).
 /// Dropping it detaches the task.
 pub struct JoinHandle<T> {
-    packet: Arc<Packet<T>>,
+    slot: Arc<dyn ResultSlot<T>>,
     task: Task,
 }
 
 impl<T> JoinHandle<T> {
+    fn packet(&self) -> &Packet<T> {
+        self.slot.packet()
+    }
+
     /// Waits for the task to finish and returns its result; a panic in the
     /// task comes back as `Err(JoinError::Panic(payload))`. In a green
     /// thread this parks the task (its CPU runs others); on an OS thread it
     /// blocks the thread.
     pub fn join(self) -> Result<T, JoinError> {
-        self.packet.wait(None);
-        if !self.packet.is_done() {
+        self.packet().wait(None);
+        if !self.packet().is_done() {
             return Err(JoinError::Cancelled);
         }
-        self.packet.take()
+        self.packet().take()
     }
 
     /// Like [`join`](Self::join) but gives up after `timeout`, handing the
     /// handle back.
     pub fn join_timeout(self, timeout: Duration) -> Result<Result<T, JoinError>, JoinHandle<T>> {
-        if self.packet.wait(Some(timeout)) {
-            Ok(self.packet.take())
+        if self.packet().wait(Some(timeout)) {
+            Ok(self.packet().take())
         } else {
             Err(self)
         }
@@ -179,7 +207,7 @@ impl<T> JoinHandle<T> {
 
     /// Whether the task has finished.
     pub fn is_finished(&self) -> bool {
-        self.packet.is_done()
+        self.packet().is_done()
     }
 
     /// The task.
@@ -427,17 +455,20 @@ impl Builder {
             }
         }
         let allowed = TaskMask::new(mask.as_ref(), shared.nr_cpus());
-        let packet = Arc::new(Packet::new());
-        let entry: Box<dyn TaskEntry + '_> = Box::new(Spawned {
-            f: Some(f),
-            packet: packet.clone(),
+        let spawned: Arc<Spawned<F, T>> = Arc::new(Spawned {
+            f: UnsafeCell::new(Some(f)),
+            packet: Packet::new(),
         });
+        let entry: Arc<dyn TaskEntry + '_> = spawned.clone();
+        let slot: Arc<dyn ResultSlot<T> + '_> = spawned;
         // SAFETY: erasing the lifetime is sound for 'static closures; the
         // only non-'static caller is `Runtime::block_on`, which does not
         // return before the task has finished or its body was dropped
-        // (`Packet::wait` until done), like `std::thread::scope`.
-        let entry: Box<dyn TaskEntry + 'static> = unsafe { std::mem::transmute(entry) };
-        let packet: Arc<Packet<T>> = packet;
+        // (`Packet::wait` until done), like `std::thread::scope`. After that
+        // the closure is gone (taken by `run` or `cancel`), so dropping the
+        // allocation later touches no borrowed data.
+        let (entry, slot): (Arc<dyn TaskEntry + 'static>, Arc<dyn ResultSlot<T> + 'static>) =
+            unsafe { (std::mem::transmute(entry), std::mem::transmute(slot)) };
         let pid = match pid {
             Some(p) => p,
             None => shared.alloc_pid()?,
@@ -458,7 +489,7 @@ impl Builder {
             entry,
         );
         let handle = JoinHandle {
-            packet,
+            slot,
             task: Task {
                 inner: task.clone(),
             },

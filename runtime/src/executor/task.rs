@@ -44,11 +44,30 @@ pub(crate) type Coro = Coroutine<(), Request, (), PooledStack>;
 pub(crate) type TaskYielder = Yielder<(), Request>;
 
 /// The type-erased body of a task: runs the user closure and delivers its
-/// result to the join handle. Dropping it unrun marks the join handle
-/// cancelled.
-pub(crate) trait TaskEntry: Send {
-    /// Runs the body on the task's own stack.
-    fn run(self: Box<Self>);
+/// result to the join handle. It shares one allocation with the join
+/// handle's result slot (the handle holds the same `Arc`).
+pub(crate) trait TaskEntry: Send + Sync {
+    /// Runs the body on the task's own stack (once).
+    fn run(&self);
+    /// Drops the body unrun and reports cancellation to the joiner.
+    fn cancel(&self);
+}
+
+/// A task's body, cancelled if dropped before it ran.
+pub(crate) struct Entry(pub(crate) Arc<dyn TaskEntry>);
+
+impl Entry {
+    /// Runs the body.
+    pub(crate) fn run(self) {
+        self.0.run();
+    }
+}
+
+impl Drop for Entry {
+    fn drop(&mut self) {
+        // After `run` this finds the body gone and does nothing.
+        self.0.cancel();
+    }
 }
 
 /// Scheduler-owned part of a task (see the module doc for who owns it).
@@ -59,7 +78,7 @@ pub(crate) struct SchedPart {
     /// migrating task): the next enqueue adds that queue's `min_vruntime`.
     pub(crate) vruntime_relative: bool,
     /// The body, until the task first runs.
-    pub(crate) entry: Option<Box<dyn TaskEntry>>,
+    pub(crate) entry: Option<Entry>,
 }
 
 /// A green thread's control block.
@@ -137,7 +156,7 @@ pub(crate) struct TaskInit {
 }
 
 impl Task {
-    pub(crate) fn new(init: TaskInit, entry: Box<dyn TaskEntry>) -> TaskRef {
+    pub(crate) fn new(init: TaskInit, entry: Arc<dyn TaskEntry>) -> TaskRef {
         Arc::new(Task {
             pid: init.pid,
             rt_id: init.rt_id,
@@ -156,7 +175,7 @@ impl Task {
             sched: UnsafeCell::new(SchedPart {
                 se: SchedEntity::new(init.nice),
                 vruntime_relative: true,
-                entry: Some(entry),
+                entry: Some(Entry(entry)),
             }),
             coro: UnsafeCell::new(None),
             yielder: Cell::new(std::ptr::null()),
