@@ -332,41 +332,59 @@ impl fmt::Debug for Runtime {
 
 impl Drop for Runtime {
     fn drop(&mut self) {
-        let s = &self.shared;
-        s.shutdown.store(true, Ordering::SeqCst);
+        let threads = std::mem::take(&mut self.threads);
+        let monitor = self.monitor.take();
+        let shared = self.shared.clone();
+        let on_own_cpu = executor::current_shared().is_some_and(|s| Arc::ptr_eq(&s, &self.shared));
+        if on_own_cpu {
+            // Dropped by one of its own tasks: this thread is one of the
+            // CPUs to be joined, so the teardown runs on a thread of its own
+            // (detached) and this CPU finishes its task and stops.
+            shared.shutdown.store(true, Ordering::SeqCst);
+            let _ = std::thread::Builder::new()
+                .name("greenos-shutdown".to_owned())
+                .spawn(move || shutdown(shared, threads, monitor));
+        } else {
+            shutdown(shared, threads, monitor);
+        }
+    }
+}
+
+/// The shutdown sequence (see the module doc).
+fn shutdown(s: Arc<Shared>, threads: Vec<ThreadHandle<()>>, monitor: Option<ThreadHandle<()>>) {
+    s.shutdown.store(true, Ordering::SeqCst);
+    for w in s.workers.iter() {
+        w.unpark();
+    }
+    s.monitor.unpark();
+    for t in threads {
+        let _ = t.join();
+    }
+    if let Some(m) = monitor {
+        let _ = m.join();
+    }
+    // Cancel whatever is left, until nothing is.
+    loop {
+        let tasks = s.table.drain_all();
+        let mut inboxed = 0;
         for w in s.workers.iter() {
-            w.unpark();
-        }
-        s.monitor.unpark();
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
-        if let Some(m) = self.monitor.take() {
-            let _ = m.join();
-        }
-        // Cancel whatever is left, until nothing is.
-        loop {
-            let tasks = s.table.drain_all();
-            let mut inboxed = 0;
-            for w in s.workers.iter() {
-                loop {
-                    match w.inbox.steal() {
-                        crossbeam_deque::Steal::Success(t) => {
-                            inboxed += 1;
-                            drop(t);
-                        }
-                        crossbeam_deque::Steal::Retry => {}
-                        crossbeam_deque::Steal::Empty => break,
+            loop {
+                match w.inbox.steal() {
+                    crossbeam_deque::Steal::Success(t) => {
+                        inboxed += 1;
+                        drop(t);
                     }
+                    crossbeam_deque::Steal::Retry => {}
+                    crossbeam_deque::Steal::Empty => break,
                 }
             }
-            if tasks.is_empty() && inboxed == 0 {
-                break;
-            }
-            for t in tasks {
-                executor::cancel_task(t);
-            }
         }
-        executor::runtimes().lock().remove(&s.id);
+        if tasks.is_empty() && inboxed == 0 {
+            break;
+        }
+        for t in tasks {
+            executor::cancel_task(t);
+        }
     }
+    executor::runtimes().lock().remove(&s.id);
 }

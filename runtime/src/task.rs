@@ -467,8 +467,10 @@ impl Builder {
         // (`Packet::wait` until done), like `std::thread::scope`. After that
         // the closure is gone (taken by `run` or `cancel`), so dropping the
         // allocation later touches no borrowed data.
-        let (entry, slot): (Arc<dyn TaskEntry + 'static>, Arc<dyn ResultSlot<T> + 'static>) =
-            unsafe { (std::mem::transmute(entry), std::mem::transmute(slot)) };
+        let (entry, slot): (
+            Arc<dyn TaskEntry + 'static>,
+            Arc<dyn ResultSlot<T> + 'static>,
+        ) = unsafe { (std::mem::transmute(entry), std::mem::transmute(slot)) };
         let pid = match pid {
             Some(p) => p,
             None => shared.alloc_pid()?,

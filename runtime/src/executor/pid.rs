@@ -200,22 +200,6 @@ impl PidTable {
         }
         out
     }
-
-    /// Every live task (a snapshot; for metrics and diagnostics).
-    pub(crate) fn snapshot(&self) -> Vec<TaskRef> {
-        let mut out = Vec::new();
-        for (pi, page) in self.pages.iter().enumerate() {
-            if page.load(Ordering::Acquire).is_null() {
-                continue;
-            }
-            for i in 0..PAGE_SLOTS {
-                if let Some(t) = self.get(Pid(((pi << PAGE_SHIFT) | i) as u64)) {
-                    out.push(t);
-                }
-            }
-        }
-        out
-    }
 }
 
 impl Drop for PidTable {
