@@ -156,6 +156,26 @@ where
     }
 }
 
+/// Erases the lifetime of a task body (see the caller's SAFETY comment).
+///
+/// # Safety
+/// The body must not run or be dropped after the data it borrows is gone.
+unsafe fn erase_entry<'a>(e: Arc<dyn TaskEntry + 'a>) -> Arc<dyn TaskEntry + 'static> {
+    // SAFETY: same layout; the lifetime is the caller's promise.
+    unsafe { std::mem::transmute::<Arc<dyn TaskEntry + 'a>, Arc<dyn TaskEntry + 'static>>(e) }
+}
+
+/// Erases the lifetime of a result slot (see `erase_entry`).
+///
+/// # Safety
+/// As for `erase_entry`.
+unsafe fn erase_slot<'a, T>(s: Arc<dyn ResultSlot<T> + 'a>) -> Arc<dyn ResultSlot<T> + 'static> {
+    // SAFETY: same layout; the lifetime is the caller's promise.
+    unsafe {
+        std::mem::transmute::<Arc<dyn ResultSlot<T> + 'a>, Arc<dyn ResultSlot<T> + 'static>>(s)
+    }
+}
+
 /// The join handle's view of a `Spawned`.
 trait ResultSlot<T>: Send + Sync {
     fn packet(&self) -> &Packet<T>;
@@ -467,10 +487,7 @@ impl Builder {
         // (`Packet::wait` until done), like `std::thread::scope`. After that
         // the closure is gone (taken by `run` or `cancel`), so dropping the
         // allocation later touches no borrowed data.
-        let (entry, slot): (
-            Arc<dyn TaskEntry + 'static>,
-            Arc<dyn ResultSlot<T> + 'static>,
-        ) = unsafe { (std::mem::transmute(entry), std::mem::transmute(slot)) };
+        let (entry, slot) = unsafe { (erase_entry(entry), erase_slot(slot)) };
         let pid = match pid {
             Some(p) => p,
             None => shared.alloc_pid()?,

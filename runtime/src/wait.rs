@@ -260,9 +260,11 @@ impl WaitQueue {
             unsafe { l.push_back(np) };
         }
         let _unlink = Unlinker { q: self, node: np };
-        // SAFETY (for the reads of `status` below): the node is alive in this
-        // frame; `status` is atomic and the waker stores it last.
-        let notified = || unsafe { (*np).status.load(Ordering::Acquire) == NOTIFIED };
+        let notified = || {
+            // SAFETY: the node is alive in this frame; `status` is atomic and
+            // the waker stores it last.
+            unsafe { (*np).status.load(Ordering::Acquire) == NOTIFIED }
+        };
         if task.is_null() {
             self.wait_thread(notified, timeout)
         } else {

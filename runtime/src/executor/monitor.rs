@@ -7,6 +7,7 @@
 //!   (CFS `check_preempt_tick`, reference/scheduling.md §1.8), or
 //! - a wakeup is waiting in the CPU's inbox and the running task has had at
 //!   least `sched_min_granularity`.
+//!
 //! `maybe_yield()` and every greenos call honour the flag.
 //!
 //! It also reports, through `tracing`, a task that has run for
