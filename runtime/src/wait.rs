@@ -139,7 +139,8 @@ impl List {
 /// A queue of blocked tasks and threads (see the module doc).
 pub struct WaitQueue {
     list: Mutex<List>,
-    /// Number of linked waiters (plus ones about to link); the fast path.
+    /// Number of linked waiters: the wakers' fast path. Written only under
+    /// `list`'s lock (load + store, no read-modify-write), read without it.
     waiters: AtomicUsize,
 }
 
@@ -176,7 +177,7 @@ impl Drop for Unlinker<'_> {
         // by its waker before the Release store we acquire here, so the
         // common path needs no lock.
         if unsafe { (*self.node).status.load(Ordering::Acquire) } == NOTIFIED {
-            self.q.waiters.fetch_sub(1, Ordering::Relaxed);
+            // The waker unlinked the node and counted it out.
             return;
         }
         let mut l = self.q.list.lock();
@@ -186,10 +187,9 @@ impl Drop for Unlinker<'_> {
             if (*self.node).linked {
                 l.unlink(self.node);
                 (*self.node).waker = None;
+                self.q.count_out();
             }
         }
-        drop(l);
-        self.q.waiters.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -208,6 +208,20 @@ impl WaitQueue {
             }),
             waiters: AtomicUsize::new(0),
         }
+    }
+
+    /// One more waiter (caller holds the list lock).
+    #[inline]
+    fn count_in(&self) {
+        let w = self.waiters.load(Ordering::Relaxed);
+        self.waiters.store(w + 1, Ordering::Relaxed);
+    }
+
+    /// One waiter fewer (caller holds the list lock).
+    #[inline]
+    fn count_out(&self) {
+        let w = self.waiters.load(Ordering::Relaxed);
+        self.waiters.store(w - 1, Ordering::Relaxed);
     }
 
     /// Number of waiters right now.
@@ -248,10 +262,12 @@ impl WaitQueue {
         let np = node.get();
         {
             let mut l = self.list.lock();
-            self.waiters.fetch_add(1, Ordering::SeqCst);
+            self.count_in();
+            // Dekker with the wakers' fast path: count in, then read the
+            // condition; wakers publish the condition, then read the count.
             fence(Ordering::SeqCst);
             if !validate() {
-                self.waiters.fetch_sub(1, Ordering::Relaxed);
+                self.count_out();
                 return WaitResult::Invalid;
             }
             // SAFETY: `node` is a fresh local that is not moved until the
@@ -339,6 +355,18 @@ impl WaitQueue {
 
     /// Wakes the longest waiter. Returns whether there was one.
     pub fn wake_one(&self) -> bool {
+        self.wake_one_inner(false)
+    }
+
+    /// Like [`wake_one`](Self::wake_one), for a waker that is about to block
+    /// itself (the kernel's `WF_SYNC`, as pipes and channels use it): when
+    /// the waker's CPU runs nothing else, the wakee is placed on that CPU
+    /// rather than woken on its old one (`wake_affine_idle`).
+    pub fn wake_one_sync(&self) -> bool {
+        self.wake_one_inner(true)
+    }
+
+    fn wake_one_inner(&self, sync: bool) -> bool {
         fence(Ordering::SeqCst);
         if self.waiters.load(Ordering::SeqCst) == 0 {
             return false;
@@ -348,6 +376,7 @@ impl WaitQueue {
             let Some(n) = l.pop_front() else {
                 return false;
             };
+            self.count_out();
             // SAFETY: a node popped under the lock is valid until we store
             // NOTIFIED (its owner cannot leave before seeing NOTIFIED or
             // taking this lock).
@@ -357,8 +386,10 @@ impl WaitQueue {
                 w
             }
         };
-        if let Some(w) = waker {
-            w.wake();
+        match waker {
+            Some(Waker::Task(t)) if sync => executor::wake_task_sync(t),
+            Some(w) => w.wake(),
+            None => {}
         }
         true
     }
@@ -378,6 +409,7 @@ impl WaitQueue {
         let mut l = self.list.lock();
         while woken < n {
             let Some(node) = l.pop_front() else { break };
+            self.count_out();
             // SAFETY: as in wake_one. Waking under the lock is fine: waking
             // never takes a wait-queue lock.
             let w = unsafe {
