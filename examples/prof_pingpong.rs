@@ -16,7 +16,13 @@ fn main() {
             let (tx1, rx1) = mpsc::channel::<u64>();
             let (tx2, rx2) = mpsc::channel::<u64>();
             let cpu_b = if w > 1 { 1 } else { 0 };
-            let mask = |c: usize| if pinned { [c].into_iter().collect() } else { greenos::CpuSet::all(w) };
+            let mask = |c: usize| {
+                if pinned {
+                    [c].into_iter().collect()
+                } else {
+                    greenos::CpuSet::all(w)
+                }
+            };
             let b = greenos::task::Builder::new()
                 .affinity(mask(cpu_b))
                 .spawn(move || {

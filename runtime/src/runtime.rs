@@ -353,10 +353,18 @@ impl Drop for Runtime {
 /// The shutdown sequence (see the module doc).
 fn shutdown(s: Arc<Shared>, threads: Vec<ThreadHandle<()>>, monitor: Option<ThreadHandle<()>>) {
     s.shutdown.store(true, Ordering::SeqCst);
-    for w in s.workers.iter() {
-        w.unpark();
-    }
     s.monitor.unpark();
+    // Until every CPU has left its loop: ask the running task to yield (a
+    // task looping on `maybe_yield` would otherwise never let its CPU see
+    // the flag: with one task per CPU no slice ever expires, and a CPU that
+    // switches a task in clears the flag) and wake sleeping CPUs.
+    while !threads.iter().all(|t| t.is_finished()) {
+        for w in s.workers.iter() {
+            w.need_resched.store(true, Ordering::SeqCst);
+            w.unpark();
+        }
+        std::thread::sleep(std::time::Duration::from_micros(200));
+    }
     for t in threads {
         let _ = t.join();
     }

@@ -144,6 +144,9 @@ where
         // thread's TLS dies before `join` returns.
         // SAFETY: this is the running task, and no local is borrowed here.
         unsafe { task.drop_locals() };
+        // The pid is free (and `live_tasks` lower) by the time a joiner
+        // sees the result, as a reaped child's pid is after wait(2).
+        executor::unregister_exiting(task);
         self.packet.complete(r);
     }
 

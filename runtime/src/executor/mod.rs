@@ -451,7 +451,9 @@ pub(crate) fn wake_task_sync(task: TaskRef) {
             // Wakeup migration: re-base the sleeper's vruntime from its old
             // queue's min_vruntime (read locklessly, as the kernel's
             // migrate_task_rq_fair does) to this one's at enqueue.
-            let src_min = l.shared().workers[prev].min_vruntime.load(Ordering::Relaxed);
+            let src_min = l.shared().workers[prev]
+                .min_vruntime
+                .load(Ordering::Relaxed);
             // SAFETY: we won PARKED -> RUNNABLE: we own the task.
             let sp = unsafe { task.sched() };
             if !sp.vruntime_relative {
@@ -535,6 +537,24 @@ pub(crate) fn now() -> u64 {
 /// The runtime a task belongs to.
 pub(crate) fn runtime_of(task: &Task) -> Option<Arc<Shared>> {
     task_runtime(task)
+}
+
+/// Takes a finishing task out of its runtime's pid table (the worker or the
+/// shutdown path holds the task until its stack is released).
+pub(crate) fn unregister_exiting(task: &Task) {
+    let done = with_local(|l| {
+        if l.shared().id == task.rt_id {
+            drop(l.shared().table.remove(task.pid));
+            true
+        } else {
+            false
+        }
+    });
+    if done != Some(true) {
+        if let Some(s) = task_runtime(task) {
+            drop(s.table.remove(task.pid));
+        }
+    }
 }
 
 /// The index of the CPU this thread runs (a worker thread only).

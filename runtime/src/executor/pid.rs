@@ -60,6 +60,7 @@ impl PidTable {
         }
     }
 
+    /// The slot of `pid`, allocating its page if needed (for reservations).
     fn slot(&self, pid: u64) -> Option<&AtomicUsize> {
         if pid >= PID_MAX {
             return None;
@@ -67,7 +68,11 @@ impl PidTable {
         let page = &self.pages[(pid >> PAGE_SHIFT) as usize];
         let mut p = page.load(Ordering::Acquire);
         if p.is_null() {
-            let fresh: Box<Page> = Box::new(std::array::from_fn(|_| AtomicUsize::new(EMPTY)));
+            // Built on the heap: a 32 KiB array must never pass through the
+            // (small) stack of the task that spawns.
+            let slots: Box<[AtomicUsize]> =
+                (0..PAGE_SLOTS).map(|_| AtomicUsize::new(EMPTY)).collect();
+            let fresh: Box<Page> = slots.try_into().expect("PAGE_SLOTS slots");
             let fresh = Box::into_raw(fresh);
             match page.compare_exchange(
                 std::ptr::null_mut(),
@@ -86,6 +91,16 @@ impl PidTable {
         }
         // SAFETY: pages are never freed before the table; `p` is non-null.
         Some(unsafe { &(*p)[(pid as usize) & (PAGE_SLOTS - 1)] })
+    }
+
+    /// The slot of `pid` if its page exists (lookups never allocate).
+    fn existing_slot(&self, pid: u64) -> Option<&AtomicUsize> {
+        if pid >= PID_MAX {
+            return None;
+        }
+        let p = self.pages[(pid >> PAGE_SHIFT) as usize].load(Ordering::Acquire);
+        // SAFETY: pages are never freed before the table.
+        (!p.is_null()).then(|| unsafe { &(*p)[(pid as usize) & (PAGE_SLOTS - 1)] })
     }
 
     /// Takes the next batch of candidate pids: `[start, start + PID_BATCH)`
@@ -109,7 +124,7 @@ impl PidTable {
 
     /// Gives back a reserved pid that was never filled.
     pub(crate) fn unreserve(&self, pid: Pid) {
-        if let Some(s) = self.slot(pid.0) {
+        if let Some(s) = self.existing_slot(pid.0) {
             let _ = s.compare_exchange(RESERVED, EMPTY, Ordering::AcqRel, Ordering::Relaxed);
         }
     }
@@ -127,7 +142,7 @@ impl PidTable {
 
     /// Removes a task by pid.
     pub(crate) fn remove(&self, pid: Pid) -> Option<TaskRef> {
-        let s = self.slot(pid.0)?;
+        let s = self.existing_slot(pid.0)?;
         let mut cur = s.load(Ordering::Acquire);
         loop {
             if cur == EMPTY || cur == RESERVED {
@@ -151,7 +166,7 @@ impl PidTable {
 
     /// Looks a task up by pid.
     pub(crate) fn get(&self, pid: Pid) -> Option<TaskRef> {
-        let s = self.slot(pid.0)?;
+        let s = self.existing_slot(pid.0)?;
         let mut cur = s.load(Ordering::Acquire);
         loop {
             if cur == EMPTY || cur == RESERVED {
@@ -238,5 +253,10 @@ mod tests {
         assert!(!t.try_reserve(Pid(PID_MAX)));
         assert!(t.get(Pid(7)).is_none());
         assert!(t.remove(Pid(7)).is_none());
+        // Looking up a pid in a page nobody used allocates nothing.
+        assert!(t.get(Pid(PID_MAX - 1)).is_none());
+        assert!(t.pages[(PID_MAX as usize - 1) >> PAGE_SHIFT]
+            .load(Ordering::Relaxed)
+            .is_null());
     }
 }

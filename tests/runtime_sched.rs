@@ -1,0 +1,167 @@
+//! CFS shares on one CPU, measured with the runtime's own accounting
+//! (`Task::cpu_time`). The tests compare shares, never absolute times, so
+//! machine speed does not matter; they run one at a time so that other tests
+//! of this file do not compete with them for the OS CPUs.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::Watchdog;
+use greenos::task::Builder;
+use greenos::JoinHandle;
+
+/// Serializes the tests of this file.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// A CPU-bound loop that stops when `stop` is set, calling `maybe_yield`
+/// between small units of work. Returns the number of units done.
+fn busy(stop: Arc<AtomicBool>, sink: Arc<AtomicU64>) -> u64 {
+    let mut units = 0u64;
+    let mut x = units;
+    while !stop.load(Ordering::Relaxed) {
+        for i in 0..256u64 {
+            x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(i));
+        }
+        units += 1;
+        greenos::maybe_yield();
+    }
+    sink.fetch_add(x & 1, Ordering::Relaxed);
+    units
+}
+
+/// Runs one busy task per nice value on a single worker for `wall` and
+/// returns each task's CPU time and work units.
+fn run_busy(nices: &[i32], wall: Duration) -> (Vec<(Duration, u64)>, greenos::Metrics) {
+    let rt = common::builder(1).build().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let sink = Arc::new(AtomicU64::new(0));
+    let out = rt.block_on(|| {
+        let hs: Vec<JoinHandle<u64>> = nices
+            .iter()
+            .map(|&nice| {
+                let (stop, sink) = (stop.clone(), sink.clone());
+                Builder::new()
+                    .name(format!("nice{nice}"))
+                    .nice(nice)
+                    .spawn(move || busy(stop, sink))
+                    .unwrap()
+            })
+            .collect();
+        // The init task sleeps on the same CPU while they compete; its one
+        // wakeup at the end costs it next to nothing.
+        greenos::sleep(wall);
+        stop.store(true, Ordering::Relaxed);
+        hs.into_iter()
+            .map(|h| {
+                let task = h.task().clone();
+                let units = h.join().unwrap();
+                (task.cpu_time(), units)
+            })
+            .collect::<Vec<_>>()
+    });
+    (out, rt.metrics())
+}
+
+fn ratio(a: Duration, b: Duration) -> f64 {
+    a.as_secs_f64() / b.as_secs_f64()
+}
+
+/// Runs a share measurement up to `tries` times and passes on the first
+/// attempt within tolerance. The runtime charges wall-clock run time, so
+/// when other processes load the OS CPUs, time the worker thread spends
+/// descheduled is charged to whichever green task was running; near the end
+/// of a run CFS has no time left to even that out. A broken scheduler fails
+/// every attempt; a noisy machine rarely fails three.
+fn within_tolerance(what: &str, tries: usize, mut attempt: impl FnMut() -> Result<String, String>) {
+    let mut misses = Vec::new();
+    for i in 1..=tries {
+        match attempt() {
+            Ok(report) => {
+                eprintln!("{what}: attempt {i}: {report}");
+                return;
+            }
+            Err(report) => {
+                eprintln!("{what}: attempt {i} out of tolerance: {report}");
+                misses.push(report);
+            }
+        }
+    }
+    panic!("{what}: every attempt out of tolerance: {misses:#?}");
+}
+
+#[test]
+fn weighted_shares_nice0_vs_nice5() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _w = Watchdog::new("weighted_shares", Duration::from_secs(120));
+    within_tolerance("nice 0 vs nice 5", 3, || {
+        let (r, m) = run_busy(&[0, 5], Duration::from_secs(2));
+        let (t0, u0) = r[0];
+        let (t5, u5) = r[1];
+        let expected = 1024.0 / 335.0;
+        let got = ratio(t0, t5);
+        // Both ran a real share of the 2 s, and the switches between them
+        // were the runtime's (slice expiry), not the tasks' own.
+        assert!(t5 > Duration::from_millis(100), "nice 5 starved: {t5:?}");
+        assert!(m.total(|c| c.forced_switches) > 0);
+        let report = format!(
+            "nice 0: {t0:?} ({u0} units), nice 5: {t5:?} ({u5} units); \
+             cpu_time ratio {got:.3} (expected {expected:.3} +-10%), work ratio {:.3}; \
+             forced switches {}",
+            u0 as f64 / u5 as f64,
+            m.total(|c| c.forced_switches)
+        );
+        if (got / expected - 1.0).abs() <= 0.10 {
+            Ok(report)
+        } else {
+            Err(report)
+        }
+    });
+}
+
+#[test]
+fn equal_nice_gets_equal_shares() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _w = Watchdog::new("equal_shares", Duration::from_secs(120));
+    within_tolerance("nice 0 vs nice 0", 3, || {
+        let (r, _) = run_busy(&[0, 0], Duration::from_secs(2));
+        let got = ratio(r[0].0, r[1].0);
+        let report = format!(
+            "{:?} / {:?}, ratio {got:.3} (expected 1 +-10%)",
+            r[0].0, r[1].0
+        );
+        if (got - 1.0).abs() <= 0.10 {
+            Ok(report)
+        } else {
+            Err(report)
+        }
+    });
+}
+
+#[test]
+fn three_weights_share_in_proportion() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _w = Watchdog::new("three_weights", Duration::from_secs(120));
+    // Weights 1024, 820, 335 (nice 0, 1, 5): shares 47.0%, 37.6%, 15.4%.
+    within_tolerance("nice 0, 1, 5", 3, || {
+        let (r, _) = run_busy(&[0, 1, 5], Duration::from_secs(2));
+        let total: f64 = r.iter().map(|(t, _)| t.as_secs_f64()).sum();
+        let weights = [1024.0, 820.0, 335.0];
+        let wsum: f64 = weights.iter().sum();
+        let mut ok = true;
+        let mut report = String::new();
+        for ((t, _), w) in r.iter().zip(weights) {
+            let share = t.as_secs_f64() / total;
+            let want = w / wsum;
+            report += &format!("weight {w}: share {share:.3} (expected {want:.3}); ");
+            ok &= (share / want - 1.0).abs() <= 0.10;
+        }
+        if ok {
+            Ok(report)
+        } else {
+            Err(report)
+        }
+    });
+}
