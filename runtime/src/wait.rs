@@ -282,15 +282,16 @@ impl WaitQueue {
             unsafe { (*np).status.load(Ordering::Acquire) == NOTIFIED }
         };
         if task.is_null() {
-            self.wait_thread(notified, timeout)
+            self.wait_thread(np, notified, timeout)
         } else {
             // SAFETY: see above; CURRENT is alive while it runs.
-            self.wait_task(unsafe { &*task }, notified, timeout)
+            self.wait_task(np, unsafe { &*task }, notified, timeout)
         }
     }
 
     fn wait_task(
         &self,
+        node: *mut Node,
         task: &executor::task::Task,
         notified: impl Fn() -> bool,
         timeout: Option<Duration>,
@@ -309,10 +310,10 @@ impl WaitQueue {
                 break WaitResult::Notified;
             }
             if task.cancelled.load(Ordering::Relaxed) {
-                break self.finish_early(notified, WaitResult::Cancelled);
+                break self.finish_early(node, notified, WaitResult::Cancelled);
             }
             if gen.is_some_and(|g| task.timed_out(g)) {
-                break self.finish_early(notified, WaitResult::TimedOut);
+                break self.finish_early(node, notified, WaitResult::TimedOut);
             }
             executor::park_current(task);
         };
@@ -322,7 +323,12 @@ impl WaitQueue {
         result
     }
 
-    fn wait_thread(&self, notified: impl Fn() -> bool, timeout: Option<Duration>) -> WaitResult {
+    fn wait_thread(
+        &self,
+        node: *mut Node,
+        notified: impl Fn() -> bool,
+        timeout: Option<Duration>,
+    ) -> WaitResult {
         let deadline = timeout.map(|d| Instant::now() + d);
         loop {
             if notified() {
@@ -333,7 +339,7 @@ impl WaitQueue {
                 Some(d) => {
                     let now = Instant::now();
                     if now >= d {
-                        return self.finish_early(notified, WaitResult::TimedOut);
+                        return self.finish_early(node, notified, WaitResult::TimedOut);
                     }
                     std::thread::park_timeout(d - now);
                 }
@@ -343,14 +349,30 @@ impl WaitQueue {
 
     /// A waiter leaving without a notification: decide under the lock
     /// whether a notification raced in (then it wins: nothing is lost).
-    fn finish_early(&self, notified: impl Fn() -> bool, why: WaitResult) -> WaitResult {
-        let _l = self.list.lock();
+    ///
+    /// The node is unlinked under the same lock hold that decides: a
+    /// `wake_one` that comes after this cannot pick the leaving waiter (and
+    /// so cannot be lost on it), and one that came before set NOTIFIED.
+    fn finish_early(
+        &self,
+        node: *mut Node,
+        notified: impl Fn() -> bool,
+        why: WaitResult,
+    ) -> WaitResult {
+        let mut l = self.list.lock();
         if notified() {
-            WaitResult::Notified
-        } else {
-            why
+            return WaitResult::Notified;
         }
-        // The Unlinker unlinks the node when the caller's frame ends.
+        // SAFETY: the node lives in the caller's frame; `linked` and the
+        // list are only touched under the lock we hold.
+        unsafe {
+            if (*node).linked {
+                l.unlink(node);
+                (*node).waker = None;
+                self.count_out();
+            }
+        }
+        why
     }
 
     /// Wakes the longest waiter. Returns whether there was one.

@@ -557,6 +557,12 @@ pub(crate) fn unregister_exiting(task: &Task) {
     }
 }
 
+/// Whether tasks other than the running one are runnable on this CPU
+/// (false off the workers).
+pub(crate) fn cpu_has_other_runnable() -> bool {
+    with_local(|l| !l.runs_only_current()).unwrap_or(false)
+}
+
 /// The index of the CPU this thread runs (a worker thread only).
 pub(crate) fn current_cpu_index() -> usize {
     let w = current_worker_ptr();

@@ -20,9 +20,10 @@
 //! caller always gets its guard back locked. Spurious wakeups are possible
 //! (as with every condvar): re-check the condition, or use `wait_while`.
 //!
-//! A timed-out waiter may have been chosen by a `notify_one` as it left (see
-//! the [`sync`](super) module doc); it then wakes one other waiter, so the
-//! notification is not lost (at worst a waiter wakes spuriously).
+//! A timed-out waiter cannot swallow a `notify_one`: the wait queue decides
+//! "timed out" and unlinks the node in one lock hold, so a notification
+//! either reached this waiter first (the wait then reports it) or goes to
+//! the next one.
 //!
 //! There is no non-blocking form of `wait`: not waiting is just checking the
 //! condition under the lock.
@@ -182,8 +183,6 @@ impl Condvar {
         }
         match r {
             WaitResult::TimedOut => {
-                // We may have taken a notify_one as we left; pass it on.
-                self.queue.wake_one();
                 if deadline.expired() {
                     WaitResult::TimedOut
                 } else {

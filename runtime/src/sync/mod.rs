@@ -19,22 +19,21 @@
 //!
 //! # The common protocol
 //! Each primitive keeps its condition in atomics (or under a short
-//! `parking_lot` lock that is never held across a wait or a wake) and parks
+//! spin lock that is never held across a wait or a wake) and parks
 //! with `WaitQueue::wait(validate, timeout)`, whose `validate` re-reads the
 //! condition under the wait-queue lock after the waiter has counted itself;
 //! the waker changes the condition *first* and then calls `wake_*` (which
 //! fences and reads the waiter count). So either the waker sees the waiter or
 //! the waiter's `validate` sees the new condition: no lost wakeups.
 //!
-//! A waiter that leaves without using its wakeup (timeout or cancellation)
-//! may have been chosen by a `wake_one` just as it left: the wait queue's
-//! `finish_early` decides *timed out* under its lock but unlinks the node
-//! later, so a `wake_one` in between is spent on a waiter that reports
-//! `TimedOut`. Every primitive here therefore treats a leaving waiter as
-//! possibly holding a wakeup and passes it on when the condition it waited
-//! for now holds for someone else (`Mutex` re-arms its `PARKED` bit,
-//! `Semaphore` and the channels call `wake_one`, `Condvar` wakes one waiter
-//! after a timeout: a spurious wakeup is allowed, a lost one is not).
+//! A waiter that leaves without a notification (timeout or cancellation) is
+//! unlinked in the same wait-queue lock hold that decides it timed out, so
+//! a `wake_one` cannot be spent on it. The primitives still pass a wakeup on
+//! when a leaving waiter sees the condition it waited for now hold for
+//! someone else (`Mutex` re-arms its `PARKED` bit, `Semaphore` and the
+//! channels call `wake_one`): the condition may have changed between the
+//! timeout and the waiter's exit, and a spurious wakeup is allowed where a
+//! lost one is not.
 //!
 //! # Cancellation at runtime shutdown
 //! When a runtime shuts down it unwinds every task that is still alive, one

@@ -88,25 +88,34 @@
 //! one CPU avoid the wait-queue round trip.
 //!
 //! # Performance
-//! Ping-pong of a `u64` between two tasks over two channels on one worker
-//! (`benches/runtime.rs`, `pingpong_1worker`; also measured with a
-//! stand-alone A/B binary interleaving the variants with tokio's
-//! `current_thread` runtime and `tokio::sync::mpsc::unbounded_channel`, 12
-//! rounds of 300,000 round trips each, on the 2-vCPU development VM, whose
-//! other tenants make single runs vary by ±30%): a round trip costs
-//! 277–290 ns when the yields of step 1 hand over (tokio: 310–430 ns in
-//! the same process), 450–650 ns in the parking regime, and 370–550 ns
-//! without step 1. Of the yielding round trip, about 65 ns is this module
-//! (two sends, two receives, two `before_park`s); the rest is the
-//! executor's switch (`yield_now`, run-queue updates, two clock reads).
-//! Across two workers with the tasks pinned apart, the spin of step 1
-//! brought a round trip from 6.4 µs (a park and a cross-CPU wakeup per
-//! message) to 1.5 µs. One locked read-modify-write costs about 9 ns on
-//! that VM; a send is one (the lock's swap) and a receive that finds a value
-//! is one. A lock-free queue with a lock-free consumer (e.g. a block list
-//! with a producer-side lock) could save the receive's, ~10–20 ns per round
-//! trip, at the price of a second queue for rendezvous offers, which must
-//! be removable from the middle.
+//! Ping-pong of a `u64` between two tasks over two channels, measured on
+//! the 2-vCPU development VM (whose other tenants make single runs vary by
+//! ±30%) against tokio's `unbounded_channel` in the same process:
+//!
+//! | workload (round trip)                  | greenos     | tokio       |
+//! |----------------------------------------|-------------|-------------|
+//! | `pingpong_1worker` (criterion, 2 runs) | 333, 362 ns | 407, 433 ns |
+//! | `pingpong_2workers`, pinned apart      | 876 ns      | 569 ns (*)  |
+//!
+//! (*) tokio cannot pin; its two tasks usually share a worker.
+//! In a stand-alone binary interleaving 12 rounds of 300,000 round trips
+//! with tokio's `current_thread` runtime, a greenos round trip costs
+//! 275–300 ns when the yields of step 1 hand over and 360–450 ns when the
+//! two tasks' vruntimes have drifted apart and they park instead (tokio:
+//! 306–430 ns); without step 1 it was 370–550 ns. Of the yielding round
+//! trip about 65 ns is this module (two sends, two receives, two
+//! `before_park`s); the rest is the executor's switch (`yield_now`,
+//! run-queue updates, two clock reads). Across two workers with the tasks
+//! pinned apart, the spin of step 1 brought a round trip from 6.4 µs (a
+//! park and a cross-CPU wakeup per message) to about 0.9–1.5 µs.
+//!
+//! One locked read-modify-write costs about 9 ns on that VM; a send is one
+//! (the lock's swap) and a receive that finds a value is one. A queue with
+//! a lock-free consumer (e.g. a block list with a producer-side lock) could
+//! save the receive's, ~10–20 ns per round trip, at the price of a second
+//! structure for rendezvous offers, which must be removable from the
+//! middle; we did not think that worth it.
+//!
 //! `send` and a `recv` that finds a value are preemption points
 //! (`maybe_yield`: one load when no reschedule is pending), so a producer
 //! or consumer loop cannot hog its CPU.
@@ -186,7 +195,7 @@ enum Flavor {
     Rendezvous,
 }
 
-/// The state under the channel's mutex.
+/// The state under the channel's lock.
 struct Inner<T> {
     queue: VecDeque<T>,
     /// Rendezvous only: the sequence number of each queued offer.
@@ -219,7 +228,7 @@ enum WakeTx {
 struct Chan<T> {
     inner: SpinLock<Inner<T>>,
     /// `queue.len()`, stored (a plain store, no read-modify-write) under
-    /// the mutex after every change; read without it as a hint only.
+    /// the lock after every change; read without it as a hint only.
     len: AtomicUsize,
     /// The receiver is parked (or about to) on `recv_wq` (invariant 2).
     rx_parked: AtomicBool,
@@ -395,12 +404,12 @@ pub fn sync_channel<T>(bound: usize) -> (SyncSender<T>, Receiver<T>) {
     )
 }
 
-/// Whether other tasks are runnable on the calling task's CPU.
+/// Whether other tasks are runnable on the calling task's CPU (false off
+/// the workers: an OS thread, or the shutdown thread cancelling tasks).
+/// Sync code only runs on a worker inside a task, so the current task is
+/// the run queue's `curr`, counted in `nr_running`.
 fn others_runnable_here() -> bool {
-    if executor::current_task_ptr().is_null() {
-        return false;
-    }
-    executor::with_local(|l| l.rq.nr_running() > 1).unwrap_or(false)
+    executor::cpu_has_other_runnable()
 }
 
 // ---------------------------------------------------------------------------
@@ -701,7 +710,6 @@ impl<T> Receiver<T> {
     /// cancelled at runtime shutdown).
     #[inline]
     pub fn recv(&self) -> Result<T, RecvError> {
-        executor::maybe_yield();
         self.recv_deadline(Deadline::NEVER).map_err(|_| RecvError)
     }
 
@@ -744,6 +752,10 @@ impl<T> Receiver<T> {
         if chan.len.load(Ordering::Relaxed) == 0 {
             tried = true;
             chan.before_park();
+        } else {
+            // A value is there: this is the preemption point (`before_park`
+            // is one when the queue is empty).
+            executor::maybe_yield();
         }
         // Whether we set rx_parked during this call (to clear it on exit).
         let mut parked = false;
