@@ -63,6 +63,7 @@ fn specs() -> Vec<Spec> {
         skynet::spec(),
         ping_pong::spec_one_worker(),
         ping_pong::spec_two_workers(),
+        ping_pong::spec_cross_cpu(),
     ]
 }
 

@@ -3,9 +3,11 @@
 //! trips the pinger must hold N). Figure: ns per round trip. Run on one
 //! worker and on two workers:
 //!
-//! - greenos: `greenos::sync::mpsc::channel`; on two workers the sides are
-//!   pinned to CPU 0 and CPU 1 with `task::Builder::affinity`, and a note is
-//!   attached if `current_cpu()` shows the affinity was not honoured;
+//! - greenos: `greenos::sync::mpsc::channel`; on two workers the tasks are
+//!   placed by the scheduler, like the peers' (row `pingpong2`), and in the
+//!   cross-CPU row (`pingpong2x`) pinned to CPU 0 and CPU 1 with
+//!   `task::Builder::affinity`, with a note if `current_cpu()` shows the
+//!   affinity was not honoured;
 //! - tokio: `tokio::sync::mpsc::unbounded_channel` on current_thread (one
 //!   worker) or multi_thread(2) (two); tokio cannot pin tasks;
 //! - may: `may::sync::mpsc` with one or two workers; may cannot pin tasks;
@@ -14,6 +16,8 @@
 //!
 //! For tokio and may on two workers a note says whether both sides ended the
 //! run on the same OS thread (then the figure is really a one-worker one).
+//! Neither can pin a task, so the cross-CPU row compares greenos only with
+//! OS threads pinned to two CPUs.
 
 use std::thread::ThreadId;
 use std::time::{Duration, Instant};
@@ -51,6 +55,19 @@ pub fn spec_two_workers() -> Spec {
     }
 }
 
+pub fn spec_cross_cpu() -> Spec {
+    Spec {
+        key: "pingpong2x",
+        title: "channel ping-pong, sides pinned to 2 CPUs",
+        imps: &[Imp::Greenos, Imp::Threads],
+        run: |imp, p| match imp {
+            Imp::Greenos => greenos_on(p, 2, true),
+            _ => threads(p, 2),
+        },
+        ..spec_one_worker()
+    }
+}
+
 fn run(imp: Imp, p: &Params, workers: usize) -> Sample {
     match imp {
         Imp::Greenos => greenos(p, workers),
@@ -72,6 +89,11 @@ fn same_thread_note(pinger: ThreadId, ponger: ThreadId) -> Option<String> {
 // --- greenos ---------------------------------------------------------------
 
 pub fn greenos(p: &Params, workers: usize) -> Sample {
+    greenos_on(p, workers, false)
+}
+
+/// `pin`: put the pinger on CPU 0 and the ponger on CPU 1.
+pub fn greenos_on(p: &Params, workers: usize, pin: bool) -> Sample {
     use greenos::sync::mpsc;
 
     let rt = greenos::Runtime::builder()
@@ -82,10 +104,10 @@ pub fn greenos(p: &Params, workers: usize) -> Sample {
         rt.block_on(move || {
             let (ping_tx, ping_rx) = mpsc::channel::<u64>();
             let (pong_tx, pong_rx) = mpsc::channel::<u64>();
-            // On two workers: pinger on CPU 0, ponger on CPU 1.
+            // Pinned: pinger on CPU 0, ponger on CPU 1.
             let spawn_on = |cpu: usize| {
                 let mut b = greenos::task::Builder::new();
-                if workers > 1 {
+                if pin {
                     let mut set = greenos::CpuSet::new();
                     set.set(cpu);
                     b = b.affinity(set);
@@ -118,8 +140,7 @@ pub fn greenos(p: &Params, workers: usize) -> Sample {
                 .expect("spawn pinger");
             let (elapsed, ping_first, ping_last) = pinger.join().expect("pinger");
             let (pong_first, pong_last) = ponger.join().expect("ponger");
-            let note = (workers > 1
-                && (ping_first, ping_last, pong_first, pong_last) != (0, 0, 1, 1))
+            let note = (pin && (ping_first, ping_last, pong_first, pong_last) != (0, 0, 1, 1))
                 .then(|| {
                     format!(
                         "affinity not honoured: pinger on cpu {ping_first}->{ping_last}, \

@@ -83,6 +83,22 @@ impl TaskMask {
         (0..self.nr_cpus).find(|&c| self.allows(c)).unwrap_or(0)
     }
 
+    /// Whether exactly one CPU is allowed (the task cannot move).
+    pub(crate) fn is_single(&self) -> bool {
+        let inline: u32 = self
+            .inline
+            .iter()
+            .map(|w| w.load(Ordering::Relaxed).count_ones())
+            .sum();
+        let tail: u32 = self
+            .tail
+            .iter()
+            .flat_map(|t| t.iter())
+            .map(|w| w.load(Ordering::Relaxed).count_ones())
+            .sum();
+        inline + tail == 1
+    }
+
     /// Whether every CPU is allowed.
     pub(crate) fn is_all(&self) -> bool {
         (0..self.nr_cpus).all(|c| self.allows(c))

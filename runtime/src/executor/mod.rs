@@ -563,6 +563,19 @@ pub(crate) fn cpu_has_other_runnable() -> bool {
     with_local(|l| !l.runs_only_current()).unwrap_or(false)
 }
 
+/// Whether this thread is a worker (CPU) of some runtime.
+pub(crate) fn on_worker() -> bool {
+    !current_worker_ptr().is_null()
+}
+
+/// Whether the running task may run on one CPU only (pinned by its mask).
+/// False off the workers.
+pub(crate) fn current_task_cannot_move() -> bool {
+    let t = current_task_ptr();
+    // SAFETY: see current_task.
+    !t.is_null() && !current_worker_ptr().is_null() && unsafe { (*t).allowed.is_single() }
+}
+
 /// The index of the CPU this thread runs (a worker thread only).
 pub(crate) fn current_cpu_index() -> usize {
     let w = current_worker_ptr();

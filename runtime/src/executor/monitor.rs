@@ -6,7 +6,12 @@
 //! - the running task has run longer than its ideal slice while others wait
 //!   (CFS `check_preempt_tick`, reference/scheduling.md §1.8), or
 //! - a wakeup is waiting in the CPU's inbox and the running task has had at
-//!   least `sched_min_granularity`.
+//!   least `sched_min_granularity`, or
+//! - another CPU is idle while this one has a task waiting and the running
+//!   task has had `sched_min_granularity`: the switch lets this CPU push
+//!   work to the idle one (the idle CPU's pull, done for it; a pair of tasks
+//!   that hand the CPU to each other faster than that never trigger it, so
+//!   sync wakeups keep communicating tasks together).
 //!
 //! `maybe_yield()` and every greenos call honour the flag.
 //!

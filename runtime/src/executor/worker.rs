@@ -253,10 +253,27 @@ impl WorkerLocal {
         }
     }
 
-    /// Pushes the coldest half of the queue to an idle CPU, if any.
-    /// Returns whether anything moved.
-    fn balance_push(&mut self) -> bool {
-        if self.rq.nr_queued() < 2 || self.shared.nr_idle.load(Ordering::Relaxed) == 0 {
+    /// Whether the rightmost queued task may move to `cpu`: allowed there and
+    /// not cache-hot (fair.c `task_hot`: it last ran at least
+    /// `sched_migration_cost` ago; a task that never ran is cold).
+    fn rightmost_movable(&self, cpu: Option<usize>, now: u64) -> bool {
+        let migration_cost = self.rq.tunables().sched_migration_cost_ns;
+        self.rq.iter().next_back().is_some_and(|(_, t)| {
+            // SAFETY: the task is in our tree; we own it (shared read).
+            let se = unsafe { &t.sched().se };
+            cpu.is_none_or(|c| t.allowed_on(c))
+                && now.saturating_sub(se.exec_start) >= migration_cost
+        })
+    }
+
+    /// Pushes the coldest half of the queue to an idle CPU, if any, skipping
+    /// cache-hot tasks (so that tasks handing the CPU back and forth, like a
+    /// ping-pong pair, are not split). Returns whether anything moved.
+    fn balance_push(&mut self, now: u64) -> bool {
+        if self.rq.nr_queued() < 2
+            || self.shared.nr_idle.load(Ordering::Relaxed) == 0
+            || !self.rightmost_movable(None, now)
+        {
             return false;
         }
         let Some(cpu) = self.shared.claim_idle_cpu(self.index + 1, None) else {
@@ -264,17 +281,13 @@ impl WorkerLocal {
         };
         let mut moved = 0;
         let want = self.rq.nr_queued() / 2;
-        while moved < want {
+        while moved < want && self.rightmost_movable(Some(cpu), now) {
             let Some((_, task)) = self.rq.pop_rightmost() else {
                 break;
             };
             // SAFETY: the task was in our tree; we own it.
             let sp = unsafe { task.sched() };
             sp.se.on_rq = false;
-            if !task.allowed_on(cpu) {
-                self.rq.enqueue_entity(&mut sp.se, task, EnqueueFlags::NONE);
-                break;
-            }
             self.rq.migrate_out(&mut sp.se);
             sp.vruntime_relative = true;
             task.cpu.store(cpu, Ordering::Relaxed);
@@ -379,7 +392,7 @@ impl WorkerCell {
                 l.fire_timers(now);
                 l.pull_inbox();
                 l.pull_staging();
-                if l.balance_push() {
+                if l.balance_push(now) {
                     skip = None;
                 }
                 let skip_se = skip.map(|t| {

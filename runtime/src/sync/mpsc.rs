@@ -47,7 +47,9 @@
 //!    `rx_parked` is a single flag: set (under the lock, with the queue
 //!    empty) by a receiver about to park; a sender that pushes (or the last
 //!    sender leaving) under the lock and sees it set clears it and calls
-//!    `recv_wq.wake_one()` after unlocking. The receiver's `validate` is
+//!    `recv_wq.wake_one_sync()` after unlocking (a sync wakeup: the woken
+//!    receiver joins the sender's CPU when that CPU runs nothing else, see
+//!    `WaitQueue::wake_one_sync`). The receiver's `validate` is
 //!    "`rx_parked` is still set": the sender clears it before `wake_one`
 //!    fences and reads the waiter count, the receiver counts itself before
 //!    `validate` reads the flag, so either the receiver does not sleep or
@@ -71,9 +73,13 @@
 //!    (`before_park`): when other tasks are runnable on this CPU, yield
 //!    once (in message passing between tasks on one CPU the sender is
 //!    usually among them, and it can then send without any wakeup); when
-//!    none is (the sender, if any, is on another CPU or an OS thread), spin
-//!    for at most [`RECV_SPIN_NS`] watching `len` (the CPU would otherwise
-//!    go idle, and an idle worker spins longer than that before it sleeps).
+//!    none is (the sender, if any, is on another CPU or an OS thread) and
+//!    the receiver cannot move (its affinity allows one CPU) or is an OS
+//!    thread, spin for at most [`RECV_SPIN_NS`] watching `len` (the CPU
+//!    would otherwise go idle, and an idle worker spins longer than that
+//!    before it sleeps). A task that may move parks at once instead, so
+//!    that the sender's sync wakeup (`wake_one_sync`) can bring it to the
+//!    sender's CPU.
 //! 2. Lock; take the oldest value if there is one (and wake a blocked
 //!    `SyncSender`, invariant 3); else report disconnection or a passed
 //!    deadline; else set `rx_parked` (invariant 2), unlock and park on
@@ -321,6 +327,12 @@ impl<T> Chan<T> {
             executor::yield_now();
             return;
         }
+        if !executor::current_task_cannot_move() && executor::on_worker() {
+            // A task free to move parks: the sender's sync wakeup can then
+            // bring it to the sender's CPU, where the next round trips cost
+            // a local switch instead of a cross-CPU hand-off.
+            return;
+        }
         let start = clock::now_ns();
         loop {
             for _ in 0..8 {
@@ -435,7 +447,7 @@ impl<T> Sender<T> {
         let wake = chan.push(&mut g, v);
         drop(g);
         if wake {
-            chan.recv_wq.wake_one();
+            chan.recv_wq.wake_one_sync();
         }
         Ok(())
     }
@@ -584,7 +596,7 @@ impl<T> SyncSender<T> {
                 let wake = chan.push(&mut g, v);
                 drop(g);
                 if wake {
-                    chan.recv_wq.wake_one();
+                    chan.recv_wq.wake_one_sync();
                 }
                 return Ok(());
             }
@@ -638,7 +650,7 @@ impl<T> SyncSender<T> {
         };
         drop(g);
         if wake {
-            chan.recv_wq.wake_one();
+            chan.recv_wq.wake_one_sync();
         }
         let mut cancelled = false;
         loop {
