@@ -536,11 +536,18 @@ impl<T> CfsRq<T> {
             "pick_next_entity: put_prev_entity or dequeue_entity the current entity first"
         );
         let (left_key, left_weight) = self.tree.first()?;
-        let entry = match skip {
-            Some(s) if s.rq_key == Some(left_key) => self.pick_past_skip(left_key, left_weight),
-            _ => self.tree.pop_first(),
-        }
-        .expect("tree has a leftmost");
+        // SKIP buddy: pass over a yielding leftmost if the second is within
+        // the wakeup granularity. One pop for both outcomes, so the entry
+        // goes from the tree's slots straight into `curr` (merging two
+        // paths' entries through the stack cost a store-forwarding stall
+        // per switch).
+        let pos = match skip {
+            Some(s) if s.rq_key == Some(left_key) => {
+                usize::from(self.skip_takes_second(left_key, left_weight))
+            }
+            _ => 0,
+        };
+        let entry = self.tree.pop_at(pos).expect("tree has a leftmost");
         self.curr = Some(Curr {
             key: entry.key,
             vruntime: entry.key.vruntime(),
@@ -549,24 +556,16 @@ impl<T> CfsRq<T> {
         Some(entry.task)
     }
 
-    /// The SKIP-buddy branch of [`pick_next_entity`](Self::pick_next_entity):
-    /// the leftmost (`left_key`, `left_weight`) is the yielder.
-    #[cold]
-    fn pick_past_skip(
-        &mut self,
-        left_key: TreeKey,
-        left_weight: u64,
-    ) -> Option<super::timeline::Entry<T>> {
-        let take_second = match self.tree.second() {
+    /// The SKIP-buddy test of [`pick_next_entity`](Self::pick_next_entity):
+    /// the leftmost (`left_key`, `left_weight`) is the yielder; take the
+    /// second if `wakeup_preempt_entity(second, left) < 1`.
+    #[inline]
+    fn skip_takes_second(&self, left_key: TreeKey, left_weight: u64) -> bool {
+        match self.tree.second() {
             Some((second_key, _)) => {
                 self.wakeup_preempt_raw(second_key.vruntime(), left_key.vruntime(), left_weight) < 1
             }
             None => false,
-        };
-        if take_second {
-            self.tree.pop_second()
-        } else {
-            self.tree.pop_first()
         }
     }
 

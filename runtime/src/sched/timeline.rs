@@ -155,7 +155,7 @@ impl<T> Timeline<T> {
     }
 
     /// Empties slot `s` (already unlinked from `order`).
-    #[inline]
+    #[inline(always)]
     fn empty_slot(&mut self, s: usize) -> Entry<T> {
         self.free |= 1 << s;
         let task = self.slots[s]
@@ -269,20 +269,24 @@ impl<T> Timeline<T> {
         }
     }
 
-    /// Removes and returns the leftmost entry.
-    #[inline]
-    pub(crate) fn pop_first(&mut self) -> Option<Entry<T>> {
-        if self.len == 0 {
-            return None;
+    /// Removes and returns the entry at in-order position `pos` (0 or 1:
+    /// the leftmost or the second-leftmost), with one code path for both so
+    /// the caller gets the entry in registers.
+    #[inline(always)]
+    pub(crate) fn pop_at(&mut self, pos: usize) -> Option<Entry<T>> {
+        debug_assert!(pos <= 1);
+        if pos < self.len {
+            let s = self.unlink_at(pos);
+            let e = self.empty_slot(s);
+            if self.len == 0 && !self.spill.is_empty() {
+                self.refill();
+            }
+            Some(e)
+        } else if pos == 0 {
+            None
+        } else {
+            self.pop_second()
         }
-        let s = (self.order & 0xFF) as usize;
-        self.order >>= 8;
-        self.len -= 1;
-        let e = self.empty_slot(s);
-        if self.len == 0 && !self.spill.is_empty() {
-            self.refill();
-        }
-        Some(e)
     }
 
     /// Removes and returns the second-leftmost entry.
@@ -479,7 +483,7 @@ mod tests {
                     seq += 1;
                 }
                 0..=3 => {
-                    let e = tl.pop_first().unwrap();
+                    let e = tl.pop_at(0).unwrap();
                     assert_eq!((e.key, e.weight, e.task), model.remove(0), "step {step}");
                 }
                 4 => {
