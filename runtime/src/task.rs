@@ -335,7 +335,8 @@ struct Parent {
     uid: u32,
     gid: u32,
     nice: i32,
-    affinity: Option<CpuSet>,
+    /// The parent task (alive: it is the caller), if the caller is a task.
+    task: *const TaskCb,
 }
 
 impl Parent {
@@ -348,7 +349,7 @@ impl Parent {
                 uid,
                 gid,
                 nice: 0,
-                affinity: None,
+                task: std::ptr::null(),
             }
         } else {
             // SAFETY: CURRENT is the running task (see current_task).
@@ -357,7 +358,7 @@ impl Parent {
                 uid: t.uid,
                 gid: t.gid,
                 nice: t.nice.load(Ordering::Relaxed),
-                affinity: (!t.allowed.is_all()).then(|| t.allowed.load()),
+                task: t,
             }
         }
     }
@@ -471,13 +472,19 @@ impl Builder {
             // Raising priority needs privilege, as setpriority(2) says.
             return Err(errno(libc::EPERM));
         }
-        let mask = self.affinity.or(parent.affinity);
-        if let Some(set) = &mask {
-            if set.iter().all(|c| c >= shared.nr_cpus()) {
-                return Err(errno(libc::EINVAL));
+        // SAFETY: a non-null parent is the running caller, alive throughout.
+        let parent_task = unsafe { parent.task.as_ref() };
+        let allowed = match (&self.affinity, parent_task) {
+            (Some(set), _) => {
+                if set.iter().all(|c| c >= shared.nr_cpus()) {
+                    return Err(errno(libc::EINVAL));
+                }
+                TaskMask::new(Some(set), shared.nr_cpus())
             }
-        }
-        let allowed = TaskMask::new(mask.as_ref(), shared.nr_cpus());
+            // A child inherits its parent's mask (same runtime: same CPUs).
+            (None, Some(p)) if p.rt_id == shared.id => TaskMask::inherit(&p.allowed),
+            (None, _) => TaskMask::new(None, shared.nr_cpus()),
+        };
         let spawned: Arc<Spawned<F, T>> = Arc::new(Spawned {
             f: UnsafeCell::new(Some(f)),
             packet: Packet::new(),

@@ -27,18 +27,43 @@ impl TaskMask {
     /// A mask allowing `set` (all CPUs if `None`), clipped to `nr_cpus`.
     pub(crate) fn new(set: Option<&CpuSet>, nr_cpus: usize) -> TaskMask {
         let words = nr_cpus.div_ceil(64);
+        // Word `i` with every runtime CPU set (the spawn fast path: no
+        // allocation, no per-bit loop).
+        let full = |i: usize| -> u64 {
+            let bits = nr_cpus.saturating_sub(i * 64).min(64);
+            if bits == 64 {
+                u64::MAX
+            } else {
+                (1u64 << bits) - 1
+            }
+        };
         let tail = (words > INLINE_WORDS)
-            .then(|| (INLINE_WORDS..words).map(|_| AtomicU64::new(0)).collect());
+            .then(|| (INLINE_WORDS..words).map(|i| AtomicU64::new(full(i))).collect());
         let m = TaskMask {
-            inline: [AtomicU64::new(0), AtomicU64::new(0)],
+            inline: [AtomicU64::new(full(0)), AtomicU64::new(full(1))],
             tail,
             nr_cpus,
         };
-        match set {
-            Some(s) => m.store(s),
-            None => m.store(&CpuSet::all(nr_cpus)),
+        if let Some(s) = set {
+            m.store(s);
         }
         m
+    }
+
+    /// A copy of `other` (a child inherits its parent's mask).
+    pub(crate) fn inherit(other: &TaskMask) -> TaskMask {
+        TaskMask {
+            inline: [
+                AtomicU64::new(other.inline[0].load(Ordering::Acquire)),
+                AtomicU64::new(other.inline[1].load(Ordering::Acquire)),
+            ],
+            tail: other.tail.as_ref().map(|t| {
+                t.iter()
+                    .map(|w| AtomicU64::new(w.load(Ordering::Acquire)))
+                    .collect()
+            }),
+            nr_cpus: other.nr_cpus,
+        }
     }
 
     fn word(&self, i: usize) -> Option<&AtomicU64> {
@@ -100,6 +125,7 @@ impl TaskMask {
     }
 
     /// Whether every CPU is allowed.
+    #[cfg(test)]
     pub(crate) fn is_all(&self) -> bool {
         (0..self.nr_cpus).all(|c| self.allows(c))
     }
