@@ -37,8 +37,11 @@ impl TaskMask {
                 (1u64 << bits) - 1
             }
         };
-        let tail = (words > INLINE_WORDS)
-            .then(|| (INLINE_WORDS..words).map(|i| AtomicU64::new(full(i))).collect());
+        let tail = (words > INLINE_WORDS).then(|| {
+            (INLINE_WORDS..words)
+                .map(|i| AtomicU64::new(full(i)))
+                .collect()
+        });
         let m = TaskMask {
             inline: [AtomicU64::new(full(0)), AtomicU64::new(full(1))],
             tail,

@@ -101,6 +101,7 @@
 //! ```
 
 pub mod cfs;
+mod spill;
 mod timeline;
 pub mod weights;
 

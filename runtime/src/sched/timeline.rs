@@ -1,6 +1,7 @@
 //! The ordered set of queued entities behind [`CfsRq`](super::CfsRq): the
 //! kernel's red-black tree with a cached leftmost (reference §1.6), built as
-//! a small sorted inline level in front of a `BTreeMap`.
+//! a small sorted inline level in front of a [`Spill`] (a `BTreeMap` plus an
+//! O(1) append run for the increasing keys that spawn bursts produce).
 //!
 //! Why not just a `BTreeMap`: the executor calls put-prev + pick-next on
 //! every context switch, and with only a few runnable tasks those two
@@ -30,7 +31,7 @@
 //! Costs: leftmost O(1); insert, remove, pop-first O(log n) (O(`INLINE`)
 //! while `spill` is empty); pop-last O(log n).
 
-use std::collections::BTreeMap;
+use super::spill::Spill;
 
 /// Entries kept inline before spilling into the map: eight covers a CPU
 /// with up to nine runnable tasks (one current, eight queued). At most 8,
@@ -100,7 +101,7 @@ pub(crate) struct Timeline<T> {
     /// Bit `s` set: slot `s` is free.
     free: u32,
     /// Entries beyond the inline ones, all with larger keys.
-    spill: BTreeMap<TreeKey, (u64, T)>,
+    spill: Spill<T>,
 }
 
 impl<T> Default for Timeline<T> {
@@ -119,7 +120,7 @@ impl<T> Timeline<T> {
             order: 0,
             len: 0,
             free: (1u32 << INLINE) - 1,
-            spill: BTreeMap::new(),
+            spill: Spill::new(),
         }
     }
 
@@ -389,13 +390,12 @@ impl<T> Timeline<T> {
             inline.push(self.empty_slot(s));
         }
         let spill = std::mem::take(&mut self.spill);
-        inline
-            .into_iter()
-            .chain(
-                spill
-                    .into_iter()
-                    .map(|(key, (weight, task))| Entry { key, weight, task }),
-            )
+        inline.into_iter().chain(
+            spill
+                .into_sorted_vec()
+                .into_iter()
+                .map(|(key, (weight, task))| Entry { key, weight, task }),
+        )
     }
 
     /// Panics unless invariants 1–3 hold.
