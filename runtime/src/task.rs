@@ -426,11 +426,18 @@ impl Builder {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        let shared = executor::current_shared().unwrap_or_else(|| {
-            let t = executor::current_task("spawn");
-            executor::runtime_of(t).expect("greenos::spawn: the task's runtime is gone")
-        });
-        let h = self.spawn_on(&shared, f)?;
+        let t = executor::current_task("spawn");
+        let h = match executor::with_current_shared(|s| s.id == t.rt_id) {
+            // On a CPU of the task's runtime (the common case): no counted
+            // reference to the runtime is taken.
+            Some(true) => executor::with_current_shared(|s| self.spawn_on(s, f))
+                .expect("still on the same worker"),
+            _ => {
+                let shared =
+                    executor::runtime_of(t).expect("greenos::spawn: the task's runtime is gone");
+                self.spawn_on(&shared, f)
+            }
+        }?;
         executor::maybe_yield();
         Ok(h)
     }

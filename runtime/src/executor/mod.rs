@@ -220,6 +220,17 @@ impl Shared {
         from: usize,
         allowed: Option<&affinity::TaskMask>,
     ) -> Option<usize> {
+        self.claim_idle_cpu_in(from, allowed, false)
+    }
+
+    /// [`claim_idle_cpu`](Self::claim_idle_cpu), optionally only among
+    /// sleeping CPUs (spinning ones find work by stealing).
+    pub(crate) fn claim_idle_cpu_in(
+        &self,
+        from: usize,
+        allowed: Option<&affinity::TaskMask>,
+        sleeping_only: bool,
+    ) -> Option<usize> {
         if self.nr_idle.load(Ordering::Relaxed) == 0 {
             return None;
         }
@@ -231,7 +242,12 @@ impl Shared {
             }
             let w = &self.workers[cpu];
             let cur = w.idle.load(Ordering::Relaxed);
-            if cur != BUSY
+            let wanted = if sleeping_only {
+                cur == SLEEPING
+            } else {
+                cur != BUSY
+            };
+            if wanted
                 && w.idle
                     .compare_exchange(cur, BUSY, Ordering::AcqRel, Ordering::Relaxed)
                     .is_ok()
@@ -311,6 +327,19 @@ pub(crate) fn current_task_ref(what: &str) -> TaskRef {
         Arc::increment_strong_count(t);
         Arc::from_raw(t)
     }
+}
+
+/// Runs `f` with the runtime of the worker this thread is (without taking
+/// a counted reference: the worker's own keeps it alive), or returns None.
+#[inline]
+pub(crate) fn with_current_shared<R>(f: impl FnOnce(&Arc<Shared>) -> R) -> Option<R> {
+    with_local(|l| {
+        let s: *const Arc<Shared> = l.shared();
+        s
+    })
+    // SAFETY: the Arc lives in the worker's local state, which lives as long
+    // as the worker thread; `f` runs on this thread before any switch.
+    .map(|s| f(unsafe { &*s }))
 }
 
 /// The runtime the current thread belongs to (worker or running task).
@@ -476,15 +505,18 @@ pub(crate) fn wake_task_sync(task: TaskRef) {
 fn enqueue_woken(task: TaskRef) {
     let target = task.cpu.load(Ordering::Relaxed);
     let local = with_local_or(task, |l, task| {
-        if l.index() == target && l.shared().id == task.rt_id {
-            l.enqueue_wakeup(task);
-            None
-        } else if l.shared().id == task.rt_id {
-            Some((l.shared().clone(), task))
-        } else {
+        if l.shared().id != task.rt_id {
             // A worker of another runtime: go through the registry.
-            Some((task_runtime(&task)?, task))
+            return Some((task_runtime(&task)?, task));
         }
+        if l.index() == target {
+            l.enqueue_wakeup(task);
+        } else {
+            // No Arc clone here: the runtime's count is one shared cache
+            // line that every CPU would bounce on each remote wakeup.
+            l.shared().send_to(target, task);
+        }
+        None
     });
     match local {
         Ok(None) => {}

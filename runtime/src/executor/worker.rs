@@ -154,14 +154,20 @@ impl WorkerLocal {
         }
     }
 
-    /// Queues a task that was just spawned on this CPU: to an idle CPU if
-    /// one is free (fork balancing), else onto the stealable staging deque.
+    /// Queues a task that was just spawned on this CPU: onto the stealable
+    /// staging deque, where spinning idle CPUs take it in batches; a CPU
+    /// asleep in the OS is woken with the task (fork balancing), since it
+    /// would not look.
     pub(crate) fn enqueue_new(&mut self, task: TaskRef) {
         let allowed_here = task.allowed_on(self.index);
-        if let Some(cpu) = self
-            .shared
-            .claim_idle_cpu(self.index + 1, Some(&task.allowed))
-        {
+        let cpu = if allowed_here {
+            self.shared
+                .claim_idle_cpu_in(self.index + 1, Some(&task.allowed), true)
+        } else {
+            self.shared
+                .claim_idle_cpu(self.index + 1, Some(&task.allowed))
+        };
+        if let Some(cpu) = cpu {
             bump(&self.ws().counters.migrations_out, 1);
             send_to_claimed(&self.shared, cpu, task);
         } else if allowed_here {
