@@ -538,8 +538,19 @@ impl Builder {
 /// Spawns a green thread running `f` and returns its join handle. The task
 /// inherits its parent's credentials, nice value and affinity.
 ///
-/// Panics outside a greenos task; see the module docs for the thread-local
-/// contract that migrating tasks impose.
+/// # Tasks migrate
+/// The task may be moved to another CPU (another OS thread) at any greenos
+/// call it makes. Do not hold a reference obtained from a `thread_local!`,
+/// a `RefCell` borrow of one, a `std::sync::MutexGuard`, a `tracing` span
+/// guard or anything else tied to the OS thread across such a call: after
+/// the call it may belong to another thread (and the compiler may even keep
+/// a thread-local's address from before the switch). Use
+/// [`task_local!`](crate::task_local), which follows the task, or spawn with
+/// [`Builder::pinned`] to stay on one CPU. This is a contract, like
+/// Boost.Fiber's, not something the compiler checks; see the module docs.
+///
+/// Panics outside a greenos task (use [`Runtime::spawn`](crate::Runtime::spawn)
+/// from an OS thread).
 pub fn spawn<F, T>(f: F) -> JoinHandle<T>
 where
     F: FnOnce() -> T + Send + 'static,
