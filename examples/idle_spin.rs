@@ -49,7 +49,9 @@ fn main() {
             let median = rt.block_on(move || {
                 let (req_tx, req_rx) = mpsc::channel::<u64>();
                 let (resp_tx, resp_rx) = mpsc::channel::<u64>();
-                let on = |cpu: usize| greenos::task::Builder::new().affinity([cpu].into_iter().collect());
+                let on = |cpu: usize| {
+                    greenos::task::Builder::new().affinity([cpu].into_iter().collect())
+                };
                 let server = on(1)
                     .spawn(move || {
                         for v in req_rx.iter() {

@@ -140,9 +140,9 @@ impl PidTable {
         self.live.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Removes a task by pid.
-    pub(crate) fn remove(&self, pid: Pid) -> Option<TaskRef> {
-        let s = self.existing_slot(pid.0)?;
+    /// Waits out a reader's lock bit, then swaps the slot's task pointer for
+    /// `next(ptr)`. Returns the pointer, or None if the slot holds no task.
+    fn take_slot(s: &AtomicUsize, next: impl Fn(usize) -> usize) -> Option<usize> {
         let mut cur = s.load(Ordering::Acquire);
         loop {
             if cur == EMPTY || cur == RESERVED {
@@ -153,44 +153,35 @@ impl PidTable {
                 cur = s.load(Ordering::Acquire);
                 continue;
             }
-            match s.compare_exchange_weak(cur, EMPTY, Ordering::AcqRel, Ordering::Acquire) {
-                Ok(_) => break,
+            match s.compare_exchange_weak(cur, next(cur), Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return Some(cur),
                 Err(actual) => cur = actual,
             }
         }
+    }
+
+    /// Removes a task by pid.
+    pub(crate) fn remove(&self, pid: Pid) -> Option<TaskRef> {
+        let s = self.existing_slot(pid.0)?;
+        let ptr = Self::take_slot(s, |_| EMPTY)?;
         self.live.fetch_sub(1, Ordering::Relaxed);
         // SAFETY: the word held a pointer from Arc::into_raw (the table's
         // count), and we took it out exactly once.
-        Some(unsafe { Arc::from_raw(cur as *const Task) })
+        Some(unsafe { Arc::from_raw(ptr as *const Task) })
     }
 
     /// Looks a task up by pid.
     pub(crate) fn get(&self, pid: Pid) -> Option<TaskRef> {
         let s = self.existing_slot(pid.0)?;
-        let mut cur = s.load(Ordering::Acquire);
-        loop {
-            if cur == EMPTY || cur == RESERVED {
-                return None;
-            }
-            if cur & LOCK_BIT != 0 {
-                std::hint::spin_loop();
-                cur = s.load(Ordering::Acquire);
-                continue;
-            }
-            match s.compare_exchange_weak(cur, cur | LOCK_BIT, Ordering::AcqRel, Ordering::Acquire)
-            {
-                Ok(_) => break,
-                Err(actual) => cur = actual,
-            }
-        }
-        let t = cur as *const Task;
+        let ptr = Self::take_slot(s, |p| p | LOCK_BIT)?;
+        let t = ptr as *const Task;
         // SAFETY: while our lock bit is set, `remove` cannot take the table's
         // count, so the task is alive; we add a count of our own.
         let r = unsafe {
             Arc::increment_strong_count(t);
             Arc::from_raw(t)
         };
-        s.store(cur, Ordering::Release);
+        s.store(ptr, Ordering::Release);
         Some(r)
     }
 
@@ -258,5 +249,82 @@ mod tests {
         assert!(t.pages[(PID_MAX as usize - 1) >> PAGE_SHIFT]
             .load(Ordering::Relaxed)
             .is_null());
+    }
+}
+
+#[cfg(test)]
+mod stress {
+    use super::*;
+    use crate::executor::affinity::TaskMask;
+    use crate::executor::task::{TaskEntry, TaskInit};
+    use std::sync::atomic::AtomicBool;
+
+    struct Nop;
+    impl TaskEntry for Nop {
+        fn run(&self) {}
+        fn cancel(&self) {}
+    }
+
+    fn task(pid: u64) -> TaskRef {
+        Task::new(
+            TaskInit {
+                pid: Pid(pid),
+                rt_id: 0,
+                name: None,
+                stack_size: 16 << 10,
+                uid: 0,
+                gid: 0,
+                nice: 0,
+                cpu: 0,
+                allowed: TaskMask::new(None, 1),
+                pinned: false,
+            },
+            Arc::new(Nop),
+        )
+    }
+
+    /// Readers `get` a pid while a writer removes and re-inserts it: a
+    /// reader must never see a freed task (the lock bit holds `remove` off
+    /// while a reader clones), and every task must be freed exactly once
+    /// (strong counts end at one: ours).
+    #[test]
+    fn get_races_remove_and_insert() {
+        const ROUNDS: usize = 20_000;
+        let table = Arc::new(PidTable::new());
+        let stop = Arc::new(AtomicBool::new(false));
+        let readers: Vec<_> = (0..2)
+            .map(|_| {
+                let (t, stop) = (table.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    let mut seen = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        if let Some(task) = t.get(Pid(5)) {
+                            assert_eq!(task.pid, Pid(5));
+                            seen += 1;
+                        }
+                    }
+                    seen
+                })
+            })
+            .collect();
+        let mine: Vec<TaskRef> = (0..ROUNDS).map(|_| task(5)).collect();
+        for tk in &mine {
+            assert!(table.try_reserve(Pid(5)));
+            table.insert(tk.clone());
+            let back = table.remove(Pid(5)).expect("inserted");
+            assert!(Arc::ptr_eq(&back, tk));
+        }
+        stop.store(true, Ordering::Relaxed);
+        for r in readers {
+            r.join().unwrap();
+        }
+        for tk in &mine {
+            assert_eq!(
+                Arc::strong_count(tk),
+                1,
+                "a count leaked or was dropped twice"
+            );
+        }
+        assert_eq!(table.len(), 0);
     }
 }
