@@ -418,3 +418,46 @@ fn handle_joined_on_a_plain_thread_while_the_runtime_drops() {
     });
     assert!(matches!(r, Err(JoinError::Cancelled)), "{r:?}");
 }
+
+/// A task of one runtime drops another runtime it owns: the other runtime's
+/// blocked tasks are unwound on this CPU, and inside their destructors they
+/// are the current task (not the task doing the drop).
+#[test]
+fn a_task_drops_another_runtime_and_its_tasks_unwind_as_themselves() {
+    let _w = Watchdog::new(
+        "a_task_drops_another_runtime_and_its_tasks_unwind_as_themselves",
+        Duration::from_secs(60),
+    );
+    /// Records, when dropped, which task it was dropped by.
+    struct SeesItself(Arc<std::sync::Mutex<Option<greenos::Pid>>>);
+    impl Drop for SeesItself {
+        fn drop(&mut self) {
+            *self.0.lock().unwrap() = Some(greenos::getpid());
+        }
+    }
+    let outer = greenos::Runtime::builder().workers(1).build().unwrap();
+    let seen = Arc::new(std::sync::Mutex::new(None));
+    let (inner_pid, dropper_pid) = {
+        let seen = seen.clone();
+        outer.block_on(move || {
+            let inner = greenos::Runtime::builder().workers(1).build().unwrap();
+            let (tx, rx) = std::sync::mpsc::channel();
+            let s2 = seen.clone();
+            let _h = inner.spawn(move || {
+                let guard = SeesItself(s2);
+                tx.send(greenos::getpid()).unwrap();
+                greenos::sleep(Duration::from_secs(3600));
+                drop(guard);
+            });
+            let inner_pid = rx.recv().unwrap();
+            drop(inner);
+            (inner_pid, greenos::getpid())
+        })
+    };
+    assert_ne!(inner_pid, greenos::Pid(0));
+    let saw = seen.lock().unwrap().expect("the guard was dropped");
+    assert_eq!(
+        saw, inner_pid,
+        "destructor ran as pid {saw}, the dropper is {dropper_pid}"
+    );
+}

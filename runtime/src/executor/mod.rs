@@ -290,12 +290,24 @@ pub(crate) fn set_current_worker(w: *const worker::WorkerCell) {
     WORKER.with(|c| c.set(w));
 }
 
-/// The task running on this OS thread, if any.
+/// The task running on this OS thread, if any: a worker keeps it in its
+/// `WorkerCell` (set on every switch without touching TLS); other threads
+/// (the shutdown path cancelling tasks) in the `CURRENT` thread-local.
 #[inline(never)]
 pub(crate) fn current_task_ptr() -> *const Task {
+    let w = WORKER.with(|w| w.get());
+    if !w.is_null() {
+        // SAFETY: a non-null WORKER points at the live WorkerCell of this
+        // thread (see current_shared).
+        let t = unsafe { (*w).current() };
+        if !t.is_null() {
+            return t;
+        }
+    }
     CURRENT.with(|c| c.get())
 }
 
+/// Sets the current task of a thread that is not a worker (shutdown).
 #[inline(never)]
 pub(crate) fn set_current_task(t: *const Task) {
     CURRENT.with(|c| c.set(t));
@@ -663,13 +675,27 @@ pub(crate) fn cancel_task(task: TaskRef) {
     let coro = unsafe { (*task.coro_slot()).take() };
     match coro {
         Some(mut c) => {
+            // The unwinding task is "current" on this thread, which may be a
+            // plain thread or a CPU of another runtime (a task dropping a
+            // runtime it owns).
+            let w = current_worker_ptr();
             let prev = current_task_ptr();
-            set_current_task(&*task);
+            if w.is_null() {
+                set_current_task(&*task);
+            } else {
+                // SAFETY: a non-null WORKER is this thread's live WorkerCell.
+                unsafe { (*w).set_current(&*task) };
+            }
             // Resumes the task with corosensei's unwind payload: every frame
             // on its stack is dropped. Nothing it calls may block or yield
             // (its `cancelled` flag is set), so the unwind runs to the root.
             c.force_unwind();
-            set_current_task(prev);
+            if w.is_null() {
+                set_current_task(prev);
+            } else {
+                // SAFETY: as above.
+                unsafe { (*w).set_current(prev) };
+            }
             if c.done() {
                 let stack = c.into_stack();
                 stack.clear_owner();

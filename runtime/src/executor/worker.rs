@@ -60,6 +60,9 @@ pub(crate) struct WorkerCell {
     pub(crate) shared: Arc<Shared>,
     index: usize,
     local: UnsafeCell<WorkerLocal>,
+    /// The task this CPU runs now (null between tasks); read through
+    /// `executor::current_task_ptr`.
+    current: std::cell::Cell<*const Task>,
 }
 
 impl WorkerCell {
@@ -74,6 +77,19 @@ impl WorkerCell {
         // SAFETY: see the contract above; all callers are on the owning
         // thread (task code runs on it too, while the loop holds no borrow).
         unsafe { &mut *self.local.get() }
+    }
+
+    /// The task this CPU runs now, or null.
+    #[inline]
+    pub(crate) fn current(&self) -> *const Task {
+        self.current.get()
+    }
+
+    /// Sets the task this thread runs (the run loop, and the shutdown path
+    /// of another runtime cancelling its tasks on this thread).
+    #[inline]
+    pub(crate) fn set_current(&self, t: *const Task) {
+        self.current.set(t);
     }
 
     #[inline]
@@ -365,6 +381,7 @@ pub(crate) fn run_worker(shared: Arc<Shared>, index: usize, staging: Deque<TaskR
     let cell = WorkerCell {
         shared: shared.clone(),
         index,
+        current: std::cell::Cell::new(std::ptr::null()),
         local: UnsafeCell::new(WorkerLocal {
             index,
             rq: CfsRq::new(shared.tunables),
@@ -460,12 +477,12 @@ impl WorkerCell {
                 }
             }
         }
-        super::set_current_task(&*task);
+        self.set_current(&*task);
         // SAFETY: we own the task, the slot holds a live coroutine (filled
         // above), and no other borrow of it exists: the task's own code never
         // touches its coroutine slot.
         let result = unsafe { (*task.coro_slot()).as_mut().unwrap_unchecked().resume(()) };
-        super::set_current_task(std::ptr::null());
+        self.set_current(std::ptr::null());
         ws.curr_pid.store(0, Ordering::Relaxed);
         let now = clock::now_ns();
         let l = self.local();
