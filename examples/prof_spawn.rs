@@ -8,7 +8,11 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(2);
     let rt = greenos::Runtime::builder().workers(w).build().unwrap();
-    for _ in 0..3 {
+    let reps: usize = std::env::args()
+        .nth(3)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3);
+    for _ in 0..reps {
         let t = std::time::Instant::now();
         let s = rt.block_on(|| {
             let hs: Vec<_> = (0..n).map(|i| greenos::spawn(move || i)).collect();
