@@ -115,3 +115,23 @@ pub use weights::{
 
 #[cfg(test)]
 mod tests;
+
+/// Deterministic randomness for the scheduler's tests (no dependency).
+#[cfg(test)]
+pub(crate) mod test_rng {
+    /// xorshift64*.
+    pub(crate) struct Rng(pub(crate) u64);
+
+    impl Rng {
+        pub(crate) fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        }
+
+        pub(crate) fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+    }
+}

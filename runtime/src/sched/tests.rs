@@ -5,21 +5,7 @@ use super::*;
 
 const MS: u64 = 1_000_000;
 
-/// xorshift64*: deterministic test randomness without a dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
+use super::test_rng::Rng;
 
 fn rq(ncpus: usize) -> CfsRq<u32> {
     CfsRq::new(Tunables::for_cpus(ncpus))

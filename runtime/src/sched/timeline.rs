@@ -433,19 +433,7 @@ impl<T> Timeline<T> {
 mod tests {
     use super::*;
 
-    /// xorshift64*: deterministic test randomness without a dependency.
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-        }
-        fn below(&mut self, n: u64) -> u64 {
-            self.next() % n
-        }
-    }
+    use crate::sched::test_rng::Rng;
 
     fn entry(v: u64, seq: u64) -> Entry<u64> {
         Entry {
