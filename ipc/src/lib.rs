@@ -2,5 +2,18 @@
 //! processes (pipes, System V message queues, shared memory, semaphores,
 //! L4-style endpoints and migrating-thread RPC).
 //!
-//! This crate is filled in by the IPC issues; every object in it blocks
-//! through the runtime's one wait-queue mechanism (`greenos_runtime::wait`).
+//! Every object blocks through the runtime's one wait-queue mechanism
+//! (`greenos_runtime::wait`); every error is an [`Errno`] inside an
+//! `io::Error`, with the value Linux gives for the same mistake.
+//!
+//! # Modules
+//!
+//! - [`errno`]: the typed error.
+//! - [`sysv`]: keys, flags, `ipc_perm`, credentials and the id registry that
+//!   message queues, semaphore sets and shared memory share.
+
+pub mod errno;
+pub mod sysv;
+
+pub use errno::Errno;
+pub use sysv::{Cred, IpcFlags, IpcPerm, Key};

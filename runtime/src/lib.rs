@@ -31,7 +31,7 @@ pub use metrics::{CpuMetrics, Metrics};
 pub use runtime::{Builder, Policy, Runtime};
 pub use task::{
     current, current_cpu, getgid, getpid, getuid, maybe_yield, sched_getaffinity,
-    sched_setaffinity, sleep, spawn, yield_now, JoinHandle, Task,
+    sched_setaffinity, sleep, spawn, try_current, yield_now, JoinHandle, Task,
 };
 
 /// A process id: names a green thread within its runtime. `Pid(0)` means the

@@ -604,6 +604,15 @@ pub fn current() -> Task {
     }
 }
 
+/// The calling task, or `None` when called from a thread that is not running
+/// a greenos task (the non-panicking form of [`current`]).
+pub fn try_current() -> Option<Task> {
+    if executor::current_task_ptr().is_null() {
+        return None;
+    }
+    Some(current())
+}
+
 /// The CPU (worker index) the calling task is running on now. It may differ
 /// after any greenos call.
 pub fn current_cpu() -> usize {
