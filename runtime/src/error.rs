@@ -11,6 +11,9 @@ pub enum JoinError {
     Panic(Box<dyn Any + Send + 'static>),
     /// The task was cancelled before it finished (the runtime shut down).
     Cancelled,
+    /// The task was killed by a signal (SIGKILL, or a signal whose default
+    /// action terminates): its stack was unwound.
+    Killed(crate::signal::Signal),
 }
 
 impl JoinError {
@@ -28,7 +31,7 @@ impl JoinError {
     pub fn into_panic(self) -> Option<Box<dyn Any + Send + 'static>> {
         match self {
             JoinError::Panic(p) => Some(p),
-            JoinError::Cancelled => None,
+            JoinError::Cancelled | JoinError::Killed(_) => None,
         }
     }
 
@@ -39,7 +42,7 @@ impl JoinError {
                 .downcast_ref::<&'static str>()
                 .copied()
                 .or_else(|| p.downcast_ref::<String>().map(String::as_str)),
-            JoinError::Cancelled => None,
+            JoinError::Cancelled | JoinError::Killed(_) => None,
         }
     }
 }
@@ -52,6 +55,7 @@ impl fmt::Debug for JoinError {
                 None => f.write_str("JoinError::Panic(..)"),
             },
             JoinError::Cancelled => f.write_str("JoinError::Cancelled"),
+            JoinError::Killed(s) => write!(f, "JoinError::Killed({s:?})"),
         }
     }
 }
@@ -64,6 +68,7 @@ impl fmt::Display for JoinError {
                 None => f.write_str("task panicked"),
             },
             JoinError::Cancelled => f.write_str("task was cancelled"),
+            JoinError::Killed(s) => write!(f, "task was killed by {s}"),
         }
     }
 }
@@ -75,7 +80,7 @@ impl From<JoinError> for io::Error {
         // A cancelled task is like a call interrupted by shutdown: ECANCELED.
         let errno = match e {
             JoinError::Panic(_) => libc::EIO,
-            JoinError::Cancelled => libc::ECANCELED,
+            JoinError::Cancelled | JoinError::Killed(_) => libc::ECANCELED,
         };
         io::Error::from_raw_os_error(errno)
     }

@@ -19,6 +19,7 @@ mod executor;
 pub mod metrics;
 pub mod runtime;
 pub mod sched;
+pub mod signal;
 pub mod sync;
 pub mod task;
 pub mod wait;

@@ -168,6 +168,7 @@ impl Builder {
             .collect();
         static NEXT_RT_ID: AtomicU64 = AtomicU64::new(1);
         let shared = Arc::new(Shared {
+            sigchld_caught: AtomicBool::new(false),
             id: NEXT_RT_ID.fetch_add(1, Ordering::Relaxed),
             config,
             workers: workers_shared,
@@ -287,6 +288,9 @@ impl Runtime {
             Err(crate::JoinError::Cancelled) => {
                 panic!("greenos::Runtime::block_on: the task was cancelled")
             }
+            Err(crate::JoinError::Killed(sig)) => {
+                panic!("greenos::Runtime::block_on: the task was killed by {sig}")
+            }
         }
     }
 
@@ -313,6 +317,13 @@ impl Runtime {
     /// Number of live tasks (spawned and not yet finished).
     pub fn live_tasks(&self) -> usize {
         self.shared.table.len()
+    }
+
+    /// Sends `sig` to task `pid` from outside the runtime's tasks (an OS
+    /// thread), with the OS process's effective uid as the sender's, like
+    /// kill(1) from a shell. Errors as [`crate::signal::kill`].
+    pub fn kill(&self, pid: crate::Pid, sig: crate::signal::Signal) -> std::io::Result<()> {
+        crate::signal::kill_from_os(&self.shared, pid, sig)
     }
 
     /// A snapshot of the per-CPU counters.

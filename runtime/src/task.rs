@@ -92,7 +92,7 @@ impl<T> Packet<T> {
                     Some(Duration::from_nanos(d - now))
                 }
             };
-            match self.joiners.wait(|| !self.is_done(), left) {
+            match self.joiners.wait_killable(|| !self.is_done(), left) {
                 WaitResult::Cancelled => return self.is_done(),
                 WaitResult::TimedOut => return self.is_done(),
                 WaitResult::Notified | WaitResult::Invalid => {}
@@ -136,7 +136,11 @@ where
         let task = executor::current_task("spawn");
         let r = match r {
             Ok(v) => Ok(v),
-            // A cancelled task is unwound by the runtime, not by a panic.
+            // A killed task unwound itself; a cancelled one was unwound by
+            // the runtime. Neither is a panic.
+            Err(_) if task.sig.killed_by().is_some() => {
+                Err(JoinError::Killed(task.sig.killed_by().expect("checked")))
+            }
             Err(_) if task.cancelled.load(Ordering::Relaxed) => Err(JoinError::Cancelled),
             Err(p) => Err(JoinError::Panic(p)),
         };
@@ -147,6 +151,7 @@ where
         // The pid is free (and `live_tasks` lower) by the time a joiner
         // sees the result, as a reaped child's pid is after wait(2).
         executor::unregister_exiting(task);
+        executor::notify_parent_of_exit(task);
         self.packet.complete(r);
     }
 
@@ -276,6 +281,18 @@ impl Task {
     /// The task's nice value.
     pub fn nice(&self) -> i32 {
         self.inner.nice.load(Ordering::Relaxed)
+    }
+
+    /// Whether a stop signal (SIGSTOP, SIGTSTP, ...) has stopped the task:
+    /// it is off every run queue until SIGCONT.
+    pub fn is_stopped(&self) -> bool {
+        self.inner.sig.is_stopped()
+    }
+
+    /// The pid of the task that spawned this one (`Pid(0)` when it was
+    /// spawned from outside the runtime).
+    pub fn ppid(&self) -> Pid {
+        Pid(self.inner.ppid)
     }
 
     /// The task's user id.
@@ -521,6 +538,13 @@ impl Builder {
                 cpu: 0,
                 allowed,
                 pinned: self.pinned,
+                ppid: match parent_task {
+                    Some(p) if p.rt_id == shared.id => p.pid.0,
+                    _ => 0,
+                },
+                sig: crate::signal::TaskSignals::inherit(
+                    parent_task.filter(|p| p.rt_id == shared.id).map(|p| &p.sig),
+                ),
             },
             entry,
         );
@@ -586,10 +610,23 @@ pub fn sleep(dur: Duration) {
     if !executor::arm_timer(task, deadline, gen) {
         return;
     }
-    while !task.timed_out(gen) && !task.cancelled.load(Ordering::Relaxed) {
-        executor::park_current(task);
+    // An interruptible sleep: handlers run in it and it goes on (greenos's
+    // sleep has no EINTR to report); a fatal signal ends it and unwinds.
+    let mut pending = crate::signal::set_interruptible(task, true);
+    while !task.timed_out(gen)
+        && !task.cancelled.load(Ordering::Relaxed)
+        && !crate::signal::must_die(task)
+    {
+        if pending {
+            let _ = crate::signal::deliver(task);
+        } else {
+            executor::park_current(task);
+        }
+        pending = crate::signal::set_interruptible(task, true);
     }
+    let _ = crate::signal::set_interruptible(task, false);
     task.end_timed_wait(gen);
+    crate::signal::checkpoint(task);
 }
 
 /// The calling task's pid.

@@ -52,7 +52,10 @@ pub enum WaitResult {
     Invalid,
     /// The timeout passed first.
     TimedOut,
-    /// The waiting task is being cancelled (runtime shutdown).
+    /// The wait was interrupted: the task is being cancelled (runtime
+    /// shutdown), was killed by a signal, or — in an interruptible
+    /// [`WaitQueue::wait`] — ran a signal handler without `SA_RESTART`.
+    /// IPC calls report it as EINTR.
     Cancelled,
 }
 
@@ -236,14 +239,59 @@ impl WaitQueue {
 
     /// Blocks the caller (a green task, or an OS thread outside the runtime)
     /// until a `wake_*` call picks it, `timeout` passes, or the task is
-    /// cancelled. `validate` runs under the queue lock before sleeping; if it
+    /// interrupted. `validate` runs under the queue lock before sleeping; if it
     /// returns false the call returns `Invalid` at once. `validate` must not
     /// block or call into this queue.
+    ///
+    /// The sleep is interruptible (the kernel's `TASK_INTERRUPTIBLE`): a
+    /// signal with a handler wakes the task, the handler runs, and the wait
+    /// returns `Cancelled` (EINTR) — or goes on, if the action has
+    /// `SA_RESTART`. A fatal signal returns `Cancelled`, then unwinds the
+    /// task (see `crate::signal`).
     pub fn wait<F: FnOnce() -> bool>(&self, validate: F, timeout: Option<Duration>) -> WaitResult {
+        self.wait_inner(validate, timeout, true, true)
+    }
+
+    /// As [`wait`](Self::wait), but handled signals do not interrupt it
+    /// (the kernel's `TASK_KILLABLE`): they stay pending until the task's
+    /// next scheduling point. Only cancellation and fatal signals end it
+    /// early. For waits with no error to report (`Mutex::lock`, `join`).
+    pub fn wait_killable<F: FnOnce() -> bool>(
+        &self,
+        validate: F,
+        timeout: Option<Duration>,
+    ) -> WaitResult {
+        self.wait_inner(validate, timeout, false, true)
+    }
+
+    /// As [`wait_killable`](Self::wait_killable), but a kill only ends the
+    /// wait (`Cancelled`) and leaves the unwinding to the caller, which has
+    /// state to restore first (a condition variable re-locks its mutex).
+    pub(crate) fn wait_killable_no_unwind<F: FnOnce() -> bool>(
+        &self,
+        validate: F,
+        timeout: Option<Duration>,
+    ) -> WaitResult {
+        self.wait_inner(validate, timeout, false, false)
+    }
+
+    fn wait_inner<F: FnOnce() -> bool>(
+        &self,
+        validate: F,
+        timeout: Option<Duration>,
+        interruptible: bool,
+        unwind_on_kill: bool,
+    ) -> WaitResult {
         let task = executor::current_task_ptr();
         if !task.is_null() {
             // SAFETY: CURRENT is the running task (see current_task).
-            if unsafe { (*task).cancelled.load(Ordering::Relaxed) } {
+            let t = unsafe { &*task };
+            // A blocking call is a delivery point: handlers run, a killed
+            // task unwinds here, before anything is queued.
+            if unwind_on_kill {
+                crate::signal::checkpoint(t);
+            }
+            if t.cancelled.load(Ordering::Relaxed) || crate::signal::must_die(t) {
                 return WaitResult::Cancelled;
             }
         }
@@ -285,7 +333,14 @@ impl WaitQueue {
             self.wait_thread(np, notified, timeout)
         } else {
             // SAFETY: see above; CURRENT is alive while it runs.
-            self.wait_task(np, unsafe { &*task }, notified, timeout)
+            let t = unsafe { &*task };
+            let r = self.wait_task(np, t, notified, timeout, interruptible);
+            if r == WaitResult::Cancelled && unwind_on_kill {
+                // Unlinked, timer disarmed, nothing handed to us: a killed
+                // task may unwind from here. `_unlink` runs as it does.
+                crate::signal::unwind_if_killed(t);
+            }
+            r
         }
     }
 
@@ -295,6 +350,7 @@ impl WaitQueue {
         task: &executor::task::Task,
         notified: impl Fn() -> bool,
         timeout: Option<Duration>,
+        interruptible: bool,
     ) -> WaitResult {
         let deadline = deadline_ns(timeout);
         let gen = deadline.map(|d| {
@@ -305,18 +361,35 @@ impl WaitQueue {
             }
             gen
         });
+        let mut signalled = interruptible && crate::signal::set_interruptible(task, true);
         let result = loop {
             if notified() {
                 break WaitResult::Notified;
             }
-            if task.cancelled.load(Ordering::Relaxed) {
+            if task.cancelled.load(Ordering::Relaxed) || crate::signal::must_die(task) {
                 break self.finish_early(node, notified, WaitResult::Cancelled);
             }
             if gen.is_some_and(|g| task.timed_out(g)) {
                 break self.finish_early(node, notified, WaitResult::TimedOut);
             }
-            executor::park_current(task);
+            if signalled {
+                // Handlers run with the node still queued, so a wakeup that
+                // comes meanwhile is kept (and wins below).
+                match crate::signal::deliver(task) {
+                    crate::signal::Delivered::Interrupt => {
+                        break self.finish_early(node, notified, WaitResult::Cancelled);
+                    }
+                    crate::signal::Delivered::Restart | crate::signal::Delivered::Nothing => {}
+                }
+            } else {
+                executor::park_current(task);
+            }
+            // Re-armed each round: a handler's own wait cleared the flag.
+            signalled = interruptible && crate::signal::set_interruptible(task, true);
         };
+        if interruptible {
+            let _ = crate::signal::set_interruptible(task, false);
+        }
         if let Some(g) = gen {
             task.end_timed_wait(g);
         }

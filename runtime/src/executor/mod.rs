@@ -166,6 +166,9 @@ pub(crate) struct Shared {
     /// Round-robin cursor for work submitted from outside the runtime.
     pub(crate) outside_cursor: AtomicUsize,
     pub(crate) monitor: monitor::MonitorShared,
+    /// Some task of this runtime has caught SIGCHLD: exits must notify
+    /// parents (false: an exit skips the parent lookup).
+    pub(crate) sigchld_caught: AtomicBool,
 }
 
 impl Shared {
@@ -409,9 +412,11 @@ fn suspend(task: &Task, req: Request) {
 pub(crate) fn yield_now() {
     let task = current_task("yield_now");
     if task.cancelled.load(Ordering::Relaxed) {
+        crate::signal::unwind_if_killed(task);
         return;
     }
     suspend(task, Request::Yield);
+    crate::signal::checkpoint(task);
 }
 
 /// Switches out so the worker re-checks the running task's affinity.
@@ -419,6 +424,32 @@ pub(crate) fn yield_to_migrate() {
     let task = current_task("sched_setaffinity");
     if !task.cancelled.load(Ordering::Relaxed) {
         suspend(task, Request::Preempt);
+        crate::signal::checkpoint(task);
+    }
+}
+
+/// Records that a task of its runtime catches SIGCHLD (see
+/// `Shared::sigchld_caught`).
+pub(crate) fn note_sigchld_handler(task: &Task) {
+    if let Some(s) = task_runtime(task) {
+        s.sigchld_caught.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Sends SIGCHLD to an exiting task's parent if some task of its runtime
+/// catches it (the default action is to ignore it).
+pub(crate) fn notify_parent_of_exit(task: &Task) {
+    if task.ppid == 0 {
+        return;
+    }
+    let Some(s) = task_runtime(task) else {
+        return;
+    };
+    if !s.sigchld_caught.load(Ordering::Relaxed) {
+        return;
+    }
+    if let Some(parent) = s.table.get(Pid(task.ppid)) {
+        crate::signal::send(&parent, crate::signal::SIGCHLD);
     }
 }
 
@@ -441,9 +472,11 @@ pub(crate) fn maybe_yield() -> bool {
     // SAFETY: see current_task.
     let task = unsafe { &*t };
     if task.cancelled.load(Ordering::Relaxed) {
+        crate::signal::unwind_if_killed(task);
         return false;
     }
     suspend(task, Request::Preempt);
+    crate::signal::checkpoint(task);
     true
 }
 

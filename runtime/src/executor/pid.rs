@@ -310,6 +310,8 @@ mod stress {
                 cpu: 0,
                 allowed: TaskMask::new(None, 1),
                 pinned: false,
+                ppid: 0,
+                sig: Default::default(),
             },
             Arc::new(Nop),
         )

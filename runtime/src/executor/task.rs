@@ -110,8 +110,13 @@ pub(crate) struct Task {
     /// Total CPU time the task has run (ns), mirrored from its scheduling
     /// entity at every switch-out so anyone may read it.
     pub(crate) sum_exec_ns: AtomicU64,
-    /// Set when the runtime cancels the task (shutdown).
+    /// Set when the runtime cancels the task (shutdown) or a fatal signal
+    /// kills it: every wait returns at once.
     pub(crate) cancelled: AtomicBool,
+    /// The spawning task's pid (0: spawned from outside the runtime).
+    pub(crate) ppid: u64,
+    /// Signal state (see `crate::signal`).
+    pub(crate) sig: crate::signal::TaskSignals,
     /// Scheduler-owned part.
     sched: UnsafeCell<SchedPart>,
     /// The coroutine, from first run until exit. Owned like `sched`, but a
@@ -153,6 +158,10 @@ pub(crate) struct TaskInit {
     pub(crate) cpu: usize,
     pub(crate) allowed: super::affinity::TaskMask,
     pub(crate) pinned: bool,
+    /// The spawning task's pid (0: spawned from outside the runtime).
+    pub(crate) ppid: u64,
+    /// The inherited signal state.
+    pub(crate) sig: crate::signal::TaskSignals,
 }
 
 impl Task {
@@ -172,6 +181,8 @@ impl Task {
             pinned: init.pinned,
             sum_exec_ns: AtomicU64::new(0),
             cancelled: AtomicBool::new(false),
+            ppid: init.ppid,
+            sig: init.sig,
             sched: UnsafeCell::new(SchedPart {
                 se: SchedEntity::new(init.nice),
                 vruntime_relative: true,

@@ -32,6 +32,7 @@ use std::cell::Cell;
 use std::fmt;
 use std::time::Duration;
 
+use crate::signal::NoUnwind;
 use crate::wait::{WaitQueue, WaitResult};
 
 use super::mutex::{MutexGuard, RawMutex};
@@ -166,7 +167,7 @@ impl Condvar {
             Err(_) => return WaitResult::TimedOut,
         };
         let unlocked = Cell::new(false);
-        let r = self.queue.wait(
+        let r = self.queue.wait_killable_no_unwind(
             || {
                 // SAFETY: our caller's guard holds `raw`; we re-lock it
                 // below before returning to the guard's owner.
@@ -178,8 +179,18 @@ impl Condvar {
         );
         if unlocked.get() {
             // A cancelled task gets here too: `lock` then polls, as
-            // documented for `Mutex::lock`.
+            // documented for `Mutex::lock`. A killed one re-locks normally
+            // (no unwinding without the lock its caller's guard owns)...
+            let task = crate::executor::current_task_ptr();
+            // SAFETY: a non-null current task is the running one.
+            let _no_unwind = (!task.is_null()).then(|| NoUnwind::enter(unsafe { &*task }));
             raw.lock();
+        }
+        // ...and unwinds now, with the guard valid again.
+        let task = crate::executor::current_task_ptr();
+        if !task.is_null() {
+            // SAFETY: as above.
+            crate::signal::checkpoint(unsafe { &*task });
         }
         match r {
             WaitResult::TimedOut => {

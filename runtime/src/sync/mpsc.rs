@@ -618,7 +618,7 @@ impl<T> SyncSender<T> {
                 w.counted = true;
             }
             drop(g);
-            let r = chan.send_wq.wait(
+            let r = chan.send_wq.wait_killable(
                 || {
                     let g = chan.lock();
                     g.queue.len() >= cap && !g.rx_closed
@@ -671,7 +671,7 @@ impl<T> SyncSender<T> {
             }
             drop(g);
             let left = expired.unwrap_or(None);
-            let r = chan.send_wq.wait(
+            let r = chan.send_wq.wait_killable(
                 || {
                     let g = chan.lock();
                     g.taken_below <= seq && !g.rx_closed
@@ -810,7 +810,7 @@ impl<T> Receiver<T> {
             let left = deadline.remaining().unwrap_or(Some(Duration::ZERO));
             match chan
                 .recv_wq
-                .wait(|| chan.rx_parked.load(Ordering::Relaxed), left)
+                .wait_killable(|| chan.rx_parked.load(Ordering::Relaxed), left)
             {
                 WaitResult::Notified | WaitResult::Invalid | WaitResult::TimedOut => {}
                 WaitResult::Cancelled => leaving = Some(RecvTimeoutError::Disconnected),

@@ -309,7 +309,7 @@ impl RawMutex {
             if parked_since.is_none() {
                 parked_since = Some(clock::now_ns());
             }
-            let r = self.queue.wait(
+            let r = self.queue.wait_killable(
                 || {
                     let s = self.state.load(Ordering::Relaxed);
                     s & PARKED != 0 && s & (LOCKED | HANDOFF) != 0

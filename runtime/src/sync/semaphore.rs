@@ -187,7 +187,7 @@ impl Semaphore {
             };
             match self
                 .queue
-                .wait(|| self.permits.load(Ordering::Relaxed) == 0, left)
+                .wait_killable(|| self.permits.load(Ordering::Relaxed) == 0, left)
             {
                 WaitResult::Notified | WaitResult::Invalid => {}
                 WaitResult::TimedOut => {
