@@ -10,6 +10,8 @@
 //!   [`CfsRq`] (one per CPU: the ordered set of queued task handles,
 //!   `min_vruntime`, load, and the kernel's decisions — placement, pick,
 //!   tick and wakeup preemption, migration re-basing).
+//! - [`pelt`]: per-entity load tracking (`SchedAvg`: load, runnable and util
+//!   averages with the kernel's integer decay), attach/detach, `util_est`.
 //!
 //! It does not own tasks, time or threads. Time comes in as `u64` ns from
 //! whoever drives it — the executor (one owner thread per queue) or the
@@ -101,6 +103,7 @@
 //! ```
 
 pub mod cfs;
+pub mod pelt;
 mod spill;
 mod timeline;
 pub mod weights;
