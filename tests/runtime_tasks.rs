@@ -583,3 +583,45 @@ fn spawn_and_pid_lookup_fit_the_default_stack() {
         .unwrap();
     assert_eq!(h.join().unwrap(), Some(libc::ESRCH));
 }
+
+/// `with_identity` switches what getpid/getuid/getgid report, nests, and
+/// restores every level on return and on unwind; the real pid is unchanged.
+#[test]
+fn with_identity_nests_and_restores() {
+    use greenos::task::{identity, with_identity, Identity};
+    let rt = common::rt(1);
+    rt.block_on(|| {
+        let me = identity();
+        let real = greenos::current().pid();
+        let b = Identity {
+            pid: greenos::Pid(7001),
+            uid: 1001,
+            gid: 2001,
+        };
+        let c = Identity {
+            pid: greenos::Pid(7002),
+            uid: 1002,
+            gid: 2002,
+        };
+        with_identity(b, || {
+            assert_eq!(greenos::getpid(), b.pid);
+            assert_eq!((greenos::getuid(), greenos::getgid()), (1001, 2001));
+            with_identity(c, || {
+                assert_eq!(identity(), c);
+                assert_eq!(
+                    greenos::current().pid(),
+                    real,
+                    "the task itself is the caller"
+                );
+                // A non-root identity cannot spawn as root.
+                let r = greenos::task::Builder::new().uid(0).spawn(|| ());
+                assert_eq!(r.err().and_then(|e| e.raw_os_error()), Some(libc::EPERM));
+            });
+            assert_eq!(identity(), b);
+            let r = std::panic::catch_unwind(|| with_identity(c, || panic!("dispatcher failed")));
+            assert!(r.is_err());
+            assert_eq!(identity(), b, "restored on unwind");
+        });
+        assert_eq!(identity(), me);
+    });
+}

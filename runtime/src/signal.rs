@@ -673,7 +673,7 @@ pub fn kill(pid: Pid, sig: Signal) -> io::Result<()> {
         let shared = executor::runtime_of(&me).ok_or_else(|| errno(libc::ESRCH))?;
         shared.table.get(pid).ok_or_else(|| errno(libc::ESRCH))?
     };
-    permitted(me.uid, &target)?;
+    permitted(crate::task::identity_of(&me).uid, &target)?;
     if sig.0 == 0 {
         return Ok(());
     }

@@ -371,9 +371,10 @@ impl Parent {
         } else {
             // SAFETY: CURRENT is the running task (see current_task).
             let t = unsafe { &*t };
+            let id = identity_of(t);
             Parent {
-                uid: t.uid,
-                gid: t.gid,
+                uid: id.uid,
+                gid: id.gid,
                 nice: t.nice.load(Ordering::Relaxed),
                 task: t,
             }
@@ -629,9 +630,70 @@ pub fn sleep(dur: Duration) {
     crate::signal::checkpoint(task);
 }
 
-/// The calling task's pid.
+/// The calling task's pid (inside [`with_identity`], the identity's).
 pub fn getpid() -> Pid {
-    executor::current_task("getpid").pid
+    identity_of(executor::current_task("getpid")).pid
+}
+
+/// Who a task acts as: the pid and credentials that `getpid`, `getuid`,
+/// `getgid` and every permission check see.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Identity {
+    /// Process id.
+    pub pid: Pid,
+    /// User id.
+    pub uid: u32,
+    /// Group id.
+    pub gid: u32,
+}
+
+pub(crate) fn identity_of(t: &executor::task::Task) -> Identity {
+    let p = t.ident.get();
+    if p.is_null() {
+        Identity {
+            pid: t.pid,
+            uid: t.uid,
+            gid: t.gid,
+        }
+    } else {
+        // SAFETY: a non-null `ident` points at the Identity of a live
+        // `with_identity` frame of this very task (it is reset before that
+        // frame ends), and only this task reads it.
+        unsafe { *p }
+    }
+}
+
+/// The calling task's identity now (its own, or the one a migrating call
+/// runs it under). Panics outside a greenos task.
+pub fn identity() -> Identity {
+    identity_of(executor::current_task("identity"))
+}
+
+/// Runs `f` with the calling task acting as `id` — the migrating-thread
+/// model (LRPC, ChCore): a server's code runs on the client's coroutine
+/// and stack, but as the server. `getpid`, `getuid`, `getgid` and the
+/// permission checks that use them see `id` until `f` returns or unwinds;
+/// then the previous identity is back. Calls nest: each frame is the
+/// linkage record of one level. The task's scheduling, signals and
+/// affinity stay the caller's (`current().pid()` is the real pid).
+/// Panics outside a greenos task.
+pub fn with_identity<R>(id: Identity, f: impl FnOnce() -> R) -> R {
+    struct Restore<'a> {
+        task: &'a executor::task::Task,
+        prev: *const Identity,
+    }
+    impl Drop for Restore<'_> {
+        fn drop(&mut self) {
+            self.task.ident.set(self.prev);
+        }
+    }
+    let task = executor::current_task("with_identity");
+    let frame = id;
+    let _restore = Restore {
+        task,
+        prev: task.ident.replace(&frame),
+    };
+    f()
 }
 
 /// The calling task.
@@ -662,12 +724,12 @@ pub fn current_cpu() -> usize {
 
 /// The calling task's user id.
 pub fn getuid() -> u32 {
-    executor::current_task("getuid").uid
+    identity_of(executor::current_task("getuid")).uid
 }
 
 /// The calling task's group id.
 pub fn getgid() -> u32 {
-    executor::current_task("getgid").gid
+    identity_of(executor::current_task("getgid")).gid
 }
 
 // ---------------------------------------------------------------------------
@@ -792,7 +854,7 @@ fn target_task(pid: Pid, what: &str) -> io::Result<(TaskRef, bool)> {
     }
     let shared = executor::runtime_of(&me).ok_or_else(|| errno(libc::ESRCH))?;
     let t = shared.table.get(pid).ok_or_else(|| errno(libc::ESRCH))?;
-    if me.uid != 0 && me.uid != t.uid {
+    if identity_of(&me).uid != 0 && identity_of(&me).uid != t.uid {
         return Err(errno(libc::EPERM));
     }
     Ok((t, false))

@@ -117,6 +117,10 @@ pub(crate) struct Task {
     pub(crate) ppid: u64,
     /// Signal state (see `crate::signal`).
     pub(crate) sig: crate::signal::TaskSignals,
+    /// The identity the task runs under inside a migrating call
+    /// (`crate::task::with_identity`), null outside one. Points into the
+    /// task's own stack; only the task reads or writes it.
+    pub(crate) ident: Cell<*const crate::task::Identity>,
     /// Scheduler-owned part.
     sched: UnsafeCell<SchedPart>,
     /// The coroutine, from first run until exit. Owned like `sched`, but a
@@ -183,6 +187,7 @@ impl Task {
             cancelled: AtomicBool::new(false),
             ppid: init.ppid,
             sig: init.sig,
+            ident: Cell::new(std::ptr::null()),
             sched: UnsafeCell::new(SchedPart {
                 se: SchedEntity::new(init.nice),
                 vruntime_relative: true,
