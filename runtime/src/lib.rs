@@ -21,6 +21,7 @@ pub mod runtime;
 pub mod sched;
 pub mod sync;
 pub mod task;
+pub mod topology;
 pub mod wait;
 
 use std::fmt;
