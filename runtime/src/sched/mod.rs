@@ -135,3 +135,4 @@ pub(crate) mod test_rng {
         }
     }
 }
+pub mod domains;
