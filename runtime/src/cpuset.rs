@@ -182,7 +182,11 @@ pub struct ParseCpuListError {
 
 impl fmt::Display for ParseCpuListError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid CPU list {:?} (expected e.g. \"0-3,8\")", self.list)
+        write!(
+            f,
+            "invalid CPU list {:?} (expected e.g. \"0-3,8\")",
+            self.list
+        )
     }
 }
 

@@ -85,7 +85,10 @@ pub(crate) fn find_mount(mountinfo: &str, v2: bool) -> Option<(String, PathBuf)>
         let hit = if v2 {
             fstype == "cgroup2"
         } else {
-            fstype == "cgroup" && post.get(2).is_some_and(|o| o.split(',').any(|c| c == "cpu"))
+            fstype == "cgroup"
+                && post
+                    .get(2)
+                    .is_some_and(|o| o.split(',').any(|c| c == "cpu"))
         };
         if hit {
             return Some((unescape(pre[3]), PathBuf::from(unescape(pre[4]))));
@@ -118,7 +121,10 @@ fn unescape(s: &str) -> String {
 
 /// The directories from the process's cgroup up to the mount point.
 fn cgroup_dirs(root: &str, mount: &Path, path: &str) -> Vec<PathBuf> {
-    let rel = path.strip_prefix(root).unwrap_or(path).trim_start_matches('/');
+    let rel = path
+        .strip_prefix(root)
+        .unwrap_or(path)
+        .trim_start_matches('/');
     let mut dirs = Vec::new();
     let mut p = mount.join(rel);
     loop {
@@ -183,7 +189,8 @@ pub(crate) fn affinity_cpus() -> crate::CpuSet {
     // SAFETY: all-zero is a valid `cpu_set_t` (CPU_ZERO).
     let mut raw: libc::cpu_set_t = unsafe { std::mem::zeroed() };
     // SAFETY: `raw` is a valid, writable `cpu_set_t` of the size passed.
-    let rc = unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut raw) };
+    let rc =
+        unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut raw) };
     let set = if rc == 0 {
         crate::CpuSet::from_cpu_set_t(&raw)
     } else {

@@ -38,6 +38,7 @@ mod hwloc;
 mod synthetic;
 mod sysfs;
 
+pub(crate) use cgroup::affinity_cpus;
 pub use cgroup::{cpu_quota_limit, default_worker_count};
 
 use std::fmt;
@@ -218,6 +219,29 @@ impl Topology {
         }
     }
 
+    /// A machine of independent CPUs (each its own core, one NUMA node):
+    /// what is assumed when the topology cannot be read.
+    pub(crate) fn flat(os_cpus: &CpuSet) -> Topology {
+        let raw: Vec<RawPu> = os_cpus
+            .iter()
+            .map(|c| RawPu {
+                os_index: c,
+                core: c,
+                llc: c,
+                package: 0,
+                node: 0,
+            })
+            .collect();
+        let known = Known {
+            core: false,
+            llc_depth: None,
+            package: false,
+        };
+        Topology::from_raw(raw, &[0], None, known, TopologySource::Sysfs)
+            .or_else(|_| synthetic::parse("pu:1"))
+            .expect("a one-PU machine is valid")
+    }
+
     /// Builds a topology from raw per-PU group ids (sources call this).
     /// Sorts PUs into logical order and renumbers ids densely. `distances`
     /// is indexed by position in `node_os` (OS node numbers); `None` gives
@@ -255,9 +279,10 @@ impl Topology {
         );
         // Does a NUMA node hold whole packages (node above package) or do
         // packages hold nodes? Sort by the bigger one first.
-        let node_above_pkg = raw
-            .iter()
-            .all(|a| raw.iter().all(|b| a.package != b.package || a.node == b.node));
+        let node_above_pkg = raw.iter().all(|a| {
+            raw.iter()
+                .all(|b| a.package != b.package || a.node == b.node)
+        });
         raw.sort_by_key(|p| {
             let (pk, nd) = (f_pkg[&p.package], f_node[&p.node]);
             let (hi, lo) = if node_above_pkg { (nd, pk) } else { (pk, nd) };
@@ -479,7 +504,11 @@ impl Topology {
         // then rank 1, ...
         let per_core: Vec<Vec<usize>> = core_order
             .iter()
-            .map(|&c| (0..self.pus.len()).filter(|&i| self.pus[i].core == c).collect())
+            .map(|&c| {
+                (0..self.pus.len())
+                    .filter(|&i| self.pus[i].core == c)
+                    .collect()
+            })
             .collect();
         interleave(per_core)
     }
@@ -494,7 +523,11 @@ fn pair(a: usize, b: usize) -> usize {
 
 fn default_distances(pus: &[Pu], nr_nodes: usize) -> Vec<u32> {
     let pkgs_of = |n: usize| -> Vec<usize> {
-        let mut v: Vec<usize> = pus.iter().filter(|p| p.node == n).map(|p| p.package).collect();
+        let mut v: Vec<usize> = pus
+            .iter()
+            .filter(|p| p.node == n)
+            .map(|p| p.package)
+            .collect();
         v.dedup();
         v
     };
@@ -661,7 +694,9 @@ fn attach(o: &mut Obj, node: usize, lo: usize, hi: usize, contiguous: bool, grou
     // The children wholly inside the node go under a new Group0.
     let inside = |c: &Obj| lo <= c.lo && c.hi <= hi;
     if !o.children.iter().any(inside)
-        || o.children.iter().any(|c| c.lo < hi && lo < c.hi && !inside(c))
+        || o.children
+            .iter()
+            .any(|c| c.lo < hi && lo < c.hi && !inside(c))
     {
         o.memory.push(node);
         return;
@@ -718,10 +753,7 @@ impl fmt::Display for Topology {
             // Merge single-child chains without memory onto one line.
             let mut line = label(t, o);
             let mut cur = o;
-            while cur.kind != Kind::Machine
-                && cur.memory.is_empty()
-                && cur.children.len() == 1
-            {
+            while cur.kind != Kind::Machine && cur.memory.is_empty() && cur.children.len() == 1 {
                 cur = &cur.children[0];
                 line.push_str(" + ");
                 line.push_str(&label(t, cur));

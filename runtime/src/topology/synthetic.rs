@@ -81,7 +81,9 @@ pub(crate) fn parse(description: &str) -> Result<Topology, TopologyError> {
         levels.push((level, count));
     }
     if levels.is_empty() {
-        return Err(err("empty description (expected e.g. \"core:2 pu:2\")".into()));
+        return Err(err(
+            "empty description (expected e.g. \"core:2 pu:2\")".into()
+        ));
     }
     // Order rules.
     let pos = |l: Level| levels.iter().position(|&(x, _)| x == l);

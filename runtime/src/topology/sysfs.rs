@@ -120,8 +120,7 @@ pub(crate) fn read_tree(root: &Path) -> Result<Topology, TopologyError> {
             let kind = read(&idx.join("type")).unwrap_or_default();
             let shared = read_list(&idx.join("shared_cpu_list")).and_then(|s| s.first());
             if let (Some(level), Some(first)) = (level, shared) {
-                if matches!(kind.trim(), "Data" | "Unified") && llc.is_none_or(|(l, _)| level > l)
-                {
+                if matches!(kind.trim(), "Data" | "Unified") && llc.is_none_or(|(l, _)| level > l) {
                     llc = Some((level, first));
                 }
             }

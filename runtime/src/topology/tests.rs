@@ -82,7 +82,10 @@ fn invalid_synthetic_strings_are_rejected_clearly() {
         ("core:2 pack:2 pu:1", "package below"),
         ("machine:1 pu:2", "implicit"),
         ("pack:64 core:64 pu:2", "more than 1024 PUs"),
-        ("pack:99999999999 core:99999999999 pu:99999999999", "more than"),
+        (
+            "pack:99999999999 core:99999999999 pu:99999999999",
+            "more than",
+        ),
         ("core:2(size=1 pu:2", "unbalanced"),
         ("l9:1 pu:1", "unknown object type"),
     ] {
@@ -208,7 +211,10 @@ fn sysfs_two_sockets_with_smt() {
         let core = cpu % 4;
         let pkg = core / 2;
         let d = format!("cpu/cpu{cpu}");
-        fs.write(&format!("{d}/topology/physical_package_id"), &format!("{pkg}\n"));
+        fs.write(
+            &format!("{d}/topology/physical_package_id"),
+            &format!("{pkg}\n"),
+        );
         fs.write(
             &format!("{d}/topology/thread_siblings_list"),
             &format!("{core},{}\n", core + 4),
@@ -248,7 +254,10 @@ fn sysfs_two_sockets_with_smt() {
     assert_eq!(t.pus()[1].core, 0);
     assert_eq!(t.numa_distance(0, 1), Some(21));
     let s = t.to_string();
-    assert!(s.contains("Core L#0\n        PU L#0 (P#0)\n        PU L#1 (P#4)\n"), "{s}");
+    assert!(
+        s.contains("Core L#0\n        PU L#0 (P#0)\n        PU L#1 (P#4)\n"),
+        "{s}"
+    );
     assert_eq!(t.pus_in(&[0, 1].into_iter().collect()), vec![0, 2]);
 }
 

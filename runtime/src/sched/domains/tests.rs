@@ -70,8 +70,12 @@ fn smt_only() {
     );
     let d = &ds[0];
     assert_eq!((d.imbalance_pct, d.cache_nice_tries), (110, 0));
-    assert!(d.flags.contains(SdFlags::SHARE_CPUCAPACITY | SdFlags::SHARE_LLC | SdFlags::SHARE_PKG));
-    assert!(d.flags.contains(SdFlags::PREFER_SIBLING | SdFlags::WAKE_AFFINE));
+    assert!(d
+        .flags
+        .contains(SdFlags::SHARE_CPUCAPACITY | SdFlags::SHARE_LLC | SdFlags::SHARE_PKG));
+    assert!(d
+        .flags
+        .contains(SdFlags::PREFER_SIBLING | SdFlags::WAKE_AFFINE));
     assert!(!d.flags.contains(SdFlags::NUMA) && !d.flags.contains(SdFlags::BALANCE_WAKE));
     assert_eq!(
         DomainsDebug::new(&ds, 2).to_string(),
@@ -123,7 +127,9 @@ fn one_socket_two_llcs() {
     );
     let pkg = ds.iter().find(|d| d.cpu == 5 && d.level == 2).unwrap();
     assert!(!pkg.flags.contains(SdFlags::SHARE_LLC));
-    assert!(pkg.flags.contains(SdFlags::SHARE_PKG | SdFlags::PREFER_SIBLING));
+    assert!(pkg
+        .flags
+        .contains(SdFlags::SHARE_PKG | SdFlags::PREFER_SIBLING));
     assert_eq!((pkg.imbalance_pct, pkg.cache_nice_tries), (117, 1));
     let s = pkg.to_string();
     assert!(
@@ -150,10 +156,14 @@ fn two_numa_nodes() {
     );
     let numa = ds.iter().find(|d| d.cpu == 0 && d.level == 2).unwrap();
     assert_eq!(numa.numa_distance, Some(crate::topology::REMOTE_DISTANCE));
-    assert!(numa.flags.contains(SdFlags::NUMA | SdFlags::SERIALIZE | SdFlags::OVERLAP));
+    assert!(numa
+        .flags
+        .contains(SdFlags::NUMA | SdFlags::SERIALIZE | SdFlags::OVERLAP));
     // Distance 21 <= RECLAIM_DISTANCE: fork/exec balancing and affine
     // wakeups stay; PREFER_SIBLING goes; different packages.
-    assert!(numa.flags.contains(SdFlags::WAKE_AFFINE | SdFlags::BALANCE_FORK));
+    assert!(numa
+        .flags
+        .contains(SdFlags::WAKE_AFFINE | SdFlags::BALANCE_FORK));
     assert!(!numa.flags.contains(SdFlags::PREFER_SIBLING));
     assert!(!numa.flags.contains(SdFlags::SHARE_PKG));
     assert_eq!((numa.imbalance_pct, numa.cache_nice_tries), (117, 2));
@@ -193,8 +203,13 @@ fn four_numa_nodes_with_distances() {
     );
     let near = ds.iter().find(|d| d.cpu == 0 && d.level == 1).unwrap();
     let far = ds.iter().find(|d| d.cpu == 0 && d.level == 2).unwrap();
-    assert_eq!((near.numa_distance, far.numa_distance), (Some(16), Some(32)));
-    assert!(near.flags.contains(SdFlags::WAKE_AFFINE | SdFlags::BALANCE_EXEC));
+    assert_eq!(
+        (near.numa_distance, far.numa_distance),
+        (Some(16), Some(32))
+    );
+    assert!(near
+        .flags
+        .contains(SdFlags::WAKE_AFFINE | SdFlags::BALANCE_EXEC));
     for f in [
         SdFlags::WAKE_AFFINE,
         SdFlags::BALANCE_EXEC,
@@ -202,7 +217,9 @@ fn four_numa_nodes_with_distances() {
     ] {
         assert!(!far.flags.contains(f), "{far}");
     }
-    assert!(far.flags.contains(SdFlags::BALANCE_NEWIDLE | SdFlags::SERIALIZE));
+    assert!(far
+        .flags
+        .contains(SdFlags::BALANCE_NEWIDLE | SdFlags::SERIALIZE));
     // CPU 6 (node 3) sees its own neighbourhood.
     assert_eq!(chain(&ds, 6)[1].1, "2-7");
 }
@@ -223,7 +240,10 @@ fn sub_numa_clusters_give_two_numa_levels() {
         ]
     );
     let mine: Vec<_> = ds.iter().filter(|d| d.cpu == 0).collect();
-    assert_eq!(mine[2].numa_distance, Some(crate::topology::SAME_PACKAGE_DISTANCE));
+    assert_eq!(
+        mine[2].numa_distance,
+        Some(crate::topology::SAME_PACKAGE_DISTANCE)
+    );
     assert!(mine[2].flags.contains(SdFlags::SHARE_PKG));
     assert!(!mine[3].flags.contains(SdFlags::SHARE_PKG));
 }
