@@ -174,6 +174,55 @@ impl From<&libc::cpu_set_t> for CpuSet {
     }
 }
 
+#[cfg(feature = "hwloc")]
+impl From<&CpuSet> for hwlocality::bitmap::Bitmap {
+    /// An hwloc bitmap with the same indices set.
+    fn from(s: &CpuSet) -> hwlocality::bitmap::Bitmap {
+        let mut b = hwlocality::bitmap::Bitmap::new();
+        for cpu in s.iter() {
+            b.set(cpu);
+        }
+        b
+    }
+}
+
+#[cfg(feature = "hwloc")]
+impl From<&hwlocality::bitmap::Bitmap> for CpuSet {
+    /// The indices set in an hwloc bitmap (below [`CPU_SETSIZE`]; an
+    /// infinite bitmap is cut there).
+    fn from(b: &hwlocality::bitmap::Bitmap) -> CpuSet {
+        b.iter_set()
+            .map(usize::from)
+            .take_while(|&c| c < CPU_SETSIZE)
+            .collect()
+    }
+}
+
+#[cfg(feature = "hwloc")]
+impl From<&CpuSet> for hwlocality::cpu::cpuset::CpuSet {
+    /// An hwloc cpuset with the same indices set (runtime CPU numbers are
+    /// not OS CPU numbers: map them through the runtime's PUs first when
+    /// binding OS threads).
+    fn from(s: &CpuSet) -> hwlocality::cpu::cpuset::CpuSet {
+        let mut b = hwlocality::cpu::cpuset::CpuSet::new();
+        for cpu in s.iter() {
+            b.set(cpu);
+        }
+        b
+    }
+}
+
+#[cfg(feature = "hwloc")]
+impl From<&hwlocality::cpu::cpuset::CpuSet> for CpuSet {
+    /// The indices set in an hwloc cpuset (below [`CPU_SETSIZE`]).
+    fn from(b: &hwlocality::cpu::cpuset::CpuSet) -> CpuSet {
+        b.iter_set()
+            .map(usize::from)
+            .take_while(|&c| c < CPU_SETSIZE)
+            .collect()
+    }
+}
+
 /// A CPU list string that is not in the kernel's `0-3,8` format.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParseCpuListError {
@@ -303,6 +352,21 @@ mod tests {
         let mut u = a.clone();
         u.union_with(&b);
         assert_eq!(u, CpuSet::all(10));
+    }
+
+    #[cfg(feature = "hwloc")]
+    #[test]
+    fn hwloc_bitmap_round_trip() {
+        let s: CpuSet = [0, 2, 63, 64, 1000].into_iter().collect();
+        let b = hwlocality::bitmap::Bitmap::from(&s);
+        assert!(b.is_set(63) && !b.is_set(1));
+        assert_eq!(b.weight(), Some(5));
+        assert_eq!(CpuSet::from(&b), s);
+        let c = hwlocality::cpu::cpuset::CpuSet::from(&s);
+        assert_eq!(CpuSet::from(&c), s);
+        // An infinite bitmap is cut at CPU_SETSIZE.
+        let full = hwlocality::bitmap::Bitmap::full();
+        assert_eq!(CpuSet::from(&full), CpuSet::all(CPU_SETSIZE));
     }
 
     #[test]
