@@ -152,7 +152,7 @@ pub fn cpu_quota_limit() -> Option<f64> {
         CgroupPath::V2(path) => {
             let (root, mount) = find_mount(&mountinfo, true)?;
             for d in cgroup_dirs(&root, &mount, &path) {
-                if let Some(s) = std::fs::read_to_string(d.join("cpu.max")).ok() {
+                if let Ok(s) = std::fs::read_to_string(d.join("cpu.max")) {
                     take(parse_cpu_max(&s).flatten());
                 }
             }

@@ -594,11 +594,14 @@ struct Obj {
     children: Vec<Obj>,
 }
 
+/// A printed level: its kind and the id of a PU's object at that level.
+type Level = (Kind, fn(&Pu) -> usize);
+
 impl Topology {
     /// The normal levels below Machine that are printed, top down, each
     /// with the id function.
-    fn printed_levels(&self) -> Vec<(Kind, fn(&Pu) -> usize)> {
-        let mut v: Vec<(Kind, fn(&Pu) -> usize)> = Vec::new();
+    fn printed_levels(&self) -> Vec<Level> {
+        let mut v: Vec<Level> = Vec::new();
         if self.known.package {
             v.push((Kind::Package, |p| p.package));
         }
@@ -615,7 +618,7 @@ impl Topology {
         let levels = self.printed_levels();
         fn build(
             t: &Topology,
-            levels: &[(Kind, fn(&Pu) -> usize)],
+            levels: &[Level],
             lo: usize,
             hi: usize,
         ) -> Vec<Obj> {

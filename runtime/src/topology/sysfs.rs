@@ -107,10 +107,7 @@ pub(crate) fn read_tree(root: &Path) -> Result<Topology, TopologyError> {
         let core = read_list(&topo.join("core_cpus_list"))
             .or_else(|| read_list(&topo.join("thread_siblings_list")))
             .and_then(|s| s.first())
-            .map(|c| {
-                known.core = true;
-                c
-            })
+            .inspect(|_| known.core = true)
             .unwrap_or(cpu);
         // The highest-level data/unified cache and the CPUs sharing it.
         let mut llc: Option<(u8, usize)> = None;
