@@ -411,10 +411,23 @@ impl Layout {
         let allowed = crate::topology::affinity_cpus();
         let topology = match topology {
             Some(t) => t,
-            None => Topology::detect().unwrap_or_else(|e| {
-                tracing::warn!(error = %e, "greenos: topology unknown; assuming flat CPUs");
-                Topology::flat(&allowed)
-            }),
+            None => {
+                // Read once per process: the machine does not change under
+                // us (CPU hotplug aside), and runtimes are built often in
+                // tests.
+                static DETECTED: std::sync::OnceLock<Option<Topology>> = std::sync::OnceLock::new();
+                let detected = DETECTED.get_or_init(|| {
+                    Topology::detect()
+                        .map_err(|e| {
+                            tracing::warn!(error = %e, "greenos: topology unknown; assuming flat CPUs");
+                        })
+                        .ok()
+                });
+                match detected {
+                    Some(t) => t.clone(),
+                    None => Topology::flat(&allowed),
+                }
+            }
         };
         let real = !matches!(topology.source(), TopologySource::Synthetic(_));
         // The PUs this process may run on (all of a synthetic machine's).
