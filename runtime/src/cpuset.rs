@@ -22,6 +22,11 @@ impl CpuSet {
         CpuSet { words: Vec::new() }
     }
 
+    /// Empties the set in place (`CPU_ZERO` on an existing set).
+    pub fn zero(&mut self) {
+        self.words.clear();
+    }
+
     /// The set `{0, 1, .., n-1}`.
     pub fn all(n: usize) -> CpuSet {
         let mut s = CpuSet::new();
@@ -324,6 +329,9 @@ mod tests {
         s.set(CPU_SETSIZE);
         assert_eq!(s.count(), 2);
         assert_eq!(CpuSet::all(3), [0, 1, 2].into_iter().collect());
+        s.zero();
+        assert_eq!((s.count(), s.is_empty(), s.is_set(0)), (0, true, false));
+        assert_eq!(s, CpuSet::new());
     }
 
     #[test]
