@@ -616,12 +616,7 @@ impl Topology {
 
     fn build_tree(&self) -> Obj {
         let levels = self.printed_levels();
-        fn build(
-            t: &Topology,
-            levels: &[Level],
-            lo: usize,
-            hi: usize,
-        ) -> Vec<Obj> {
+        fn build(t: &Topology, levels: &[Level], lo: usize, hi: usize) -> Vec<Obj> {
             let Some(&(kind, id)) = levels.first() else {
                 return (lo..hi)
                     .map(|i| Obj {
