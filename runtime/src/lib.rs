@@ -23,6 +23,7 @@ pub mod signal;
 pub mod sync;
 pub mod task;
 pub mod topology;
+pub mod trace;
 pub mod wait;
 
 use std::fmt;
