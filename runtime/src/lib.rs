@@ -30,7 +30,7 @@ use std::fmt;
 
 pub use cpuset::CpuSet;
 pub use error::JoinError;
-pub use metrics::{CpuMetrics, Metrics};
+pub use metrics::{CpuMetrics, Metrics, TaskMetrics, TaskState};
 pub use runtime::{Builder, Placement, Policy, Runtime};
 pub use task::{
     current, current_cpu, getgid, getpid, getuid, maybe_yield, sched_getaffinity,

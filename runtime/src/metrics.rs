@@ -90,3 +90,81 @@ impl Metrics {
         self.cpus.iter().map(f).sum()
     }
 }
+
+/// What a task is doing, as a snapshot sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TaskState {
+    /// On a CPU now.
+    Running,
+    /// Queued, waiting for a CPU.
+    Runnable,
+    /// Blocked in a wait (or switching out to one).
+    Blocked,
+    /// Stopped by a stop signal until SIGCONT.
+    Stopped,
+}
+
+/// Counters of one task (`Runtime::task_metrics`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskMetrics {
+    /// Its pid.
+    pub pid: crate::Pid,
+    /// Its name, if it has one.
+    pub name: Option<String>,
+    /// What it is doing.
+    pub state: TaskState,
+    /// The CPU it runs on, or last ran on.
+    pub cpu: usize,
+    /// Its nice value.
+    pub nice: i32,
+    /// Its `vruntime` as of its last switch-out (ns of virtual time).
+    pub vruntime: u64,
+    /// CPU time it has run (`sum_exec_runtime`, ns, as of its last switch-out).
+    pub sum_exec_runtime: u64,
+    /// Time it waited runnable for a CPU after a yield or preemption, or
+    /// after a timestamped wakeup (ns).
+    pub wait_time: u64,
+    /// Times it was switched in.
+    pub switches: u64,
+    /// Times it arrived runnable on another CPU.
+    pub migrations: u64,
+}
+
+impl TaskMetrics {
+    pub(crate) fn snapshot_all(shared: &Shared) -> Vec<TaskMetrics> {
+        let running: Vec<u64> = shared
+            .workers
+            .iter()
+            .map(|w| w.curr_pid.load(Ordering::Relaxed))
+            .collect();
+        shared
+            .table
+            .snapshot_all()
+            .into_iter()
+            .map(|t| {
+                let base = t.state.load() & 3;
+                let state = if t.sig.is_stopped() {
+                    TaskState::Stopped
+                } else if running.contains(&t.pid.0) {
+                    TaskState::Running
+                } else if base == crate::executor::state::RUNNABLE {
+                    TaskState::Runnable
+                } else {
+                    TaskState::Blocked
+                };
+                TaskMetrics {
+                    pid: t.pid,
+                    name: t.name.as_deref().map(str::to_string),
+                    state,
+                    cpu: t.cpu.load(Ordering::Relaxed),
+                    nice: t.nice.load(Ordering::Relaxed),
+                    vruntime: t.vruntime_seen.load(Ordering::Relaxed),
+                    sum_exec_runtime: t.sum_exec_ns.load(Ordering::Relaxed),
+                    wait_time: t.wait_sum_ns.load(Ordering::Relaxed),
+                    switches: t.nr_switches.load(Ordering::Relaxed),
+                    migrations: t.nr_migrations.load(Ordering::Relaxed),
+                }
+            })
+            .collect()
+    }
+}

@@ -71,6 +71,7 @@ pub struct Builder {
     stack_size: usize,
     idle_spin: std::time::Duration,
     thread_name: String,
+    trace: Option<crate::trace::TraceConfig>,
 }
 
 impl Default for Builder {
@@ -87,6 +88,7 @@ impl Default for Builder {
             // longer than that before sleeping.
             idle_spin: std::time::Duration::from_micros(100),
             thread_name: "greenos-cpu".to_owned(),
+            trace: None,
         }
     }
 }
@@ -142,6 +144,15 @@ impl Builder {
     /// the OS (default 100 µs).
     pub fn idle_spin(mut self, d: std::time::Duration) -> Builder {
         self.idle_spin = d;
+        self
+    }
+
+    /// Records scheduler events (switches, wakeups with their waker,
+    /// migrations, spawns, exits, blocking) into per-CPU rings of
+    /// `cfg.events_per_cpu` events; read them with [`Runtime::trace`].
+    /// Off by default (then it costs one branch per hook).
+    pub fn trace(mut self, cfg: crate::trace::TraceConfig) -> Builder {
+        self.trace = Some(cfg);
         self
     }
 
@@ -213,7 +224,11 @@ impl Builder {
             })
             .collect();
         static NEXT_RT_ID: AtomicU64 = AtomicU64::new(1);
+        let trace = self
+            .trace
+            .map(|cfg| crate::executor::TraceState::new(workers, cfg));
         let shared = Arc::new(Shared {
+            trace,
             sigchld_caught: AtomicBool::new(false),
             id: NEXT_RT_ID.fetch_add(1, Ordering::Relaxed),
             config,
@@ -369,6 +384,29 @@ impl Runtime {
     /// kill(1) from a shell. Errors as [`crate::signal::kill`].
     pub fn kill(&self, pid: crate::Pid, sig: crate::signal::Signal) -> std::io::Result<()> {
         crate::signal::kill_from_os(&self.shared, pid, sig)
+    }
+
+    /// A snapshot of the recorded events, merged in time order (`None`
+    /// unless built with [`Builder::trace`]). Can be taken while the runtime
+    /// runs; the rings keep the newest events.
+    pub fn trace(&self) -> Option<crate::trace::Trace> {
+        let tr = self.shared.trace.as_ref()?;
+        let outside = tr.outside.lock();
+        let mut rings: Vec<&crate::trace::TraceRing> = tr.rings.iter().collect();
+        rings.push(&outside);
+        let mut names = tr.names.lock().clone();
+        names.entry(1).or_insert_with(|| "init".to_string());
+        Some(crate::trace::Trace::from_rings(
+            &rings,
+            self.shared.nr_cpus(),
+            names,
+        ))
+    }
+
+    /// Per-task metrics of every live task, by pid (walks the pid table:
+    /// meant for a monitor refreshing now and then, not a hot loop).
+    pub fn task_metrics(&self) -> Vec<crate::metrics::TaskMetrics> {
+        crate::metrics::TaskMetrics::snapshot_all(&self.shared)
     }
 
     /// A snapshot of the per-CPU counters.

@@ -62,7 +62,7 @@ impl<T> Packet<T> {
         Packet {
             done: AtomicBool::new(false),
             result: UnsafeCell::new(None),
-            joiners: WaitQueue::new(),
+            joiners: WaitQueue::with_label(crate::trace::BlockOn::Join, 0),
         }
     }
 
@@ -614,6 +614,9 @@ pub fn sleep(dur: Duration) {
     // An interruptible sleep: handlers run in it and it goes on (greenos's
     // sleep has no EINTR to report); a fatal signal ends it and unwinds.
     let mut pending = crate::signal::deliverable_pending(task);
+    if executor::ANY_TRACING.load(Ordering::Relaxed) {
+        executor::trace_block(task, crate::trace::BlockOn::Sleep, 0);
+    }
     while !task.timed_out(gen)
         && !task.cancelled.load(Ordering::Relaxed)
         && !crate::signal::must_die(task)

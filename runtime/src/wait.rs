@@ -145,6 +145,8 @@ pub struct WaitQueue {
     /// Number of linked waiters: the wakers' fast path. Written only under
     /// `list`'s lock (load + store, no read-modify-write), read without it.
     waiters: AtomicUsize,
+    /// What the queue belongs to, for block events in traces.
+    label: (crate::trace::BlockOn, u64),
 }
 
 // SAFETY: the raw node pointers are only dereferenced under `list`'s lock,
@@ -210,7 +212,17 @@ impl WaitQueue {
                 tail: ptr::null_mut(),
             }),
             waiters: AtomicUsize::new(0),
+            label: (crate::trace::BlockOn::WaitQueue, 0),
         }
+    }
+
+    /// An empty queue labelled as belonging to an object of kind `kind`
+    /// with id `id` (an IPC id, or 0 for "use the queue's address"): block
+    /// events in traces name it.
+    pub const fn with_label(kind: crate::trace::BlockOn, id: u64) -> WaitQueue {
+        let mut q = WaitQueue::new();
+        q.label = (kind, id);
+        q
     }
 
     /// One more waiter (caller holds the list lock).
@@ -406,6 +418,13 @@ impl WaitQueue {
             gen
         });
         let mut signalled = interruptible && crate::signal::deliverable_pending(task);
+        if executor::ANY_TRACING.load(Ordering::Relaxed) {
+            let id = match self.label.1 {
+                0 => self as *const WaitQueue as u64,
+                id => id,
+            };
+            executor::trace_block(task, self.label.0, id);
+        }
         let result = loop {
             if notified() {
                 break WaitResult::Notified;

@@ -170,6 +170,125 @@ pub(crate) struct Shared {
     /// Some task of this runtime has caught SIGCHLD: exits must notify
     /// parents (false: an exit skips the parent lookup).
     pub(crate) sigchld_caught: AtomicBool,
+    /// Event recording, when `Builder::trace` asked for it.
+    pub(crate) trace: Option<TraceState>,
+}
+
+/// A runtime's event rings (see `crate::trace`).
+pub(crate) struct TraceState {
+    /// One per CPU; CPU i's worker thread is its only writer.
+    pub(crate) rings: Box<[crate::trace::TraceRing]>,
+    /// Events from threads that are not this runtime's CPUs.
+    pub(crate) outside: parking_lot::Mutex<crate::trace::TraceRing>,
+    /// Names of traced tasks, by pid (kept after they exit).
+    pub(crate) names: parking_lot::Mutex<std::collections::HashMap<u64, String>>,
+}
+
+/// Some runtime of this process records events: wakeups from threads
+/// outside a runtime look their task's runtime up only then.
+pub(crate) static ANY_TRACING: AtomicBool = AtomicBool::new(false);
+
+impl TraceState {
+    pub(crate) fn new(cpus: usize, cfg: crate::trace::TraceConfig) -> TraceState {
+        ANY_TRACING.store(true, Ordering::Relaxed);
+        TraceState {
+            rings: (0..cpus)
+                .map(|_| crate::trace::TraceRing::new(cfg.events_per_cpu))
+                .collect(),
+            outside: parking_lot::Mutex::new(crate::trace::TraceRing::new(cfg.events_per_cpu)),
+            names: parking_lot::Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+}
+
+/// Records an event of runtime `shared` from whatever thread this is: into
+/// CPU `cpu`'s ring when called on that CPU's worker, else the outside ring.
+pub(crate) fn trace_event(
+    shared: &Shared,
+    kind: crate::trace::EventKind,
+    pid: u64,
+    other: u64,
+    arg: u64,
+) {
+    let Some(tr) = &shared.trace else {
+        return;
+    };
+    let here = with_local(|l| (l.shared().id == shared.id).then(|| l.index())).flatten();
+    let ev = |cpu: u16| crate::trace::Event {
+        ts_ns: clock::now_ns(),
+        kind,
+        cpu,
+        pid,
+        other,
+        arg,
+    };
+    match here {
+        // SAFETY: this thread is CPU `i`'s worker, its ring's only writer.
+        Some(i) => unsafe { tr.rings[i].push(&ev(i as u16)) },
+        None => {
+            let g = tr.outside.lock();
+            // SAFETY: the lock makes us the outside ring's only writer.
+            unsafe { g.push(&ev(crate::trace::OUTSIDE_CPU)) };
+        }
+    }
+}
+
+/// The pid of the task running on this thread, 0 if none.
+pub(crate) fn current_pid_or_zero() -> u64 {
+    let t = current_task_ptr();
+    if t.is_null() {
+        0
+    } else {
+        // SAFETY: see current_task.
+        unsafe { (*t).pid.0 }
+    }
+}
+
+/// Records a wakeup of `task` (called by `wake_task` once it won the wake).
+#[cold]
+fn trace_wakeup(task: &Task) {
+    let done = with_local(|l| {
+        if l.shared().id == task.rt_id {
+            trace_event(
+                l.shared(),
+                crate::trace::EventKind::Wakeup,
+                task.pid.0,
+                current_pid_or_zero(),
+                task.cpu.load(Ordering::Relaxed) as u64,
+            );
+            true
+        } else {
+            false
+        }
+    });
+    if done != Some(true) {
+        if let Some(s) = task_runtime(task) {
+            trace_event(
+                &s,
+                crate::trace::EventKind::Wakeup,
+                task.pid.0,
+                current_pid_or_zero(),
+                task.cpu.load(Ordering::Relaxed) as u64,
+            );
+        }
+    }
+}
+
+/// Records that the running task `task` blocks on an object, if its
+/// runtime records events.
+#[cold]
+pub(crate) fn trace_block(task: &Task, kind: crate::trace::BlockOn, id: u64) {
+    with_local(|l| {
+        if l.shared().id == task.rt_id {
+            trace_event(
+                l.shared(),
+                crate::trace::EventKind::Block,
+                task.pid.0,
+                kind as u64,
+                id,
+            );
+        }
+    });
 }
 
 impl Shared {
@@ -550,6 +669,9 @@ pub(crate) fn wake_task(task: TaskRef) {
     if task.state.wake() != Wake::Enqueue {
         return;
     }
+    if ANY_TRACING.load(Ordering::Relaxed) {
+        trace_wakeup(&task);
+    }
     enqueue_woken(task);
 }
 
@@ -567,6 +689,9 @@ pub(crate) fn wake_task(task: TaskRef) {
 pub(crate) fn wake_task_sync(task: TaskRef) {
     if task.state.wake() != Wake::Enqueue {
         return;
+    }
+    if ANY_TRACING.load(Ordering::Relaxed) {
+        trace_wakeup(&task);
     }
     let r = with_local_or(task, |l, task| {
         let here = l.index();
@@ -717,6 +842,19 @@ pub(crate) fn current_cpu_index() -> usize {
 /// Makes a freshly created task runnable.
 pub(crate) fn submit_new(shared: &Arc<Shared>, task: TaskRef) {
     shared.table.insert(task.clone());
+    tracing::debug!(pid = task.pid.0, ppid = task.ppid, name = task.name_or_dash(), "greenos: spawn");
+    if let Some(tr) = &shared.trace {
+        if let Some(n) = &task.name {
+            tr.names.lock().insert(task.pid.0, n.to_string());
+        }
+        trace_event(
+            shared,
+            crate::trace::EventKind::Spawn,
+            task.pid.0,
+            task.ppid,
+            0,
+        );
+    }
     if shared.shutdown.load(Ordering::Acquire) {
         // Too late to run: drop the body unrun (the join handle reports
         // cancellation).

@@ -204,6 +204,23 @@ impl PidTable {
         self.live.load(Ordering::Relaxed)
     }
 
+    /// Every live task, in pid order (each looked up as `get` does).
+    pub(crate) fn snapshot_all(&self) -> Vec<TaskRef> {
+        let mut out = Vec::new();
+        for (pi, page) in self.pages.iter().enumerate() {
+            if page.load(Ordering::Acquire).is_null() {
+                continue;
+            }
+            for i in 0..PAGE_SLOTS {
+                let pid = ((pi << PAGE_SHIFT) | i) as u64;
+                if let Some(t) = self.get(Pid(pid)) {
+                    out.push(t);
+                }
+            }
+        }
+        out
+    }
+
     /// Removes and returns every task.
     pub(crate) fn drain_all(&self) -> Vec<TaskRef> {
         let mut out = Vec::new();

@@ -128,8 +128,7 @@ impl TaskState {
         }
     }
 
-    /// The raw word (for tests and diagnostics).
-    #[cfg(test)]
+    /// The raw word (for tests and diagnostics such as task metrics).
     pub(crate) fn load(&self) -> u32 {
         self.0.load(Ordering::Acquire)
     }

@@ -117,6 +117,17 @@ pub(crate) struct Task {
     pub(crate) ppid: u64,
     /// Signal state (see `crate::signal`).
     pub(crate) sig: crate::signal::TaskSignals,
+    /// Times the task was switched in (written by its owning CPU).
+    pub(crate) nr_switches: AtomicU64,
+    /// Times the task arrived runnable on another CPU.
+    pub(crate) nr_migrations: AtomicU64,
+    /// Time spent runnable but waiting for a CPU after a yield or
+    /// preemption, or after a wakeup timestamped by its CPU (ns).
+    pub(crate) wait_sum_ns: AtomicU64,
+    /// When the task was last queued with a timestamp (0: not known).
+    pub(crate) queued_at: AtomicU64,
+    /// Its `vruntime`, mirrored at every switch-out for readers.
+    pub(crate) vruntime_seen: AtomicU64,
     /// The identity the task runs under inside a migrating call
     /// (`crate::task::with_identity`), null outside one. Points into the
     /// task's own stack; only the task reads or writes it.
@@ -188,6 +199,11 @@ impl Task {
             ppid: init.ppid,
             sig: init.sig,
             ident: Cell::new(std::ptr::null()),
+            nr_switches: AtomicU64::new(0),
+            nr_migrations: AtomicU64::new(0),
+            wait_sum_ns: AtomicU64::new(0),
+            queued_at: AtomicU64::new(0),
+            vruntime_seen: AtomicU64::new(0),
             sched: UnsafeCell::new(SchedPart {
                 se: SchedEntity::new(init.nice),
                 vruntime_relative: true,

@@ -38,6 +38,7 @@ use super::task::{Coro, Request, Task, TaskRef};
 use super::timer::TimerHeap;
 use super::{bump, clock, Shared, WorkerShared, BUSY, SLEEPING, SPINNING};
 use crate::sched::{CfsRq, EnqueueFlags};
+use crate::trace::EventKind;
 
 /// A worker's private state.
 pub(crate) struct WorkerLocal {
@@ -60,6 +61,10 @@ pub(crate) struct WorkerLocal {
     /// A task won by a handoff, already made current on `rq`: the next
     /// task to run, before any pick.
     direct_next: Option<TaskRef>,
+    /// The task that ran last here and why it left (0 yield/preempt,
+    /// 1 block, 2 exit): the `other`/`arg` of the next switch event.
+    last_pid: u64,
+    last_reason: u64,
 }
 
 /// A worker's private state plus the shared handle, pinned on its thread.
@@ -232,7 +237,7 @@ impl WorkerLocal {
         }
         // SAFETY: the task arrived through a queue hand-off; we own it.
         let sp = unsafe { task.sched() };
-        task.cpu.store(self.index, Ordering::Relaxed);
+        let from = task.cpu.swap(self.index, Ordering::Relaxed);
         let flags = if sp.entry.is_some() {
             // New task: START_DEBIT placement.
             EnqueueFlags::INITIAL
@@ -248,6 +253,10 @@ impl WorkerLocal {
             sp.vruntime_relative = false;
             if flags != EnqueueFlags::INITIAL {
                 bump(&self.ws().counters.migrations_in, 1);
+                bump(&task.nr_migrations, 1);
+                if let Some(tr) = &self.shared.trace {
+                    self.trace_push(tr, EventKind::Migrate, task.pid.0, from as u64, self.index as u64);
+                }
             }
         }
         self.rq.enqueue_entity(&mut sp.se, task, flags);
@@ -400,6 +409,8 @@ pub(crate) fn run_worker(shared: Arc<Shared>, index: usize, staging: Deque<TaskR
             pid_end: 0,
             handoff: None,
             direct_next: None,
+            last_pid: 0,
+            last_reason: 0,
         }),
     };
     super::set_current_worker(&cell);
@@ -477,6 +488,24 @@ impl WorkerCell {
             bump(&ws.switch_seq, 1);
             ws.need_resched.store(false, Ordering::Relaxed);
             task.cpu.store(self.index, Ordering::Relaxed);
+            bump(&task.nr_switches, 1);
+            let queued = task.queued_at.load(Ordering::Relaxed);
+            if queued != 0 {
+                bump(&task.wait_sum_ns, now.saturating_sub(queued));
+                task.queued_at.store(0, Ordering::Relaxed);
+            }
+            if let Some(tr) = &self.shared.trace {
+                let ev = crate::trace::Event {
+                    ts_ns: now,
+                    kind: EventKind::Switch,
+                    cpu: self.index as u16,
+                    pid: task.pid.0,
+                    other: l.last_pid,
+                    arg: l.last_reason,
+                };
+                // SAFETY: this worker thread is its ring's only writer.
+                unsafe { tr.rings[self.index].push(&ev) };
+            }
             // SAFETY: we own the task; the coroutine slot is ours to fill.
             let coro = unsafe { &mut *task.coro_slot() };
             if coro.is_none() {
@@ -508,23 +537,30 @@ impl WorkerCell {
         l.rq.update_curr(&mut sp.se, now);
         task.sum_exec_ns
             .store(sp.se.sum_exec_runtime, Ordering::Relaxed);
+        task.vruntime_seen.store(sp.se.vruntime, Ordering::Relaxed);
+        l.last_pid = task.pid.0;
         bump(&ws.counters.switches, 1);
         bump(&ws.counters.busy_ns, now.saturating_sub(start));
         match result {
             CoroutineResult::Yield(Request::Yield) => {
                 bump(&ws.counters.voluntary_switches, 1);
+                l.last_reason = 0;
+                task.queued_at.store(now, Ordering::Relaxed);
                 let p: *const Task = &*task;
                 l.rq.put_prev_entity(&mut sp.se, task);
                 (Some(p), now)
             }
             CoroutineResult::Yield(Request::Preempt) => {
                 bump(&ws.counters.forced_switches, 1);
+                l.last_reason = 0;
+                task.queued_at.store(now, Ordering::Relaxed);
                 l.rq.put_prev_entity(&mut sp.se, task);
                 (None, now)
             }
             CoroutineResult::Yield(Request::Park) => {
                 bump(&ws.counters.voluntary_switches, 1);
                 bump(&ws.counters.parks, 1);
+                l.last_reason = 1;
                 l.rq.dequeue_entity(&mut sp.se);
                 match task.state.finish_park() {
                     // Whoever wakes it holds its own reference.
@@ -546,6 +582,11 @@ impl WorkerCell {
                     StackPool::global().release(stack);
                 }
                 bump(&ws.counters.tasks_exited, 1);
+                l.last_reason = 2;
+                tracing::debug!(pid = task.pid.0, name = task.name_or_dash(), "greenos: exit");
+                if let Some(tr) = &self.shared.trace {
+                    l.trace_push(tr, EventKind::Exit, task.pid.0, 0, 0);
+                }
                 self.shared.table.remove(task.pid);
                 (None, now)
             }
@@ -555,6 +596,20 @@ impl WorkerCell {
     fn idle(&self, now: u64) {
         let ws = self.worker_shared();
         ws.curr_pid.store(0, Ordering::Relaxed);
+        if let Some(tr) = &self.shared.trace {
+            let l = self.local();
+            let ev = crate::trace::Event {
+                ts_ns: now,
+                kind: EventKind::Idle,
+                cpu: self.index as u16,
+                pid: 0,
+                other: l.last_pid,
+                arg: l.last_reason,
+            };
+            // SAFETY: this worker thread is its ring's only writer.
+            unsafe { tr.rings[self.index].push(&ev) };
+            l.last_pid = 0;
+        }
         self.local().publish();
         ws.idle.store(SPINNING, Ordering::SeqCst);
         self.shared.nr_idle.fetch_add(1, Ordering::AcqRel);
@@ -647,6 +702,21 @@ impl WorkerCell {
 impl WorkerLocal {
     /// Re-queues a task whose park was cancelled by a wakeup during the
     /// switch (it keeps its vruntime: it never slept).
+    /// Records an event in this CPU's ring.
+    #[cold]
+    fn trace_push(&self, tr: &super::TraceState, kind: EventKind, pid: u64, other: u64, arg: u64) {
+        let ev = crate::trace::Event {
+            ts_ns: clock::now_ns(),
+            kind,
+            cpu: self.index as u16,
+            pid,
+            other,
+            arg,
+        };
+        // SAFETY: this is CPU `index`'s worker thread, the ring's only writer.
+        unsafe { tr.rings[self.index].push(&ev) };
+    }
+
     /// Completes a direct process switch to `target`, which the parked
     /// task woke: if this CPU wins `target`'s PARKED -> RUNNABLE and may run
     /// it, it becomes current here without entering the tree and runs next
@@ -672,6 +742,7 @@ impl WorkerLocal {
         }
         if target.cpu.load(Ordering::Relaxed) != self.index {
             self.count_migration_in();
+            bump(&target.nr_migrations, 1);
         }
         self.rq.enqueue_curr(&mut sp.se, now);
         bump(&self.ws().counters.wakeups_local, 1);

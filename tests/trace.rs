@@ -1,0 +1,179 @@
+//! Event recording: a scripted workload on two CPUs records the switches,
+//! wakeups (with their wakers), spawns, exits and blocks it must; the
+//! Chrome / Perfetto export parses as JSON with the expected tracks,
+//! slices and flows; the SVG timeline has a lane per CPU; per-task metrics
+//! count what the tasks did. Recording off records nothing.
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use greenos::sync::mpsc;
+use greenos::trace::{BlockOn, EventKind, TraceConfig};
+use greenos::{Pid, TaskState};
+
+fn scripted(rt: &greenos::Runtime) -> (u64, u64, u64) {
+    rt.block_on(|| {
+        let (to_pong, from_ping) = mpsc::channel::<u32>();
+        let (to_ping, from_pong) = mpsc::channel::<u32>();
+        let pong = greenos::task::Builder::new()
+            .name("pong")
+            .spawn(move || {
+                while let Ok(v) = from_ping.recv() {
+                    if to_ping.send(v + 1).is_err() {
+                        break;
+                    }
+                }
+            })
+            .unwrap();
+        let ping = greenos::task::Builder::new()
+            .name("ping")
+            .spawn(move || {
+                let mut v = 0;
+                for _ in 0..100 {
+                    to_pong.send(v).unwrap();
+                    v = from_pong.recv().unwrap();
+                }
+                v
+            })
+            .unwrap();
+        let sleeper = greenos::task::Builder::new()
+            .name("sleeper")
+            .spawn(|| greenos::sleep(Duration::from_millis(2)))
+            .unwrap();
+        let ids = (ping.task().pid().0, pong.task().pid().0, sleeper.task().pid().0);
+        assert_eq!(ping.join().unwrap(), 100);
+        pong.join().unwrap();
+        sleeper.join().unwrap();
+        ids
+    })
+}
+
+#[test]
+fn scripted_workload_is_recorded_and_exported() {
+    let rt = common::builder(2)
+        .trace(TraceConfig::new(1 << 14))
+        .build()
+        .unwrap();
+    let (ping, pong, sleeper) = scripted(&rt);
+    let trace = rt.trace().expect("tracing is on");
+    assert_eq!(trace.cpus, 2);
+    assert_eq!(trace.overwritten, 0);
+    let of = |kind: EventKind, pid: u64| {
+        trace
+            .events
+            .iter()
+            .filter(|e| e.kind == kind && e.pid == pid)
+            .count()
+    };
+    for pid in [ping, pong, sleeper] {
+        assert_eq!(of(EventKind::Spawn, pid), 1, "spawn of {pid}");
+        assert_eq!(of(EventKind::Exit, pid), 1, "exit of {pid}");
+        assert!(of(EventKind::Switch, pid) >= 1, "{pid} ran");
+        let spawn = trace
+            .events
+            .iter()
+            .find(|e| e.kind == EventKind::Spawn && e.pid == pid)
+            .unwrap();
+        assert_eq!(spawn.other, 1, "spawned by init");
+    }
+    // 100 round trips: pong is woken by ping (and ping by pong) over and
+    // over, unless every receive found its message already there.
+    let woken_by = |pid: u64, waker: u64| {
+        trace
+            .events
+            .iter()
+            .filter(|e| e.kind == EventKind::Wakeup && e.pid == pid && e.other == waker)
+            .count()
+    };
+    assert!(woken_by(pong, ping) + woken_by(ping, pong) > 0);
+    assert!(
+        trace.events.iter().any(|e| e.kind == EventKind::Block
+            && e.pid == sleeper
+            && e.other == BlockOn::Sleep as u64),
+        "the sleeper blocked in sleep"
+    );
+    assert!(
+        trace.events.iter().any(|e| e.kind == EventKind::Block
+            && e.pid == 1
+            && e.other == BlockOn::Join as u64),
+        "init blocked in join"
+    );
+    // Time order.
+    assert!(trace.events.windows(2).all(|w| w[0].ts_ns <= w[1].ts_ns));
+
+    let mut json = Vec::new();
+    trace.write_chrome_json(&mut json).unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&json).expect("the export is JSON");
+    let evs = v["traceEvents"].as_array().unwrap();
+    let tracks: HashSet<String> = evs
+        .iter()
+        .filter(|e| e["ph"] == "M" && e["name"] == "thread_name")
+        .map(|e| e["args"]["name"].as_str().unwrap().to_string())
+        .collect();
+    for want in ["CPU 0", "CPU 1"] {
+        assert!(tracks.contains(want), "{want} track in {tracks:?}");
+    }
+    assert!(tracks.contains(&format!("ping ({ping})")));
+    assert!(tracks.contains(&format!("pong ({pong})")));
+    let slices = evs
+        .iter()
+        .filter(|e| e["ph"] == "X" && e["pid"] == 2 && e["tid"] == ping)
+        .count();
+    assert_eq!(slices, of(EventKind::Switch, ping), "one slice per switch-in");
+    let starts = evs.iter().filter(|e| e["ph"] == "s").count();
+    let ends = evs.iter().filter(|e| e["ph"] == "f").count();
+    assert!(starts > 0 && starts == ends, "flow arrows come in pairs");
+
+    let mut svg = Vec::new();
+    trace.write_svg(&mut svg, 900).unwrap();
+    let svg = String::from_utf8(svg).unwrap();
+    assert!(svg.contains(">CPU 0<") && svg.contains(">CPU 1<"));
+    assert!(svg.contains("ping ("));
+}
+
+#[test]
+fn off_by_default() {
+    let rt = common::rt(1);
+    scripted(&rt);
+    assert!(rt.trace().is_none());
+}
+
+#[test]
+fn task_metrics_count_switches_and_state() {
+    let rt = common::rt(1);
+    rt.block_on(|| {
+        let q = std::sync::Arc::new(greenos::wait::WaitQueue::new());
+        let q2 = q.clone();
+        let blocked = greenos::task::Builder::new()
+            .name("blocked")
+            .spawn(move || {
+                let _ = q2.wait(|| true, None);
+            })
+            .unwrap();
+        let yielder = greenos::task::Builder::new()
+            .name("yielder")
+            .nice(5)
+            .spawn(|| {
+                for _ in 0..50 {
+                    greenos::yield_now();
+                }
+            })
+            .unwrap();
+        while q.is_empty() || !yielder.is_finished() {
+            greenos::yield_now();
+        }
+        let _ = yielder.join();
+        (blocked, q)
+    });
+    let m = rt.task_metrics();
+    let b = m
+        .iter()
+        .find(|t| t.name.as_deref() == Some("blocked"))
+        .expect("the blocked task is live");
+    assert_eq!(b.state, TaskState::Blocked);
+    assert!(b.switches >= 1);
+    assert!(m.iter().all(|t| t.name.as_deref() != Some("yielder")), "finished tasks are gone");
+    assert!(b.pid > Pid(1));
+}
