@@ -49,7 +49,7 @@ const USAGE: &str = "\
 usage: bench [--full] [--only NAME[,NAME..]] [--json] [--timeout SECS]
   --full        more repetitions (11 / 5 for 1M-task benchmarks) and larger N
   --only NAMES  run only benchmarks whose name contains one of NAMES
-                (yield, spawn, skynet, pingpong1, pingpong2)
+                (yield, yield_traced, spawn, skynet, pingpong1, pingpong2)
   --json        also print the results as one JSON document
   --timeout S   per-child time limit in seconds (default: 15 / 30 for 1M-task
                 benchmarks, 4x that with --full)
@@ -59,6 +59,7 @@ internal: --cell IMP:NAME --n N [--reps R] [--warmup]";
 fn specs() -> Vec<Spec> {
     vec![
         yield_switch::spec(),
+        yield_switch::spec_traced(),
         spawn_join::spec(),
         skynet::spec(),
         ping_pong::spec_one_worker(),

@@ -34,7 +34,11 @@ fn main() -> std::io::Result<()> {
         let b = greenos::task::Builder::new;
         let mut hs = Vec::new();
         for (name, nice) in [("cpu-hog", 0), ("cpu-hog-nice5", 5)] {
-            hs.push(b().name(name).nice(nice).spawn(move || spin(Duration::from_millis(12)))?);
+            hs.push(
+                b().name(name)
+                    .nice(nice)
+                    .spawn(move || spin(Duration::from_millis(12)))?,
+            );
         }
         let (tx, rx) = mpsc::channel::<u32>();
         let (tx2, rx2) = mpsc::channel::<u32>();

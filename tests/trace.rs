@@ -42,7 +42,11 @@ fn scripted(rt: &greenos::Runtime) -> (u64, u64, u64) {
             .name("sleeper")
             .spawn(|| greenos::sleep(Duration::from_millis(2)))
             .unwrap();
-        let ids = (ping.task().pid().0, pong.task().pid().0, sleeper.task().pid().0);
+        let ids = (
+            ping.task().pid().0,
+            pong.task().pid().0,
+            sleeper.task().pid().0,
+        );
         assert_eq!(ping.join().unwrap(), 100);
         pong.join().unwrap();
         sleeper.join().unwrap();
@@ -95,9 +99,10 @@ fn scripted_workload_is_recorded_and_exported() {
         "the sleeper blocked in sleep"
     );
     assert!(
-        trace.events.iter().any(|e| e.kind == EventKind::Block
-            && e.pid == 1
-            && e.other == BlockOn::Join as u64),
+        trace
+            .events
+            .iter()
+            .any(|e| e.kind == EventKind::Block && e.pid == 1 && e.other == BlockOn::Join as u64),
         "init blocked in join"
     );
     // Time order.
@@ -121,7 +126,11 @@ fn scripted_workload_is_recorded_and_exported() {
         .iter()
         .filter(|e| e["ph"] == "X" && e["pid"] == 2 && e["tid"] == ping)
         .count();
-    assert_eq!(slices, of(EventKind::Switch, ping), "one slice per switch-in");
+    assert_eq!(
+        slices,
+        of(EventKind::Switch, ping),
+        "one slice per switch-in"
+    );
     let starts = evs.iter().filter(|e| e["ph"] == "s").count();
     let ends = evs.iter().filter(|e| e["ph"] == "f").count();
     assert!(starts > 0 && starts == ends, "flow arrows come in pairs");
@@ -174,6 +183,9 @@ fn task_metrics_count_switches_and_state() {
         .expect("the blocked task is live");
     assert_eq!(b.state, TaskState::Blocked);
     assert!(b.switches >= 1);
-    assert!(m.iter().all(|t| t.name.as_deref() != Some("yielder")), "finished tasks are gone");
+    assert!(
+        m.iter().all(|t| t.name.as_deref() != Some("yielder")),
+        "finished tasks are gone"
+    );
     assert!(b.pid > Pid(1));
 }

@@ -39,6 +39,18 @@ pub fn spec() -> Spec {
     }
 }
 
+/// The same yield switch with event recording on (`Builder::trace`): the
+/// tracing overhead is this row over the greenos cell of `yield`.
+pub fn spec_traced() -> Spec {
+    Spec {
+        key: "yield_traced",
+        title: "yield switch, 1 worker, tracing on",
+        imps: &[Imp::Greenos],
+        run: |_, p| greenos_with(p, true),
+        ..spec()
+    }
+}
+
 fn run(imp: Imp, p: &Params) -> Sample {
     match imp {
         Imp::Greenos => greenos(p),
@@ -80,10 +92,15 @@ fn sample(elapsed: Duration, n: u64, switched: u64) -> Sample {
 }
 
 pub fn greenos(p: &Params) -> Sample {
-    let rt = greenos::Runtime::builder()
-        .workers(1)
-        .build()
-        .expect("build greenos runtime");
+    greenos_with(p, false)
+}
+
+fn greenos_with(p: &Params, trace: bool) -> Sample {
+    let mut b = greenos::Runtime::builder().workers(1);
+    if trace {
+        b = b.trace(greenos::trace::TraceConfig::default());
+    }
+    let rt = b.build().expect("build greenos runtime");
     let round = |n: u64| {
         rt.block_on(move || {
             let turn = Arc::new(Turn::default());

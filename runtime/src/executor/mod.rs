@@ -842,7 +842,12 @@ pub(crate) fn current_cpu_index() -> usize {
 /// Makes a freshly created task runnable.
 pub(crate) fn submit_new(shared: &Arc<Shared>, task: TaskRef) {
     shared.table.insert(task.clone());
-    tracing::debug!(pid = task.pid.0, ppid = task.ppid, name = task.name_or_dash(), "greenos: spawn");
+    tracing::debug!(
+        pid = task.pid.0,
+        ppid = task.ppid,
+        name = task.name_or_dash(),
+        "greenos: spawn"
+    );
     if let Some(tr) = &shared.trace {
         if let Some(n) = &task.name {
             tr.names.lock().insert(task.pid.0, n.to_string());

@@ -255,7 +255,13 @@ impl WorkerLocal {
                 bump(&self.ws().counters.migrations_in, 1);
                 bump(&task.nr_migrations, 1);
                 if let Some(tr) = &self.shared.trace {
-                    self.trace_push(tr, EventKind::Migrate, task.pid.0, from as u64, self.index as u64);
+                    self.trace_push(
+                        tr,
+                        EventKind::Migrate,
+                        task.pid.0,
+                        from as u64,
+                        self.index as u64,
+                    );
                 }
             }
         }
@@ -583,7 +589,11 @@ impl WorkerCell {
                 }
                 bump(&ws.counters.tasks_exited, 1);
                 l.last_reason = 2;
-                tracing::debug!(pid = task.pid.0, name = task.name_or_dash(), "greenos: exit");
+                tracing::debug!(
+                    pid = task.pid.0,
+                    name = task.name_or_dash(),
+                    "greenos: exit"
+                );
                 if let Some(tr) = &self.shared.trace {
                     l.trace_push(tr, EventKind::Exit, task.pid.0, 0, 0);
                 }
