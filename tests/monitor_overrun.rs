@@ -54,7 +54,14 @@ fn overrunning_task_is_reported_with_pid_name_and_cpu() {
                 // (or give up after 60 s: the assertion below then fails).
                 let start = Instant::now();
                 while start.elapsed() < Duration::from_secs(60) {
-                    if seen.lock().unwrap().iter().any(|l| l.contains("hog")) {
+                    // The overrun report (not the debug-level spawn event,
+                    // which names the task too).
+                    if seen
+                        .lock()
+                        .unwrap()
+                        .iter()
+                        .any(|l| l.contains("hog") && l.contains("yield point"))
+                    {
                         break;
                     }
                     std::hint::spin_loop();
@@ -67,7 +74,7 @@ fn overrunning_task_is_reported_with_pid_name_and_cpu() {
     let lines = lines.lock().unwrap();
     let report = lines
         .iter()
-        .find(|l| l.contains("hog"))
+        .find(|l| l.contains("hog") && l.contains("yield point"))
         .unwrap_or_else(|| panic!("no report; events: {lines:?}"));
     assert!(report.contains(&format!("pid={pid}")), "{report}");
     assert!(report.contains(&format!("cpu={cpu}")), "{report}");
