@@ -102,6 +102,7 @@
 //! assert_eq!(rq.nr_queued(), 1);
 //! ```
 
+pub mod balance;
 pub mod cfs;
 pub mod pelt;
 mod spill;
