@@ -7,11 +7,18 @@
 //! | spawn+join 1M        | one task spawns 1M trivial tasks, joins all; ns/task   |
 //! | skynet 1M            | 10-ary task tree down to 1M leaves, sum checked; ms    |
 //! | channel ping-pong    | a u64 bounced over two channels, 1 and 2 workers; ns/rt |
+//! | ping-pong pairs      | one pair per worker, all workers; ns per round trip    |
+//!
+//! Then the scaling runs: the throughput benchmarks (pairs, spawn, skynet)
+//! at 1, 2, 4, ... workers (`--workers`), for every implementation, with
+//! throughput and scaling efficiency per count (`--plot out.svg` draws the
+//! curves; `--csv` / `--json` print everything for machines).
 //!
 //! ```text
 //! cargo run --release --example bench                 # quick: well under 2 minutes on 2 CPUs
 //! cargo run --release --example bench -- --full       # more repetitions, larger N
 //! cargo run --release --example bench -- --only skynet,pingpong --json
+//! cargo run --release --example bench -- --workers 1,2,4,8,16 --plot scaling.svg --csv
 //! ```
 //!
 //! Every repetition of every (implementation, benchmark) cell runs in a
@@ -28,10 +35,14 @@ mod harness;
 mod machine;
 #[path = "bench/os.rs"]
 mod os;
+#[path = "bench/pairs.rs"]
+mod pairs;
 #[path = "bench/ping_pong.rs"]
 mod ping_pong;
 #[path = "bench/report.rs"]
 mod report;
+#[path = "bench/scaling.rs"]
+mod scaling;
 #[path = "bench/skynet.rs"]
 mod skynet;
 #[path = "bench/spawn_join.rs"]
@@ -46,14 +57,21 @@ use harness::{Imp, Outcome, Params, Spec};
 use report::BenchResult;
 
 const USAGE: &str = "\
-usage: bench [--full] [--only NAME[,NAME..]] [--json] [--timeout SECS]
+usage: bench [--full] [--only NAME[,NAME..]] [--json] [--csv] [--timeout SECS]
+             [--workers N[,N..]] [--no-scaling] [--plot OUT.svg]
   --full        more repetitions (11 / 5 for 1M-task benchmarks) and larger N
   --only NAMES  run only benchmarks whose name contains one of NAMES
                 (yield, yield_traced, spawn, skynet, pingpong1, pingpong2)
   --json        also print the results as one JSON document
   --timeout S   per-child time limit in seconds (default: 15 / 30 for 1M-task
                 benchmarks, 4x that with --full)
-internal: --cell IMP:NAME --n N [--reps R] [--warmup]";
+  --workers L   worker counts of the scaling runs (default 1,2,4,.. up to all
+                usable CPUs); the throughput benchmarks (pairs, spawn, skynet)
+                run at each, for every implementation
+  --no-scaling  skip the scaling runs
+  --csv         also print every figure as CSV
+  --plot F      write the scaling curves as an SVG to F
+internal: --cell IMP:NAME --n N [--reps R] [--warmup] [--workers-n W]";
 
 /// All benchmarks, in table order.
 fn specs() -> Vec<Spec> {
@@ -65,6 +83,7 @@ fn specs() -> Vec<Spec> {
         ping_pong::spec_one_worker(),
         ping_pong::spec_two_workers(),
         ping_pong::spec_cross_cpu(),
+        pairs::spec(),
     ]
 }
 
@@ -79,6 +98,12 @@ struct Options {
     n: Option<u64>,
     reps: Option<u32>,
     warmup: bool,
+    workers: Vec<usize>,
+    no_scaling: bool,
+    csv: bool,
+    plot: Option<String>,
+    /// Child mode: the scaling run's worker count.
+    workers_n: Option<usize>,
 }
 
 impl Options {
@@ -95,6 +120,19 @@ impl Options {
                 "--full" => o.full = true,
                 "--json" => o.json = true,
                 "--warmup" => o.warmup = true,
+                "--csv" => o.csv = true,
+                "--no-scaling" => o.no_scaling = true,
+                "--plot" => o.plot = Some(value("--plot")?),
+                "--workers-n" => o.workers_n = Some(parse_num(&value("--workers-n")?)?),
+                "--workers" => {
+                    for w in value("--workers")?.split(',').filter(|s| !s.is_empty()) {
+                        let w: usize = parse_num(w)?;
+                        if w == 0 {
+                            return Err("--workers: counts start at 1".into());
+                        }
+                        o.workers.push(w);
+                    }
+                }
                 "--only" => o.only.extend(
                     value("--only")?
                         .split(',')
@@ -159,6 +197,7 @@ fn child(opts: &Options, imp: Imp, bench: &str) -> ExitCode {
     let params = Params {
         n: opts.n.unwrap_or_else(|| spec.n_for(imp, opts.full)),
         warmup: opts.warmup,
+        workers: opts.workers_n,
     };
     harness::child_main(&spec, imp, params, opts.reps.unwrap_or(1));
     ExitCode::SUCCESS
@@ -185,9 +224,39 @@ fn parent(opts: &Options) -> ExitCode {
         .iter()
         .map(|spec| run_benchmark(spec, opts, started))
         .collect();
-    let wall = started.elapsed();
 
     println!("{}", report::render(&results));
+
+    let scalable: Vec<&Spec> = selected
+        .iter()
+        .filter(|s| scaling::SCALABLE.contains(&s.key))
+        .collect();
+    let mut points = Vec::new();
+    let counts = if opts.workers.is_empty() {
+        scaling::default_counts(machine.usable_cpus)
+    } else {
+        opts.workers.clone()
+    };
+    if !opts.no_scaling && !scalable.is_empty() {
+        let reps = if opts.full { 5 } else { 3 };
+        let timeout = Duration::from_secs(opts.timeout.unwrap_or(if opts.full { 120 } else { 30 }));
+        points = scaling::run(&scalable, &counts, reps, opts.full, timeout);
+        println!("{}", scaling::render(&points, &counts));
+        if let Some(path) = &opts.plot {
+            let title = format!("greenos scaling — {}", report::machine_line(&machine));
+            match std::fs::write(path, scaling::svg(&points, &counts, &title)) {
+                Ok(()) => println!("scaling plot written to {path}"),
+                Err(e) => eprintln!("bench: cannot write {path}: {e}"),
+            }
+        }
+    }
+    let wall = started.elapsed();
+    if opts.csv {
+        println!("{}", report::to_csv(&results));
+        if !points.is_empty() {
+            println!("{}", scaling::csv(&points));
+        }
+    }
     println!("Wall time of the whole run: {:.1} s", wall.as_secs_f64());
     if opts.json {
         println!();
@@ -195,6 +264,9 @@ fn parent(opts: &Options) -> ExitCode {
             "{}",
             report::to_json(&machine, mode, wall.as_secs_f64(), &results)
         );
+        if !points.is_empty() {
+            println!("{}", scaling::json(&points));
+        }
     }
     ExitCode::SUCCESS
 }
@@ -232,6 +304,7 @@ fn run_benchmark(spec: &Spec, opts: &Options, started: Instant) -> BenchResult {
             let params = Params {
                 n: cell.n,
                 warmup: !spec.heavy,
+                workers: None,
             };
             match harness::run_child(spec, cell.imp, params, timeout) {
                 Outcome::Ok(r) => {

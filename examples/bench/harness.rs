@@ -122,9 +122,17 @@ pub struct Params {
     /// Run the workload once at a tenth of the size, untimed, before the
     /// timed run (same runtime), so that pools and caches are warm.
     pub warmup: bool,
+    /// Worker count for the scaling runs (`--workers`); `None`: the
+    /// benchmark's own choice (all usable CPUs for throughput benchmarks).
+    pub workers: Option<usize>,
 }
 
 impl Params {
+    /// Workers to use: the scaling run's count, else every usable CPU.
+    pub fn workers(&self) -> usize {
+        self.workers.unwrap_or_else(crate::os::usable_cpus)
+    }
+
     pub fn warmup_n(&self) -> u64 {
         (self.n / 10).max(1)
     }
@@ -253,6 +261,9 @@ pub fn run_child(spec: &Spec, imp: Imp, params: Params, timeout: Duration) -> Ou
         .arg("1");
     if params.warmup {
         cmd.arg("--warmup");
+    }
+    if let Some(w) = params.workers {
+        cmd.arg("--workers-n").arg(w.to_string());
     }
     // Panic messages, not backtraces, in the failure notes; the note says
     // how to re-run the cell by hand.

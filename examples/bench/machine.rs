@@ -9,6 +9,8 @@ pub struct Machine {
     pub usable_cpus: usize,
     /// `processor` entries in /proc/cpuinfo.
     pub online_cpus: usize,
+    /// Packages, NUMA nodes, LLCs, cores and PUs from greenos's topology.
+    pub topology: String,
     pub kernel: String,
     pub rustc: String,
     /// `vm.max_map_count`: bounds how many guard-paged stacks may exist.
@@ -31,6 +33,17 @@ impl Machine {
             cpu_model,
             usable_cpus: crate::os::usable_cpus(),
             online_cpus,
+            topology: match greenos::Topology::detect() {
+                Ok(t) => format!(
+                    "{} package(s), {} NUMA node(s), {} LLC(s), {} cores, {} PUs",
+                    t.nr_packages(),
+                    t.nr_nodes(),
+                    t.nr_llcs(),
+                    t.nr_cores(),
+                    t.nr_pus()
+                ),
+                Err(e) => format!("topology unknown ({e})"),
+            },
             kernel: uname(),
             rustc: rustc_version(),
             max_map_count: std::fs::read_to_string("/proc/sys/vm/max_map_count")

@@ -270,8 +270,8 @@ pub fn render(results: &[BenchResult]) -> String {
 
 pub fn machine_line(m: &Machine) -> String {
     format!(
-        "machine: {} | {} usable CPUs ({} online) | {} | {} | vm.max_map_count {}",
-        m.cpu_model, m.usable_cpus, m.online_cpus, m.kernel, m.rustc, m.max_map_count
+        "machine: {} | {} usable CPUs ({} online) | {} | {} | {} | vm.max_map_count {}",
+        m.cpu_model, m.usable_cpus, m.online_cpus, m.topology, m.kernel, m.rustc, m.max_map_count
     )
 }
 
@@ -346,5 +346,31 @@ pub fn to_json(m: &Machine, mode: &str, wall_s: f64, results: &[BenchResult]) ->
         out.push_str("]}");
     }
     out.push_str("]}");
+    out
+}
+
+/// Every cell as CSV: `bench,impl,n,median,min,max,unit,peak_rss_mib_median`.
+pub fn to_csv(results: &[BenchResult]) -> String {
+    let mut out = String::from("bench,impl,n,median,min,max,unit,peak_rss_mib_median\n");
+    for r in results {
+        for c in &r.cells {
+            let Some(s) = c.summary() else { continue };
+            let rss = c
+                .rss_summary()
+                .map_or(String::new(), |r| format!("{}", r.median));
+            let _ = writeln!(
+                out,
+                "{},{},{},{},{},{},\"{}\",{}",
+                r.key,
+                c.imp.key(),
+                c.n,
+                s.median,
+                s.min,
+                s.max,
+                r.unit,
+                rss
+            );
+        }
+    }
     out
 }

@@ -77,7 +77,7 @@ fn greenos_node(num: u64, size: u64) -> u64 {
 
 pub fn greenos(p: &Params) -> Duration {
     let rt = greenos::Runtime::builder()
-        .workers(crate::os::usable_cpus())
+        .workers(p.workers())
         .build()
         .expect("build greenos runtime");
     let round = |leaves: u64| {
@@ -116,7 +116,7 @@ fn tokio_node(num: u64, size: u64) -> Pin<Box<dyn Future<Output = u64> + Send>> 
 
 pub fn tokio(p: &Params) -> Duration {
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(crate::os::usable_cpus())
+        .worker_threads(p.workers())
         .build()
         .expect("build tokio runtime");
     let round = |leaves: u64| {
@@ -155,7 +155,7 @@ fn may_node(num: u64, size: u64) -> u64 {
 }
 
 pub fn may(p: &Params) -> Duration {
-    may::config().set_workers(crate::os::usable_cpus());
+    may::config().set_workers(p.workers());
     let round = |leaves: u64| {
         may::go!(move || {
             let start = Instant::now();

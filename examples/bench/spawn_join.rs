@@ -49,7 +49,7 @@ fn expected_sum(n: u64) -> u64 {
 
 pub fn greenos(p: &Params) -> Duration {
     let rt = greenos::Runtime::builder()
-        .workers(crate::os::usable_cpus())
+        .workers(p.workers())
         .build()
         .expect("build greenos runtime");
     let round = |n: u64| {
@@ -70,7 +70,7 @@ pub fn greenos(p: &Params) -> Duration {
 
 pub fn tokio(p: &Params) -> Duration {
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(crate::os::usable_cpus())
+        .worker_threads(p.workers())
         .build()
         .expect("build tokio runtime");
     let round = |n: u64| {
@@ -96,7 +96,7 @@ pub fn tokio(p: &Params) -> Duration {
 }
 
 pub fn may(p: &Params) -> Duration {
-    may::config().set_workers(crate::os::usable_cpus());
+    may::config().set_workers(p.workers());
     let round = |n: u64| {
         may::go!(move || {
             let start = Instant::now();
