@@ -29,6 +29,7 @@ pub use cpuset::CpuSet;
 pub use error::JoinError;
 pub use metrics::{CpuMetrics, Metrics};
 pub use runtime::{Builder, Policy, Runtime};
+pub use sched::SchedPolicy;
 pub use task::{
     current, current_cpu, getgid, getpid, getuid, maybe_yield, sched_getaffinity,
     sched_setaffinity, sleep, spawn, try_current, yield_now, JoinHandle, Task,

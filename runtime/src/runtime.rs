@@ -28,19 +28,7 @@ use crate::sched::Tunables;
 use crate::task::{Builder as TaskBuilder, JoinHandle};
 use crate::Pid;
 
-/// The fair scheduling class a runtime uses on every CPU.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Policy {
-    /// Completely Fair Scheduler (Linux 2.6.23–6.5).
-    #[default]
-    Cfs,
-    /// Earliest Eligible Virtual Deadline First (Linux 6.6+).
-    Eevdf,
-    /// The O(1) scheduler (Linux 2.6.0–2.6.22).
-    O1,
-    /// The O(N) scheduler (Linux 2.4).
-    ON,
-}
+pub use crate::sched::Policy;
 
 /// Configures and builds a [`Runtime`].
 #[derive(Debug, Clone)]
