@@ -214,6 +214,15 @@ impl<T> EevdfRq<T> {
         s >= self.key(v) * w
     }
 
+    /// [`vruntime_eligible`](Self::vruntime_eligible) with `S` and `W`
+    /// computed once, for the tree descent.
+    #[inline]
+    fn eligible_test(&self) -> impl Fn(u64) -> bool {
+        let (s, w) = self.totals();
+        let v0 = self.min_vruntime;
+        move |v| s >= i128::from(v.wrapping_sub(v0) as i64) * w
+    }
+
     /// The monotone reference `v0`.
     pub fn min_vruntime(&self) -> u64 {
         self.min_vruntime
@@ -309,7 +318,7 @@ impl<T> EevdfRq<T> {
                 return Some(None);
             }
         }
-        let best = self.tree.pick_eligible(|v| self.vruntime_eligible(v));
+        let best = self.tree.pick_eligible(self.eligible_test());
         match (best, curr) {
             (Some(b), Some(c)) => {
                 if entity_before(c.deadline, self.tree.info(b).deadline) {
@@ -393,7 +402,7 @@ impl<T> SchedClass<T> for EevdfRq<T> {
             // V's own position is always eligible, so this finds one; the
             // fallback only guards against a rounding surprise.
             self.tree
-                .pick_eligible(|v| self.vruntime_eligible(v))
+                .pick_eligible(self.eligible_test())
                 .or_else(|| self.tree.first())
         }?;
         let info = self.tree.info(node);
