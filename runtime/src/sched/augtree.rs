@@ -231,6 +231,12 @@ impl<T> AugTree<T> {
         (info, task)
     }
 
+    /// The handle of node `id`.
+    #[inline]
+    pub(crate) fn task(&self, id: u32) -> &T {
+        self.n(id).task.as_ref().expect("node is occupied")
+    }
+
     /// The stored info of node `id`.
     #[inline]
     pub(crate) fn info(&self, id: u32) -> NodeInfo {

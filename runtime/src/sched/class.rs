@@ -103,6 +103,25 @@ impl TaskEntity {
     pub fn sum_exec_runtime(&self) -> u64 {
         self.se.sum_exec_runtime
     }
+
+    /// Changes the nice value (`setpriority`): weight, O(1) static
+    /// priority. Only while off every queue (dequeue, change, enqueue), as
+    /// `set_user_nice()` does.
+    pub fn set_nice(&mut self, nice: i32) {
+        debug_assert!(!self.se.on_rq, "set_nice on a queued entity");
+        self.se.set_nice(nice);
+        self.o1.set_nice(nice, self.policy);
+    }
+
+    /// Changes the policy (`sched_setscheduler`); same rule as
+    /// [`set_nice`](Self::set_nice). An RT task keeps its nice value for
+    /// when it returns to a fair policy.
+    pub fn set_policy(&mut self, policy: SchedPolicy) {
+        debug_assert!(!self.se.on_rq, "set_policy on a queued entity");
+        self.policy = policy;
+        self.se.set_idle_policy(policy == SchedPolicy::Idle);
+        self.o1.set_nice(self.se.nice, policy);
+    }
 }
 
 /// One scheduling class's per-CPU queue (kernel: `struct sched_class` plus
@@ -167,6 +186,18 @@ pub trait SchedClass<T> {
     /// Removes every queued task (shutdown); the current one stays. The
     /// caller clears `on_rq` on the entities behind the handles.
     fn drain(&mut self) -> Vec<T>;
+
+    /// The task [`pop_coldest`](Self::pop_coldest) would take, left queued
+    /// (the balancer checks it first).
+    fn coldest(&self) -> Option<&T>;
+
+    /// Wall-clock ns the (charged) current task may still run before
+    /// [`check_preempt_tick`](Self::check_preempt_tick) would fire, if
+    /// nothing else changes; `None` when nothing bounds it (it runs alone,
+    /// or it is FIFO). For drivers whose tick is coarse or remote (the
+    /// executor's monitor thread). Exact for the classes; the run queue's
+    /// RT-throttling bound may be early (see [`RunQueue`](super::RunQueue)).
+    fn preempt_budget(&self, curr: &TaskEntity) -> Option<u64>;
 
     /// Tasks accounted here: queued plus current.
     fn nr_running(&self) -> usize;
@@ -250,6 +281,22 @@ impl<T> SchedClass<T> for CfsRq<T> {
 
     fn drain(&mut self) -> Vec<T> {
         CfsRq::drain(self).map(|(_, t)| t).collect()
+    }
+
+    fn coldest(&self) -> Option<&T> {
+        self.iter().next_back().map(|(_, t)| t)
+    }
+
+    fn preempt_budget(&self, curr: &TaskEntity) -> Option<u64> {
+        if CfsRq::nr_queued(self) == 0 {
+            return None;
+        }
+        // check_preempt_tick()'s first test: the slice since the pick.
+        let ran = curr
+            .se
+            .sum_exec_runtime
+            .wrapping_sub(curr.se.prev_sum_exec_runtime);
+        Some(self.sched_slice(&curr.se).saturating_sub(ran))
     }
 
     #[inline]

@@ -36,7 +36,7 @@ use super::cfs::{entity_before, max_vruntime, min_vruntime, EnqueueFlags, Tunabl
 use super::class::{SchedClass, TaskEntity};
 use super::list::NIL;
 use super::policy::SchedPolicy;
-use super::weights::fair_delta;
+use super::weights::{fair_delta, mul_div, NICE_0_LOAD};
 
 /// Normalized `base_slice` (one CPU), 6.6 – 6.14: 0.75 ms.
 pub const NORMALIZED_BASE_SLICE_NS: u64 = 750_000;
@@ -533,6 +533,26 @@ impl<T> SchedClass<T> for EevdfRq<T> {
         }
         out.reverse();
         out
+    }
+
+    fn coldest(&self) -> Option<&T> {
+        self.tree.last().map(|id| self.tree.task(id))
+    }
+
+    fn preempt_budget(&self, curr: &TaskEntity) -> Option<u64> {
+        if self.tree.len() == 0 {
+            return None;
+        }
+        if self.curr.is_some_and(|c| c.resched) {
+            return Some(0);
+        }
+        // Wall time until v reaches the deadline: Δv · w / 1024.
+        let dv = curr.eevdf.deadline.wrapping_sub(curr.se.vruntime) as i64;
+        Some(if dv <= 0 {
+            0
+        } else {
+            mul_div(dv as u64, curr.se.load.weight, NICE_0_LOAD)
+        })
     }
 
     #[inline]

@@ -163,6 +163,16 @@ impl O1Data {
         }
     }
 
+    /// Re-derives the static priority (and the no-bonus rule) after a nice
+    /// or policy change; the dynamic priority follows at the next wakeup or
+    /// slice end.
+    pub fn set_nice(&mut self, nice: i32, policy: SchedPolicy) {
+        self.nice = nice;
+        self.static_prio = static_prio(nice, policy);
+        self.no_bonus = matches!(policy, SchedPolicy::Batch | SchedPolicy::Idle);
+        self.prio = effective_prio(self.static_prio, self.sleep_avg);
+    }
+
     /// `TASK_INTERACTIVE(p)`: `prio ≤ static_prio − DELTA(p)`.
     pub fn interactive(&self) -> bool {
         i32::from(self.prio) <= i32::from(self.static_prio) - interactive_delta(self.nice)
@@ -515,6 +525,40 @@ impl<T> SchedClass<T> for O1Rq<T> {
         }
         self.nr_running = usize::from(self.curr.is_some());
         out
+    }
+
+    fn coldest(&self) -> Option<&T> {
+        for array in [1 - self.active, self.active] {
+            if let Some(idx) = self.arrays[array].first_set() {
+                let tail = self.arrays[array].lists[idx].tail;
+                return Some(&self.slab.get(tail).0);
+            }
+        }
+        None
+    }
+
+    fn preempt_budget(&self, curr: &TaskEntity) -> Option<u64> {
+        let c = self.curr?;
+        if c.expired || c.rr {
+            return Some(0);
+        }
+        if self.nr_running <= 1 {
+            return None;
+        }
+        let mut left = curr.o1.time_slice;
+        if curr.o1.interactive() {
+            // Time to the next TIMESLICE_GRANULARITY boundary.
+            let full = task_timeslice(curr.o1.static_prio);
+            let gran = timeslice_granularity(curr.o1.sleep_avg);
+            let used = full.saturating_sub(curr.o1.time_slice);
+            let to_boundary = gran - used % gran;
+            // update_curr() requeues there only if a granule is left (a
+            // charge ending 1 ns past the boundary must leave one).
+            if curr.o1.time_slice.saturating_sub(to_boundary) > gran {
+                left = left.min(to_boundary);
+            }
+        }
+        Some(left)
     }
 
     fn nr_running(&self) -> usize {

@@ -374,6 +374,24 @@ impl<T> SchedClass<T> for OnRq<T> {
         out
     }
 
+    fn coldest(&self) -> Option<&T> {
+        let mut id = self.list.tail;
+        if id == self.curr && id != NIL {
+            id = self.slab.prev(id);
+        }
+        (id != NIL)
+            .then(|| self.slab.get(id).task.as_ref())
+            .flatten()
+    }
+
+    fn preempt_budget(&self, curr: &TaskEntity) -> Option<u64> {
+        if self.curr == NIL || self.slab.len() <= 1 {
+            return None;
+        }
+        let counter = u64::from(self.slab.get(self.curr).counter);
+        Some((counter * self.tunables.tick_ns()).saturating_sub(curr.on.tick_acc))
+    }
+
     fn nr_running(&self) -> usize {
         self.slab.len()
     }

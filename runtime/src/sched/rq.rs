@@ -134,6 +134,14 @@ impl<T> SchedClass<T> for FairRq<T> {
         fair_dispatch!(self, q => SchedClass::drain(q))
     }
     #[inline]
+    fn coldest(&self) -> Option<&T> {
+        fair_dispatch!(self, q => q.coldest())
+    }
+    #[inline]
+    fn preempt_budget(&self, curr: &TaskEntity) -> Option<u64> {
+        fair_dispatch!(self, q => q.preempt_budget(curr))
+    }
+    #[inline]
     fn nr_running(&self) -> usize {
         fair_dispatch!(self, q => SchedClass::nr_running(q))
     }
@@ -181,6 +189,17 @@ impl<T> RunQueue<T> {
     /// The fair policy.
     pub fn policy(&self) -> Policy {
         self.fair.policy()
+    }
+
+    /// The fair queue's monotone virtual clock floor (CFS `min_vruntime`,
+    /// EEVDF's `v0`; 0 for the classes without virtual time), for
+    /// re-basing a CFS vruntime read by another CPU.
+    pub fn min_vruntime(&self) -> u64 {
+        match &self.fair {
+            FairRq::Cfs(q) => q.min_vruntime(),
+            FairRq::Eevdf(q) => q.min_vruntime(),
+            FairRq::O1(_) | FairRq::ON(_) => 0,
+        }
     }
 
     /// Whether RT must step aside now: throttled with a fair task waiting.
@@ -317,6 +336,34 @@ impl<T> SchedClass<T> for RunQueue<T> {
         let mut v = self.rt.drain();
         v.extend(self.fair.drain());
         v
+    }
+
+    fn coldest(&self) -> Option<&T> {
+        self.fair.coldest()
+    }
+
+    fn preempt_budget(&self, curr: &TaskEntity) -> Option<u64> {
+        if curr.policy.is_rt() {
+            let own = self.rt.preempt_budget(curr);
+            if self.fair.nr_queued() == 0 {
+                return own;
+            }
+            // Throttling: RT may run until rt_time exceeds the runtime. This
+            // ignores a period ending first (which replenishes), so it may
+            // be early, never late: an early check only costs a re-pick.
+            let bw = self
+                .rt_bandwidth
+                .runtime_ns
+                .map(|r| (r + 1).saturating_sub(self.rt_bandwidth.rt_time()));
+            match (own, bw) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            }
+        } else if self.rt.nr_queued() > 0 && !self.rt_bandwidth.throttled() {
+            Some(0)
+        } else {
+            self.fair.preempt_budget(curr)
+        }
     }
 
     fn nr_running(&self) -> usize {

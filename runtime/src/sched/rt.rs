@@ -245,6 +245,20 @@ impl<T> SchedClass<T> for RtRq<T> {
         out
     }
 
+    fn coldest(&self) -> Option<&T> {
+        let l = (0..LEVELS).rev().find(|&l| !self.lists[l].is_empty())?;
+        Some(self.slab.get(self.lists[l].tail))
+    }
+
+    fn preempt_budget(&self, curr: &TaskEntity) -> Option<u64> {
+        let c = self.curr?;
+        if c.rr_expired && !self.lists[c.level].is_empty() {
+            return Some(0);
+        }
+        let rr = matches!(curr.policy, SchedPolicy::RoundRobin { .. });
+        (rr && !self.lists[c.level].is_empty()).then_some(curr.rt.time_slice)
+    }
+
     fn nr_running(&self) -> usize {
         self.nr_queued + usize::from(self.curr.is_some())
     }

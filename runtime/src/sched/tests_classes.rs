@@ -760,8 +760,9 @@ fn every_class_survives_random_protocol_sequences() {
             let nice = (i as i32 % 7) * 5 - 15;
             cpu.add_with(nice, pol[i % pol.len()], EnqueueFlags::INITIAL);
         }
+        let mut budgets_checked = 0;
         for _ in 0..3_000 {
-            match rng.below(5) {
+            match rng.below(6) {
                 0 if cpu.curr.is_some() => {
                     cpu.block();
                 }
@@ -773,6 +774,26 @@ fn every_class_survives_random_protocol_sequences() {
                     }
                 }
                 2 if cpu.curr.is_some() => cpu.schedule(rng.below(3) == 0),
+                4 if cpu.curr.is_some() => {
+                    // The budget is exact: one ns past it the tick fires.
+                    let c = cpu.curr.unwrap();
+                    let throttle_bound = cpu.es[c].policy.is_rt() && cpu.q.fair.nr_queued() > 0;
+                    if let Some(b) = cpu.q.preempt_budget(&cpu.es[c]) {
+                        if b < 200 * MS && !throttle_bound {
+                            cpu.now += b + 1;
+                            cpu.q.update_curr(&mut cpu.es[c], cpu.now);
+                            assert!(
+                                cpu.q.check_preempt_tick(&cpu.es[c]),
+                                "{policy:?} budget {b} {:?} {:?} nr {}",
+                                cpu.es[c].policy,
+                                cpu.es[c].o1,
+                                cpu.q.nr_running()
+                            );
+                            cpu.schedule(false);
+                            budgets_checked += 1;
+                        }
+                    }
+                }
                 3 => {
                     // Migrate one queued task out and back in.
                     if let Some(t) = cpu.q.pop_coldest() {
@@ -803,6 +824,7 @@ fn every_class_survives_random_protocol_sequences() {
                 .sum();
             assert_eq!(cpu.q.load_weight(), fair_load, "{policy:?}");
         }
+        assert!(budgets_checked > 50, "{policy:?}: {budgets_checked}");
         let queued = cpu.q.nr_queued();
         assert_eq!(cpu.q.drain().len(), queued, "{policy:?}");
         assert_eq!(cpu.q.nr_queued(), 0);
