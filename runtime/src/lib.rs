@@ -31,8 +31,9 @@ pub use metrics::{CpuMetrics, Metrics};
 pub use runtime::{Builder, Policy, Runtime};
 pub use sched::SchedPolicy;
 pub use task::{
-    current, current_cpu, getgid, getpid, getuid, maybe_yield, sched_getaffinity,
-    sched_setaffinity, sleep, spawn, try_current, yield_now, JoinHandle, Task,
+    current, current_cpu, getgid, getpid, getpriority, getuid, maybe_yield, sched_getaffinity,
+    sched_getscheduler, sched_setaffinity, sched_setscheduler, setpriority, sleep, spawn,
+    try_current, yield_now, JoinHandle, Task,
 };
 
 /// A process id: names a green thread within its runtime. `Pid(0)` means the

@@ -97,18 +97,9 @@ impl Builder {
     }
 
     /// Starts the worker threads. Errors: `EINVAL` for zero workers or a
-    /// stack size out of range, `ENOSYS` for a policy not built yet, and
-    /// whatever the OS says when threads cannot be started.
+    /// stack size out of range, and whatever the OS says when threads
+    /// cannot be started.
     pub fn build(self) -> io::Result<Runtime> {
-        if self.policy != Policy::Cfs {
-            return Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                format!(
-                    "greenos: policy {:?} is not implemented yet; only Cfs is",
-                    self.policy
-                ),
-            ));
-        }
         let workers = match self.workers {
             Some(0) => return Err(errno(libc::EINVAL)),
             Some(n) => n,
@@ -125,6 +116,7 @@ impl Builder {
         }
         let config = Config {
             pin_workers: self.pin_workers,
+            policy: self.policy,
             default_stack_size: self.stack_size,
             idle_spin_ns: self.idle_spin.as_nanos() as u64,
             monitor_tick_ns: 1_000_000,
@@ -150,6 +142,7 @@ impl Builder {
                     switch_seq: AtomicU64::new(0),
                     nr_running: AtomicUsize::new(0),
                     min_vruntime: AtomicU64::new(0),
+                    run_budget: AtomicU64::new(monitor::BUDGET_CFS),
                     counters: Default::default(),
                 })
             })

@@ -231,22 +231,22 @@ impl<T> SchedClass<T> for CfsRq<T> {
         self.dequeue_entity(&mut e.se)
     }
 
-    #[inline]
+    #[inline(always)]
     fn pick_next(&mut self, skip: Option<&TaskEntity>) -> Option<T> {
         self.pick_next_entity(skip.map(|s| &s.se))
     }
 
-    #[inline]
+    #[inline(always)]
     fn set_next(&mut self, e: &mut TaskEntity, now: u64) {
         self.set_next_entity(&mut e.se, now);
     }
 
-    #[inline]
+    #[inline(always)]
     fn put_prev(&mut self, e: &mut TaskEntity, task: T) {
         self.put_prev_entity(&mut e.se, task);
     }
 
-    #[inline]
+    #[inline(always)]
     fn update_curr(&mut self, e: &mut TaskEntity, now: u64) {
         CfsRq::update_curr(self, &mut e.se, now);
     }

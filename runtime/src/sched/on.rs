@@ -329,7 +329,9 @@ impl<T> SchedClass<T> for OnRq<T> {
     }
 
     fn migrate_out(&mut self, e: &mut TaskEntity) {
-        if e.se.on_rq {
+        // Only an entity just taken by pop_coldest (off the queue, still
+        // naming its old node) picks up the counter saved there.
+        if e.se.on_rq || e.on.node == NIL {
             return;
         }
         if let Some(c) = self.popped.take() {

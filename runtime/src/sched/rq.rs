@@ -89,15 +89,15 @@ impl<T> SchedClass<T> for FairRq<T> {
     fn dequeue(&mut self, e: &mut TaskEntity) -> Option<T> {
         fair_dispatch!(self, q => q.dequeue(e))
     }
-    #[inline]
+    #[inline(always)]
     fn pick_next(&mut self, skip: Option<&TaskEntity>) -> Option<T> {
         fair_dispatch!(self, q => q.pick_next(skip))
     }
-    #[inline]
+    #[inline(always)]
     fn set_next(&mut self, e: &mut TaskEntity, now: u64) {
         fair_dispatch!(self, q => q.set_next(e, now))
     }
-    #[inline]
+    #[inline(always)]
     fn put_prev(&mut self, e: &mut TaskEntity, task: T) {
         fair_dispatch!(self, q => q.put_prev(e, task))
     }
@@ -105,7 +105,7 @@ impl<T> SchedClass<T> for FairRq<T> {
     fn yield_task(&mut self, e: &mut TaskEntity) {
         fair_dispatch!(self, q => q.yield_task(e))
     }
-    #[inline]
+    #[inline(always)]
     fn update_curr(&mut self, e: &mut TaskEntity, now: u64) {
         fair_dispatch!(self, q => SchedClass::update_curr(q, e, now))
     }
@@ -236,7 +236,7 @@ impl<T> SchedClass<T> for RunQueue<T> {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn pick_next(&mut self, skip: Option<&TaskEntity>) -> Option<T> {
         if self.rt.nr_queued() > 0 && !self.rt_held_back() {
             let skip_rt = skip.filter(|s| s.policy.is_rt());
@@ -248,7 +248,7 @@ impl<T> SchedClass<T> for RunQueue<T> {
         self.fair.pick_next(skip_fair)
     }
 
-    #[inline]
+    #[inline(always)]
     fn set_next(&mut self, e: &mut TaskEntity, now: u64) {
         if e.policy.is_rt() {
             self.rt_bandwidth.account(now, 0);
@@ -258,7 +258,7 @@ impl<T> SchedClass<T> for RunQueue<T> {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn put_prev(&mut self, e: &mut TaskEntity, task: T) {
         if e.policy.is_rt() {
             self.rt.put_prev(e, task)
@@ -276,7 +276,7 @@ impl<T> SchedClass<T> for RunQueue<T> {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn update_curr(&mut self, e: &mut TaskEntity, now: u64) {
         if e.policy.is_rt() {
             let before = e.se.sum_exec_runtime;
@@ -287,7 +287,12 @@ impl<T> SchedClass<T> for RunQueue<T> {
             }
         } else {
             self.fair.update_curr(e, now);
-            self.rt_bandwidth.account(now, 0);
+            // Only a throttled RT class needs the clock while fair tasks
+            // run (to replenish); otherwise the next RT charge replenishes
+            // the elapsed periods itself.
+            if self.rt_bandwidth.throttled() {
+                self.rt_bandwidth.account(now, 0);
+            }
         }
     }
 

@@ -830,3 +830,41 @@ fn every_class_survives_random_protocol_sequences() {
         assert_eq!(cpu.q.nr_queued(), 0);
     }
 }
+
+/// Cost of one switch through the class layer (`RunQueue`, CFS), to compare
+/// with `tests::switch_cost` (the bare `CfsRq`): the dispatch on policy and
+/// class must stay in the noise. Run by hand:
+/// `cargo test --release -p greenos-runtime tests_classes::run_queue_switch_cost -- --ignored --nocapture`.
+#[test]
+#[ignore = "timing, run by hand in release"]
+fn run_queue_switch_cost() {
+    use std::hint::black_box;
+    use std::time::Instant;
+    for policy in Policy::ALL {
+        for n in [2usize, 3, 9, 64] {
+            let mut rq = RunQueue::<u64>::new(policy, 8);
+            let mut ents: Vec<_> = (0..n)
+                .map(|_| TaskEntity::new(0, SchedPolicy::Normal))
+                .collect();
+            for (i, e) in ents.iter_mut().enumerate() {
+                rq.task_fork(None, e);
+                rq.enqueue(e, i as u64, EnqueueFlags::NONE, 0);
+            }
+            let mut cur = rq.pick_next(None).unwrap() as usize;
+            rq.set_next(&mut ents[cur], 0);
+            let (batch, mut now, mut best) = (50_000u32, 0u64, f64::MAX);
+            for _ in 0..100 {
+                let start = Instant::now();
+                for _ in 0..batch {
+                    now = black_box(now + 1000);
+                    rq.update_curr(&mut ents[cur], now);
+                    rq.put_prev(&mut ents[cur], cur as u64);
+                    cur = rq.pick_next(None).unwrap() as usize;
+                    rq.set_next(&mut ents[cur], now);
+                }
+                best = best.min(start.elapsed().as_nanos() as f64 / f64::from(batch));
+            }
+            println!("{policy:?} {n:3} tasks: {best:6.2} ns per switch (best batch)");
+        }
+    }
+}
