@@ -366,6 +366,11 @@ impl<T> SchedClass<T> for RunQueue<T> {
             }
         } else if self.rt.nr_queued() > 0 && !self.rt_bandwidth.throttled() {
             Some(0)
+        } else if self.rt.nr_queued() > 0 {
+            // Throttled RT returns when the period ends (`update_curr`
+            // replenishes it then).
+            let end = self.rt_bandwidth.until_period_end() + 1;
+            Some(self.fair.preempt_budget(curr).map_or(end, |b| b.min(end)))
         } else {
             self.fair.preempt_budget(curr)
         }

@@ -283,6 +283,8 @@ pub struct RtBandwidth {
     period_start: Option<u64>,
     rt_time: u64,
     throttled: bool,
+    /// The latest `now` seen by [`account`](Self::account).
+    last_now: u64,
 }
 
 impl Default for RtBandwidth {
@@ -301,7 +303,15 @@ impl RtBandwidth {
             period_start: None,
             rt_time: 0,
             throttled: false,
+            last_now: 0,
         }
+    }
+
+    /// Ns from the latest accounted `now` to the end of the current
+    /// period (when a throttled RT class is replenished).
+    pub fn until_period_end(&self) -> u64 {
+        let start = self.period_start.unwrap_or(self.last_now);
+        (start + self.period_ns).saturating_sub(self.last_now)
     }
 
     /// Whether RT is throttled now.
@@ -322,6 +332,7 @@ impl RtBandwidth {
         let Some(runtime) = self.runtime_ns else {
             return;
         };
+        self.last_now = self.last_now.max(now);
         let start = *self.period_start.get_or_insert(now);
         if now >= start + self.period_ns {
             let overrun = (now - start) / self.period_ns;
