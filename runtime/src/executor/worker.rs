@@ -391,10 +391,21 @@ impl WorkerLocal {
     }
 
     /// Prepares a task spawned by the current task on this CPU from its
-    /// parent's class state (the class's `task_fork`: CFS inherits the
-    /// vruntime, O(1) splits the timeslice, O(N) halves the counter), and
+    /// parent's class state (the class's `task_fork`: O(1) splits the
+    /// timeslice, O(N) halves the counter, EEVDF starts at lag 0), and
     /// unbinds it from this queue (it may start on another CPU).
     pub(crate) fn fork_sched(&mut self, parent: &Task, child: &Task) {
+        if self.cfs {
+            // CFS keeps the executor's own placement: a child starts at
+            // relative vruntime 0, then START_DEBIT from the queue's
+            // min_vruntime. Inheriting the parent's vruntime as
+            // task_fork_fair() does would add the parent's own START_DEBIT
+            // (up to a whole period when it ran alone) and change how
+            // yields pass between a parent and its children, which the
+            // executor's balancing was tuned for (runtime_migration's
+            // pinned-task test).
+            return;
+        }
         // SAFETY: `parent` is the task running on this CPU (its own code
         // calls this, while the worker holds no borrow of its entity);
         // `child` is new and seen by nobody else yet.
