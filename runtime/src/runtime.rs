@@ -143,6 +143,7 @@ impl Builder {
                     nr_running: AtomicUsize::new(0),
                     min_vruntime: AtomicU64::new(0),
                     run_budget: AtomicU64::new(monitor::BUDGET_CFS),
+                    next_timer: AtomicU64::new(u64::MAX),
                     counters: Default::default(),
                 })
             })

@@ -122,6 +122,10 @@ pub(crate) struct WorkerShared {
     /// The running task's run budget (ns from `run_start`) for the
     /// monitor; `monitor::BUDGET_CFS`: derive the CFS slice instead.
     pub(crate) run_budget: AtomicU64,
+    /// Earliest armed timer of this CPU (`u64::MAX`: none), as of its
+    /// last scheduling turn: the monitor preempts the running task once it
+    /// is due, so that timers fire on time (they fire in the run loop).
+    pub(crate) next_timer: AtomicU64,
     pub(crate) counters: CpuCounters,
 }
 

@@ -11,6 +11,9 @@
 //!   or
 //! - a wakeup is waiting in the CPU's inbox and the running task has had at
 //!   least `sched_min_granularity`, or
+//! - one of the CPU's timers is due (timers fire in the run loop, so this is
+//!   the timer interrupt's preemption point; the woken task then competes
+//!   by its class's rules), or
 //! - another CPU is idle while this one has a task waiting and the running
 //!   task has had `sched_min_granularity`: the switch lets this CPU push
 //!   work to the idle one (the idle CPU's pull, done for it; a pair of tasks
@@ -105,7 +108,9 @@ pub(crate) fn run_monitor(shared: Arc<Shared>) {
                 // check would fire (`SchedClass::preempt_budget`).
                 ran > budget
             };
-            if over || (ran > min_gran && !w.inbox.is_empty()) {
+            // A timer of this CPU is due: it fires at the next switch.
+            let timer_due = now >= w.next_timer.load(Ordering::Relaxed);
+            if over || timer_due || (ran > min_gran && !w.inbox.is_empty()) {
                 w.need_resched.store(true, Ordering::Relaxed);
             }
             let seq = w.switch_seq.load(Ordering::Relaxed);

@@ -272,6 +272,13 @@ impl WorkerLocal {
                 super::wake_task(t.task);
             }
         }
+        // The monitor interrupts the next task when this deadline passes
+        // (the timer interrupt's preemption point).
+        let next = self.timers.next_deadline().unwrap_or(u64::MAX);
+        let ws = self.ws();
+        if ws.next_timer.load(Ordering::Relaxed) != next {
+            ws.next_timer.store(next, Ordering::Relaxed);
+        }
     }
 
     fn pull_inbox(&mut self) {
