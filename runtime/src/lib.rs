@@ -32,9 +32,11 @@ pub use cpuset::CpuSet;
 pub use error::JoinError;
 pub use metrics::{CpuMetrics, Metrics, TaskMetrics, TaskState};
 pub use runtime::{Builder, Placement, Policy, Runtime};
+pub use sched::SchedPolicy;
 pub use task::{
-    current, current_cpu, getgid, getpid, getuid, maybe_yield, sched_getaffinity,
-    sched_setaffinity, sleep, spawn, try_current, yield_now, JoinHandle, Task,
+    current, current_cpu, getgid, getpid, getpriority, getuid, maybe_yield, sched_getaffinity,
+    sched_getscheduler, sched_setaffinity, sched_setscheduler, setpriority, sleep, spawn,
+    try_current, yield_now, JoinHandle, Task,
 };
 
 /// A process id: names a green thread within its runtime. `Pid(0)` means the

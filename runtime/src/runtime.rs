@@ -30,19 +30,7 @@ use crate::task::{Builder as TaskBuilder, JoinHandle};
 use crate::topology::{Topology, TopologySource};
 use crate::Pid;
 
-/// The fair scheduling class a runtime uses on every CPU.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Policy {
-    /// Completely Fair Scheduler (Linux 2.6.23–6.5).
-    #[default]
-    Cfs,
-    /// Earliest Eligible Virtual Deadline First (Linux 6.6+).
-    Eevdf,
-    /// The O(1) scheduler (Linux 2.6.0–2.6.22).
-    O1,
-    /// The O(N) scheduler (Linux 2.4).
-    ON,
-}
+pub use crate::sched::Policy;
 
 /// How runtime CPUs are laid onto the topology's PUs.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -164,18 +152,9 @@ impl Builder {
 
     /// Starts the worker threads. Errors: `EINVAL` for zero workers, a
     /// stack size out of range, or a [`Placement::List`] naming a PU the
-    /// topology lacks or disagreeing with `workers`; `ENOSYS` for a policy
-    /// not built yet; whatever the OS says when threads cannot start.
+    /// topology lacks or disagreeing with `workers`; whatever the OS says
+    /// when threads cannot start.
     pub fn build(mut self) -> io::Result<Runtime> {
-        if self.policy != Policy::Cfs {
-            return Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                format!(
-                    "greenos: policy {:?} is not implemented yet; only Cfs is",
-                    self.policy
-                ),
-            ));
-        }
         let layout = Layout::new(
             self.topology.take(),
             &self.placement,
@@ -194,6 +173,7 @@ impl Builder {
         }
         let config = Config {
             pin_workers: self.pin_workers,
+            policy: self.policy,
             default_stack_size: self.stack_size,
             idle_spin_ns: self.idle_spin.as_nanos() as u64,
             monitor_tick_ns: 1_000_000,
@@ -219,6 +199,8 @@ impl Builder {
                     switch_seq: AtomicU64::new(0),
                     nr_running: AtomicUsize::new(0),
                     min_vruntime: AtomicU64::new(0),
+                    run_budget: AtomicU64::new(monitor::BUDGET_CFS),
+                    next_timer: AtomicU64::new(u64::MAX),
                     counters: Default::default(),
                 })
             })

@@ -31,8 +31,9 @@ use std::time::Duration;
 use crate::cpuset::CpuSet;
 use crate::error::{errno, JoinError};
 use crate::executor::affinity::TaskMask;
-use crate::executor::task::{Task as TaskCb, TaskEntry, TaskInit, TaskRef};
+use crate::executor::task::{encode_policy, Task as TaskCb, TaskEntry, TaskInit, TaskRef};
 use crate::executor::{self, Shared};
+use crate::sched::{check_setpriority, check_setscheduler, SchedPolicy, SchedTarget};
 use crate::wait::{WaitQueue, WaitResult};
 use crate::Pid;
 
@@ -295,6 +296,11 @@ impl Task {
         Pid(self.inner.ppid)
     }
 
+    /// The task's scheduling policy.
+    pub fn policy(&self) -> SchedPolicy {
+        self.inner.policy()
+    }
+
     /// The task's user id.
     pub fn uid(&self) -> u32 {
         self.inner.uid
@@ -344,6 +350,7 @@ pub struct Builder {
     gid: Option<u32>,
     affinity: Option<CpuSet>,
     pinned: bool,
+    policy: Option<SchedPolicy>,
 }
 
 /// What a new task inherits from its parent (or from the process when
@@ -352,6 +359,7 @@ struct Parent {
     uid: u32,
     gid: u32,
     nice: i32,
+    policy: SchedPolicy,
     /// The parent task (alive: it is the caller), if the caller is a task.
     task: *const TaskCb,
 }
@@ -366,6 +374,7 @@ impl Parent {
                 uid,
                 gid,
                 nice: 0,
+                policy: SchedPolicy::Normal,
                 task: std::ptr::null(),
             }
         } else {
@@ -376,6 +385,7 @@ impl Parent {
                 uid: id.uid,
                 gid: id.gid,
                 nice: t.nice.load(Ordering::Relaxed),
+                policy: t.policy(),
                 task: t,
             }
         }
@@ -397,6 +407,17 @@ impl Builder {
     /// Nice value, -20 (most CPU) ..= 19 (least); default: the parent's.
     pub fn nice(mut self, nice: i32) -> Builder {
         self.nice = Some(nice);
+        self
+    }
+
+    /// Scheduling policy (default: the parent's, as fork does):
+    /// `SchedPolicy::{Normal, Batch, Idle}` run in the runtime's fair class,
+    /// `Fifo`/`RoundRobin` (priority 1–99) in the real-time class above it.
+    /// Errors at spawn: `EINVAL` for an RT priority out of range; `EPERM`
+    /// for a non-root parent asking for RT (or a higher RT priority than
+    /// its own), as `sched_setscheduler(2)`.
+    pub fn policy(mut self, policy: SchedPolicy) -> Builder {
+        self.policy = Some(policy);
         self
     }
 
@@ -497,6 +518,18 @@ impl Builder {
             // Raising priority needs privilege, as setpriority(2) says.
             return Err(errno(libc::EPERM));
         }
+        let policy = match self.policy {
+            Some(p) => {
+                let me = SchedTarget {
+                    uid: parent.uid,
+                    policy: parent.policy,
+                    nice: parent.nice,
+                };
+                check_setscheduler(parent.uid, &me, p)?;
+                p
+            }
+            None => parent.policy,
+        };
         // SAFETY: a non-null parent is the running caller, alive throughout.
         let parent_task = unsafe { parent.task.as_ref() };
         let allowed = match (&self.affinity, parent_task) {
@@ -536,6 +569,7 @@ impl Builder {
                 uid,
                 gid,
                 nice,
+                policy,
                 cpu: 0,
                 allowed,
                 pinned: self.pinned,
@@ -549,6 +583,15 @@ impl Builder {
             },
             entry,
         );
+        if let Some(p) = parent_task.filter(|p| p.rt_id == shared.id) {
+            // Forked by a task of this runtime, on one of its CPUs: the
+            // class prepares the child from the parent (task_fork).
+            executor::with_local(|l| {
+                if Arc::ptr_eq(l.shared(), shared) {
+                    l.fork_sched(p, &task);
+                }
+            });
+        }
         let handle = JoinHandle {
             slot,
             task: Task {
@@ -881,6 +924,81 @@ pub fn sched_setaffinity(pid: Pid, set: &CpuSet) -> io::Result<()> {
         executor::yield_to_migrate();
     }
     Ok(())
+}
+
+/// The caller's uid (`target` itself when it is the caller).
+fn caller_uid(target: &TaskRef, is_self: bool, what: &str) -> u32 {
+    if is_self {
+        target.uid
+    } else {
+        executor::current_task_ref(what).uid
+    }
+}
+
+fn sched_target(t: &TaskRef) -> SchedTarget {
+    SchedTarget {
+        uid: t.uid,
+        policy: t.policy(),
+        nice: t.nice.load(Ordering::Relaxed),
+    }
+}
+
+/// Sets the scheduling policy of task `pid` (`Pid(0)`: the caller), like
+/// sched_setscheduler(2). The caller's own change applies at once (it
+/// switches out and back in under the new policy); another task's applies
+/// at its next scheduling point (when it next switches out or wakes up),
+/// since its run queue belongs to its CPU. Errors: EINVAL for an RT
+/// priority outside 1–99, ESRCH for an unknown pid, EPERM for another
+/// user's task, or when a non-root caller asks for RT, a higher RT
+/// priority, or to leave `SchedPolicy::Idle` (Linux's defaults:
+/// `RLIMIT_RTPRIO` and `RLIMIT_NICE` 0). Panics outside a greenos task.
+pub fn sched_setscheduler(pid: Pid, policy: SchedPolicy) -> io::Result<()> {
+    const WHAT: &str = "sched_setscheduler";
+    let (task, is_self) = target_task(pid, WHAT)?;
+    check_setscheduler(
+        caller_uid(&task, is_self, WHAT),
+        &sched_target(&task),
+        policy,
+    )?;
+    task.policy.store(encode_policy(policy), Ordering::Relaxed);
+    task.sched_dirty.store(true, Ordering::Release);
+    if is_self {
+        executor::yield_to_migrate();
+    }
+    Ok(())
+}
+
+/// The scheduling policy of task `pid` (`Pid(0)`: the caller), like
+/// sched_getscheduler(2) + sched_getparam(2). Errors: ESRCH.
+pub fn sched_getscheduler(pid: Pid) -> io::Result<SchedPolicy> {
+    let (task, _) = target_task(pid, "sched_getscheduler")?;
+    Ok(task.policy())
+}
+
+/// Sets the nice value of task `pid` (`Pid(0)`: the caller), like
+/// setpriority(PRIO_PROCESS, ..). Applies like
+/// [`sched_setscheduler`]. Errors: EINVAL for a nice outside -20..=19
+/// (Linux clamps; greenos rejects, as `Builder::nice` does), ESRCH, EPERM
+/// for another user's task, EACCES when a non-root caller lowers the value
+/// (as setpriority(2) says). Panics outside a greenos task.
+pub fn setpriority(pid: Pid, nice: i32) -> io::Result<()> {
+    const WHAT: &str = "setpriority";
+    let (task, is_self) = target_task(pid, WHAT)?;
+    check_setpriority(caller_uid(&task, is_self, WHAT), &sched_target(&task), nice)?;
+    task.nice.store(nice, Ordering::Relaxed);
+    task.sched_dirty.store(true, Ordering::Release);
+    if is_self {
+        executor::yield_to_migrate();
+    }
+    Ok(())
+}
+
+/// The nice value of task `pid` (`Pid(0)`: the caller), like
+/// getpriority(PRIO_PROCESS, ..) (but the value itself, not `20 - nice`).
+/// Errors: ESRCH.
+pub fn getpriority(pid: Pid) -> io::Result<i32> {
+    let (task, _) = target_task(pid, "getpriority")?;
+    Ok(task.nice.load(Ordering::Relaxed))
 }
 
 /// The CPUs task `pid` may run on (`Pid(0)`: the caller), like

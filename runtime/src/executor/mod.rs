@@ -120,6 +120,13 @@ pub(crate) struct WorkerShared {
     /// The run queue's `min_vruntime`, published by the owner.
     pub(crate) min_vruntime: AtomicU64,
     /// Counters.
+    /// The running task's run budget (ns from `run_start`) for the
+    /// monitor; `monitor::BUDGET_CFS`: derive the CFS slice instead.
+    pub(crate) run_budget: AtomicU64,
+    /// Earliest armed timer of this CPU (`u64::MAX`: none), as of its
+    /// last scheduling turn: the monitor preempts the running task once it
+    /// is due, so that timers fire on time (they fire in the run loop).
+    pub(crate) next_timer: AtomicU64,
     pub(crate) counters: CpuCounters,
 }
 
@@ -145,6 +152,8 @@ impl WorkerShared {
 #[derive(Debug, Clone)]
 pub(crate) struct Config {
     pub(crate) pin_workers: bool,
+    /// The fair scheduling class of every CPU.
+    pub(crate) policy: crate::sched::Policy,
     pub(crate) default_stack_size: usize,
     pub(crate) idle_spin_ns: u64,
     pub(crate) monitor_tick_ns: u64,
@@ -709,7 +718,7 @@ pub(crate) fn wake_task_sync(task: TaskRef) {
             // SAFETY: we won PARKED -> RUNNABLE: we own the task.
             let sp = unsafe { task.sched() };
             if !sp.vruntime_relative {
-                sp.se.vruntime = sp.se.vruntime.wrapping_sub(src_min);
+                sp.ent.se.vruntime = sp.ent.se.vruntime.wrapping_sub(src_min);
                 sp.vruntime_relative = true;
             }
             task.cpu.store(here, Ordering::Relaxed);

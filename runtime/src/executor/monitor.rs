@@ -4,9 +4,16 @@
 //! so the tick is emulated: every `monitor_tick_ns` the monitor looks at each
 //! CPU and raises its `need_resched` flag when
 //! - the running task has run longer than its ideal slice while others wait
-//!   (CFS `check_preempt_tick`, reference/scheduling.md §1.8), or
+//!   (CFS `check_preempt_tick`, reference/scheduling.md §1.8), or, under the
+//!   other classes and for RT tasks, past the run budget its CPU published
+//!   at the switch (`SchedClass::preempt_budget`: EEVDF request consumed,
+//!   O(1) timeslice or granularity, O(N) counter, RR slice, RT throttling),
+//!   or
 //! - a wakeup is waiting in the CPU's inbox and the running task has had at
 //!   least `sched_min_granularity`, or
+//! - one of the CPU's timers is due (timers fire in the run loop, so this is
+//!   the timer interrupt's preemption point; the woken task then competes
+//!   by its class's rules), or
 //! - another CPU is idle while this one has a task waiting and the running
 //!   task has had `sched_min_granularity`: the switch lets this CPU push
 //!   work to the idle one (the idle CPU's pull, done for it; a pair of tasks
@@ -28,6 +35,14 @@ use std::thread::Thread;
 use std::time::Duration;
 
 use super::{clock, Shared, SLEEPING};
+
+/// `WorkerShared::run_budget` value: the running task is a CFS task; the
+/// monitor derives its slice from `curr_weight`, `rq_load` and
+/// `nr_running` (no division on the switch path).
+pub(crate) const BUDGET_CFS: u64 = u64::MAX;
+/// `WorkerShared::run_budget` value: nothing bounds the running task (it
+/// runs alone, or it is FIFO).
+pub(crate) const BUDGET_NONE: u64 = u64::MAX - 1;
 
 /// The monitor's side of its sleep protocol.
 #[derive(Default)]
@@ -73,19 +88,29 @@ pub(crate) fn run_monitor(shared: Arc<Shared>) {
             }
             let start = w.run_start.load(Ordering::Relaxed);
             let ran = now.saturating_sub(start);
-            // CFS check_preempt_tick's first test: ran past the ideal slice
-            // (sched_period(nr) x weight / load), when others are waiting.
-            let nr = w.nr_running.load(Ordering::Relaxed);
-            let slice = if nr > 1 {
-                let period = shared.tunables.sched_period(nr);
-                let weight = u128::from(w.curr_weight.load(Ordering::Relaxed));
-                let load = u128::from(w.rq_load.load(Ordering::Relaxed)).max(1);
-                (u128::from(period) * weight / load) as u64
+            let budget = w.run_budget.load(Ordering::Relaxed);
+            let over = if budget == BUDGET_CFS {
+                // CFS check_preempt_tick's first test: ran past the ideal
+                // slice (sched_period(nr) x weight / load), when others are
+                // waiting.
+                let nr = w.nr_running.load(Ordering::Relaxed);
+                let slice = if nr > 1 {
+                    let period = shared.tunables.sched_period(nr);
+                    let weight = u128::from(w.curr_weight.load(Ordering::Relaxed));
+                    let load = u128::from(w.rq_load.load(Ordering::Relaxed)).max(1);
+                    (u128::from(period) * weight / load) as u64
+                } else {
+                    0
+                };
+                slice != 0 && ran > slice.max(min_gran)
             } else {
-                0
+                // Other classes (and RT tasks) publish when their own tick
+                // check would fire (`SchedClass::preempt_budget`).
+                ran > budget
             };
-            if (slice != 0 && ran > slice.max(min_gran)) || (ran > min_gran && !w.inbox.is_empty())
-            {
+            // A timer of this CPU is due: it fires at the next switch.
+            let timer_due = now >= w.next_timer.load(Ordering::Relaxed);
+            if over || timer_due || (ran > min_gran && !w.inbox.is_empty()) {
                 w.need_resched.store(true, Ordering::Relaxed);
             }
             let seq = w.switch_seq.load(Ordering::Relaxed);

@@ -324,6 +324,7 @@ mod stress {
                 uid: 0,
                 gid: 0,
                 nice: 0,
+                policy: crate::sched::SchedPolicy::Normal,
                 cpu: 0,
                 allowed: TaskMask::new(None, 1),
                 pinned: false,

@@ -15,14 +15,14 @@
 use std::any::Any;
 use std::cell::{Cell, UnsafeCell};
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use corosensei::{Coroutine, Yielder};
 
 use super::stack::PooledStack;
 use super::state::TaskState;
-use crate::sched::SchedEntity;
+use crate::sched::{SchedPolicy, TaskEntity};
 use crate::Pid;
 
 /// What a task asks of its worker when it switches out.
@@ -35,6 +35,30 @@ pub(crate) enum Request {
     Preempt,
     /// Sleep: the task's state is `PARKING`; the worker completes the park.
     Park,
+}
+
+/// Packs a policy into a word: kind in the low byte, RT priority above.
+pub(crate) fn encode_policy(p: SchedPolicy) -> u32 {
+    let kind = match p {
+        SchedPolicy::Normal => 0,
+        SchedPolicy::Batch => 1,
+        SchedPolicy::Idle => 2,
+        SchedPolicy::Fifo { .. } => 3,
+        SchedPolicy::RoundRobin { .. } => 4,
+    };
+    kind | u32::from(p.rt_priority()) << 8
+}
+
+/// Inverse of [`encode_policy`].
+pub(crate) fn decode_policy(w: u32) -> SchedPolicy {
+    let priority = (w >> 8) as u8;
+    match w & 0xff {
+        1 => SchedPolicy::Batch,
+        2 => SchedPolicy::Idle,
+        3 => SchedPolicy::Fifo { priority },
+        4 => SchedPolicy::RoundRobin { priority },
+        _ => SchedPolicy::Normal,
+    }
 }
 
 /// The coroutine a started task runs in.
@@ -72,10 +96,12 @@ impl Drop for Entry {
 
 /// Scheduler-owned part of a task (see the module doc for who owns it).
 pub(crate) struct SchedPart {
-    /// The fair-class scheduling entity (vruntime, weight, exec times).
-    pub(crate) se: SchedEntity,
-    /// True while `se.vruntime` is relative to no run queue (a new or a
-    /// migrating task): the next enqueue adds that queue's `min_vruntime`.
+    /// The scheduling entity of every class (`ent.se`: the fair part with
+    /// vruntime, weight and exec times).
+    pub(crate) ent: TaskEntity,
+    /// True while the entity is bound to no run queue (a new or a migrating
+    /// task; for CFS, `ent.se.vruntime` is then relative): the next enqueue
+    /// calls the queue's `migrate_in` first.
     pub(crate) vruntime_relative: bool,
     /// The body, until the task first runs.
     pub(crate) entry: Option<Entry>,
@@ -95,8 +121,17 @@ pub(crate) struct Task {
     pub(crate) uid: u32,
     /// Group id.
     pub(crate) gid: u32,
-    /// Nice value, -20..=19 (mirrors `se.nice`, readable by anyone).
+    /// Nice value, -20..=19 (mirrors `ent.se.nice`, readable by anyone;
+    /// `setpriority` writes the requested value here first).
     pub(crate) nice: std::sync::atomic::AtomicI32,
+    /// Scheduling policy, encoded (`encode_policy`); mirrors `ent.policy`
+    /// as `nice` does.
+    pub(crate) policy: AtomicU32,
+    /// `nice` or `policy` was changed by `setpriority` /
+    /// `sched_setscheduler` and the entity does not reflect it yet: the
+    /// owner applies it at the task's next scheduling point (switch-out or
+    /// enqueue), when the entity is off its queue.
+    pub(crate) sched_dirty: AtomicBool,
     /// Run-ownership state word.
     pub(crate) state: TaskState,
     /// The CPU the task last ran or was queued on.
@@ -170,6 +205,7 @@ pub(crate) struct TaskInit {
     pub(crate) uid: u32,
     pub(crate) gid: u32,
     pub(crate) nice: i32,
+    pub(crate) policy: SchedPolicy,
     pub(crate) cpu: usize,
     pub(crate) allowed: super::affinity::TaskMask,
     pub(crate) pinned: bool,
@@ -189,6 +225,8 @@ impl Task {
             uid: init.uid,
             gid: init.gid,
             nice: std::sync::atomic::AtomicI32::new(init.nice),
+            policy: AtomicU32::new(encode_policy(init.policy)),
+            sched_dirty: AtomicBool::new(false),
             state: TaskState::new(),
             cpu: AtomicUsize::new(init.cpu),
             wait_word: AtomicU64::new(0),
@@ -205,7 +243,7 @@ impl Task {
             queued_at: AtomicU64::new(0),
             vruntime_seen: AtomicU64::new(0),
             sched: UnsafeCell::new(SchedPart {
-                se: SchedEntity::new(init.nice),
+                ent: TaskEntity::new(init.nice, init.policy),
                 vruntime_relative: true,
                 entry: Some(Entry(entry)),
             }),
@@ -260,6 +298,32 @@ impl Task {
                 Some(Some(p)) => drop(unsafe { Box::from_raw(p.as_ptr()) }),
                 Some(None) => {}
             }
+        }
+    }
+
+    /// The policy as last set (readable by anyone).
+    pub(crate) fn policy(&self) -> SchedPolicy {
+        decode_policy(self.policy.load(Ordering::Relaxed))
+    }
+
+    /// Applies a pending `setpriority` / `sched_setscheduler` to the
+    /// entity, if any. The caller owns the task and the entity is off every
+    /// queue.
+    #[inline]
+    pub(crate) fn apply_sched_change(&self, sp: &mut SchedPart) {
+        if !self.sched_dirty.load(Ordering::Relaxed)
+            || !self.sched_dirty.swap(false, Ordering::Acquire)
+        {
+            return;
+        }
+        debug_assert!(!sp.ent.on_rq());
+        let nice = self.nice.load(Ordering::Relaxed);
+        let policy = self.policy();
+        if sp.ent.se.nice != nice {
+            sp.ent.set_nice(nice);
+        }
+        if sp.ent.policy != policy {
+            sp.ent.set_policy(policy);
         }
     }
 

@@ -24,7 +24,6 @@
 //! ping-pong traffic between CPUs keeps them spinning instead.
 
 use std::cell::UnsafeCell;
-use std::ops::Not;
 use std::sync::atomic::{fence, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,20 +31,27 @@ use std::time::Duration;
 use corosensei::CoroutineResult;
 use crossbeam_deque::{Steal, Worker as Deque};
 
+use super::monitor::{BUDGET_CFS, BUDGET_NONE};
 use super::stack::StackPool;
 use super::state::FinishPark;
 use super::task::{Coro, Request, Task, TaskRef};
 use super::timer::TimerHeap;
 use super::{bump, clock, Shared, WorkerShared, BUSY, SLEEPING, SPINNING};
-use crate::sched::{CfsRq, EnqueueFlags};
+use crate::sched::{EnqueueFlags, Policy, RunQueue, SchedClass, TaskEntity};
 use crate::trace::EventKind;
 
 /// A worker's private state.
 pub(crate) struct WorkerLocal {
     index: usize,
     shared: Arc<Shared>,
-    /// The fair run queue (the current task is not in its tree).
-    pub(crate) rq: CfsRq<TaskRef>,
+    /// The run queue: RT above the runtime's fair class (the current task
+    /// is not queued in it).
+    pub(crate) rq: RunQueue<TaskRef>,
+    /// The runtime's fair class is CFS (the monitor then derives CFS
+    /// slices itself; other classes publish a run budget per switch).
+    cfs: bool,
+    /// The run loop's latest clock reading (for enqueues between tasks).
+    now: u64,
     /// New tasks spawned here, stealable by idle CPUs until this CPU next
     /// schedules and takes them into its run queue.
     staging: Deque<TaskRef>,
@@ -159,24 +165,33 @@ impl WorkerLocal {
         // SAFETY: the waker won PARKED -> RUNNABLE (or the task came out of
         // our inbox), so this worker owns the task now.
         let sp = unsafe { task.sched() };
+        task.apply_sched_change(sp);
         if sp.vruntime_relative {
-            self.rq.migrate_in(&mut sp.se);
+            self.rq.migrate_in(&mut sp.ent);
             sp.vruntime_relative = false;
         }
-        let wakee: *const crate::sched::SchedEntity = &sp.se;
-        self.rq
-            .enqueue_entity(&mut sp.se, task, EnqueueFlags::WAKEUP);
-        bump(&self.ws().counters.wakeups_local, 1);
         let cur = super::current_task_ptr();
+        let now = if cur.is_null() {
+            self.now
+        } else {
+            clock::now_ns()
+        };
+        let wakee: *const TaskEntity = &sp.ent;
+        self.rq
+            .enqueue(&mut sp.ent, task, EnqueueFlags::WAKEUP, now);
+        bump(&self.ws().counters.wakeups_local, 1);
         if !cur.is_null() {
             // SAFETY: the running task is owned by this worker; its code is
             // inside this call and does not touch its entity concurrently.
             // `wakee` points into a task we just queued here (still owned).
             unsafe {
                 let csp = (*cur).sched();
-                self.rq.update_curr(&mut csp.se, clock::now_ns());
-                if self.rq.check_preempt_wakeup(&csp.se, &*wakee) {
+                self.rq.update_curr(&mut csp.ent, now);
+                if self.rq.check_preempt_wakeup(&csp.ent, &*wakee) {
                     self.ws().need_resched.store(true, Ordering::Relaxed);
+                } else if !self.cfs || csp.ent.policy.is_rt() {
+                    // The queue changed: so may the current task's budget.
+                    self.publish_budget(&csp.ent, now);
                 }
             }
         }
@@ -212,7 +227,7 @@ impl WorkerLocal {
         // SAFETY: we own the task (it was handed to us to enqueue).
         let sp = unsafe { task.sched() };
         if !sp.vruntime_relative {
-            self.rq.migrate_out(&mut sp.se);
+            self.rq.migrate_out(&mut sp.ent);
             sp.vruntime_relative = true;
         }
         self.shared.send_to(cpu, task);
@@ -222,8 +237,11 @@ impl WorkerLocal {
     fn migrate_picked(&mut self, task: TaskRef) {
         // SAFETY: we picked it from our tree; we own it.
         let sp = unsafe { task.sched() };
-        self.rq.migrate_out(&mut sp.se);
-        self.rq.dequeue_entity(&mut sp.se);
+        // A picked task is the queue's current one: make it so, then
+        // dequeue it as such.
+        self.rq.set_next(&mut sp.ent, self.now);
+        self.rq.migrate_out(&mut sp.ent);
+        self.rq.dequeue(&mut sp.ent);
         sp.vruntime_relative = true;
         bump(&self.ws().counters.migrations_out, 1);
         let cpu = task.allowed.first();
@@ -237,6 +255,7 @@ impl WorkerLocal {
         }
         // SAFETY: the task arrived through a queue hand-off; we own it.
         let sp = unsafe { task.sched() };
+        task.apply_sched_change(sp);
         let from = task.cpu.swap(self.index, Ordering::Relaxed);
         let flags = if sp.entry.is_some() {
             // New task: START_DEBIT placement.
@@ -249,7 +268,7 @@ impl WorkerLocal {
             EnqueueFlags::WAKEUP
         };
         if sp.vruntime_relative {
-            self.rq.migrate_in(&mut sp.se);
+            self.rq.migrate_in(&mut sp.ent);
             sp.vruntime_relative = false;
             if flags != EnqueueFlags::INITIAL {
                 bump(&self.ws().counters.migrations_in, 1);
@@ -265,7 +284,7 @@ impl WorkerLocal {
                 }
             }
         }
-        self.rq.enqueue_entity(&mut sp.se, task, flags);
+        self.rq.enqueue(&mut sp.ent, task, flags, self.now);
     }
 
     fn fire_timers(&mut self, now: u64) {
@@ -273,6 +292,13 @@ impl WorkerLocal {
             if t.task.fire_timeout(t.gen) {
                 super::wake_task(t.task);
             }
+        }
+        // The monitor interrupts the next task when this deadline passes
+        // (the timer interrupt's preemption point).
+        let next = self.timers.next_deadline().unwrap_or(u64::MAX);
+        let ws = self.ws();
+        if ws.next_timer.load(Ordering::Relaxed) != next {
+            ws.next_timer.store(next, Ordering::Relaxed);
         }
     }
 
@@ -301,10 +327,10 @@ impl WorkerLocal {
     /// not cache-hot (fair.c `task_hot`: it last ran at least
     /// `sched_migration_cost` ago; a task that never ran is cold).
     fn rightmost_movable(&self, cpu: Option<usize>, now: u64) -> bool {
-        let migration_cost = self.rq.tunables().sched_migration_cost_ns;
-        self.rq.iter().next_back().is_some_and(|(_, t)| {
+        let migration_cost = self.shared.tunables.sched_migration_cost_ns;
+        self.rq.coldest().is_some_and(|t| {
             // SAFETY: the task is in our tree; we own it (shared read).
-            let se = unsafe { &t.sched().se };
+            let se = unsafe { &t.sched().ent.se };
             cpu.is_none_or(|c| t.allowed_on(c))
                 && now.saturating_sub(se.exec_start) >= migration_cost
         })
@@ -326,13 +352,13 @@ impl WorkerLocal {
         let mut moved = 0;
         let want = self.rq.nr_queued() / 2;
         while moved < want && self.rightmost_movable(Some(cpu), now) {
-            let Some((_, task)) = self.rq.pop_rightmost() else {
+            let Some(task) = self.rq.pop_coldest() else {
                 break;
             };
             // SAFETY: the task was in our tree; we own it.
             let sp = unsafe { task.sched() };
-            sp.se.on_rq = false;
-            self.rq.migrate_out(&mut sp.se);
+            sp.ent.se.on_rq = false;
+            self.rq.migrate_out(&mut sp.ent);
             sp.vruntime_relative = true;
             task.cpu.store(cpu, Ordering::Relaxed);
             self.shared.workers[cpu].inbox.push(task);
@@ -377,6 +403,56 @@ impl WorkerLocal {
         false
     }
 
+    /// Publishes the running task's run budget for the monitor (classes
+    /// other than CFS, and RT tasks): the run time after which the tick
+    /// should preempt it.
+    fn publish_budget(&self, curr: &TaskEntity, now: u64) {
+        let ws = self.ws();
+        let budget = match self.rq.preempt_budget(curr) {
+            Some(b) => now
+                .saturating_sub(ws.run_start.load(Ordering::Relaxed))
+                .saturating_add(b)
+                .min(BUDGET_NONE - 1),
+            None => BUDGET_NONE,
+        };
+        ws.run_budget.store(budget, Ordering::Relaxed);
+    }
+
+    /// Prepares a task spawned by the current task on this CPU from its
+    /// parent's class state (the class's `task_fork`: O(1) splits the
+    /// timeslice, O(N) halves the counter, EEVDF starts at lag 0), and
+    /// unbinds it from this queue (it may start on another CPU).
+    pub(crate) fn fork_sched(&mut self, parent: &Task, child: &Task) {
+        if self.cfs {
+            // CFS keeps the executor's own placement: a child starts at
+            // relative vruntime 0, then START_DEBIT from the queue's
+            // min_vruntime. Inheriting the parent's vruntime as
+            // task_fork_fair() does would add the parent's own START_DEBIT
+            // (up to a whole period when it ran alone) and change how
+            // yields pass between a parent and its children, which the
+            // executor's balancing was tuned for (runtime_migration's
+            // pinned-task test).
+            return;
+        }
+        // SAFETY: `parent` is the task running on this CPU (its own code
+        // calls this, while the worker holds no borrow of its entity);
+        // `child` is new and seen by nobody else yet.
+        let (pp, cp) = unsafe { (parent.sched(), child.sched()) };
+        self.rq.task_fork(Some(&mut pp.ent), &mut cp.ent);
+        self.rq.migrate_out(&mut cp.ent);
+        cp.vruntime_relative = true;
+    }
+
+    /// Re-queues the switched-out current task whose policy or nice value
+    /// changed: dequeue, apply, enqueue (kernel `__sched_setscheduler()`).
+    fn requeue_changed(&mut self, task: TaskRef, now: u64) {
+        // SAFETY: the task just switched out on this CPU; we own it.
+        let sp = unsafe { task.sched() };
+        self.rq.dequeue(&mut sp.ent);
+        task.apply_sched_change(sp);
+        self.rq.enqueue(&mut sp.ent, task, EnqueueFlags::NONE, now);
+    }
+
     fn publish(&self) {
         let ws = self.ws();
         ws.nr_running
@@ -406,7 +482,9 @@ pub(crate) fn run_worker(shared: Arc<Shared>, index: usize, staging: Deque<TaskR
         current: std::cell::Cell::new(std::ptr::null()),
         local: UnsafeCell::new(WorkerLocal {
             index,
-            rq: CfsRq::new(shared.tunables),
+            rq: RunQueue::new(shared.config.policy, shared.nr_cpus()),
+            cfs: shared.config.policy == Policy::Cfs,
+            now: 0,
             shared,
             staging,
             timers: TimerHeap::default(),
@@ -445,6 +523,7 @@ impl WorkerCell {
                     (skip, now) = self.run_task(t, now);
                     continue;
                 }
+                l.now = now;
                 l.fire_timers(now);
                 l.pull_inbox();
                 l.pull_staging();
@@ -454,10 +533,10 @@ impl WorkerCell {
                 let skip_se = skip.map(|t| {
                     // SAFETY: a task that yielded was put back into our tree
                     // and nothing took it out since (a push clears `skip`).
-                    unsafe { &(*t).sched().se as *const crate::sched::SchedEntity }
+                    unsafe { &(*t).sched().ent as *const TaskEntity }
                 });
                 // SAFETY: see above; the entity outlives this call.
-                l.rq.pick_next_entity(skip_se.map(|p| unsafe { &*p }))
+                l.rq.pick_next(skip_se.map(|p| unsafe { &*p }))
             };
             skip = None;
             match picked {
@@ -483,14 +562,20 @@ impl WorkerCell {
             let l = self.local();
             // SAFETY: picked from our tree: we own it.
             let sp = unsafe { task.sched() };
-            l.rq.set_next_entity(&mut sp.se, now);
+            l.rq.set_next(&mut sp.ent, now);
             l.publish();
             ws.curr_pid.store(task.pid.0, Ordering::Relaxed);
             ws.run_start.store(now, Ordering::Relaxed);
             // The monitor derives the slice (period x weight / load) from
             // these, keeping a division off the switch path.
-            ws.curr_weight.store(sp.se.load.weight, Ordering::Relaxed);
+            ws.curr_weight
+                .store(sp.ent.se.load.weight, Ordering::Relaxed);
             ws.rq_load.store(l.rq.load_weight(), Ordering::Relaxed);
+            if l.cfs && !sp.ent.policy.is_rt() {
+                ws.run_budget.store(BUDGET_CFS, Ordering::Relaxed);
+            } else {
+                l.publish_budget(&sp.ent, now);
+            }
             bump(&ws.switch_seq, 1);
             ws.need_resched.store(false, Ordering::Relaxed);
             task.cpu.store(self.index, Ordering::Relaxed);
@@ -521,7 +606,7 @@ impl WorkerCell {
                         // No stack could be had: the body is dropped unrun
                         // (its join handle reports cancellation).
                         drop(sp.entry.take());
-                        l.rq.dequeue_entity(&mut sp.se);
+                        l.rq.dequeue(&mut sp.ent);
                         self.shared.table.remove(task.pid);
                         return (None, now);
                     }
@@ -540,10 +625,11 @@ impl WorkerCell {
         // SAFETY: the task switched out; we own it again.
         let sp = unsafe { task.sched() };
         let start = ws.run_start.load(Ordering::Relaxed);
-        l.rq.update_curr(&mut sp.se, now);
+        l.rq.update_curr(&mut sp.ent, now);
         task.sum_exec_ns
-            .store(sp.se.sum_exec_runtime, Ordering::Relaxed);
-        task.vruntime_seen.store(sp.se.vruntime, Ordering::Relaxed);
+            .store(sp.ent.se.sum_exec_runtime, Ordering::Relaxed);
+        task.vruntime_seen
+            .store(sp.ent.se.vruntime, Ordering::Relaxed);
         l.last_pid = task.pid.0;
         bump(&ws.counters.switches, 1);
         bump(&ws.counters.busy_ns, now.saturating_sub(start));
@@ -552,22 +638,32 @@ impl WorkerCell {
                 bump(&ws.counters.voluntary_switches, 1);
                 l.last_reason = 0;
                 task.queued_at.store(now, Ordering::Relaxed);
+                if task.sched_dirty.load(Ordering::Relaxed) {
+                    l.requeue_changed(task, now);
+                    return (None, now);
+                }
                 let p: *const Task = &*task;
-                l.rq.put_prev_entity(&mut sp.se, task);
+                l.rq.yield_task(&mut sp.ent);
+                l.rq.put_prev(&mut sp.ent, task);
                 (Some(p), now)
             }
             CoroutineResult::Yield(Request::Preempt) => {
                 bump(&ws.counters.forced_switches, 1);
                 l.last_reason = 0;
                 task.queued_at.store(now, Ordering::Relaxed);
-                l.rq.put_prev_entity(&mut sp.se, task);
+                if task.sched_dirty.load(Ordering::Relaxed) {
+                    l.requeue_changed(task, now);
+                } else {
+                    l.rq.put_prev(&mut sp.ent, task);
+                }
                 (None, now)
             }
             CoroutineResult::Yield(Request::Park) => {
                 bump(&ws.counters.voluntary_switches, 1);
                 bump(&ws.counters.parks, 1);
                 l.last_reason = 1;
-                l.rq.dequeue_entity(&mut sp.se);
+                l.rq.dequeue(&mut sp.ent);
+                task.apply_sched_change(sp);
                 match task.state.finish_park() {
                     // Whoever wakes it holds its own reference.
                     FinishPark::Parked => drop(task),
@@ -579,7 +675,7 @@ impl WorkerCell {
                 (None, now)
             }
             CoroutineResult::Return(()) => {
-                l.rq.dequeue_entity(&mut sp.se);
+                l.rq.dequeue(&mut sp.ent);
                 // SAFETY: the coroutine finished; we own the slot.
                 let coro = unsafe { (*task.coro_slot()).take() };
                 if let Some(c) = coro {
@@ -700,9 +796,7 @@ impl WorkerCell {
     /// task table keeps every live task for cancellation).
     fn drain_on_shutdown(&self) {
         let l = self.local();
-        while let Some((_, t)) = l.rq.pop_rightmost() {
-            drop(t);
-        }
+        drop(l.rq.drain());
         while l.staging.pop().is_some() {}
         let timers: Vec<_> = l.timers.drain().collect();
         drop(timers);
@@ -739,22 +833,27 @@ impl WorkerLocal {
         }
         let runnable_here = target.allowed_on(self.index)
             && target.rt_id == self.shared.id
-            && self.rq.has_curr().not()
+            && self.rq.nr_running() == self.rq.nr_queued()
             && self.direct_next.is_none();
         if !runnable_here {
             return super::enqueue_woken_owned(self, target);
         }
         // SAFETY: we won PARKED -> RUNNABLE: this worker owns `target`.
         let sp = unsafe { target.sched() };
+        target.apply_sched_change(sp);
         if sp.vruntime_relative {
-            self.rq.migrate_in(&mut sp.se);
+            self.rq.migrate_in(&mut sp.ent);
             sp.vruntime_relative = false;
+        }
+        if !self.rq.enqueue_curr(&mut sp.ent, now) {
+            // The class has no direct switch (or a higher class has work):
+            // an ordinary wakeup here.
+            return self.enqueue_wakeup(target);
         }
         if target.cpu.load(Ordering::Relaxed) != self.index {
             self.count_migration_in();
             bump(&target.nr_migrations, 1);
         }
-        self.rq.enqueue_curr(&mut sp.se, now);
         bump(&self.ws().counters.wakeups_local, 1);
         bump(&self.ws().counters.direct_switches, 1);
         self.direct_next = Some(target);
@@ -763,7 +862,8 @@ impl WorkerLocal {
     fn enqueue_arrived_woken(&mut self, task: TaskRef) {
         // SAFETY: finish_park returned Notified: the worker still owns it.
         let sp = unsafe { task.sched() };
-        self.rq.enqueue_entity(&mut sp.se, task, EnqueueFlags::NONE);
+        self.rq
+            .enqueue(&mut sp.ent, task, EnqueueFlags::NONE, self.now);
     }
 }
 

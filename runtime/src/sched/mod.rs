@@ -102,9 +102,18 @@
 //! assert_eq!(rq.nr_queued(), 1);
 //! ```
 
+mod augtree;
 pub mod balance;
 pub mod cfs;
+pub mod class;
+pub mod eevdf;
+mod list;
+pub mod o1;
+pub mod on;
 pub mod pelt;
+pub mod policy;
+pub mod rq;
+pub mod rt;
 mod spill;
 mod timeline;
 pub mod weights;
@@ -112,6 +121,16 @@ pub mod weights;
 pub use cfs::{
     entity_before, max_vruntime, min_vruntime, CfsRq, EnqueueFlags, SchedEntity, Tunables,
 };
+pub use class::{SchedClass, TaskEntity};
+pub use eevdf::{EevdfRq, EevdfTunables};
+pub use o1::O1Rq;
+pub use on::{OnRq, OnTunables};
+pub use policy::{
+    check_setpriority, check_setscheduler, check_spawn, validate_nice, Policy, SchedError,
+    SchedPolicy, SchedTarget,
+};
+pub use rq::{FairRq, RunQueue};
+pub use rt::{RtBandwidth, RtRq};
 pub use weights::{
     calc_delta, calc_delta_fair, LoadWeight, MAX_NICE, MIN_NICE, NICE_0_LOAD, SCHED_PRIO_TO_WEIGHT,
     SCHED_PRIO_TO_WMULT, WEIGHT_IDLEPRIO, WMULT_IDLEPRIO,
@@ -119,6 +138,8 @@ pub use weights::{
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_classes;
 
 /// Deterministic randomness for the scheduler's tests (no dependency).
 #[cfg(test)]

@@ -1,0 +1,147 @@
+//! One mixed workload under each fair policy (CFS, EEVDF, O(1), O(N)), on
+//! one worker CPU:
+//!
+//! - four CPU-bound tasks at nice −5, 0, 5, 10 (they call `maybe_yield`
+//!   between small units of work), and
+//! - one interactive task that sleeps 9 ms, then runs 1 ms, in a loop.
+//!
+//! Printed per policy: each CPU-bound task's share of the CPU-bound time
+//! (the runtime's own accounting, `Task::cpu_time`) next to its weight share
+//! (what CFS and EEVDF aim for), the interactive task's wakeup latency
+//! (from the end of its 9 ms sleep to running again) p50/p99, its CPU time,
+//! and the CPU's context switches.
+//!
+//! Run: `cargo run --release --example policies [-- SECONDS]` (default 3 s
+//! per policy). Wall-clock measurements on a shared machine: other load
+//! shows up as latency and is charged to whichever task was running.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use greenos::task::Builder;
+use greenos::Policy;
+
+const NICES: [i32; 4] = [-5, 0, 5, 10];
+
+struct Outcome {
+    hog_ns: Vec<u64>,
+    lat_us: Vec<f64>,
+    interactive_ns: u64,
+    switches: u64,
+}
+
+fn run(policy: Policy, wall: Duration) -> Outcome {
+    let rt = greenos::Runtime::builder()
+        .workers(1)
+        .policy(policy)
+        .build()
+        .expect("runtime");
+    let stop = Arc::new(AtomicBool::new(false));
+    let (hog_ns, lat_us, interactive_ns) = rt.block_on(|| {
+        let hogs: Vec<_> = NICES
+            .iter()
+            .map(|&nice| {
+                let stop = stop.clone();
+                Builder::new()
+                    .name(format!("hog{nice}"))
+                    .nice(nice)
+                    .spawn(move || {
+                        let mut x = 1u64;
+                        while !stop.load(Ordering::Relaxed) {
+                            for i in 0..256u64 {
+                                x = std::hint::black_box(x.wrapping_mul(6364136223846793005) ^ i);
+                            }
+                            greenos::maybe_yield();
+                        }
+                        x
+                    })
+                    .expect("spawn")
+            })
+            .collect();
+        let s = stop.clone();
+        let interactive = Builder::new()
+            .name("interactive")
+            .spawn(move || {
+                let mut lat = Vec::new();
+                while !s.load(Ordering::Relaxed) {
+                    let due = Instant::now() + Duration::from_millis(9);
+                    greenos::sleep(Duration::from_millis(9));
+                    lat.push(Instant::now().saturating_duration_since(due).as_secs_f64() * 1e6);
+                    let until = Instant::now() + Duration::from_millis(1);
+                    while Instant::now() < until {
+                        greenos::maybe_yield();
+                    }
+                }
+                lat
+            })
+            .expect("spawn");
+        greenos::sleep(wall);
+        stop.store(true, Ordering::Relaxed);
+        let itask = interactive.task().clone();
+        let lat = interactive.join().expect("interactive");
+        let hog_ns = hogs
+            .into_iter()
+            .map(|h| {
+                let t = h.task().clone();
+                h.join().expect("hog");
+                t.cpu_time().as_nanos() as u64
+            })
+            .collect::<Vec<_>>();
+        (hog_ns, lat, itask.cpu_time().as_nanos() as u64)
+    });
+    let switches = rt.metrics().cpus.iter().map(|c| c.switches).sum();
+    Outcome {
+        hog_ns,
+        lat_us,
+        interactive_ns,
+        switches,
+    }
+}
+
+fn percentile(v: &mut [f64], p: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(|a, b| a.partial_cmp(b).expect("finite"));
+    v[((v.len() - 1) as f64 * p).round() as usize]
+}
+
+fn main() {
+    let secs: f64 = std::env::args()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3.0);
+    let wall = Duration::from_secs_f64(secs);
+    let weights: Vec<f64> = NICES
+        .iter()
+        .map(|&n| greenos::sched::SCHED_PRIO_TO_WEIGHT[(n + 20) as usize] as f64)
+        .collect();
+    let wsum: f64 = weights.iter().sum();
+    println!("one worker, {secs} s per policy; shares of the CPU-bound tasks' time");
+    print!("{:<7}", "policy");
+    for (n, w) in NICES.iter().zip(&weights) {
+        print!("{:>18}", format!("nice {n} ({:.1}%)", 100.0 * w / wsum));
+    }
+    println!(
+        "{:>12}{:>12}{:>14}{:>10}",
+        "lat p50 us", "lat p99 us", "interact. ms", "switches"
+    );
+    for policy in [Policy::Cfs, Policy::Eevdf, Policy::O1, Policy::ON] {
+        let mut o = run(policy, wall);
+        let total: u64 = o.hog_ns.iter().sum();
+        print!("{:<7}", policy.name());
+        for ns in &o.hog_ns {
+            print!("{:>17.1}%", 100.0 * *ns as f64 / total.max(1) as f64);
+        }
+        let p50 = percentile(&mut o.lat_us, 0.5);
+        let p99 = percentile(&mut o.lat_us, 0.99);
+        println!(
+            "{:>12.0}{:>12.0}{:>14.1}{:>10}",
+            p50,
+            p99,
+            o.interactive_ns as f64 / 1e6,
+            o.switches
+        );
+    }
+}
