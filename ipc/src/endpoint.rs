@@ -1,0 +1,894 @@
+//! L4 / seL4 synchronous endpoints: rendezvous IPC with short messages,
+//! capability transfer, one-shot reply capabilities and direct process
+//! switch (reference/ipc.md §4).
+//!
+//! # What this module owns
+//!
+//! - [`Endpoint`]: a rendezvous object named by a capability. It holds no
+//!   message buffer: a queue of blocked senders *or* of blocked receivers.
+//!   A transfer happens only at rendezvous.
+//! - [`Msg`]: a [`MsgTag`] (label, length, extra caps, unwrapped mask), the
+//!   first [`FAST_MRS`] = 4 message registers inline (seL4's
+//!   `seL4_FastMessageRegisters` on x86_64, §4.2: they travel "in the
+//!   switch"), up to [`BUFFER_MRS`] = 64 more *virtual* message registers in
+//!   the task's IPC buffer (Pistachio's `IPC_NUM_MR`, §4.5; MR *k* is at
+//!   buffer index *k*, the first four slots unused, as seL4 lays it out), and
+//!   up to [`MAX_EXTRA_CAPS`] = 3 capabilities (`seL4_MsgMaxExtraCaps`).
+//!   Nothing is allocated per message: each task's port (its wait queue and
+//!   IPC buffer) is allocated once, on first use.
+//! - The calls: [`Endpoint::send`], [`Endpoint::nb_send`],
+//!   [`Endpoint::recv`], [`Endpoint::call`], [`Reply::reply`],
+//!   [`Endpoint::reply_recv`], each blocking one with a `_timeout` form.
+//!
+//! # Semantics (seL4 where it has them)
+//!
+//! - `send` blocks until a receiver takes the message; `nb_send` with no
+//!   receiver waiting **drops the message silently** (seL4 `NBSend`; counted
+//!   in [`Endpoint::dropped`]).
+//! - `call` sends and waits for the reply; the receiver gets a one-shot
+//!   [`Reply`] tied to the calling task and call. `reply` never blocks; a
+//!   reply to a caller that gave up (timeout, signal) is refused with
+//!   `ESRCH` and nothing is delivered.
+//! - Rights: `send`/`nb_send` need [`Rights::SEND`], `call` needs
+//!   [`Rights::CALL`], `recv` needs [`Rights::RECV`] (`EPERM`; seL4 drops a
+//!   send without Write silently, we report it). Capabilities travel only
+//!   with [`Rights::GRANT`] on the sender's endpoint capability (`EPERM`).
+//!   A capability to the very endpoint it travels through is *unwrapped*:
+//!   only its badge arrives ([`Msg::unwrapped_badge`], `caps_unwrapped`
+//!   bit). If the receiver's table is full the transfer stops there without
+//!   failing the IPC; `extra_caps` says how many arrived.
+//! - The receiver learns the sender's badge ([`Msg::badge`]): the badge of
+//!   the capability the sender used ([`crate::cap::mint`]).
+//! - Errors: length over [`MAX_MSG_LENGTH`] → `EINVAL`; timeout →
+//!   `ETIMEDOUT`; interrupted by a signal or shutdown → `EINTR`.
+//!
+//! # Direct process switch
+//!
+//! seL4's fastpath (`src/fastpath/fastpath.c`, §4.4) hands the CPU straight
+//! to the partner. A `call` takes greenos's version of it when all of these
+//! hold (numbered as the reference lists seL4's):
+//! 1. the message fits in the fast registers (`length ≤ 4`) and carries no
+//!    capabilities;
+//! 2. (no pending fault: greenos has no faults to deliver — always true);
+//! 3. the capability is an endpoint capability with the call right (checked
+//!    before anything else);
+//! 4. a receiver is already waiting on the endpoint;
+//! 5. (address space valid: one address space — always true);
+//! 6. the receiver's priority is at least the caller's (its nice value is
+//!    not higher);
+//! 7. (Grant for the reply capability: greenos's reply needs no grant —
+//!    always true);
+//! 8. (scheduling domain: none in greenos — always true);
+//! 9. (MCS scheduling contexts: none — always true);
+//! 10. the receiver last ran on the caller's CPU and may run there.
+//!
+//! `reply_recv` switches straight back under the matching list: no sender
+//! is waiting on the endpoint (else the server takes that message without
+//! blocking), the reply fits the fast registers with no capabilities, and
+//! the caller satisfies 6 and 10.
+//!
+//! The switch itself is the runtime's job (`WaitQueue::wake_one_sync`:
+//! the waker is about to block, so the woken task is placed on the waker's
+//! CPU; the direct-switch primitive replaces it when it lands). With
+//! [`SwitchMode::Lazy`] the partner is woken the ordinary way (through its
+//! CPU's run queue), for comparison ([`set_default_switch_mode`] chooses
+//! for endpoints created afterwards: the process-wide option).
+//!
+//! # Locking
+//!
+//! Order: endpoint queue lock → a port's state lock; a wait queue's lock →
+//! a port's state lock (the `validate` closures). Wakeups are issued after
+//! the endpoint lock is released. A blocked party's slot is its task's
+//! [`Port`], which outlives any queue entry (entries hold an `Arc`); each
+//! blocking operation has a fresh generation (`op`), so a late reply or
+//! wakeup for an operation that gave up is recognised and ignored.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use greenos_runtime::task::{self, Task};
+use greenos_runtime::wait::{WaitQueue, WaitResult};
+use parking_lot::Mutex;
+
+use crate::cap::{self, Cap, CapNode, Object, Rights, Staged, Transfer};
+use crate::errno::Errno;
+
+/// Message registers passed in the switch itself (seL4
+/// `seL4_FastMessageRegisters` = 4 on x86_64, reference/ipc.md §4.2).
+pub const FAST_MRS: usize = 4;
+/// Virtual message registers in the task's IPC buffer (Pistachio
+/// `IPC_NUM_MR` = 64, reference/ipc.md §4.5).
+pub const BUFFER_MRS: usize = 64;
+/// Longest message, in registers.
+pub const MAX_MSG_LENGTH: usize = FAST_MRS + BUFFER_MRS;
+/// Capabilities per message (seL4 `seL4_MsgMaxExtraCaps` = 3, §4.2).
+pub const MAX_EXTRA_CAPS: usize = 3;
+
+// ---------------------------------------------------------------------------
+// Messages.
+
+/// The message tag (`seL4_MessageInfo`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MsgTag {
+    /// Free for the user (typically the opcode).
+    pub label: u64,
+    /// Message registers in use, `0..=MAX_MSG_LENGTH`.
+    pub length: u8,
+    /// Capabilities sent (on receive: how many arrived).
+    pub extra_caps: u8,
+    /// On receive: bit `i` set if cap `i` was unwrapped to its badge.
+    pub caps_unwrapped: u8,
+}
+
+/// A message: tag, the fast registers, and capabilities.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Msg {
+    /// The tag.
+    pub tag: MsgTag,
+    /// MR0..MR3 (the rest are in the IPC buffer: [`set_mr`], [`mr`]).
+    pub mr: [u64; FAST_MRS],
+    /// On receive: the badge of the sender's capability (0: unbadged).
+    pub badge: u64,
+    out: [Option<(Cap, Transfer)>; MAX_EXTRA_CAPS],
+    caps_in: [Option<Cap>; MAX_EXTRA_CAPS],
+    badges_in: [u64; MAX_EXTRA_CAPS],
+}
+
+impl Msg {
+    /// A message with `label` and the fast registers `words` (length =
+    /// `words.len()`, at most [`FAST_MRS`]; longer messages set
+    /// `tag.length` and the buffer registers).
+    pub fn new(label: u64, words: &[u64]) -> Msg {
+        let mut m = Msg::default();
+        m.tag.label = label;
+        let n = words.len().min(FAST_MRS);
+        m.mr[..n].copy_from_slice(&words[..n]);
+        m.tag.length = n as u8;
+        m
+    }
+
+    /// Stages capability `cap` in slot `i` (< [`MAX_EXTRA_CAPS`], else
+    /// `EINVAL`) to travel with the message.
+    pub fn set_cap(&mut self, i: usize, cap: Cap, how: Transfer) -> io::Result<()> {
+        if i >= MAX_EXTRA_CAPS {
+            return Err(Errno::EINVAL.into());
+        }
+        self.out[i] = Some((cap, how));
+        Ok(())
+    }
+
+    /// On receive: the capability that arrived in slot `i` (an index in the
+    /// receiver's current table), if any.
+    pub fn cap(&self, i: usize) -> Option<Cap> {
+        self.caps_in.get(i).copied().flatten()
+    }
+
+    /// On receive: the badge of unwrapped capability `i`.
+    pub fn unwrapped_badge(&self, i: usize) -> Option<u64> {
+        (i < MAX_EXTRA_CAPS && self.tag.caps_unwrapped & (1 << i) != 0).then(|| self.badges_in[i])
+    }
+}
+
+/// Sets virtual message register `k` (`FAST_MRS..MAX_MSG_LENGTH`, else
+/// `EINVAL`) in the calling task's IPC buffer.
+pub fn set_mr(k: usize, v: u64) -> io::Result<()> {
+    if !(FAST_MRS..MAX_MSG_LENGTH).contains(&k) {
+        return Err(Errno::EINVAL.into());
+    }
+    my_port()?.buf[k].store(v, Ordering::Relaxed);
+    Ok(())
+}
+
+/// Reads virtual message register `k` of the calling task's IPC buffer
+/// (`EINVAL` outside `FAST_MRS..MAX_MSG_LENGTH`).
+pub fn mr(k: usize) -> io::Result<u64> {
+    if !(FAST_MRS..MAX_MSG_LENGTH).contains(&k) {
+        return Err(Errno::EINVAL.into());
+    }
+    Ok(my_port()?.buf[k].load(Ordering::Relaxed))
+}
+
+// ---------------------------------------------------------------------------
+// Ports: a task's blocking slot and IPC buffer.
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Idle,
+    /// In an endpoint's sender queue.
+    QueuedSend,
+    /// In an endpoint's receiver queue.
+    QueuedRecv,
+    /// A call delivered; waiting for the reply.
+    AwaitReply,
+    /// The operation completed (message taken, delivered or replied).
+    Done,
+    /// A delivered call whose caller gave up waiting for the reply.
+    Abandoned,
+}
+
+/// What arrives at a port.
+#[derive(Default)]
+struct Delivery {
+    tag: MsgTag,
+    mr: [u64; FAST_MRS],
+    badge: u64,
+    caps: [Option<Arc<CapNode>>; MAX_EXTRA_CAPS],
+    /// The endpoint it came through (to unwrap caps naming it).
+    via: Option<Arc<EndpointObj>>,
+    reply: Option<(Arc<Port>, u64)>,
+}
+
+struct PortState {
+    op: u64,
+    phase: Phase,
+    inbox: Delivery,
+}
+
+/// A task's IPC port: the wait queue it blocks on, its state and its IPC
+/// buffer (the virtual message registers).
+pub(crate) struct Port {
+    wq: WaitQueue,
+    st: Mutex<PortState>,
+    buf: [AtomicU64; MAX_MSG_LENGTH],
+    task: Task,
+}
+
+greenos_runtime::task_local! {
+    static PORT: Arc<Port> = Arc::new(Port {
+        wq: WaitQueue::new(),
+        st: Mutex::new(PortState { op: 0, phase: Phase::Idle, inbox: Delivery::default() }),
+        buf: std::array::from_fn(|_| AtomicU64::new(0)),
+        task: greenos_runtime::current(),
+    });
+}
+
+fn my_port() -> Result<Arc<Port>, Errno> {
+    if task::try_current().is_none() {
+        return Err(Errno::ESRCH);
+    }
+    Ok(PORT.with(|p| p.clone()))
+}
+
+impl Port {
+    /// Starts a new blocking operation in `phase`; returns its generation.
+    fn begin(&self, st: &mut PortState, phase: Phase) -> u64 {
+        st.op = st.op.wrapping_add(1);
+        st.phase = phase;
+        st.inbox = Delivery::default();
+        st.op
+    }
+
+    fn phase(&self) -> Phase {
+        self.st.lock().phase
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Endpoints.
+
+/// Direct process switch or lazy (run-queue) wakeups; see the module doc.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SwitchMode {
+    /// Hand the CPU to the partner when the fastpath conditions hold.
+    Direct,
+    /// Always wake the partner through its CPU's run queue.
+    Lazy,
+}
+
+static DEFAULT_LAZY: AtomicBool = AtomicBool::new(false);
+
+/// Chooses the switch mode of endpoints created from now on (the
+/// process-wide option; [`Endpoint::with_mode`] chooses per endpoint).
+pub fn set_default_switch_mode(mode: SwitchMode) {
+    DEFAULT_LAZY.store(mode == SwitchMode::Lazy, Ordering::Relaxed);
+}
+
+struct SendEntry {
+    port: Arc<Port>,
+    op: u64,
+    tag: MsgTag,
+    mr: [u64; FAST_MRS],
+    badge: u64,
+    caps: [Option<Arc<CapNode>>; MAX_EXTRA_CAPS],
+    is_call: bool,
+}
+
+struct Queues {
+    senders: VecDeque<SendEntry>,
+    receivers: VecDeque<(Arc<Port>, u64)>,
+}
+
+/// An endpoint (what an endpoint capability names).
+pub struct EndpointObj {
+    q: Mutex<Queues>,
+    mode: SwitchMode,
+    dropped: AtomicU64,
+    direct_switches: AtomicU64,
+}
+
+impl fmt::Debug for EndpointObj {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EndpointObj")
+            .field("mode", &self.mode)
+            .finish()
+    }
+}
+
+/// A handle on an endpoint capability (a [`Cap`] with the endpoint calls).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Endpoint {
+    cap: Cap,
+}
+
+/// The one-shot right to answer a call, tied to the calling task and call.
+pub struct Reply {
+    port: Arc<Port>,
+    op: u64,
+}
+
+impl fmt::Debug for Reply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Reply")
+            .field("caller", &self.port.task.pid())
+            .finish()
+    }
+}
+
+fn deadline(t: Option<Duration>) -> Option<Instant> {
+    t.map(|d| Instant::now() + d)
+}
+
+fn left(d: Option<Instant>) -> Result<Option<Duration>, Errno> {
+    match d {
+        None => Ok(None),
+        Some(d) => {
+            let now = Instant::now();
+            if now >= d {
+                Err(Errno::ETIMEDOUT)
+            } else {
+                Ok(Some(d - now))
+            }
+        }
+    }
+}
+
+/// Stages the message's capabilities; returns them and the moved indices.
+type StagedCaps = (
+    [Option<Arc<CapNode>>; MAX_EXTRA_CAPS],
+    [Option<Cap>; MAX_EXTRA_CAPS],
+    u8,
+);
+
+fn stage_caps(msg: &Msg, rights: Rights) -> Result<StagedCaps, Errno> {
+    let mut nodes: [Option<Arc<CapNode>>; MAX_EXTRA_CAPS] = Default::default();
+    let mut moved = [None; MAX_EXTRA_CAPS];
+    let mut n = 0u8;
+    for (i, o) in msg.out.iter().enumerate() {
+        if let Some((c, how)) = *o {
+            if !rights.contains(Rights::GRANT) {
+                return Err(Errno::EPERM);
+            }
+            let Staged { node, moved_from } = cap::stage(c, how)?;
+            nodes[i] = Some(node);
+            moved[i] = moved_from;
+            n = n.max(i as u8 + 1);
+        }
+    }
+    Ok((nodes, moved, n))
+}
+
+fn check_len(msg: &Msg) -> Result<(), Errno> {
+    if msg.tag.length as usize > MAX_MSG_LENGTH {
+        return Err(Errno::EINVAL);
+    }
+    Ok(())
+}
+
+/// Copies the buffer registers `FAST_MRS..len` from one port to another.
+fn copy_long(from: &Port, to: &Port, len: u8) {
+    for k in FAST_MRS..(len as usize).min(MAX_MSG_LENGTH) {
+        to.buf[k].store(from.buf[k].load(Ordering::Relaxed), Ordering::Relaxed);
+    }
+}
+
+/// Whether the fastpath's placement and priority rules (6 and 10) let the
+/// current task hand its CPU to `to`.
+fn may_switch_to(to: &Task) -> bool {
+    let here = greenos_runtime::current_cpu();
+    let me = greenos_runtime::current();
+    to.cpu() == here && to.affinity().is_set(here) && to.nice() <= me.nice()
+}
+
+impl Endpoint {
+    /// Creates an endpoint (switch mode: the process-wide default) and
+    /// returns a capability to it with every right.
+    pub fn new() -> io::Result<Endpoint> {
+        let lazy = DEFAULT_LAZY.load(Ordering::Relaxed);
+        Endpoint::with_mode(if lazy {
+            SwitchMode::Lazy
+        } else {
+            SwitchMode::Direct
+        })
+    }
+
+    /// Creates an endpoint with the given switch mode.
+    pub fn with_mode(mode: SwitchMode) -> io::Result<Endpoint> {
+        let obj = Arc::new(EndpointObj {
+            q: Mutex::new(Queues {
+                senders: VecDeque::new(),
+                receivers: VecDeque::new(),
+            }),
+            mode,
+            dropped: AtomicU64::new(0),
+            direct_switches: AtomicU64::new(0),
+        });
+        Ok(Endpoint {
+            cap: cap::create(Object::Endpoint(obj))?,
+        })
+    }
+
+    /// The endpoint a capability names (checked when used).
+    pub fn from_cap(cap: Cap) -> Endpoint {
+        Endpoint { cap }
+    }
+
+    /// The capability.
+    pub fn cap(&self) -> Cap {
+        self.cap
+    }
+
+    fn resolve(&self, need: Rights) -> Result<(Arc<EndpointObj>, Arc<CapNode>), Errno> {
+        let n = cap::resolve(self.cap, need)?;
+        match &n.object {
+            Object::Endpoint(e) => Ok((e.clone(), n.clone())),
+            _ => Err(Errno::EINVAL),
+        }
+    }
+
+    /// Messages `nb_send` dropped because no receiver waited.
+    pub fn dropped(&self) -> io::Result<u64> {
+        Ok(self
+            .resolve(Rights::NONE)?
+            .0
+            .dropped
+            .load(Ordering::Relaxed))
+    }
+
+    /// Calls that took the direct-switch path.
+    pub fn direct_switches(&self) -> io::Result<u64> {
+        Ok(self
+            .resolve(Rights::NONE)?
+            .0
+            .direct_switches
+            .load(Ordering::Relaxed))
+    }
+
+    /// Sends `msg`, blocking until a receiver takes it.
+    pub fn send(&self, msg: &Msg) -> io::Result<()> {
+        Ok(self.send_inner(msg, false, None)?)
+    }
+
+    /// [`send`](Self::send) giving up with `ETIMEDOUT` after `timeout`.
+    pub fn send_timeout(&self, msg: &Msg, timeout: Duration) -> io::Result<()> {
+        Ok(self.send_inner(msg, false, Some(timeout))?)
+    }
+
+    /// Sends `msg` if a receiver is waiting; otherwise drops it silently
+    /// (seL4 `NBSend`) and counts it in [`dropped`](Self::dropped).
+    pub fn nb_send(&self, msg: &Msg) -> io::Result<()> {
+        Ok(self.send_inner(msg, true, None)?)
+    }
+
+    fn send_inner(&self, msg: &Msg, nb: bool, timeout: Option<Duration>) -> Result<(), Errno> {
+        check_len(msg)?;
+        let (ep, node) = self.resolve(Rights::SEND)?;
+        let (caps, moved, ncaps) = stage_caps(msg, node.rights)?;
+        let me = my_port()?;
+        let mut tag = msg.tag;
+        tag.extra_caps = ncaps;
+        let mut q = ep.q.lock();
+        if let Some((r, rop)) = q.receivers.pop_front() {
+            {
+                let mut st = r.st.lock();
+                debug_assert_eq!(st.op, rop);
+                copy_long(&me, &r, tag.length);
+                st.inbox = Delivery {
+                    tag,
+                    mr: msg.mr,
+                    badge: node.badge,
+                    caps,
+                    via: Some(ep.clone()),
+                    reply: None,
+                };
+                st.phase = Phase::Done;
+            }
+            drop(q);
+            finish_moves(&moved);
+            if ep.mode == SwitchMode::Direct {
+                r.wq.wake_one_sync();
+            } else {
+                r.wq.wake_one();
+            }
+            return Ok(());
+        }
+        if nb {
+            ep.dropped.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
+        let op = me.begin(&mut me.st.lock(), Phase::QueuedSend);
+        q.senders.push_back(SendEntry {
+            port: me.clone(),
+            op,
+            tag,
+            mr: msg.mr,
+            badge: node.badge,
+            caps,
+            is_call: false,
+        });
+        drop(q);
+        let r = wait_done(&me, &ep, timeout.and_then(|t| deadline(Some(t))));
+        if r.is_ok() {
+            finish_moves(&moved);
+        }
+        r
+    }
+
+    /// Waits for a message. Returns it and, for a call, the one-shot reply
+    /// capability.
+    pub fn recv(&self) -> io::Result<(Msg, Option<Reply>)> {
+        Ok(self.recv_inner(None)?)
+    }
+
+    /// [`recv`](Self::recv) giving up with `ETIMEDOUT` after `timeout`.
+    pub fn recv_timeout(&self, timeout: Duration) -> io::Result<(Msg, Option<Reply>)> {
+        Ok(self.recv_inner(Some(timeout))?)
+    }
+
+    /// Takes a message if a sender is waiting; `EAGAIN` otherwise (seL4
+    /// `NBRecv`).
+    pub fn nb_recv(&self) -> io::Result<(Msg, Option<Reply>)> {
+        let (ep, _) = self.resolve(Rights::RECV)?;
+        let me = my_port()?;
+        let q = ep.q.lock();
+        if q.senders.is_empty() {
+            return Err(Errno::EAGAIN.into());
+        }
+        Ok(self
+            .take_sender(&ep, &me, q)
+            .map(|()| self.finish_recv(&me))??)
+    }
+
+    fn recv_inner(&self, timeout: Option<Duration>) -> Result<(Msg, Option<Reply>), Errno> {
+        let (ep, _) = self.resolve(Rights::RECV)?;
+        let me = my_port()?;
+        let q = ep.q.lock();
+        self.recv_locked(&ep, &me, q, deadline(timeout), None)
+    }
+
+    /// Receives with the endpoint lock held: takes a waiting sender, or
+    /// queues and waits. `switch_to` is a caller to hand the CPU to while
+    /// blocking (reply_recv's direct switch back).
+    fn recv_locked(
+        &self,
+        ep: &Arc<EndpointObj>,
+        me: &Arc<Port>,
+        mut q: parking_lot::MutexGuard<'_, Queues>,
+        dl: Option<Instant>,
+        switch_to: Option<Arc<Port>>,
+    ) -> Result<(Msg, Option<Reply>), Errno> {
+        if !q.senders.is_empty() {
+            self.take_sender(ep, me, q)?;
+            if let Some(c) = switch_to {
+                c.wq.wake_one();
+            }
+            return self.finish_recv(me);
+        }
+        let op = me.begin(&mut me.st.lock(), Phase::QueuedRecv);
+        q.receivers.push_back((me.clone(), op));
+        drop(q);
+        if let Some(c) = switch_to {
+            if ep.mode == SwitchMode::Direct {
+                c.wq.wake_one_sync();
+            } else {
+                c.wq.wake_one();
+            }
+        }
+        wait_done(me, ep, dl)?;
+        self.finish_recv(me)
+    }
+
+    /// Takes the first queued sender's message into `me`'s inbox.
+    fn take_sender(
+        &self,
+        ep: &Arc<EndpointObj>,
+        me: &Arc<Port>,
+        mut q: parking_lot::MutexGuard<'_, Queues>,
+    ) -> Result<(), Errno> {
+        let s = q.senders.pop_front().expect("checked non-empty");
+        copy_long(&s.port, me, s.tag.length);
+        {
+            let mut st = me.st.lock();
+            me.begin(&mut st, Phase::Done);
+            st.inbox = Delivery {
+                tag: s.tag,
+                mr: s.mr,
+                badge: s.badge,
+                caps: s.caps,
+                via: Some(ep.clone()),
+                reply: s.is_call.then(|| (s.port.clone(), s.op)),
+            };
+        }
+        let wake = {
+            let mut sst = s.port.st.lock();
+            debug_assert_eq!(sst.op, s.op);
+            if s.is_call {
+                sst.phase = Phase::AwaitReply;
+                false
+            } else {
+                sst.phase = Phase::Done;
+                true
+            }
+        };
+        drop(q);
+        if wake {
+            s.port.wq.wake_one();
+        }
+        Ok(())
+    }
+
+    /// Reads the delivered message out of `me`'s inbox, installing its
+    /// capabilities in the current table.
+    fn finish_recv(&self, me: &Arc<Port>) -> Result<(Msg, Option<Reply>), Errno> {
+        let d = {
+            let mut st = me.st.lock();
+            st.phase = Phase::Idle;
+            std::mem::take(&mut st.inbox)
+        };
+        let mut m = Msg {
+            tag: d.tag,
+            mr: d.mr,
+            badge: d.badge,
+            ..Msg::default()
+        };
+        m.tag.caps_unwrapped = 0;
+        let mut arrived = 0u8;
+        for (i, c) in d.caps.into_iter().enumerate() {
+            let Some(node) = c else { continue };
+            let unwrap = match (&node.object, &d.via) {
+                (Object::Endpoint(a), Some(b)) => Arc::ptr_eq(a, b),
+                _ => false,
+            };
+            if unwrap {
+                m.badges_in[i] = node.badge;
+                m.tag.caps_unwrapped |= 1 << i;
+            } else {
+                match cap::install(node) {
+                    Ok(c) => m.caps_in[i] = Some(c),
+                    // A full table stops the transfer, not the IPC.
+                    Err(_) => break,
+                }
+            }
+            arrived = i as u8 + 1;
+        }
+        m.tag.extra_caps = arrived;
+        let reply = d.reply.map(|(port, op)| Reply { port, op });
+        Ok((m, reply))
+    }
+
+    /// Sends `msg` and waits for the reply (seL4 `Call`).
+    pub fn call(&self, msg: &Msg) -> io::Result<Msg> {
+        Ok(self.call_inner(msg, None)?)
+    }
+
+    /// [`call`](Self::call) giving up with `ETIMEDOUT` after `timeout` (the
+    /// call may have been delivered; its late reply is then refused).
+    pub fn call_timeout(&self, msg: &Msg, timeout: Duration) -> io::Result<Msg> {
+        Ok(self.call_inner(msg, Some(timeout))?)
+    }
+
+    fn call_inner(&self, msg: &Msg, timeout: Option<Duration>) -> Result<Msg, Errno> {
+        check_len(msg)?;
+        let (ep, node) = self.resolve(Rights::CALL)?;
+        let (caps, moved, ncaps) = stage_caps(msg, node.rights)?;
+        let me = my_port()?;
+        let dl = deadline(timeout);
+        let mut tag = msg.tag;
+        tag.extra_caps = ncaps;
+        let mut q = ep.q.lock();
+        let op;
+        if let Some((r, _rop)) = q.receivers.pop_front() {
+            op = me.begin(&mut me.st.lock(), Phase::AwaitReply);
+            {
+                let mut st = r.st.lock();
+                copy_long(&me, &r, tag.length);
+                st.inbox = Delivery {
+                    tag,
+                    mr: msg.mr,
+                    badge: node.badge,
+                    caps,
+                    via: Some(ep.clone()),
+                    reply: Some((me.clone(), op)),
+                };
+                st.phase = Phase::Done;
+            }
+            drop(q);
+            finish_moves(&moved);
+            // The fastpath conditions (module doc): 1, 4 (we found r
+            // waiting), 6 and 10.
+            let fast = ep.mode == SwitchMode::Direct
+                && tag.length as usize <= FAST_MRS
+                && ncaps == 0
+                && may_switch_to(&r.task);
+            if fast {
+                ep.direct_switches.fetch_add(1, Ordering::Relaxed);
+                r.wq.wake_one_sync();
+            } else {
+                r.wq.wake_one();
+            }
+        } else {
+            op = me.begin(&mut me.st.lock(), Phase::QueuedSend);
+            q.senders.push_back(SendEntry {
+                port: me.clone(),
+                op,
+                tag,
+                mr: msg.mr,
+                badge: node.badge,
+                caps,
+                is_call: true,
+            });
+            drop(q);
+        }
+        let _ = op;
+        let r = wait_done(&me, &ep, dl);
+        // Delivered (taken by a receiver) even if the reply never came.
+        if r.is_ok() || me.phase() == Phase::Abandoned {
+            finish_moves(&moved);
+        }
+        r?;
+        let (m, _) = self.finish_recv(&me)?;
+        Ok(m)
+    }
+
+    /// Replies to `reply` with `reply_msg`, then waits for the next message
+    /// (seL4 `ReplyRecv`, the server loop). The reply is refused silently if
+    /// its caller gave up; the receive goes on.
+    pub fn reply_recv(&self, reply: Reply, reply_msg: &Msg) -> io::Result<(Msg, Option<Reply>)> {
+        Ok(self.reply_recv_inner(reply, reply_msg, None)?)
+    }
+
+    /// [`reply_recv`](Self::reply_recv) whose receive gives up with
+    /// `ETIMEDOUT` after `timeout`.
+    pub fn reply_recv_timeout(
+        &self,
+        reply: Reply,
+        reply_msg: &Msg,
+        timeout: Duration,
+    ) -> io::Result<(Msg, Option<Reply>)> {
+        Ok(self.reply_recv_inner(reply, reply_msg, Some(timeout))?)
+    }
+
+    fn reply_recv_inner(
+        &self,
+        reply: Reply,
+        reply_msg: &Msg,
+        timeout: Option<Duration>,
+    ) -> Result<(Msg, Option<Reply>), Errno> {
+        let (ep, _) = self.resolve(Rights::RECV)?;
+        let me = my_port()?;
+        let caller = reply.port.clone();
+        let fast = ep.mode == SwitchMode::Direct
+            && reply_msg.tag.length as usize <= FAST_MRS
+            && reply_msg.out.iter().all(Option::is_none)
+            && may_switch_to(&caller.task);
+        // Deliver without waking; the receive below wakes the caller (and
+        // switches to it when it blocks).
+        let delivered = reply.deliver(reply_msg)?;
+        let q = ep.q.lock();
+        let switch_to = delivered.then_some(caller);
+        if fast && switch_to.is_some() && q.senders.is_empty() {
+            ep.direct_switches.fetch_add(1, Ordering::Relaxed);
+        }
+        self.recv_locked(&ep, &me, q, deadline(timeout), switch_to)
+    }
+}
+
+impl Reply {
+    /// Answers the call (seL4 `Reply`; never blocks). `ESRCH` if the caller
+    /// gave up (timeout, signal) or this reply is stale.
+    pub fn reply(self, msg: &Msg) -> io::Result<()> {
+        let port = self.port.clone();
+        if self.deliver(msg)? {
+            port.wq.wake_one();
+            Ok(())
+        } else {
+            Err(Errno::ESRCH.into())
+        }
+    }
+
+    /// The calling task's pid.
+    pub fn caller_pid(&self) -> greenos_runtime::Pid {
+        self.port.task.pid()
+    }
+
+    /// Puts the reply in the caller's port; false if the caller is gone.
+    fn deliver(self, msg: &Msg) -> Result<bool, Errno> {
+        check_len(msg)?;
+        let (caps, moved, ncaps) = stage_caps(msg, Rights::GRANT)?;
+        let me = my_port()?;
+        let mut tag = msg.tag;
+        tag.extra_caps = ncaps;
+        {
+            let mut st = self.port.st.lock();
+            if st.op != self.op || st.phase != Phase::AwaitReply {
+                return Ok(false);
+            }
+            copy_long(&me, &self.port, tag.length);
+            st.inbox = Delivery {
+                tag,
+                mr: msg.mr,
+                badge: 0,
+                caps,
+                via: None,
+                reply: None,
+            };
+            st.phase = Phase::Done;
+        }
+        finish_moves(&moved);
+        Ok(true)
+    }
+}
+
+fn finish_moves(moved: &[Option<Cap>; MAX_EXTRA_CAPS]) {
+    for c in moved.iter().flatten() {
+        cap::finish_stage(Some(*c));
+    }
+}
+
+/// Waits until `me`'s current operation is done; on timeout or
+/// interruption, withdraws it from `ep`'s queues (unless it completed
+/// meanwhile: then it succeeded).
+fn wait_done(me: &Arc<Port>, ep: &EndpointObj, dl: Option<Instant>) -> Result<(), Errno> {
+    loop {
+        let t = match left(dl) {
+            Ok(t) => t,
+            Err(e) => return withdraw(me, ep, e),
+        };
+        match me.wq.wait(|| me.phase() != Phase::Done, t) {
+            WaitResult::Invalid => return Ok(()),
+            WaitResult::Notified => {
+                if me.phase() == Phase::Done {
+                    return Ok(());
+                }
+            }
+            WaitResult::TimedOut => return withdraw(me, ep, Errno::ETIMEDOUT),
+            WaitResult::Cancelled => return withdraw(me, ep, Errno::EINTR),
+        }
+    }
+}
+
+fn withdraw(me: &Arc<Port>, ep: &EndpointObj, why: Errno) -> Result<(), Errno> {
+    let mut q = ep.q.lock();
+    let mut st = me.st.lock();
+    let op = st.op;
+    match st.phase {
+        Phase::Done => return Ok(()),
+        Phase::QueuedSend => q
+            .senders
+            .retain(|e| !(Arc::ptr_eq(&e.port, me) && e.op == op)),
+        Phase::QueuedRecv => q
+            .receivers
+            .retain(|(p, o)| !(Arc::ptr_eq(p, me) && *o == op)),
+        Phase::AwaitReply => {
+            // Delivered; a late reply sees the phase and is refused.
+            st.phase = Phase::Abandoned;
+            return Err(why);
+        }
+        Phase::Idle | Phase::Abandoned => {}
+    }
+    st.phase = Phase::Idle;
+    Err(why)
+}
