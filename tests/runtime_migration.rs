@@ -25,15 +25,22 @@ fn scaled(release: usize) -> usize {
     }
 }
 
-/// The OS CPU each of `n` pinned workers runs on, or `None` (with a message)
-/// when this machine cannot give two workers CPUs of their own.
-fn worker_os_cpus(n: usize) -> Option<Vec<usize>> {
+/// The OS CPU each of the `n` pinned workers of `rt` runs on (where its
+/// placement put them), or `None` (with a message) when this machine
+/// cannot give `n` workers CPUs of their own.
+fn worker_os_cpus(rt: &greenos::Runtime, n: usize) -> Option<Vec<usize>> {
     let os = allowed_os_cpus();
     if os.len() < n {
         eprintln!("skipped: needs {n} CPUs to pin {n} workers apart, this process may use {os:?}");
         return None;
     }
-    Some((0..n).map(|i| os[i % os.len()]).collect())
+    let pinned: Option<Vec<usize>> = (0..n).map(|i| rt.pinned_os_cpu(i)).collect();
+    let pinned = pinned.expect("pinned workers");
+    assert!(
+        (1..n).all(|i| !pinned[..i].contains(&pinned[i])),
+        "{pinned:?}"
+    );
+    Some(pinned)
 }
 
 #[test]
@@ -133,9 +140,11 @@ fn cross_worker_pingpong_100k_over_join_handles() {
 #[test]
 fn migrate_back_and_forth_with_sched_setaffinity() {
     let _w = Watchdog::new("migrate_back_and_forth", Duration::from_secs(300));
-    let Some(os) = worker_os_cpus(2) else { return };
     let n = scaled(20_000);
     let rt = common::builder(2).pin_workers(true).build().unwrap();
+    let Some(os) = worker_os_cpus(&rt, 2) else {
+        return;
+    };
     let t = std::time::Instant::now();
     let os2 = os.clone();
     let moved = rt.block_on(move || {
@@ -184,8 +193,10 @@ fn migrate_back_and_forth_with_sched_setaffinity() {
 #[test]
 fn every_worker_runs_on_its_pinned_os_cpu() {
     let _w = Watchdog::new("pinned_os_cpu", Duration::from_secs(120));
-    let Some(os) = worker_os_cpus(2) else { return };
     let rt = common::builder(2).pin_workers(true).build().unwrap();
+    let Some(os) = worker_os_cpus(&rt, 2) else {
+        return;
+    };
     let seen = Arc::new([AtomicUsize::new(0), AtomicUsize::new(0)]);
     let s = seen.clone();
     rt.block_on(move || {
@@ -313,8 +324,8 @@ fn task_locals_follow_the_task_across_migrations() {
 #[test]
 fn pinned_task_stays_on_its_first_cpu_with_the_other_idle() {
     let _w = Watchdog::new("pinned_alone", Duration::from_secs(120));
-    let os = worker_os_cpus(2);
     let rt = rt(2);
+    let os = worker_os_cpus(&rt, 2);
     let n = scaled(50_000);
     rt.block_on(|| {
         let os = os.clone();

@@ -199,8 +199,8 @@ fn sequential_block_on_calls_are_pid_1() {
 }
 
 #[test]
-fn sleeps_wake_in_deadline_order() {
-    let _w = Watchdog::new("sleeps_wake_in_deadline_order", Duration::from_secs(60));
+fn sleeps_wake_no_earlier_than_their_deadlines() {
+    let _w = Watchdog::new("sleeps_wake_no_earlier", Duration::from_secs(60));
     let rt = rt(2);
     let order = Arc::new(Mutex::new(Vec::new()));
     let t0 = Instant::now();
@@ -224,7 +224,14 @@ fn sleeps_wake_in_deadline_order() {
             .collect::<Vec<_>>()
     });
     let total = t0.elapsed();
-    assert_eq!(*order.lock().unwrap(), vec![10, 20, 30]);
+    // Each CPU fires its own timers; which of two CPUs gets to a due timer
+    // first depends on the OS scheduling the worker threads (a loaded CI
+    // machine can delay one by more than the 10 ms gap), so the order
+    // across CPUs is not asserted here. One timer heap's order is checked
+    // by `sleep_zero_and_many_sleepers_on_one_worker`.
+    let mut order = order.lock().unwrap().clone();
+    order.sort();
+    assert_eq!(order, vec![10, 20, 30]);
     for (ms, el) in slept {
         assert!(
             el >= Duration::from_millis(ms),

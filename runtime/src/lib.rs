@@ -22,6 +22,7 @@ pub mod sched;
 pub mod signal;
 pub mod sync;
 pub mod task;
+pub mod topology;
 pub mod wait;
 
 use std::fmt;
@@ -29,7 +30,7 @@ use std::fmt;
 pub use cpuset::CpuSet;
 pub use error::JoinError;
 pub use metrics::{CpuMetrics, Metrics};
-pub use runtime::{Builder, Policy, Runtime};
+pub use runtime::{Builder, Placement, Policy, Runtime};
 pub use task::{
     current, current_cpu, getgid, getpid, getuid, maybe_yield, sched_getaffinity,
     sched_setaffinity, sleep, spawn, try_current, yield_now, JoinHandle, Task,
@@ -45,3 +46,6 @@ impl fmt::Display for Pid {
         write!(f, "{}", self.0)
     }
 }
+
+pub use sched::domains::{DomainLevel, DomainsDebug, SchedDomain, SchedGroup, SdFlags};
+pub use topology::{Topology, TopologyError};

@@ -35,6 +35,9 @@ pub struct CpuMetrics {
     pub parks: u64,
     /// Tasks that finished on this CPU.
     pub tasks_exited: u64,
+    /// Direct process switches: a blocking task handed this CPU straight
+    /// to the task it woke, bypassing the run queue (IPC fastpath).
+    pub direct_switches: u64,
     /// Time spent running tasks (ns).
     pub busy_ns: u64,
     /// Time spent idle, spinning or asleep (ns).
@@ -72,6 +75,7 @@ impl Metrics {
                         migrations_out: r(&c.migrations_out),
                         parks: r(&c.parks),
                         tasks_exited: r(&c.tasks_exited),
+                        direct_switches: r(&c.direct_switches),
                         busy_ns: r(&c.busy_ns),
                         idle_ns: r(&c.idle_ns),
                     }

@@ -24,8 +24,10 @@ use crossbeam_utils::CachePadded;
 
 use crate::error::errno;
 use crate::executor::{self, monitor, stack, worker, Config, Shared, WorkerShared, BUSY};
+use crate::sched::domains::SchedDomain;
 use crate::sched::Tunables;
 use crate::task::{Builder as TaskBuilder, JoinHandle};
+use crate::topology::{Topology, TopologySource};
 use crate::Pid;
 
 /// The fair scheduling class a runtime uses on every CPU.
@@ -42,10 +44,28 @@ pub enum Policy {
     ON,
 }
 
+/// How runtime CPUs are laid onto the topology's PUs.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Placement {
+    /// One PU of every core before any core's SMT sibling, alternating
+    /// between NUMA nodes, packages and LLCs (the default; like hwloc's
+    /// `distrib` or OpenMP's `spread`).
+    #[default]
+    Spread,
+    /// PUs in logical order: SMT siblings, then the next core, filling one
+    /// LLC / package / node before the next (OpenMP's `close`).
+    Compact,
+    /// Runtime CPU `i` runs on logical PU `list[i]` (indices into
+    /// [`Topology::pus`]); the list's length is the worker count.
+    List(Vec<usize>),
+}
+
 /// Configures and builds a [`Runtime`].
 #[derive(Debug, Clone)]
 pub struct Builder {
     workers: Option<usize>,
+    topology: Option<Topology>,
+    placement: Placement,
     pin_workers: bool,
     policy: Policy,
     stack_size: usize,
@@ -57,6 +77,8 @@ impl Default for Builder {
     fn default() -> Self {
         Builder {
             workers: None,
+            topology: None,
+            placement: Placement::Spread,
             pin_workers: true,
             policy: Policy::Cfs,
             stack_size: stack::DEFAULT_STACK_SIZE,
@@ -70,14 +92,35 @@ impl Default for Builder {
 }
 
 impl Builder {
-    /// Number of worker CPUs (default: every CPU this process may use).
+    /// Number of worker CPUs. Default: for a detected topology, the CPUs in
+    /// the process's affinity mask capped by its cgroup CPU quota
+    /// ([`default_worker_count`](crate::topology::default_worker_count),
+    /// as Go 1.25 sets GOMAXPROCS); for a synthetic one, its PU count; for
+    /// [`Placement::List`], the list's length.
     pub fn workers(mut self, n: usize) -> Builder {
         self.workers = Some(n);
         self
     }
 
-    /// Pin each worker to its own CPU of the process's allowed set (default
-    /// true; more workers than CPUs wrap around).
+    /// The machine the runtime's CPUs are laid onto (default:
+    /// [`Topology::detect`]). A synthetic topology may be larger than the
+    /// real machine: its CPUs are then pinned round-robin onto the real
+    /// CPUs the process may use (runtime CPU `i` on the `i mod n`-th), so
+    /// a 32-CPU two-node machine runs, slowly but correctly, on 2 cores.
+    pub fn topology(mut self, topology: Topology) -> Builder {
+        self.topology = Some(topology);
+        self
+    }
+
+    /// How runtime CPUs are laid onto PUs (default [`Placement::Spread`]).
+    /// More workers than PUs wrap around the placement order.
+    pub fn placement(mut self, placement: Placement) -> Builder {
+        self.placement = placement;
+        self
+    }
+
+    /// Pin each worker thread to the OS CPU of its PU (default true; see
+    /// [`Builder::topology`] for synthetic machines).
     pub fn pin_workers(mut self, pin: bool) -> Builder {
         self.pin_workers = pin;
         self
@@ -108,10 +151,11 @@ impl Builder {
         self
     }
 
-    /// Starts the worker threads. Errors: `EINVAL` for zero workers or a
-    /// stack size out of range, `ENOSYS` for a policy not built yet, and
-    /// whatever the OS says when threads cannot be started.
-    pub fn build(self) -> io::Result<Runtime> {
+    /// Starts the worker threads. Errors: `EINVAL` for zero workers, a
+    /// stack size out of range, or a [`Placement::List`] naming a PU the
+    /// topology lacks or disagreeing with `workers`; `ENOSYS` for a policy
+    /// not built yet; whatever the OS says when threads cannot start.
+    pub fn build(mut self) -> io::Result<Runtime> {
         if self.policy != Policy::Cfs {
             return Err(io::Error::new(
                 io::ErrorKind::Unsupported,
@@ -121,11 +165,13 @@ impl Builder {
                 ),
             ));
         }
-        let workers = match self.workers {
-            Some(0) => return Err(errno(libc::EINVAL)),
-            Some(n) => n,
-            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
-        };
+        let layout = Layout::new(
+            self.topology.take(),
+            &self.placement,
+            self.workers,
+            self.pin_workers,
+        )?;
+        let workers = layout.cpu_pu.len();
         if !(crate::task::MIN_STACK_SIZE..=crate::task::MAX_STACK_SIZE).contains(&self.stack_size) {
             return Err(errno(libc::EINVAL));
         }
@@ -182,20 +228,18 @@ impl Builder {
         executor::runtimes()
             .lock()
             .insert(shared.id, Arc::downgrade(&shared));
-        let cores = if shared.config.pin_workers {
-            core_affinity::get_core_ids().filter(|c| !c.is_empty())
-        } else {
-            None
-        };
         let mut threads = Vec::with_capacity(workers);
         let mut rt = Runtime {
             shared: shared.clone(),
             threads: Vec::new(),
             monitor: None,
+            layout,
         };
         for (index, deque) in deques.into_iter().enumerate() {
             let s = shared.clone();
-            let core = cores.as_ref().map(|c| c[index % c.len()]);
+            let core = rt.layout.os_cpu[index]
+                .filter(|_| shared.config.pin_workers)
+                .map(|id| core_affinity::CoreId { id });
             let spawned = std::thread::Builder::new()
                 .name(format!("{}-{index}", shared.config.thread_name))
                 .spawn(move || {
@@ -233,6 +277,7 @@ pub struct Runtime {
     shared: Arc<Shared>,
     threads: Vec<ThreadHandle<()>>,
     monitor: Option<ThreadHandle<()>>,
+    layout: Layout,
 }
 
 impl Runtime {
@@ -329,6 +374,124 @@ impl Runtime {
     /// A snapshot of the per-CPU counters.
     pub fn metrics(&self) -> crate::Metrics {
         crate::Metrics::snapshot(&self.shared)
+    }
+
+    /// The topology the runtime's CPUs are laid onto.
+    pub fn topology(&self) -> &Topology {
+        &self.layout.topology
+    }
+
+    /// The logical PU (index into [`Topology::pus`]) runtime CPU `cpu`
+    /// stands for.
+    pub fn cpu_pu(&self, cpu: usize) -> Option<usize> {
+        self.layout.cpu_pu.get(cpu).copied()
+    }
+
+    /// The OS CPU worker `cpu` is pinned to (`None` if unpinned or out of
+    /// range).
+    pub fn pinned_os_cpu(&self, cpu: usize) -> Option<usize> {
+        self.layout.os_cpu.get(cpu).copied().flatten()
+    }
+
+    /// Every CPU's scheduling domains, CPU 0's first, each CPU's lowest
+    /// level first (see [`crate::sched::domains`]; print them with
+    /// [`DomainsDebug`](crate::sched::domains::DomainsDebug)).
+    pub fn domains(&self) -> Vec<SchedDomain> {
+        crate::sched::domains::build(&self.layout.topology, &self.layout.cpu_pu)
+    }
+}
+
+/// Where each runtime CPU sits: its PU in the topology and the OS CPU its
+/// worker thread is pinned to.
+#[derive(Debug)]
+struct Layout {
+    topology: Topology,
+    /// Logical PU of each runtime CPU.
+    cpu_pu: Vec<usize>,
+    /// OS CPU of each worker (`None`: unpinned).
+    os_cpu: Vec<Option<usize>>,
+}
+
+impl Layout {
+    fn new(
+        topology: Option<Topology>,
+        placement: &Placement,
+        workers: Option<usize>,
+        pin: bool,
+    ) -> io::Result<Layout> {
+        let allowed = crate::topology::affinity_cpus();
+        let topology = match topology {
+            Some(t) => t,
+            None => {
+                // Read once per process: the machine does not change under
+                // us (CPU hotplug aside), and runtimes are built often in
+                // tests.
+                static DETECTED: std::sync::OnceLock<Option<Topology>> = std::sync::OnceLock::new();
+                let detected = DETECTED.get_or_init(|| {
+                    Topology::detect()
+                        .map_err(|e| {
+                            tracing::warn!(error = %e, "greenos: topology unknown; assuming flat CPUs");
+                        })
+                        .ok()
+                });
+                match detected {
+                    Some(t) => t.clone(),
+                    None => Topology::flat(&allowed),
+                }
+            }
+        };
+        let real = !matches!(topology.source(), TopologySource::Synthetic(_));
+        // The PUs this process may run on (all of a synthetic machine's).
+        let mut usable: Vec<usize> = if real {
+            topology.pus_in(&allowed)
+        } else {
+            (0..topology.nr_pus()).collect()
+        };
+        if usable.is_empty() {
+            usable = (0..topology.nr_pus()).collect();
+        }
+        let order: Vec<usize> = match placement {
+            Placement::Spread => topology
+                .spread_order()
+                .into_iter()
+                .filter(|p| usable.contains(p))
+                .collect(),
+            Placement::Compact => usable.clone(),
+            Placement::List(l) => {
+                if l.is_empty()
+                    || l.iter().any(|&p| p >= topology.nr_pus())
+                    || workers.is_some_and(|n| n != l.len())
+                {
+                    return Err(errno(libc::EINVAL));
+                }
+                l.clone()
+            }
+        };
+        let n = match workers {
+            Some(0) => return Err(errno(libc::EINVAL)),
+            Some(n) => n,
+            None if matches!(placement, Placement::List(_)) => order.len(),
+            None if real => crate::topology::default_worker_count().min(usable.len().max(1)),
+            None => usable.len(),
+        };
+        let cpu_pu: Vec<usize> = (0..n).map(|i| order[i % order.len()]).collect();
+        let real_cpus: Vec<usize> = allowed.iter().collect();
+        let os_cpu = (0..n)
+            .map(|i| {
+                if !pin || real_cpus.is_empty() {
+                    None
+                } else if real {
+                    Some(topology.pus()[cpu_pu[i]].os_index)
+                } else {
+                    Some(real_cpus[i % real_cpus.len()])
+                }
+            })
+            .collect();
+        Ok(Layout {
+            topology,
+            cpu_pu,
+            os_cpu,
+        })
     }
 }
 

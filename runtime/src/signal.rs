@@ -24,9 +24,10 @@
 //!   task-local values drop) at the next point where that is safe — the
 //!   start of a blocking call, the return of a failed wait, a yield — and its
 //!   join handle reports [`JoinError::Killed`](crate::JoinError::Killed);
-//! - otherwise the bit is set in `pending`; if the target sleeps in an
-//!   *interruptible* wait (every [`WaitQueue::wait`](crate::wait::WaitQueue::wait),
-//!   which IPC uses, and `sleep`) it is woken.
+//! - otherwise the bit is set in `pending` and the target is woken; if it
+//!   sleeps in an *interruptible* wait (every
+//!   [`WaitQueue::wait`](crate::wait::WaitQueue::wait), which IPC uses, and
+//!   `sleep`) the signal is delivered there.
 //!
 //! The target delivers its own signals, in its own context, at scheduling
 //! points: on return from a yield or preemption, in an interruptible wait
@@ -47,10 +48,11 @@
 //!   `sigaction`; `sigprocmask` silently leaves them out, as Linux does).
 //! - Only the task itself clears `pending` bits, changes `blocked`, runs
 //!   handlers or unwinds; senders only set bits, set flags and wake.
-//! - Sender and sleeper pair through `SeqCst`: the sender sets `pending`,
-//!   then reads `interruptible`; the sleeper sets `interruptible`, then reads
-//!   `pending` before parking (and a wake that races the park leaves a
-//!   `NOTIFIED` token). Neither order loses a signal.
+//! - A sender sets `pending`, then wakes the target through its state word
+//!   (whatever it waits in); a sleeper reads `pending` before each park. A
+//!   wake that races the park leaves a `NOTIFIED` token, so neither order
+//!   loses a signal. Waits that are not interruptible see a spurious wakeup
+//!   and sleep again.
 //!
 //! # Differences from Linux
 //!
@@ -332,8 +334,6 @@ pub(crate) struct TaskSignals {
     pending: AtomicU64,
     /// The mask (`blocked`). Only the task writes it.
     blocked: AtomicU64,
-    /// The task sleeps in a wait that signals interrupt.
-    interruptible: AtomicBool,
     /// Stopped by a stop signal; cleared by SIGCONT.
     stopped: AtomicBool,
     /// The killing signal's number (0: not killed), | `UNWINDING`.
@@ -463,7 +463,11 @@ pub(crate) fn send(target: &TaskRef, sig: Signal) {
         SendAs::Pend => {
             s.pending.fetch_or(sig.bit(), Ordering::SeqCst);
             let blocked = s.blocked.load(Ordering::Relaxed) & !UNBLOCKABLE;
-            if blocked & sig.bit() == 0 && s.interruptible.load(Ordering::SeqCst) {
+            if blocked & sig.bit() == 0 {
+                // Wake it whatever it waits in: an interruptible wait
+                // delivers, any other wait sees a spurious wakeup and
+                // sleeps again. (Cheaper than telling them apart on every
+                // wait; signals are rare, waits are not.)
                 executor::wake_task(target.clone());
             }
         }
@@ -634,11 +638,14 @@ fn checkpoint_slow(task: &Task) {
     unwind_if_killed(task);
 }
 
-/// Marks the task as sleeping interruptibly (or not). Returns whether a
-/// deliverable signal is already pending (then the caller must not park).
-pub(crate) fn set_interruptible(task: &Task, on: bool) -> bool {
-    task.sig.interruptible.store(on, Ordering::SeqCst);
-    on && task.sig.deliverable() != 0
+/// Whether a deliverable signal is pending: checked by an interruptible
+/// wait before each park. A relaxed load is enough: a sender sets the bit
+/// and then wakes the task through its state word, so a check that misses
+/// the bit is followed by a park that does not sleep (NOTIFIED) or is
+/// undone (the worker re-queues the task).
+#[inline]
+pub(crate) fn deliverable_pending(task: &Task) -> bool {
+    task.sig.any_pending() && task.sig.deliverable() != 0
 }
 
 fn errno(e: i32) -> io::Error {

@@ -613,7 +613,7 @@ pub fn sleep(dur: Duration) {
     }
     // An interruptible sleep: handlers run in it and it goes on (greenos's
     // sleep has no EINTR to report); a fatal signal ends it and unwinds.
-    let mut pending = crate::signal::set_interruptible(task, true);
+    let mut pending = crate::signal::deliverable_pending(task);
     while !task.timed_out(gen)
         && !task.cancelled.load(Ordering::Relaxed)
         && !crate::signal::must_die(task)
@@ -623,9 +623,8 @@ pub fn sleep(dur: Duration) {
         } else {
             executor::park_current(task);
         }
-        pending = crate::signal::set_interruptible(task, true);
+        pending = crate::signal::deliverable_pending(task);
     }
-    let _ = crate::signal::set_interruptible(task, false);
     task.end_timed_wait(gen);
     crate::signal::checkpoint(task);
 }

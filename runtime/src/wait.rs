@@ -249,7 +249,31 @@ impl WaitQueue {
     /// `SA_RESTART`. A fatal signal returns `Cancelled`, then unwinds the
     /// task (see `crate::signal`).
     pub fn wait<F: FnOnce() -> bool>(&self, validate: F, timeout: Option<Duration>) -> WaitResult {
-        self.wait_inner(validate, timeout, true, true)
+        self.wait_inner(validate, timeout, true, true, None).1
+    }
+
+    /// Wakes the longest waiter of `wake` and waits on this queue, as one
+    /// step — L4's `Call` and `ReplyRecv`: the caller is queued here (if
+    /// `validate`, run under this queue's lock, says so) *before* the wakee
+    /// can run, so its answer cannot be missed.
+    ///
+    /// **Direct process switch.** If the wakee is a task of this runtime
+    /// that last ran on the caller's CPU and may run there, the caller hands
+    /// the CPU straight to it: the wakee becomes the running task without
+    /// entering the run queue and runs on the rest of the caller's turn
+    /// (the seL4 fastpath; see `executor::park_and_switch_to`). Otherwise it
+    /// is woken where it is, as `wake_one` does.
+    ///
+    /// Returns whether a waiter of `wake` was woken, and how the wait ended
+    /// (as [`wait`](Self::wait); interruptible). With `validate` false the
+    /// wakee is still woken and the result is `Invalid`.
+    pub fn wake_one_and_wait<F: FnOnce() -> bool>(
+        &self,
+        wake: &WaitQueue,
+        validate: F,
+        timeout: Option<Duration>,
+    ) -> (bool, WaitResult) {
+        self.wait_inner(validate, timeout, true, true, Some(wake))
     }
 
     /// As [`wait`](Self::wait), but handled signals do not interrupt it
@@ -261,7 +285,7 @@ impl WaitQueue {
         validate: F,
         timeout: Option<Duration>,
     ) -> WaitResult {
-        self.wait_inner(validate, timeout, false, true)
+        self.wait_inner(validate, timeout, false, true, None).1
     }
 
     /// As [`wait_killable`](Self::wait_killable), but a kill only ends the
@@ -272,7 +296,7 @@ impl WaitQueue {
         validate: F,
         timeout: Option<Duration>,
     ) -> WaitResult {
-        self.wait_inner(validate, timeout, false, false)
+        self.wait_inner(validate, timeout, false, false, None).1
     }
 
     fn wait_inner<F: FnOnce() -> bool>(
@@ -281,7 +305,9 @@ impl WaitQueue {
         timeout: Option<Duration>,
         interruptible: bool,
         unwind_on_kill: bool,
-    ) -> WaitResult {
+        handoff: Option<&WaitQueue>,
+    ) -> (bool, WaitResult) {
+        let wake_plain = |q: Option<&WaitQueue>| q.is_some_and(|q| q.wake_one());
         let task = executor::current_task_ptr();
         if !task.is_null() {
             // SAFETY: CURRENT is the running task (see current_task).
@@ -292,7 +318,7 @@ impl WaitQueue {
                 crate::signal::checkpoint(t);
             }
             if t.cancelled.load(Ordering::Relaxed) || crate::signal::must_die(t) {
-                return WaitResult::Cancelled;
+                return (wake_plain(handoff), WaitResult::Cancelled);
             }
         }
         let waker = if task.is_null() {
@@ -316,7 +342,8 @@ impl WaitQueue {
             fence(Ordering::SeqCst);
             if !validate() {
                 self.count_out();
-                return WaitResult::Invalid;
+                drop(l);
+                return (wake_plain(handoff), WaitResult::Invalid);
             }
             // SAFETY: `node` is a fresh local that is not moved until the
             // Unlinker below (declared after it, so dropped before it) has
@@ -329,18 +356,34 @@ impl WaitQueue {
             // the waker stores it last.
             unsafe { (*np).status.load(Ordering::Acquire) == NOTIFIED }
         };
+        // Queued: now wake the other side. A task that sleeps on this CPU
+        // gets the CPU directly (it runs before anything queued here).
+        let mut woke = false;
+        let mut direct = None;
+        if let Some(q) = handoff {
+            if let Some(w) = q.take_one() {
+                woke = true;
+                match w {
+                    Some(Waker::Task(t)) if !task.is_null() && executor::can_switch_to(&t) => {
+                        direct = Some(t);
+                    }
+                    Some(w) => w.wake(),
+                    None => {}
+                }
+            }
+        }
         if task.is_null() {
-            self.wait_thread(np, notified, timeout)
+            (woke, self.wait_thread(np, notified, timeout))
         } else {
             // SAFETY: see above; CURRENT is alive while it runs.
             let t = unsafe { &*task };
-            let r = self.wait_task(np, t, notified, timeout, interruptible);
+            let r = self.wait_task(np, t, notified, timeout, interruptible, direct);
             if r == WaitResult::Cancelled && unwind_on_kill {
                 // Unlinked, timer disarmed, nothing handed to us: a killed
                 // task may unwind from here. `_unlink` runs as it does.
                 crate::signal::unwind_if_killed(t);
             }
-            r
+            (woke, r)
         }
     }
 
@@ -351,6 +394,7 @@ impl WaitQueue {
         notified: impl Fn() -> bool,
         timeout: Option<Duration>,
         interruptible: bool,
+        mut direct: Option<TaskRef>,
     ) -> WaitResult {
         let deadline = deadline_ns(timeout);
         let gen = deadline.map(|d| {
@@ -361,7 +405,7 @@ impl WaitQueue {
             }
             gen
         });
-        let mut signalled = interruptible && crate::signal::set_interruptible(task, true);
+        let mut signalled = interruptible && crate::signal::deliverable_pending(task);
         let result = loop {
             if notified() {
                 break WaitResult::Notified;
@@ -382,13 +426,16 @@ impl WaitQueue {
                     crate::signal::Delivered::Restart | crate::signal::Delivered::Nothing => {}
                 }
             } else {
-                executor::park_current(task);
+                match direct.take() {
+                    Some(to) => executor::park_and_switch_to(task, to),
+                    None => executor::park_current(task),
+                }
             }
-            // Re-armed each round: a handler's own wait cleared the flag.
-            signalled = interruptible && crate::signal::set_interruptible(task, true);
+            signalled = interruptible && crate::signal::deliverable_pending(task);
         };
-        if interruptible {
-            let _ = crate::signal::set_interruptible(task, false);
+        if let Some(to) = direct {
+            // Left before switching (cancelled, timed out): wake it plainly.
+            executor::wake_task(to);
         }
         if let Some(g) = gen {
             task.end_timed_wait(g);
@@ -461,25 +508,30 @@ impl WaitQueue {
         self.wake_one_inner(true)
     }
 
-    fn wake_one_inner(&self, sync: bool) -> bool {
+    /// Picks the longest waiter and marks it notified, without waking it:
+    /// `None` if there was no waiter, else its waker (which the caller must
+    /// wake, or hand the CPU to).
+    fn take_one(&self) -> Option<Option<Waker>> {
         fence(Ordering::SeqCst);
         if self.waiters.load(Ordering::SeqCst) == 0 {
-            return false;
+            return None;
         }
-        let waker = {
-            let mut l = self.list.lock();
-            let Some(n) = l.pop_front() else {
-                return false;
-            };
-            self.count_out();
-            // SAFETY: a node popped under the lock is valid until we store
-            // NOTIFIED (its owner cannot leave before seeing NOTIFIED or
-            // taking this lock).
-            unsafe {
-                let w = (*n).waker.take();
-                (*n).status.store(NOTIFIED, Ordering::Release);
-                w
-            }
+        let mut l = self.list.lock();
+        let n = l.pop_front()?;
+        self.count_out();
+        // SAFETY: a node popped under the lock is valid until we store
+        // NOTIFIED (its owner cannot leave before seeing NOTIFIED or taking
+        // this lock).
+        unsafe {
+            let w = (*n).waker.take();
+            (*n).status.store(NOTIFIED, Ordering::Release);
+            Some(w)
+        }
+    }
+
+    fn wake_one_inner(&self, sync: bool) -> bool {
+        let Some(waker) = self.take_one() else {
+            return false;
         };
         match waker {
             Some(Waker::Task(t)) if sync => executor::wake_task_sync(t),

@@ -122,7 +122,8 @@ impl Drop for DropCount {
 
 /// The OS CPUs this process may run on, lowest first (sched_getaffinity of
 /// the calling thread, which the test harness leaves as the process's).
-/// With `pin_workers(true)`, worker `i` is pinned to entry `i % len`.
+/// With `pin_workers(true)`, `Runtime::pinned_os_cpu(i)` says which one
+/// worker `i` is pinned to (placement spreads them over cores).
 pub fn allowed_os_cpus() -> Vec<usize> {
     // SAFETY: cpu_set_t is plain data; zeroed is the empty set, and
     // sched_getaffinity writes at most `size_of::<cpu_set_t>()` bytes into it.

@@ -78,6 +78,7 @@ pub(crate) struct CpuCounters {
     pub(crate) busy_ns: AtomicU64,
     pub(crate) idle_ns: AtomicU64,
     pub(crate) tasks_exited: AtomicU64,
+    pub(crate) direct_switches: AtomicU64,
 }
 
 /// Adds to a counter that only the calling worker writes.
@@ -489,6 +490,58 @@ pub(crate) fn park_current(task: &Task) {
     match task.state.begin_park() {
         state::BeginPark::Notified => {}
         state::BeginPark::Switch => suspend(task, Request::Park),
+    }
+}
+
+/// Parks the running task and hands its CPU straight to `target`, a task
+/// it has just made runnable in the protocol's terms (it notified
+/// `target`'s wait node) but not woken: the direct process switch of IPC.
+/// If the caller need not sleep after all (a wakeup of its own already
+/// arrived) or cannot switch, `target` is woken the ordinary way. May
+/// return spuriously, like `park_current`.
+pub(crate) fn park_and_switch_to(task: &Task, target: TaskRef) {
+    if task.cancelled.load(Ordering::Relaxed) || current_worker_ptr().is_null() {
+        return wake_task(target);
+    }
+    match task.state.begin_park() {
+        state::BeginPark::Notified => wake_task(target),
+        state::BeginPark::Switch => {
+            let left = with_local(|l| l.handoff = Some(target));
+            debug_assert!(left.is_some(), "checked: on a worker");
+            suspend(task, Request::Park);
+        }
+    }
+}
+
+/// Whether the running task may hand its CPU straight to `to` (see
+/// `park_and_switch_to`): same runtime, `to` last ran on this CPU and may
+/// run here. The seL4 fastpath's conditions, restated for green threads:
+/// the receiver is blocked (checked when the switch completes: the CPU
+/// must win its PARKED -> RUNNABLE), it is on this core (no cross-CPU
+/// switch), and its affinity allows this CPU. Priority and domain checks
+/// have no counterpart: CFS places the wakee by its vruntime next time.
+pub(crate) fn can_switch_to(to: &Task) -> bool {
+    let w = current_worker_ptr();
+    if w.is_null() {
+        return false;
+    }
+    // SAFETY: a non-null WORKER is this thread's live WorkerCell.
+    let cell = unsafe { &*w };
+    let (cpu, rt) = (cell.worker_shared().index, cell.shared.id);
+    to.rt_id == rt && to.cpu.load(Ordering::Relaxed) == cpu && to.allowed_on(cpu)
+}
+
+/// `enqueue_woken` for a task this worker already owns (it won the wake).
+pub(crate) fn enqueue_woken_owned(l: &mut worker::WorkerLocal, task: TaskRef) {
+    let target = task.cpu.load(Ordering::Relaxed);
+    if l.shared().id != task.rt_id {
+        if let Some(s) = task_runtime(&task) {
+            s.send_to(target, task);
+        }
+    } else if l.index() == target && task.allowed_on(target) {
+        l.enqueue_wakeup(task);
+    } else {
+        l.shared().send_to(target, task);
     }
 }
 

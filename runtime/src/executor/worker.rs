@@ -24,6 +24,7 @@
 //! ping-pong traffic between CPUs keeps them spinning instead.
 
 use std::cell::UnsafeCell;
+use std::ops::Not;
 use std::sync::atomic::{fence, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -53,6 +54,12 @@ pub(crate) struct WorkerLocal {
     /// This CPU's batch of candidate pids: counter values `pid_next..pid_end`.
     pid_next: u64,
     pid_end: u64,
+    /// Set by a task that parks to hand the CPU straight to the task it
+    /// woke (`park_and_switch_to`); taken when its park completes.
+    pub(crate) handoff: Option<TaskRef>,
+    /// A task won by a handoff, already made current on `rq`: the next
+    /// task to run, before any pick.
+    direct_next: Option<TaskRef>,
 }
 
 /// A worker's private state plus the shared handle, pinned on its thread.
@@ -391,6 +398,8 @@ pub(crate) fn run_worker(shared: Arc<Shared>, index: usize, staging: Deque<TaskR
             rng: 0x9E37_79B9_7F4A_7C15 ^ (index as u64 + 1),
             pid_next: 0,
             pid_end: 0,
+            handoff: None,
+            direct_next: None,
         }),
     };
     super::set_current_worker(&cell);
@@ -412,6 +421,13 @@ impl WorkerCell {
             }
             let picked = {
                 let l = self.local();
+                if let Some(t) = l.direct_next.take() {
+                    // A direct process switch: the woken task is already
+                    // current; run it before anything else (its waker's
+                    // remaining slice), as seL4's fastpath does.
+                    (skip, now) = self.run_task(t, now);
+                    continue;
+                }
                 l.fire_timers(now);
                 l.pull_inbox();
                 l.pull_staging();
@@ -514,6 +530,9 @@ impl WorkerCell {
                     // Whoever wakes it holds its own reference.
                     FinishPark::Parked => drop(task),
                     FinishPark::Notified => l.enqueue_arrived_woken(task),
+                }
+                if let Some(target) = l.handoff.take() {
+                    l.take_handoff(target, now);
                 }
                 (None, now)
             }
@@ -628,6 +647,38 @@ impl WorkerCell {
 impl WorkerLocal {
     /// Re-queues a task whose park was cancelled by a wakeup during the
     /// switch (it keeps its vruntime: it never slept).
+    /// Completes a direct process switch to `target`, which the parked
+    /// task woke: if this CPU wins `target`'s PARKED -> RUNNABLE and may run
+    /// it, it becomes current here without entering the tree and runs next
+    /// (`direct_next`). Otherwise `target` is woken the ordinary way.
+    fn take_handoff(&mut self, target: TaskRef, now: u64) {
+        if target.state.wake() != super::state::Wake::Enqueue {
+            // Not parked yet (its own CPU re-queues it on seeing the
+            // notification), or already woken by someone else.
+            return;
+        }
+        let runnable_here = target.allowed_on(self.index)
+            && target.rt_id == self.shared.id
+            && self.rq.has_curr().not()
+            && self.direct_next.is_none();
+        if !runnable_here {
+            return super::enqueue_woken_owned(self, target);
+        }
+        // SAFETY: we won PARKED -> RUNNABLE: this worker owns `target`.
+        let sp = unsafe { target.sched() };
+        if sp.vruntime_relative {
+            self.rq.migrate_in(&mut sp.se);
+            sp.vruntime_relative = false;
+        }
+        if target.cpu.load(Ordering::Relaxed) != self.index {
+            self.count_migration_in();
+        }
+        self.rq.enqueue_curr(&mut sp.se, now);
+        bump(&self.ws().counters.wakeups_local, 1);
+        bump(&self.ws().counters.direct_switches, 1);
+        self.direct_next = Some(target);
+    }
+
     fn enqueue_arrived_woken(&mut self, task: TaskRef) {
         // SAFETY: finish_park returned Notified: the worker still owns it.
         let sp = unsafe { task.sched() };

@@ -480,6 +480,29 @@ impl<T> CfsRq<T> {
         se.on_rq = true;
     }
 
+    /// Accounts a woken `se` and makes it the current entity at once, never
+    /// entering the tree: a direct process switch (the woken task runs next,
+    /// as seL4's IPC fastpath runs the receiver without the scheduler). It
+    /// is placed like a wakeup (sleeper credit) and marked running from
+    /// `now`. The previous current entity must have been put back or
+    /// dequeued. The driver then runs it exactly as a picked entity.
+    pub fn enqueue_curr(&mut self, se: &mut SchedEntity, now: u64) {
+        debug_assert!(!se.on_rq, "enqueue_curr: entity already on a queue");
+        debug_assert!(self.curr.is_none(), "enqueue_curr: a current entity exists");
+        self.place_entity(se, false);
+        let key = self.next_key(se.vruntime);
+        self.load += se.load.weight;
+        se.rq_key = Some(key);
+        se.on_rq = true;
+        self.curr = Some(Curr {
+            key,
+            vruntime: se.vruntime,
+            weight: se.load.weight,
+        });
+        se.exec_start = now;
+        se.prev_sum_exec_runtime = se.sum_exec_runtime;
+    }
+
     /// Un-accounts `se` and clears `se.on_rq` (fair.c: `dequeue_entity()`):
     /// a queued entity leaves the tree and its handle is returned; the
     /// current entity (blocking or exiting) is only un-accounted and `None`

@@ -138,3 +138,4 @@ pub(crate) mod test_rng {
         }
     }
 }
+pub mod domains;

@@ -1,0 +1,234 @@
+//! `WaitQueue::wake_one_and_wait`: the call/reply step of L4 IPC with the
+//! direct process switch. Correct answers on one CPU (where every call and
+//! reply should switch directly), across CPUs (where none can), between an
+//! OS thread and a task, with many pairs at once while work moves between
+//! CPUs, and with timeouts.
+//!
+//! Nothing is timed; a lost wakeup is a hang, caught by `within`.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{cpus, within};
+use greenos::wait::{WaitQueue, WaitResult};
+
+const LIMIT: Duration = Duration::from_secs(120);
+
+/// One client, one server, one message slot: the L4 rendezvous in
+/// miniature. `call` = send + wait for the reply; `reply_recv` = answer +
+/// wait for the next request.
+#[derive(Default)]
+struct Channel {
+    requests: WaitQueue,
+    replies: WaitQueue,
+    slot: AtomicU64,
+    has_request: AtomicBool,
+    has_reply: AtomicBool,
+}
+
+impl Channel {
+    fn call(&self, v: u64) -> u64 {
+        self.slot.store(v, Ordering::SeqCst);
+        self.has_request.store(true, Ordering::SeqCst);
+        let mut first = true;
+        while !self.has_reply.load(Ordering::SeqCst) {
+            if first {
+                first = false;
+                let _ = self.replies.wake_one_and_wait(
+                    &self.requests,
+                    || !self.has_reply.load(Ordering::SeqCst),
+                    None,
+                );
+            } else {
+                let _ = self
+                    .replies
+                    .wait(|| !self.has_reply.load(Ordering::SeqCst), None);
+            }
+        }
+        self.has_reply.store(false, Ordering::SeqCst);
+        self.slot.load(Ordering::SeqCst)
+    }
+
+    fn recv(&self) -> u64 {
+        while !self.has_request.load(Ordering::SeqCst) {
+            let _ = self
+                .requests
+                .wait(|| !self.has_request.load(Ordering::SeqCst), None);
+        }
+        self.has_request.store(false, Ordering::SeqCst);
+        self.slot.load(Ordering::SeqCst)
+    }
+
+    /// Replies with `v`, then waits for the next request and returns it
+    /// (`None` after `last`).
+    fn reply_recv(&self, v: u64, last: bool) -> Option<u64> {
+        self.slot.store(v, Ordering::SeqCst);
+        self.has_reply.store(true, Ordering::SeqCst);
+        if last {
+            self.replies.wake_one();
+            return None;
+        }
+        let mut first = true;
+        while !self.has_request.load(Ordering::SeqCst) {
+            if first {
+                first = false;
+                let _ = self.requests.wake_one_and_wait(
+                    &self.replies,
+                    || !self.has_request.load(Ordering::SeqCst),
+                    None,
+                );
+            } else {
+                let _ = self
+                    .requests
+                    .wait(|| !self.has_request.load(Ordering::SeqCst), None);
+            }
+        }
+        self.has_request.store(false, Ordering::SeqCst);
+        Some(self.slot.load(Ordering::SeqCst))
+    }
+}
+
+fn serve(ch: &Channel, n: u64) {
+    let mut req = ch.recv();
+    for i in 0..n {
+        match ch.reply_recv(req * 2 + 1, i + 1 == n) {
+            Some(r) => req = r,
+            None => break,
+        }
+    }
+}
+
+fn run_pair(n: u64, server_set: Option<greenos::CpuSet>, client_set: Option<greenos::CpuSet>) {
+    let ch = Arc::new(Channel::default());
+    let c2 = ch.clone();
+    let mut sb = greenos::task::Builder::new().name("server");
+    if let Some(s) = server_set {
+        sb = sb.affinity(s);
+    }
+    let server = sb.spawn(move || serve(&c2, n)).unwrap();
+    let mut cb = greenos::task::Builder::new().name("client");
+    if let Some(s) = client_set {
+        cb = cb.affinity(s);
+    }
+    let client = cb
+        .spawn(move || {
+            for v in 0..n {
+                assert_eq!(ch.call(v), v * 2 + 1);
+            }
+        })
+        .unwrap();
+    client.join().unwrap();
+    server.join().unwrap();
+}
+
+/// On one CPU every call and reply finds its peer parked here: the CPU
+/// passes straight to it.
+#[test]
+fn one_cpu_calls_switch_directly() {
+    within("one_cpu_calls_switch_directly", LIMIT, || {
+        let rt = common::rt(1);
+        let n = 20_000;
+        rt.block_on(move || run_pair(n, None, None));
+        let direct = rt.metrics().total(|c| c.direct_switches);
+        assert!(
+            direct >= 2 * (n - 1),
+            "expected a direct switch per call and per reply, got {direct}"
+        );
+    });
+}
+
+/// Peers pinned to different CPUs are woken where they are: same answers,
+/// no direct switch.
+#[test]
+fn cross_cpu_calls_wake_the_peer_where_it_is() {
+    within("cross_cpu_calls", LIMIT, || {
+        let rt = common::rt(2);
+        rt.block_on(|| run_pair(5_000, Some(cpus(&[0])), Some(cpus(&[1]))));
+        assert_eq!(rt.metrics().total(|c| c.direct_switches), 0);
+    });
+}
+
+/// Several pairs on two CPUs, free to move: direct switches race with
+/// stealing, balancing and remote wakeups; every answer must still be right.
+#[test]
+fn many_pairs_on_two_cpus() {
+    within("many_pairs_on_two_cpus", LIMIT, || {
+        let rt = common::rt(2);
+        rt.block_on(|| {
+            let pairs: Vec<_> = (0..6)
+                .map(|_| greenos::spawn(|| run_pair(5_000, None, None)))
+                .collect();
+            for p in pairs {
+                p.join().unwrap();
+            }
+        });
+    });
+}
+
+/// An OS thread calling a green server, and a green client calling a
+/// server that is an OS thread.
+#[test]
+fn os_threads_on_either_side() {
+    within("os_threads_on_either_side", LIMIT, || {
+        let rt = common::rt(2);
+        let ch = Arc::new(Channel::default());
+        let c2 = ch.clone();
+        let server = rt.spawn(move || serve(&c2, 2_000));
+        for v in 0..2_000 {
+            assert_eq!(ch.call(v), v * 2 + 1);
+        }
+        server.join().unwrap();
+
+        let ch = Arc::new(Channel::default());
+        let c2 = ch.clone();
+        let server = std::thread::spawn(move || serve(&c2, 2_000));
+        rt.block_on(move || {
+            for v in 0..2_000 {
+                assert_eq!(ch.call(v), v * 2 + 1);
+            }
+        });
+        server.join().unwrap();
+    });
+}
+
+/// Nobody answers: the wait times out, but the wakee was woken; an
+/// `Invalid` validate still wakes it.
+#[test]
+fn timeouts_and_invalid() {
+    within("timeouts_and_invalid", LIMIT, || {
+        let rt = common::rt(1);
+        rt.block_on(|| {
+            let a = Arc::new(WaitQueue::new());
+            let b = WaitQueue::new();
+            let a2 = a.clone();
+            let sleeper = greenos::spawn(move || a2.wait(|| true, None));
+            while a.is_empty() {
+                greenos::yield_now();
+            }
+            let (woke, r) = b.wake_one_and_wait(&a, || true, Some(Duration::from_millis(5)));
+            assert!(woke);
+            assert_eq!(r, WaitResult::TimedOut);
+            assert_eq!(sleeper.join().unwrap(), WaitResult::Notified);
+            assert!(b.is_empty());
+
+            let a2 = a.clone();
+            let sleeper = greenos::spawn(move || a2.wait(|| true, None));
+            while a.is_empty() {
+                greenos::yield_now();
+            }
+            assert_eq!(
+                b.wake_one_and_wait(&a, || false, None),
+                (true, WaitResult::Invalid)
+            );
+            assert_eq!(sleeper.join().unwrap(), WaitResult::Notified);
+            assert_eq!(
+                b.wake_one_and_wait(&a, || false, None),
+                (false, WaitResult::Invalid),
+                "nobody to wake"
+            );
+        });
+    });
+}
