@@ -67,9 +67,10 @@
 //! blocking), the reply fits the fast registers with no capabilities, and
 //! the caller satisfies 6 and 10.
 //!
-//! The switch itself is the runtime's job (`WaitQueue::wake_one_sync`:
-//! the waker is about to block, so the woken task is placed on the waker's
-//! CPU; the direct-switch primitive replaces it when it lands). With
+//! The switch itself is the runtime's job: `WaitQueue::wake_one_and_wait`
+//! queues the caller on its own port, wakes the partner and, when the
+//! partner is parked on this CPU, switches straight to it without the run
+//! queue (the partner runs on the rest of the caller's turn). With
 //! [`SwitchMode::Lazy`] the partner is woken the ordinary way (through its
 //! CPU's run queue), for comparison ([`set_default_switch_mode`] chooses
 //! for endpoints created afterwards: the process-wide option).
@@ -508,6 +509,9 @@ impl Endpoint {
             }
             drop(q);
             finish_moves(&moved);
+            // A send does not block, so it has no CPU to hand over: the
+            // receiver is woken (sync in direct mode: the sender is likely
+            // to block soon, as a pipe writer is).
             if ep.mode == SwitchMode::Direct {
                 r.wq.wake_one_sync();
             } else {
@@ -530,7 +534,7 @@ impl Endpoint {
             is_call: false,
         });
         drop(q);
-        let r = wait_done(&me, &ep, timeout.and_then(|t| deadline(Some(t))));
+        let r = wait_done(&me, &ep, deadline(timeout), None);
         if r.is_ok() {
             finish_moves(&moved);
         }
@@ -566,7 +570,7 @@ impl Endpoint {
         let (ep, _) = self.resolve(Rights::RECV)?;
         let me = my_port()?;
         let q = ep.q.lock();
-        self.recv_locked(&ep, &me, q, deadline(timeout), None)
+        self.recv_locked(&ep, &me, q, deadline(timeout), None, false)
     }
 
     /// Receives with the endpoint lock held: takes a waiting sender, or
@@ -579,6 +583,7 @@ impl Endpoint {
         mut q: parking_lot::MutexGuard<'_, Queues>,
         dl: Option<Instant>,
         switch_to: Option<Arc<Port>>,
+        fast_back: bool,
     ) -> Result<(Msg, Option<Reply>), Errno> {
         if !q.senders.is_empty() {
             self.take_sender(ep, me, q)?;
@@ -590,14 +595,18 @@ impl Endpoint {
         let op = me.begin(&mut me.st.lock(), Phase::QueuedRecv);
         q.receivers.push_back((me.clone(), op));
         drop(q);
-        if let Some(c) = switch_to {
-            if ep.mode == SwitchMode::Direct {
-                c.wq.wake_one_sync();
-            } else {
-                c.wq.wake_one();
+        match (switch_to, fast_back) {
+            // ReplyRecv's fastpath: hand the CPU back to the caller.
+            (Some(c), true) => {
+                ep.direct_switches.fetch_add(1, Ordering::Relaxed);
+                wait_done(me, ep, dl, Some(&c.wq))?;
             }
+            (Some(c), false) => {
+                c.wq.wake_one();
+                wait_done(me, ep, dl, None)?;
+            }
+            (None, _) => wait_done(me, ep, dl, None)?,
         }
-        wait_done(me, ep, dl)?;
         self.finish_recv(me)
     }
 
@@ -700,6 +709,7 @@ impl Endpoint {
         tag.extra_caps = ncaps;
         let mut q = ep.q.lock();
         let op;
+        let mut handoff = None;
         if let Some((r, _rop)) = q.receivers.pop_front() {
             op = me.begin(&mut me.st.lock(), Phase::AwaitReply);
             {
@@ -725,7 +735,7 @@ impl Endpoint {
                 && may_switch_to(&r.task);
             if fast {
                 ep.direct_switches.fetch_add(1, Ordering::Relaxed);
-                r.wq.wake_one_sync();
+                handoff = Some(r);
             } else {
                 r.wq.wake_one();
             }
@@ -743,7 +753,7 @@ impl Endpoint {
             drop(q);
         }
         let _ = op;
-        let r = wait_done(&me, &ep, dl);
+        let r = wait_done(&me, &ep, dl, handoff.as_ref().map(|p: &Arc<Port>| &p.wq));
         // Delivered (taken by a receiver) even if the reply never came.
         if r.is_ok() || me.phase() == Phase::Abandoned {
             finish_moves(&moved);
@@ -789,10 +799,9 @@ impl Endpoint {
         let delivered = reply.deliver(reply_msg)?;
         let q = ep.q.lock();
         let switch_to = delivered.then_some(caller);
-        if fast && switch_to.is_some() && q.senders.is_empty() {
-            ep.direct_switches.fetch_add(1, Ordering::Relaxed);
-        }
-        self.recv_locked(&ep, &me, q, deadline(timeout), switch_to)
+        // No sender waiting is checked by recv_locked (it takes that
+        // message instead of blocking, and wakes the caller normally).
+        self.recv_locked(&ep, &me, q, deadline(timeout), switch_to, fast)
     }
 }
 
@@ -850,14 +859,31 @@ fn finish_moves(moved: &[Option<Cap>; MAX_EXTRA_CAPS]) {
 
 /// Waits until `me`'s current operation is done; on timeout or
 /// interruption, withdraws it from `ep`'s queues (unless it completed
-/// meanwhile: then it succeeded).
-fn wait_done(me: &Arc<Port>, ep: &EndpointObj, dl: Option<Instant>) -> Result<(), Errno> {
+/// meanwhile: then it succeeded). With `handoff`, the first wait also wakes
+/// that queue's waiter and, where the runtime can, switches straight to it
+/// (`WaitQueue::wake_one_and_wait`: the direct process switch).
+fn wait_done(
+    me: &Arc<Port>,
+    ep: &EndpointObj,
+    dl: Option<Instant>,
+    mut handoff: Option<&WaitQueue>,
+) -> Result<(), Errno> {
     loop {
         let t = match left(dl) {
             Ok(t) => t,
-            Err(e) => return withdraw(me, ep, e),
+            Err(e) => {
+                if let Some(h) = handoff {
+                    h.wake_one();
+                }
+                return withdraw(me, ep, e);
+            }
         };
-        match me.wq.wait(|| me.phase() != Phase::Done, t) {
+        let validate = || me.phase() != Phase::Done;
+        let r = match handoff.take() {
+            Some(h) => me.wq.wake_one_and_wait(h, validate, t).1,
+            None => me.wq.wait(validate, t),
+        };
+        match r {
             WaitResult::Invalid => return Ok(()),
             WaitResult::Notified => {
                 if me.phase() == Phase::Done {
