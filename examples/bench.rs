@@ -32,6 +32,8 @@ mod os;
 mod ping_pong;
 #[path = "bench/report.rs"]
 mod report;
+#[path = "bench/rpc.rs"]
+mod rpc;
 #[path = "bench/skynet.rs"]
 mod skynet;
 #[path = "bench/spawn_join.rs"]
@@ -57,14 +59,16 @@ internal: --cell IMP:NAME --n N [--reps R] [--warmup]";
 
 /// All benchmarks, in table order.
 fn specs() -> Vec<Spec> {
-    vec![
+    let mut specs = vec![
         yield_switch::spec(),
         spawn_join::spec(),
         skynet::spec(),
         ping_pong::spec_one_worker(),
         ping_pong::spec_two_workers(),
         ping_pong::spec_cross_cpu(),
-    ]
+    ];
+    specs.extend(rpc::specs());
+    specs
 }
 
 #[derive(Debug, Default)]

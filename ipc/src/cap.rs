@@ -518,10 +518,16 @@ greenos_runtime::task_local! {
 
 /// Runs `f` with the calling task's state; `ESRCH` outside a task.
 pub(crate) fn with_proc<R>(f: impl FnOnce(&ProcState) -> R) -> Result<R, Errno> {
-    if task::try_current().is_none() {
+    if !task::in_task() {
         return Err(Errno::ESRCH);
     }
     Ok(PROC.with(f))
+}
+
+/// [`with_proc`] for a caller known to be a task.
+#[inline]
+pub(crate) fn with_proc_unchecked<R>(f: impl FnOnce(&ProcState) -> R) -> R {
+    PROC.with(f)
 }
 
 impl ProcState {

@@ -248,7 +248,7 @@ greenos_runtime::task_local! {
 }
 
 fn my_port() -> Result<Arc<Port>, Errno> {
-    if task::try_current().is_none() {
+    if !task::in_task() {
         return Err(Errno::ESRCH);
     }
     Ok(PORT.with(|p| p.clone()))
@@ -459,7 +459,8 @@ impl Endpoint {
             .load(Ordering::Relaxed))
     }
 
-    /// Calls that took the direct-switch path.
+    /// Handoffs (by `call` and by `reply_recv`) that took the direct-switch
+    /// path.
     pub fn direct_switches(&self) -> io::Result<u64> {
         Ok(self
             .resolve(Rights::NONE)?

@@ -70,7 +70,7 @@ use greenos_runtime::task::{self, Identity};
 use greenos_runtime::Pid;
 use parking_lot::Mutex;
 
-use crate::cap::{self, Cap, CapTable, Linkage, Object, Rights, Staged, Transfer};
+use crate::cap::{self, Cap, CapTable, Linkage, Object, Rights, Transfer};
 use crate::errno::Errno;
 
 /// Bytes in a connection's argument buffer: ChCore's `IPC_PER_SHM_SIZE`
@@ -335,33 +335,33 @@ impl Connection {
         if !server.is_alive() {
             return Err(Errno::ESRCH);
         }
-        if server.own_stack.is_none() {
+        // The stack check doubles as the "called from a task" check.
+        let on_task_stack = if server.own_stack.is_none() {
             match task::stack_remaining() {
                 Some(left) if left < server.stack_need + CALL_PATH_STACK => {
                     return Err(Errno::ENOMEM);
                 }
-                _ => {}
+                Some(_) => true,
+                None => false,
             }
+        } else {
+            false
+        };
+        if !on_task_stack && !task::in_task() {
+            return Err(Errno::ESRCH);
         }
         // Stage outgoing capabilities from the caller's table (step 4).
-        let ncaps = std::mem::take(&mut msg.ncaps);
-        let mut staged: [Option<Staged>; MAX_CAP_TRANSFER] = Default::default();
-        if ncaps > 0 {
+        let has_out = msg.ncaps > 0;
+        if has_out {
             if !conn.grant {
                 return Err(Errno::EPERM);
             }
-            for (i, s) in staged.iter_mut().enumerate().take(ncaps) {
-                if let CapSlot::Out(c, how) = msg.caps[i] {
-                    *s = Some(cap::stage(c, how)?);
-                }
-            }
+            msg.stage(false)?;
+        } else if msg.has_in {
+            msg.clear_caps();
         }
-        let moved: [Option<Cap>; MAX_CAP_TRANSFER] =
-            std::array::from_fn(|i| staged[i].as_ref().and_then(|s| s.moved_from));
-        msg.caps = [CapSlot::Empty; MAX_CAP_TRANSFER];
         msg.badge = conn.badge;
-        let mut reply: [Option<Staged>; MAX_CAP_TRANSFER] = Default::default();
-        let r = cap::with_proc(|p| {
+        let r = cap::with_proc_unchecked(|p| {
             // The linkage record (step 5), popped on every exit.
             let record = Linkage {
                 prev: p.link.get(),
@@ -385,22 +385,17 @@ impl Connection {
             task::with_identity(server.identity, || {
                 p.link.set(&record);
                 let body = || {
-                    for (i, s) in staged.iter_mut().enumerate().take(ncaps) {
-                        if let Some(s) = s.take() {
-                            if let Ok(c) = server.table.insert(s.node) {
-                                msg.caps[i] = CapSlot::In(c);
-                            }
-                        }
+                    if has_out {
+                        msg.install(&server.table);
                     }
                     let ret = (server.dispatcher)(msg);
-                    // Stage the reply's capabilities (step 7).
-                    let n = std::mem::take(&mut msg.ncaps);
-                    for (i, s) in reply.iter_mut().enumerate().take(n) {
-                        if let CapSlot::Out(c, how) = msg.caps[i] {
-                            *s = cap::stage(c, how).ok();
-                        }
+                    // Stage the reply's capabilities (step 7); moved ones
+                    // leave the server's table now.
+                    if msg.ncaps > 0 {
+                        let _ = msg.stage(true);
+                    } else if msg.has_in {
+                        msg.clear_caps();
                     }
-                    msg.caps = [CapSlot::Empty; MAX_CAP_TRANSFER];
                     ret
                 };
                 match server.own_stack {
@@ -408,31 +403,30 @@ impl Connection {
                     Some(size) => run_on_estack(server, size, body),
                 }
             })
-        })?;
+        });
         let ret = match r {
             // No execution stack: nothing was delivered.
-            Err(e) => return Err(e),
+            Err(e) => {
+                msg.drop_staged();
+                return Err(e);
+            }
             Ok(Ok(v)) => Ok(v),
             Ok(Err(payload)) => {
                 if !is_plain_panic(&*payload) {
                     resume_unwind(payload)
                 }
+                msg.drop_staged();
                 Err(Errno::EFAULT)
             }
         };
-        // Delivered: moved capabilities leave the caller's table.
-        for c in moved.into_iter().flatten() {
-            cap::finish_stage(Some(c));
-        }
-        for (i, s) in reply.iter_mut().enumerate() {
-            if let Some(s) = s.take() {
-                if let Some(c) = s.moved_from {
-                    let _ = server.table.remove(c);
-                }
-                if let Ok(c) = cap::install(s.node) {
-                    msg.caps[i] = CapSlot::In(c);
-                }
+        if has_out {
+            // Delivered: moved capabilities leave the caller's table.
+            for c in msg.moved.iter_mut().filter_map(Option::take) {
+                cap::finish_stage(Some(c));
             }
+        }
+        if msg.nxfer > 0 {
+            cap::with_table(|t| msg.install(t))?;
         }
         ret
     }
@@ -489,6 +483,13 @@ pub struct IpcMsg<'a> {
     badge: u64,
     caps: [CapSlot; MAX_CAP_TRANSFER],
     ncaps: usize,
+    /// Whether `caps` holds arrived capabilities.
+    has_in: bool,
+    /// Staged capabilities in flight (`..nxfer`).
+    xfer: [Option<Arc<cap::CapNode>>; MAX_CAP_TRANSFER],
+    nxfer: usize,
+    /// The caller's moved indices, emptied once delivered.
+    moved: [Option<Cap>; MAX_CAP_TRANSFER],
 }
 
 impl fmt::Debug for IpcMsg<'_> {
@@ -512,7 +513,68 @@ impl<'a> IpcMsg<'a> {
             badge: conn.badge,
             caps: [CapSlot::Empty; MAX_CAP_TRANSFER],
             ncaps: 0,
+            has_in: false,
+            xfer: Default::default(),
+            nxfer: 0,
+            moved: [None; MAX_CAP_TRANSFER],
         }
+    }
+
+    /// Takes the staged slots out of the current table into `xfer`. For a
+    /// reply (`remove_moved`), moved capabilities leave the table at once;
+    /// for a call, their indices wait in `moved` until delivery.
+    fn stage(&mut self, remove_moved: bool) -> Result<(), Errno> {
+        let n = std::mem::take(&mut self.ncaps);
+        let mut r = Ok(());
+        for i in 0..n {
+            if let CapSlot::Out(c, how) = std::mem::take(&mut self.caps[i]) {
+                if r.is_err() {
+                    continue;
+                }
+                match cap::stage(c, how) {
+                    Ok(s) => {
+                        self.xfer[i] = Some(s.node);
+                        if remove_moved {
+                            cap::finish_stage(s.moved_from);
+                        } else {
+                            self.moved[i] = s.moved_from;
+                        }
+                    }
+                    Err(e) => r = Err(e),
+                }
+            }
+        }
+        self.nxfer = n;
+        if self.has_in {
+            for c in &mut self.caps[n..] {
+                *c = CapSlot::Empty;
+            }
+            self.has_in = false;
+        }
+        if r.is_err() {
+            self.drop_staged();
+        }
+        r
+    }
+
+    /// Installs the staged capabilities in `table` as arrived ones.
+    fn install(&mut self, table: &CapTable) {
+        for i in 0..std::mem::take(&mut self.nxfer) {
+            if let Some(node) = self.xfer[i].take() {
+                if let Ok(c) = table.insert(node) {
+                    self.caps[i] = CapSlot::In(c);
+                    self.has_in = true;
+                }
+            }
+        }
+    }
+
+    /// Forgets staged capabilities that will not be delivered.
+    fn drop_staged(&mut self) {
+        for i in 0..std::mem::take(&mut self.nxfer) {
+            self.xfer[i] = None;
+        }
+        self.moved = [None; MAX_CAP_TRANSFER];
     }
 
     /// The label (opcode).
@@ -594,6 +656,7 @@ impl<'a> IpcMsg<'a> {
     pub fn clear_caps(&mut self) {
         self.caps = [CapSlot::Empty; MAX_CAP_TRANSFER];
         self.ncaps = 0;
+        self.has_in = false;
     }
 }
 

@@ -695,6 +695,13 @@ pub fn with_identity<R>(id: Identity, f: impl FnOnce() -> R) -> R {
     f()
 }
 
+/// Whether the caller is a greenos task (the cheap form of
+/// `try_current().is_some()`: no reference is taken).
+#[inline]
+pub fn in_task() -> bool {
+    !executor::current_task_ptr().is_null()
+}
+
 /// Bytes of stack left below the caller's current frame on its green
 /// task's stack (down to the guard page), or `None` outside a task or when
 /// running on a stack that is not the task's own (e.g. inside
