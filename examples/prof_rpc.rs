@@ -1,5 +1,5 @@
 //! Profiling loop for migrating RPC and endpoint calls (for `perf record`):
-//! `cargo run --release --example prof_rpc -- [rpc|ep|lazy|yield|chan] [N]`
+//! `cargo run --release --example prof_rpc -- [rpc|ep|lazy|yield|chan|lookup] [N]`
 //! (`yield`: two tasks yielding N times each, the switch-cost reference;
 //! `chan`: request/response over two greenos channels).
 
@@ -32,6 +32,11 @@ fn main() {
                 v = conn.ipc_call(&mut m).unwrap();
             }
             assert_eq!(v, n);
+        } else if what == "lookup" {
+            let c = cap::create_buffer(1).unwrap();
+            for _ in 0..n {
+                std::hint::black_box(cap::lookup(std::hint::black_box(c)).unwrap());
+            }
         } else if what == "yield" {
             let other = greenos::spawn(move || {
                 for _ in 0..n {

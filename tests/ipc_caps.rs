@@ -605,3 +605,45 @@ fn names_register_lookup_and_permissions() {
         let _ = Errno::EPERM;
     });
 }
+
+#[test]
+fn a_killed_caller_unwinds_through_the_dispatcher_not_into_an_error() {
+    let _w = Watchdog::new("a_killed_caller_unwinds_through_the_dispatcher", LIMIT);
+    common::rt(2).block_on(|| {
+        let gate = Arc::new(Semaphore::new(0));
+        let entered = Arc::new(Semaphore::new(0));
+        let (g2, e2) = (gate.clone(), entered.clone());
+        let srv = rpc::ipc_register_server(move |m| {
+            if m.label() == 1 {
+                e2.release();
+                // Blocks until the caller is killed.
+                g2.acquire();
+            }
+            5
+        })
+        .unwrap();
+        let conn = rpc::ipc_register_client(srv).unwrap();
+        let c2 = conn.clone();
+        let returned = Arc::new(AtomicUsize::new(0));
+        let r2 = returned.clone();
+        let victim = greenos::spawn(move || {
+            let mut m = c2.msg();
+            m.set_label(1);
+            let _ = c2.ipc_call(&mut m);
+            // Never reached: the kill unwinds the task.
+            r2.fetch_add(1, Ordering::Relaxed);
+        });
+        entered.acquire();
+        greenos::signal::kill(victim.task().pid(), greenos::signal::SIGKILL).unwrap();
+        match victim.join() {
+            Err(greenos::JoinError::Killed(s)) => assert_eq!(s, greenos::signal::SIGKILL),
+            other => panic!("expected the caller killed, got {other:?}"),
+        }
+        assert_eq!(returned.load(Ordering::Relaxed), 0);
+        // The server and the connection still work (the message buffer was
+        // released by the unwinding caller).
+        let mut m = conn.msg();
+        assert_eq!(conn.ipc_call(&mut m).unwrap(), 5);
+        assert_eq!(rpc::ipc_call_depth(), 0);
+    });
+}

@@ -545,6 +545,9 @@ impl ProcState {
     pub(crate) fn with_current<R>(&self, f: impl FnOnce(&CapTable) -> R) -> R {
         let l = self.link.get();
         if l.is_null() {
+            if let Some(t) = &*self.own.borrow() {
+                return f(t);
+            }
             let t = self.own_table();
             f(&t)
         } else {

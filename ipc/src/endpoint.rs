@@ -87,7 +87,7 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::io;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -197,6 +197,7 @@ pub fn mr(k: usize) -> io::Result<u64> {
 // Ports: a task's blocking slot and IPC buffer.
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
 enum Phase {
     Idle,
     /// In an endpoint's sender queue.
@@ -218,15 +219,36 @@ struct Delivery {
     mr: [u64; FAST_MRS],
     badge: u64,
     caps: [Option<Arc<CapNode>>; MAX_EXTRA_CAPS],
-    /// The endpoint it came through (to unwrap caps naming it).
-    via: Option<Arc<EndpointObj>>,
+    /// The endpoint it came through (to unwrap caps naming it); compared,
+    /// never dereferenced.
+    via: usize,
     reply: Option<(Arc<Port>, u64)>,
 }
 
 struct PortState {
     op: u64,
-    phase: Phase,
     inbox: Delivery,
+}
+
+/// The phase word of a port: written under the port's state lock (after
+/// the inbox, Release), read without it (Acquire) by its own task's waits.
+struct PhaseCell(AtomicU8);
+
+impl PhaseCell {
+    fn get(&self) -> Phase {
+        match self.0.load(Ordering::Acquire) {
+            0 => Phase::Idle,
+            1 => Phase::QueuedSend,
+            2 => Phase::QueuedRecv,
+            3 => Phase::AwaitReply,
+            4 => Phase::Done,
+            _ => Phase::Abandoned,
+        }
+    }
+
+    fn set(&self, p: Phase) {
+        self.0.store(p as u8, Ordering::Release);
+    }
 }
 
 /// A task's IPC port: the wait queue it blocks on, its state and its IPC
@@ -234,6 +256,7 @@ struct PortState {
 pub(crate) struct Port {
     wq: WaitQueue,
     st: Mutex<PortState>,
+    phase: PhaseCell,
     buf: [AtomicU64; MAX_MSG_LENGTH],
     task: Task,
 }
@@ -241,30 +264,40 @@ pub(crate) struct Port {
 greenos_runtime::task_local! {
     static PORT: Arc<Port> = Arc::new(Port {
         wq: WaitQueue::new(),
-        st: Mutex::new(PortState { op: 0, phase: Phase::Idle, inbox: Delivery::default() }),
+        st: Mutex::new(PortState { op: 0, inbox: Delivery::default() }),
+        phase: PhaseCell(AtomicU8::new(0)),
         buf: std::array::from_fn(|_| AtomicU64::new(0)),
         task: greenos_runtime::current(),
     });
 }
 
-fn my_port() -> Result<Arc<Port>, Errno> {
+/// The calling task's port, borrowed for the rest of the calling
+/// operation (no reference count taken: an `Arc` is cloned only where the
+/// port is queued or named by a reply).
+fn my_port<'a>() -> Result<&'a Arc<Port>, Errno> {
     if !task::in_task() {
         return Err(Errno::ESRCH);
     }
-    Ok(PORT.with(|p| p.clone()))
+    let p: *const Arc<Port> = PORT.with(|p| p as *const Arc<Port>);
+    // SAFETY: task-local values are boxed, never moved, and freed only when
+    // the task ends (`task::LocalKey::with`); every caller is an endpoint
+    // operation of this task that returns before the task can end, and the
+    // borrow does not escape it (`'a` is chosen by callers inside one
+    // operation).
+    Ok(unsafe { &*p })
 }
 
 impl Port {
-    /// Starts a new blocking operation in `phase`; returns its generation.
+    /// Starts a new blocking operation in `phase` (caller holds `st`);
+    /// returns its generation.
     fn begin(&self, st: &mut PortState, phase: Phase) -> u64 {
         st.op = st.op.wrapping_add(1);
-        st.phase = phase;
-        st.inbox = Delivery::default();
+        self.phase.set(phase);
         st.op
     }
 
     fn phase(&self) -> Phase {
-        self.st.lock().phase
+        self.phase.get()
     }
 }
 
@@ -396,12 +429,19 @@ fn copy_long(from: &Port, to: &Port, len: u8) {
     }
 }
 
-/// Whether the fastpath's placement and priority rules (6 and 10) let the
-/// current task hand its CPU to `to`.
-fn may_switch_to(to: &Task) -> bool {
-    let here = greenos_runtime::current_cpu();
-    let me = greenos_runtime::current();
-    to.cpu() == here && to.affinity().is_set(here) && to.nice() <= me.nice()
+/// The endpoint a node resolved by `Endpoint::resolve` names.
+fn ep_of(n: &CapNode) -> &Arc<EndpointObj> {
+    match &n.object {
+        Object::Endpoint(e) => e,
+        _ => unreachable!("Endpoint::resolve checked the kind"),
+    }
+}
+
+/// Whether the fastpath's priority and placement rules (6 and 10) let
+/// `me` hand its CPU to `to`. (That `to` may run here is checked again by
+/// `wake_one_and_wait`, which falls back to an ordinary wakeup.)
+fn may_switch_to(me: &Port, to: &Task) -> bool {
+    to.nice() <= me.task.nice() && to.cpu() == greenos_runtime::current_cpu()
 }
 
 impl Endpoint {
@@ -442,31 +482,25 @@ impl Endpoint {
         self.cap
     }
 
-    fn resolve(&self, need: Rights) -> Result<(Arc<EndpointObj>, Arc<CapNode>), Errno> {
+    fn resolve(&self, need: Rights) -> Result<Arc<CapNode>, Errno> {
         let n = cap::resolve(self.cap, need)?;
         match &n.object {
-            Object::Endpoint(e) => Ok((e.clone(), n.clone())),
+            Object::Endpoint(_) => Ok(n),
             _ => Err(Errno::EINVAL),
         }
     }
 
     /// Messages `nb_send` dropped because no receiver waited.
     pub fn dropped(&self) -> io::Result<u64> {
-        Ok(self
-            .resolve(Rights::NONE)?
-            .0
-            .dropped
-            .load(Ordering::Relaxed))
+        let node = self.resolve(Rights::NONE)?;
+        Ok(ep_of(&node).dropped.load(Ordering::Relaxed))
     }
 
     /// Handoffs (by `call` and by `reply_recv`) that took the direct-switch
     /// path.
     pub fn direct_switches(&self) -> io::Result<u64> {
-        Ok(self
-            .resolve(Rights::NONE)?
-            .0
-            .direct_switches
-            .load(Ordering::Relaxed))
+        let node = self.resolve(Rights::NONE)?;
+        Ok(ep_of(&node).direct_switches.load(Ordering::Relaxed))
     }
 
     /// Sends `msg`, blocking until a receiver takes it.
@@ -487,7 +521,8 @@ impl Endpoint {
 
     fn send_inner(&self, msg: &Msg, nb: bool, timeout: Option<Duration>) -> Result<(), Errno> {
         check_len(msg)?;
-        let (ep, node) = self.resolve(Rights::SEND)?;
+        let node = self.resolve(Rights::SEND)?;
+        let ep = ep_of(&node);
         let (caps, moved, ncaps) = stage_caps(msg, node.rights)?;
         let me = my_port()?;
         let mut tag = msg.tag;
@@ -503,10 +538,10 @@ impl Endpoint {
                     mr: msg.mr,
                     badge: node.badge,
                     caps,
-                    via: Some(ep.clone()),
+                    via: Arc::as_ptr(&ep) as usize,
                     reply: None,
                 };
-                st.phase = Phase::Done;
+                r.phase.set(Phase::Done);
             }
             drop(q);
             finish_moves(&moved);
@@ -556,7 +591,8 @@ impl Endpoint {
     /// Takes a message if a sender is waiting; `EAGAIN` otherwise (seL4
     /// `NBRecv`).
     pub fn nb_recv(&self) -> io::Result<(Msg, Option<Reply>)> {
-        let (ep, _) = self.resolve(Rights::RECV)?;
+        let node = self.resolve(Rights::RECV)?;
+        let ep = ep_of(&node);
         let me = my_port()?;
         let q = ep.q.lock();
         if q.senders.is_empty() {
@@ -568,7 +604,8 @@ impl Endpoint {
     }
 
     fn recv_inner(&self, timeout: Option<Duration>) -> Result<(Msg, Option<Reply>), Errno> {
-        let (ep, _) = self.resolve(Rights::RECV)?;
+        let node = self.resolve(Rights::RECV)?;
+        let ep = ep_of(&node);
         let me = my_port()?;
         let q = ep.q.lock();
         self.recv_locked(&ep, &me, q, deadline(timeout), None, false)
@@ -628,18 +665,18 @@ impl Endpoint {
                 mr: s.mr,
                 badge: s.badge,
                 caps: s.caps,
-                via: Some(ep.clone()),
+                via: Arc::as_ptr(ep) as usize,
                 reply: s.is_call.then(|| (s.port.clone(), s.op)),
             };
         }
         let wake = {
-            let mut sst = s.port.st.lock();
+            let sst = s.port.st.lock();
             debug_assert_eq!(sst.op, s.op);
             if s.is_call {
-                sst.phase = Phase::AwaitReply;
+                s.port.phase.set(Phase::AwaitReply);
                 false
             } else {
-                sst.phase = Phase::Done;
+                s.port.phase.set(Phase::Done);
                 true
             }
         };
@@ -655,7 +692,7 @@ impl Endpoint {
     fn finish_recv(&self, me: &Arc<Port>) -> Result<(Msg, Option<Reply>), Errno> {
         let d = {
             let mut st = me.st.lock();
-            st.phase = Phase::Idle;
+            me.phase.set(Phase::Idle);
             std::mem::take(&mut st.inbox)
         };
         let mut m = Msg {
@@ -668,8 +705,8 @@ impl Endpoint {
         let mut arrived = 0u8;
         for (i, c) in d.caps.into_iter().enumerate() {
             let Some(node) = c else { continue };
-            let unwrap = match (&node.object, &d.via) {
-                (Object::Endpoint(a), Some(b)) => Arc::ptr_eq(a, b),
+            let unwrap = match &node.object {
+                Object::Endpoint(a) => Arc::as_ptr(a) as usize == d.via,
                 _ => false,
             };
             if unwrap {
@@ -702,7 +739,8 @@ impl Endpoint {
 
     fn call_inner(&self, msg: &Msg, timeout: Option<Duration>) -> Result<Msg, Errno> {
         check_len(msg)?;
-        let (ep, node) = self.resolve(Rights::CALL)?;
+        let node = self.resolve(Rights::CALL)?;
+        let ep = ep_of(&node);
         let (caps, moved, ncaps) = stage_caps(msg, node.rights)?;
         let me = my_port()?;
         let dl = deadline(timeout);
@@ -721,10 +759,10 @@ impl Endpoint {
                     mr: msg.mr,
                     badge: node.badge,
                     caps,
-                    via: Some(ep.clone()),
+                    via: Arc::as_ptr(&ep) as usize,
                     reply: Some((me.clone(), op)),
                 };
-                st.phase = Phase::Done;
+                r.phase.set(Phase::Done);
             }
             drop(q);
             finish_moves(&moved);
@@ -733,7 +771,7 @@ impl Endpoint {
             let fast = ep.mode == SwitchMode::Direct
                 && tag.length as usize <= FAST_MRS
                 && ncaps == 0
-                && may_switch_to(&r.task);
+                && may_switch_to(&me, &r.task);
             if fast {
                 ep.direct_switches.fetch_add(1, Ordering::Relaxed);
                 handoff = Some(r);
@@ -788,13 +826,14 @@ impl Endpoint {
         reply_msg: &Msg,
         timeout: Option<Duration>,
     ) -> Result<(Msg, Option<Reply>), Errno> {
-        let (ep, _) = self.resolve(Rights::RECV)?;
+        let node = self.resolve(Rights::RECV)?;
+        let ep = ep_of(&node);
         let me = my_port()?;
         let caller = reply.port.clone();
         let fast = ep.mode == SwitchMode::Direct
             && reply_msg.tag.length as usize <= FAST_MRS
             && reply_msg.out.iter().all(Option::is_none)
-            && may_switch_to(&caller.task);
+            && may_switch_to(&me, &caller.task);
         // Deliver without waking; the receive below wakes the caller (and
         // switches to it when it blocks).
         let delivered = reply.deliver(reply_msg)?;
@@ -833,7 +872,7 @@ impl Reply {
         tag.extra_caps = ncaps;
         {
             let mut st = self.port.st.lock();
-            if st.op != self.op || st.phase != Phase::AwaitReply {
+            if st.op != self.op || self.port.phase() != Phase::AwaitReply {
                 return Ok(false);
             }
             copy_long(&me, &self.port, tag.length);
@@ -842,10 +881,10 @@ impl Reply {
                 mr: msg.mr,
                 badge: 0,
                 caps,
-                via: None,
+                via: 0,
                 reply: None,
             };
-            st.phase = Phase::Done;
+            self.port.phase.set(Phase::Done);
         }
         finish_moves(&moved);
         Ok(true)
@@ -899,9 +938,9 @@ fn wait_done(
 
 fn withdraw(me: &Arc<Port>, ep: &EndpointObj, why: Errno) -> Result<(), Errno> {
     let mut q = ep.q.lock();
-    let mut st = me.st.lock();
+    let st = me.st.lock();
     let op = st.op;
-    match st.phase {
+    match me.phase() {
         Phase::Done => return Ok(()),
         Phase::QueuedSend => q
             .senders
@@ -911,11 +950,11 @@ fn withdraw(me: &Arc<Port>, ep: &EndpointObj, why: Errno) -> Result<(), Errno> {
             .retain(|(p, o)| !(Arc::ptr_eq(p, me) && *o == op)),
         Phase::AwaitReply => {
             // Delivered; a late reply sees the phase and is refused.
-            st.phase = Phase::Abandoned;
+            me.phase.set(Phase::Abandoned);
             return Err(why);
         }
         Phase::Idle | Phase::Abandoned => {}
     }
-    st.phase = Phase::Idle;
+    me.phase.set(Phase::Idle);
     Err(why)
 }
