@@ -80,7 +80,7 @@
 //! Order: endpoint queue lock → a port's state lock; a wait queue's lock →
 //! a port's state lock (the `validate` closures). Wakeups are issued after
 //! the endpoint lock is released. A blocked party's slot is its task's
-//! [`Port`], which outlives any queue entry (entries hold an `Arc`); each
+//! `Port`, which outlives any queue entry (entries hold an `Arc`); each
 //! blocking operation has a fresh generation (`op`), so a late reply or
 //! wakeup for an operation that gave up is recognised and ignored.
 
@@ -532,13 +532,13 @@ impl Endpoint {
             {
                 let mut st = r.st.lock();
                 debug_assert_eq!(st.op, rop);
-                copy_long(&me, &r, tag.length);
+                copy_long(me, &r, tag.length);
                 st.inbox = Delivery {
                     tag,
                     mr: msg.mr,
                     badge: node.badge,
                     caps,
-                    via: Arc::as_ptr(&ep) as usize,
+                    via: Arc::as_ptr(ep) as usize,
                     reply: None,
                 };
                 r.phase.set(Phase::Done);
@@ -570,7 +570,7 @@ impl Endpoint {
             is_call: false,
         });
         drop(q);
-        let r = wait_done(&me, &ep, deadline(timeout), None);
+        let r = wait_done(me, ep, deadline(timeout), None);
         if r.is_ok() {
             finish_moves(&moved);
         }
@@ -599,8 +599,8 @@ impl Endpoint {
             return Err(Errno::EAGAIN.into());
         }
         Ok(self
-            .take_sender(&ep, &me, q)
-            .map(|()| self.finish_recv(&me))??)
+            .take_sender(ep, me, q)
+            .map(|()| self.finish_recv(me))??)
     }
 
     fn recv_inner(&self, timeout: Option<Duration>) -> Result<(Msg, Option<Reply>), Errno> {
@@ -608,7 +608,7 @@ impl Endpoint {
         let ep = ep_of(&node);
         let me = my_port()?;
         let q = ep.q.lock();
-        self.recv_locked(&ep, &me, q, deadline(timeout), None, false)
+        self.recv_locked(ep, me, q, deadline(timeout), None, false)
     }
 
     /// Receives with the endpoint lock held: takes a waiting sender, or
@@ -753,13 +753,13 @@ impl Endpoint {
             op = me.begin(&mut me.st.lock(), Phase::AwaitReply);
             {
                 let mut st = r.st.lock();
-                copy_long(&me, &r, tag.length);
+                copy_long(me, &r, tag.length);
                 st.inbox = Delivery {
                     tag,
                     mr: msg.mr,
                     badge: node.badge,
                     caps,
-                    via: Arc::as_ptr(&ep) as usize,
+                    via: Arc::as_ptr(ep) as usize,
                     reply: Some((me.clone(), op)),
                 };
                 r.phase.set(Phase::Done);
@@ -771,7 +771,7 @@ impl Endpoint {
             let fast = ep.mode == SwitchMode::Direct
                 && tag.length as usize <= FAST_MRS
                 && ncaps == 0
-                && may_switch_to(&me, &r.task);
+                && may_switch_to(me, &r.task);
             if fast {
                 ep.direct_switches.fetch_add(1, Ordering::Relaxed);
                 handoff = Some(r);
@@ -792,13 +792,13 @@ impl Endpoint {
             drop(q);
         }
         let _ = op;
-        let r = wait_done(&me, &ep, dl, handoff.as_ref().map(|p: &Arc<Port>| &p.wq));
+        let r = wait_done(me, ep, dl, handoff.as_ref().map(|p: &Arc<Port>| &p.wq));
         // Delivered (taken by a receiver) even if the reply never came.
         if r.is_ok() || me.phase() == Phase::Abandoned {
             finish_moves(&moved);
         }
         r?;
-        let (m, _) = self.finish_recv(&me)?;
+        let (m, _) = self.finish_recv(me)?;
         Ok(m)
     }
 
@@ -833,7 +833,7 @@ impl Endpoint {
         let fast = ep.mode == SwitchMode::Direct
             && reply_msg.tag.length as usize <= FAST_MRS
             && reply_msg.out.iter().all(Option::is_none)
-            && may_switch_to(&me, &caller.task);
+            && may_switch_to(me, &caller.task);
         // Deliver without waking; the receive below wakes the caller (and
         // switches to it when it blocks).
         let delivered = reply.deliver(reply_msg)?;
@@ -841,7 +841,7 @@ impl Endpoint {
         let switch_to = delivered.then_some(caller);
         // No sender waiting is checked by recv_locked (it takes that
         // message instead of blocking, and wakes the caller normally).
-        self.recv_locked(&ep, &me, q, deadline(timeout), switch_to, fast)
+        self.recv_locked(ep, me, q, deadline(timeout), switch_to, fast)
     }
 }
 
@@ -875,7 +875,7 @@ impl Reply {
             if st.op != self.op || self.port.phase() != Phase::AwaitReply {
                 return Ok(false);
             }
-            copy_long(&me, &self.port, tag.length);
+            copy_long(me, &self.port, tag.length);
             st.inbox = Delivery {
                 tag,
                 mr: msg.mr,
