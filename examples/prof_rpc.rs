@@ -96,4 +96,8 @@ fn main() {
         let e = start.elapsed();
         println!("{what}: {:.1} ns/call", e.as_nanos() as f64 / n as f64);
     });
+    let m = rt.metrics();
+    let direct: u64 = m.cpus.iter().map(|c| c.direct_switches).sum();
+    let switches: u64 = m.cpus.iter().map(|c| c.switches).sum();
+    println!("runtime: {direct} direct switches, {switches} switches");
 }

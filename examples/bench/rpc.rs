@@ -14,7 +14,10 @@
 //! | `rpc-pipe` | the kernel: two OS threads pinned to one CPU, one byte each way over two pipes |
 //!
 //! Only the columns an implementation has are filled; the rows compare
-//! against each other (and against the `yield` row's switch cost).
+//! against each other (and against the `yield` row's switch cost: a call
+//! round trip is two switches). Not here yet: request/response over a
+//! System V message queue (the `msg` module is being written on another
+//! branch; add a row once `ipc::msgsnd` / `msgrcv` land).
 
 use std::time::Instant;
 
