@@ -647,3 +647,74 @@ fn a_killed_caller_unwinds_through_the_dispatcher_not_into_an_error() {
         assert_eq!(rpc::ipc_call_depth(), 0);
     });
 }
+
+/// Mints race with a revoke of an ancestor: every mint either fails with
+/// `EIDRM` or produces a capability the revoke reaches. After the revoke
+/// and the minters are done, no capability derived from the root is valid.
+#[test]
+fn revoke_racing_with_mints_leaves_nothing_valid_stress() {
+    let _w = Watchdog::new(
+        "revoke_racing_with_mints_leaves_nothing_valid_stress",
+        LIMIT,
+    );
+    common::rt(4).block_on(|| {
+        for round in 0..20 {
+            let root = cap::create_buffer(1).unwrap();
+            let start = Arc::new(Semaphore::new(0));
+            let revoked = Arc::new(Semaphore::new(0));
+            let minters: Vec<_> = (0..4)
+                .map(|i| {
+                    let s = start.clone();
+                    let after = revoked.clone();
+                    cap::spawn_with_caps(
+                        greenos::task::Builder::new().affinity(common::cpus(&[i % 4])),
+                        &[(root, Rights::ALL)],
+                        move |caps| {
+                            s.acquire();
+                            let mut made = Vec::new();
+                            let mut from = caps[0];
+                            for k in 0..200u64 {
+                                match cap::copy(from, Rights::READ | Rights::WRITE) {
+                                    Ok(c) => {
+                                        made.push(c);
+                                        if k % 3 == 0 {
+                                            from = c;
+                                        }
+                                    }
+                                    Err(e) => {
+                                        assert_eq!(e.raw_os_error(), Some(libc::EIDRM));
+                                        break;
+                                    }
+                                }
+                                if k % 16 == 0 {
+                                    greenos::yield_now();
+                                }
+                            }
+                            // Wait for the revoke, then check what we made.
+                            after.acquire();
+                            let valid = made.iter().filter(|c| cap::lookup(**c).is_ok()).count();
+                            (made.len(), valid)
+                        },
+                    )
+                    .unwrap()
+                })
+                .collect();
+            for _ in 0..4 {
+                start.release();
+            }
+            if round % 2 == 0 {
+                greenos::yield_now();
+            }
+            cap::revoke(root).unwrap();
+            for _ in 0..4 {
+                revoked.release();
+            }
+            for m in minters {
+                let (_made, valid) = m.join().unwrap();
+                assert_eq!(valid, 0, "a capability escaped the revoke");
+            }
+            assert!(cap::lookup(root).is_ok());
+            cap::delete(root).unwrap();
+        }
+    });
+}
