@@ -316,3 +316,29 @@ fn many_clients_one_server_across_cpus_stress() {
         });
     }
 }
+
+#[test]
+fn a_dropped_reply_fails_the_call_instead_of_leaving_it_blocked() {
+    let _w = Watchdog::new("a_dropped_reply_fails_the_call", LIMIT);
+    common::rt(2).block_on(|| {
+        let ep = Endpoint::new().unwrap();
+        let srv_cap = cap::copy(ep.cap(), Rights::RECV).unwrap();
+        // The server takes two calls: drops the first reply, and exits
+        // holding the second (its task ends; the reply dies with it).
+        let server = cap::spawn_with_caps(
+            greenos::task::Builder::new(),
+            &[(srv_cap, Rights::ALL)],
+            |caps| {
+                let e = Endpoint::from_cap(caps[0]);
+                let (_m, reply) = e.recv().unwrap();
+                drop(reply);
+                let (_m, reply) = e.recv().unwrap();
+                let _held = reply;
+            },
+        )
+        .unwrap();
+        assert_eq!(errno(ep.call(&Msg::new(1, &[]))), libc::ESRCH);
+        assert_eq!(errno(ep.call(&Msg::new(2, &[]))), libc::ESRCH);
+        server.join().unwrap();
+    });
+}

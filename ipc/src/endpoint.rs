@@ -28,7 +28,8 @@
 //! - `call` sends and waits for the reply; the receiver gets a one-shot
 //!   [`Reply`] tied to the calling task and call. `reply` never blocks; a
 //!   reply to a caller that gave up (timeout, signal) is refused with
-//!   `ESRCH` and nothing is delivered.
+//!   `ESRCH` and nothing is delivered. A reply capability dropped unused
+//!   (the server gave up, or its task ended) fails the `call` with `ESRCH`.
 //! - Rights: `send`/`nb_send` need [`Rights::SEND`], `call` needs
 //!   [`Rights::CALL`], `recv` needs [`Rights::RECV`] (`EPERM`; seL4 drops a
 //!   send without Write silently, we report it). Capabilities travel only
@@ -223,6 +224,8 @@ struct Delivery {
     /// never dereferenced.
     via: usize,
     reply: Option<(Arc<Port>, u64)>,
+    /// The reply capability of this call was dropped unused.
+    broken: bool,
 }
 
 struct PortState {
@@ -359,9 +362,33 @@ pub struct Endpoint {
 }
 
 /// The one-shot right to answer a call, tied to the calling task and call.
+///
+/// Dropping it without replying (or consuming it in a reply that fails)
+/// fails the caller's `call` with `ESRCH`, so a server that gives up on a
+/// request, or dies holding it, does not leave its caller blocked forever.
 pub struct Reply {
     port: Arc<Port>,
     op: u64,
+    /// Still owes an answer (false once delivered or found stale).
+    live: bool,
+}
+
+impl Drop for Reply {
+    fn drop(&mut self) {
+        if !self.live {
+            return;
+        }
+        let mut st = self.port.st.lock();
+        if st.op == self.op && self.port.phase() == Phase::AwaitReply {
+            st.inbox = Delivery {
+                broken: true,
+                ..Delivery::default()
+            };
+            self.port.phase.set(Phase::Done);
+            drop(st);
+            self.port.wq.wake_one();
+        }
+    }
 }
 
 impl fmt::Debug for Reply {
@@ -540,6 +567,7 @@ impl Endpoint {
                     caps,
                     via: Arc::as_ptr(ep) as usize,
                     reply: None,
+                    broken: false,
                 };
                 r.phase.set(Phase::Done);
             }
@@ -667,6 +695,7 @@ impl Endpoint {
                 caps: s.caps,
                 via: Arc::as_ptr(ep) as usize,
                 reply: s.is_call.then(|| (s.port.clone(), s.op)),
+                broken: false,
             };
         }
         let wake = {
@@ -695,6 +724,9 @@ impl Endpoint {
             me.phase.set(Phase::Idle);
             std::mem::take(&mut st.inbox)
         };
+        if d.broken {
+            return Err(Errno::ESRCH);
+        }
         let mut m = Msg {
             tag: d.tag,
             mr: d.mr,
@@ -722,7 +754,11 @@ impl Endpoint {
             arrived = i as u8 + 1;
         }
         m.tag.extra_caps = arrived;
-        let reply = d.reply.map(|(port, op)| Reply { port, op });
+        let reply = d.reply.map(|(port, op)| Reply {
+            port,
+            op,
+            live: true,
+        });
         Ok((m, reply))
     }
 
@@ -761,6 +797,7 @@ impl Endpoint {
                     caps,
                     via: Arc::as_ptr(ep) as usize,
                     reply: Some((me.clone(), op)),
+                    broken: false,
                 };
                 r.phase.set(Phase::Done);
             }
@@ -864,7 +901,7 @@ impl Reply {
     }
 
     /// Puts the reply in the caller's port; false if the caller is gone.
-    fn deliver(self, msg: &Msg) -> Result<bool, Errno> {
+    fn deliver(mut self, msg: &Msg) -> Result<bool, Errno> {
         check_len(msg)?;
         let (caps, moved, ncaps) = stage_caps(msg, Rights::GRANT)?;
         let me = my_port()?;
@@ -873,6 +910,7 @@ impl Reply {
         {
             let mut st = self.port.st.lock();
             if st.op != self.op || self.port.phase() != Phase::AwaitReply {
+                self.live = false;
                 return Ok(false);
             }
             copy_long(me, &self.port, tag.length);
@@ -883,9 +921,11 @@ impl Reply {
                 caps,
                 via: 0,
                 reply: None,
+                broken: false,
             };
             self.port.phase.set(Phase::Done);
         }
+        self.live = false;
         finish_moves(&moved);
         Ok(true)
     }
