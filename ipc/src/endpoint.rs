@@ -85,6 +85,7 @@
 //! blocking operation has a fresh generation (`op`), so a late reply or
 //! wakeup for an operation that gave up is recognised and ignored.
 
+use std::cell::UnsafeCell;
 use std::collections::VecDeque;
 use std::fmt;
 use std::io;
@@ -230,7 +231,6 @@ struct Delivery {
 
 struct PortState {
     op: u64,
-    inbox: Delivery,
 }
 
 /// The phase word of a port: written under the port's state lock (after
@@ -260,14 +260,57 @@ pub(crate) struct Port {
     wq: WaitQueue,
     st: Mutex<PortState>,
     phase: PhaseCell,
+    /// What arrives. Written only by the one party that completes the
+    /// port's current operation — the deliverer that popped this port from
+    /// an endpoint's receiver queue (under that endpoint's lock and this
+    /// port's `st` lock), the replier whose `op` matches while the phase is
+    /// `AwaitReply` (under `st`), or the port's own task (`take_sender`,
+    /// while it runs) — and always *before* the phase becomes `Done`
+    /// (Release). Read, and reset, only by the port's own task after it
+    /// observed `Done` (Acquire), when no party can write it any more until
+    /// its next operation begins.
+    inbox: UnsafeCell<Delivery>,
     buf: [AtomicU64; MAX_MSG_LENGTH],
     task: Task,
+}
+
+// SAFETY: every field but `inbox` is Send + Sync on its own; `inbox` is
+// written and read under the protocol in its field comment, which admits
+// one accessor at a time, ordered by the `st` lock and the phase word's
+// Release/Acquire (the values inside are `Send`: `Arc`s of Send + Sync
+// objects and plain words).
+unsafe impl Sync for Port {}
+// SAFETY: as for Sync.
+unsafe impl Send for Port {}
+
+impl Port {
+    /// Writes the inbox.
+    ///
+    /// # Safety
+    /// The caller is the one party allowed to complete the current
+    /// operation (see the field comment), and sets the phase to `Done` (or
+    /// reads the inbox itself) afterwards.
+    unsafe fn put(&self, d: Delivery) {
+        // SAFETY: the caller's contract gives exclusive access.
+        unsafe { *self.inbox.get() = d };
+    }
+
+    /// Takes the inbox (the port's own task, after it saw `Done`).
+    ///
+    /// # Safety
+    /// Called by the port's own task after it observed `Done` for its
+    /// current operation (or after writing the inbox itself).
+    unsafe fn take_inbox(&self) -> Delivery {
+        // SAFETY: per the contract no other party writes it now.
+        unsafe { std::mem::take(&mut *self.inbox.get()) }
+    }
 }
 
 greenos_runtime::task_local! {
     static PORT: Arc<Port> = Arc::new(Port {
         wq: WaitQueue::new(),
-        st: Mutex::new(PortState { op: 0, inbox: Delivery::default() }),
+        st: Mutex::new(PortState { op: 0 }),
+        inbox: UnsafeCell::new(Delivery::default()),
         phase: PhaseCell(AtomicU8::new(0)),
         buf: std::array::from_fn(|_| AtomicU64::new(0)),
         task: greenos_runtime::current(),
@@ -347,6 +390,17 @@ pub struct EndpointObj {
     direct_switches: AtomicU64,
 }
 
+impl EndpointObj {
+    /// Counts a direct-switch handoff. A plain load and store, not a
+    /// read-modify-write: the count is a statistic, and concurrent handoffs
+    /// from two CPUs may lose an increment (documented on
+    /// `Endpoint::direct_switches`).
+    fn count_direct_switch(&self) {
+        let n = self.direct_switches.load(Ordering::Relaxed);
+        self.direct_switches.store(n + 1, Ordering::Relaxed);
+    }
+}
+
 impl fmt::Debug for EndpointObj {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("EndpointObj")
@@ -378,11 +432,15 @@ impl Drop for Reply {
         if !self.live {
             return;
         }
-        let mut st = self.port.st.lock();
+        let st = self.port.st.lock();
         if st.op == self.op && self.port.phase() == Phase::AwaitReply {
-            st.inbox = Delivery {
-                broken: true,
-                ..Delivery::default()
+            // SAFETY: the one party completing this operation (see
+            // `Port::inbox`), before the phase becomes `Done`.
+            unsafe {
+                self.port.put(Delivery {
+                    broken: true,
+                    ..Delivery::default()
+                })
             };
             self.port.phase.set(Phase::Done);
             drop(st);
@@ -524,7 +582,8 @@ impl Endpoint {
     }
 
     /// Handoffs (by `call` and by `reply_recv`) that took the direct-switch
-    /// path.
+    /// path (approximate when several CPUs hand off through one endpoint at
+    /// once: the counter is not a read-modify-write).
     pub fn direct_switches(&self) -> io::Result<u64> {
         let node = self.resolve(Rights::NONE)?;
         Ok(ep_of(&node).direct_switches.load(Ordering::Relaxed))
@@ -555,19 +614,24 @@ impl Endpoint {
         let mut tag = msg.tag;
         tag.extra_caps = ncaps;
         let mut q = ep.q.lock();
-        if let Some((r, rop)) = q.receivers.pop_front() {
+        if let Some((r, _rop)) = q.receivers.pop_front() {
             {
-                let mut st = r.st.lock();
-                debug_assert_eq!(st.op, rop);
+                // `r` left the receiver queue under the endpoint lock we
+                // hold: only we may complete its receive (a timing-out `r`
+                // takes this lock before it looks), so no port lock.
                 copy_long(me, &r, tag.length);
-                st.inbox = Delivery {
-                    tag,
-                    mr: msg.mr,
-                    badge: node.badge,
-                    caps,
-                    via: Arc::as_ptr(ep) as usize,
-                    reply: None,
-                    broken: false,
+                // SAFETY: the one party completing this operation (see
+                // `Port::inbox`), before the phase becomes `Done`.
+                unsafe {
+                    r.put(Delivery {
+                        tag,
+                        mr: msg.mr,
+                        badge: node.badge,
+                        caps,
+                        via: Arc::as_ptr(ep) as usize,
+                        reply: None,
+                        broken: false,
+                    })
                 };
                 r.phase.set(Phase::Done);
             }
@@ -664,7 +728,7 @@ impl Endpoint {
         match (switch_to, fast_back) {
             // ReplyRecv's fastpath: hand the CPU back to the caller.
             (Some(c), true) => {
-                ep.direct_switches.fetch_add(1, Ordering::Relaxed);
+                ep.count_direct_switch();
                 wait_done(me, ep, dl, Some(&c.wq))?;
             }
             (Some(c), false) => {
@@ -688,14 +752,18 @@ impl Endpoint {
         {
             let mut st = me.st.lock();
             me.begin(&mut st, Phase::Done);
-            st.inbox = Delivery {
-                tag: s.tag,
-                mr: s.mr,
-                badge: s.badge,
-                caps: s.caps,
-                via: Arc::as_ptr(ep) as usize,
-                reply: s.is_call.then(|| (s.port.clone(), s.op)),
-                broken: false,
+            // SAFETY: the one party completing this operation (see
+            // `Port::inbox`), before the phase becomes `Done`.
+            unsafe {
+                me.put(Delivery {
+                    tag: s.tag,
+                    mr: s.mr,
+                    badge: s.badge,
+                    caps: s.caps,
+                    via: Arc::as_ptr(ep) as usize,
+                    reply: s.is_call.then(|| (s.port.clone(), s.op)),
+                    broken: false,
+                })
             };
         }
         let wake = {
@@ -719,11 +787,10 @@ impl Endpoint {
     /// Reads the delivered message out of `me`'s inbox, installing its
     /// capabilities in the current table.
     fn finish_recv(&self, me: &Arc<Port>) -> Result<(Msg, Option<Reply>), Errno> {
-        let d = {
-            let mut st = me.st.lock();
-            me.phase.set(Phase::Idle);
-            std::mem::take(&mut st.inbox)
-        };
+        debug_assert_eq!(me.phase(), Phase::Done);
+        // SAFETY: this is the port's own task, and its operation is `Done`.
+        let d = unsafe { me.take_inbox() };
+        me.phase.set(Phase::Idle);
         if d.broken {
             return Err(Errno::ESRCH);
         }
@@ -788,16 +855,21 @@ impl Endpoint {
         if let Some((r, _rop)) = q.receivers.pop_front() {
             op = me.begin(&mut me.st.lock(), Phase::AwaitReply);
             {
-                let mut st = r.st.lock();
+                // As in `send_inner`: popped under the endpoint lock we
+                // hold, so no port lock.
                 copy_long(me, &r, tag.length);
-                st.inbox = Delivery {
-                    tag,
-                    mr: msg.mr,
-                    badge: node.badge,
-                    caps,
-                    via: Arc::as_ptr(ep) as usize,
-                    reply: Some((me.clone(), op)),
-                    broken: false,
+                // SAFETY: the one party completing this operation (see
+                // `Port::inbox`), before the phase becomes `Done`.
+                unsafe {
+                    r.put(Delivery {
+                        tag,
+                        mr: msg.mr,
+                        badge: node.badge,
+                        caps,
+                        via: Arc::as_ptr(ep) as usize,
+                        reply: Some((me.clone(), op)),
+                        broken: false,
+                    })
                 };
                 r.phase.set(Phase::Done);
             }
@@ -810,7 +882,7 @@ impl Endpoint {
                 && ncaps == 0
                 && may_switch_to(me, &r.task);
             if fast {
-                ep.direct_switches.fetch_add(1, Ordering::Relaxed);
+                ep.count_direct_switch();
                 handoff = Some(r);
             } else {
                 r.wq.wake_one();
@@ -908,20 +980,24 @@ impl Reply {
         let mut tag = msg.tag;
         tag.extra_caps = ncaps;
         {
-            let mut st = self.port.st.lock();
+            let st = self.port.st.lock();
             if st.op != self.op || self.port.phase() != Phase::AwaitReply {
                 self.live = false;
                 return Ok(false);
             }
             copy_long(me, &self.port, tag.length);
-            st.inbox = Delivery {
-                tag,
-                mr: msg.mr,
-                badge: 0,
-                caps,
-                via: 0,
-                reply: None,
-                broken: false,
+            // SAFETY: the one party completing this operation (see
+            // `Port::inbox`), before the phase becomes `Done`.
+            unsafe {
+                self.port.put(Delivery {
+                    tag,
+                    mr: msg.mr,
+                    badge: 0,
+                    caps,
+                    via: 0,
+                    reply: None,
+                    broken: false,
+                })
             };
             self.port.phase.set(Phase::Done);
         }
