@@ -365,6 +365,9 @@ struct Slots {
 /// One process's capability table.
 pub(crate) struct CapTable {
     serial: u32,
+    /// Bumped (under the slots lock) whenever a slot is emptied: a cached
+    /// index → node lookup made at an unchanged count is still right.
+    removals: std::sync::atomic::AtomicU64,
     /// Set when the owning process exits: its servers refuse calls.
     dead: AtomicBool,
     slots: Mutex<Slots>,
@@ -378,6 +381,7 @@ impl CapTable {
     fn new() -> Arc<CapTable> {
         Arc::new(CapTable {
             serial: NEXT_TABLE.fetch_add(1, Ordering::Relaxed),
+            removals: std::sync::atomic::AtomicU64::new(0),
             dead: AtomicBool::new(false),
             slots: Mutex::new(Slots {
                 slots: Vec::new(),
@@ -443,6 +447,7 @@ impl CapTable {
             _ => return Err(Errno::EBADF),
         };
         let node = slot.node.take().expect("checked");
+        self.removals.fetch_add(1, Ordering::Release);
         // A new generation: the old index never names the slot again.
         slot.gen = slot.gen.wrapping_add(1);
         s.free.push(cap.index);
@@ -468,6 +473,7 @@ impl CapTable {
     /// The process exits: drop every capability, stop its servers.
     fn exit(&self) {
         self.dead.store(true, Ordering::Release);
+        self.removals.fetch_add(1, Ordering::Release);
         let servers = std::mem::take(&mut *self.servers.lock());
         for s in servers.into_iter().filter_map(|w| w.upgrade()) {
             s.unregister();
@@ -502,6 +508,11 @@ pub(crate) struct Linkage {
 pub(crate) struct ProcState {
     own: RefCell<Option<Arc<CapTable>>>,
     pub(crate) link: Cell<*const Linkage>,
+    /// The last lookup: index, the table's removal count then, and the
+    /// node. Saves the table lock on repeated use of one capability (an
+    /// endpoint in a server loop). It keeps the node alive until replaced
+    /// or the task ends, even if the capability is deleted meanwhile.
+    cache: RefCell<Option<(Cap, u64, Arc<CapNode>)>>,
 }
 
 impl Drop for ProcState {
@@ -513,7 +524,11 @@ impl Drop for ProcState {
 }
 
 greenos_runtime::task_local! {
-    static PROC: ProcState = ProcState { own: RefCell::new(None), link: Cell::new(std::ptr::null()) };
+    static PROC: ProcState = ProcState {
+        own: RefCell::new(None),
+        link: Cell::new(std::ptr::null()),
+        cache: RefCell::new(None),
+    };
 }
 
 /// Runs `f` with the calling task's state; `ESRCH` outside a task.
@@ -568,7 +583,26 @@ pub(crate) fn with_table<R>(f: impl FnOnce(&CapTable) -> R) -> Result<R, Errno> 
 /// The node `cap` names in the current table, checked: not revoked, and
 /// holding `need`.
 pub(crate) fn resolve(cap: Cap, need: Rights) -> Result<Arc<CapNode>, Errno> {
-    let node = with_table(|t| t.get(cap))??;
+    let node = with_proc(|p| {
+        p.with_current(|t| {
+            if cap.table != t.serial {
+                return Err(Errno::EBADF);
+            }
+            let removals = t.removals.load(Ordering::Acquire);
+            if let Ok(c) = p.cache.try_borrow() {
+                if let Some((c, r, n)) = &*c {
+                    if *c == cap && *r == removals {
+                        return Ok(n.clone());
+                    }
+                }
+            }
+            let n = t.get(cap)?;
+            if let Ok(mut c) = p.cache.try_borrow_mut() {
+                *c = Some((cap, removals, n.clone()));
+            }
+            Ok(n)
+        })
+    })??;
     if node.is_revoked() {
         return Err(Errno::EIDRM);
     }
