@@ -342,3 +342,35 @@ fn a_dropped_reply_fails_the_call_instead_of_leaving_it_blocked() {
         server.join().unwrap();
     });
 }
+
+#[test]
+fn a_killed_receiver_leaves_the_queue_and_fails_the_call_it_held() {
+    let _w = Watchdog::new("a_killed_receiver_leaves_the_queue", LIMIT);
+    common::rt(2).block_on(|| {
+        let ep = Endpoint::new().unwrap();
+        let srv_cap = cap::copy(ep.cap(), Rights::RECV).unwrap();
+        let (tx, rx) = mpsc::channel::<()>();
+        let victim = cap::spawn_with_caps(
+            greenos::task::Builder::new(),
+            &[(srv_cap, Rights::ALL)],
+            move |caps| {
+                let e = Endpoint::from_cap(caps[0]);
+                tx.send(()).unwrap();
+                let _ = e.recv();
+                unreachable!("killed while waiting");
+            },
+        )
+        .unwrap();
+        rx.recv().unwrap();
+        // Wait until the victim is blocked in recv.
+        while ep.queued().unwrap() != (0, 1) {
+            greenos::yield_now();
+        }
+        greenos::signal::kill(victim.task().pid(), greenos::signal::SIGKILL).unwrap();
+        assert!(matches!(victim.join(), Err(greenos::JoinError::Killed(_))));
+        // The dead receiver is not in the queue: nb_send finds nobody.
+        assert_eq!(ep.queued().unwrap(), (0, 0));
+        ep.nb_send(&Msg::new(1, &[])).unwrap();
+        assert_eq!(ep.dropped().unwrap(), 1);
+    });
+}

@@ -575,6 +575,14 @@ impl Endpoint {
         }
     }
 
+    /// How many senders (and callers) and how many receivers are blocked on
+    /// the endpoint now.
+    pub fn queued(&self) -> io::Result<(usize, usize)> {
+        let node = self.resolve(Rights::NONE)?;
+        let q = ep_of(&node).q.lock();
+        Ok((q.senders.len(), q.receivers.len()))
+    }
+
     /// Messages `nb_send` dropped because no receiver waited.
     pub fn dropped(&self) -> io::Result<u64> {
         let node = self.resolve(Rights::NONE)?;
@@ -1019,6 +1027,45 @@ fn finish_moves(moved: &[Option<Cap>; MAX_EXTRA_CAPS]) {
 /// that queue's waiter and, where the runtime can, switches straight to it
 /// (`WaitQueue::wake_one_and_wait`: the direct process switch).
 fn wait_done(
+    me: &Arc<Port>,
+    ep: &EndpointObj,
+    dl: Option<Instant>,
+    handoff: Option<&WaitQueue>,
+) -> Result<(), Errno> {
+    let guard = UnwindWithdraw { me, ep };
+    let r = wait_done_inner(me, ep, dl, handoff);
+    std::mem::forget(guard);
+    r
+}
+
+/// A task killed (or cancelled) while blocked unwinds out of its wait
+/// without returning to `wait_done`: this guard withdraws its port from the
+/// endpoint so that no later message is delivered to a dead task (and
+/// lost), and a call it received but never read is failed (`ESRCH`)
+/// rather than left waiting for a reply that cannot come.
+struct UnwindWithdraw<'a> {
+    me: &'a Arc<Port>,
+    ep: &'a EndpointObj,
+}
+
+impl Drop for UnwindWithdraw<'_> {
+    fn drop(&mut self) {
+        if withdraw(self.me, self.ep, Errno::EINTR).is_ok() {
+            // SAFETY: our own port, and its operation is `Done`.
+            let d = unsafe { self.me.take_inbox() };
+            self.me.phase.set(Phase::Idle);
+            if let Some((port, op)) = d.reply {
+                drop(Reply {
+                    port,
+                    op,
+                    live: true,
+                });
+            }
+        }
+    }
+}
+
+fn wait_done_inner(
     me: &Arc<Port>,
     ep: &EndpointObj,
     dl: Option<Instant>,
