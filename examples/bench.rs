@@ -41,6 +41,8 @@ mod pairs;
 mod ping_pong;
 #[path = "bench/report.rs"]
 mod report;
+#[path = "bench/rpc.rs"]
+mod rpc;
 #[path = "bench/scaling.rs"]
 mod scaling;
 #[path = "bench/skynet.rs"]
@@ -61,7 +63,7 @@ usage: bench [--full] [--only NAME[,NAME..]] [--json] [--csv] [--timeout SECS]
              [--workers N[,N..]] [--no-scaling] [--plot OUT.svg]
   --full        more repetitions (11 / 5 for 1M-task benchmarks) and larger N
   --only NAMES  run only benchmarks whose name contains one of NAMES
-                (yield, yield_traced, spawn, skynet, pingpong1, pingpong2)
+                (yield, yield_traced, spawn, skynet, pingpong1, pingpong2, pairs, rpc)
   --json        also print the results as one JSON document
   --timeout S   per-child time limit in seconds (default: 15 / 30 for 1M-task
                 benchmarks, 4x that with --full)
@@ -75,7 +77,7 @@ internal: --cell IMP:NAME --n N [--reps R] [--warmup] [--workers-n W]";
 
 /// All benchmarks, in table order.
 fn specs() -> Vec<Spec> {
-    vec![
+    let mut specs = vec![
         yield_switch::spec(),
         yield_switch::spec_traced(),
         spawn_join::spec(),
@@ -84,7 +86,9 @@ fn specs() -> Vec<Spec> {
         ping_pong::spec_two_workers(),
         ping_pong::spec_cross_cpu(),
         pairs::spec(),
-    ]
+    ];
+    specs.extend(rpc::specs());
+    specs
 }
 
 #[derive(Debug, Default)]

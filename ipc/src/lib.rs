@@ -17,3 +17,14 @@ pub mod sysv;
 
 pub use errno::Errno;
 pub use sysv::{Cred, IpcFlags, IpcPerm, Key};
+pub mod cap;
+pub mod endpoint;
+pub mod names;
+pub mod rpc;
+
+pub use cap::{Cap, Rights, Transfer};
+pub use endpoint::{Endpoint, Msg, MsgTag, Reply};
+pub use rpc::{
+    ipc_client_badge, ipc_client_pid, ipc_register_client, ipc_register_server, Connection, IpcMsg,
+    ServerCap,
+};

@@ -741,6 +741,36 @@ pub fn with_identity<R>(id: Identity, f: impl FnOnce() -> R) -> R {
     f()
 }
 
+/// Whether the caller is a greenos task (the cheap form of
+/// `try_current().is_some()`: no reference is taken).
+#[inline]
+pub fn in_task() -> bool {
+    !executor::current_task_ptr().is_null()
+}
+
+/// Bytes of stack left below the caller's current frame on its green
+/// task's stack (down to the guard page), or `None` outside a task or when
+/// running on a stack that is not the task's own (e.g. inside
+/// `corosensei::on_stack`). Used by calls that run foreign code on the
+/// caller's stack (migrating RPC) to fail cleanly instead of overflowing.
+#[inline(never)]
+pub fn stack_remaining() -> Option<usize> {
+    let t = executor::current_task_ptr();
+    if t.is_null() {
+        return None;
+    }
+    // SAFETY: CURRENT is the running task (see current_task).
+    let t = unsafe { &*t };
+    let marker = 0u8;
+    let sp = std::hint::black_box(&marker) as *const u8 as usize;
+    let bottom = t.stack_bottom.load(Ordering::Relaxed);
+    let top = t.stack_top.load(Ordering::Relaxed);
+    if bottom == 0 || sp <= bottom || sp > top {
+        return None;
+    }
+    Some(sp - bottom)
+}
+
 /// The calling task.
 pub fn current() -> Task {
     Task {

@@ -179,6 +179,12 @@ pub(crate) struct Task {
     /// `Box` freed when the task ends. Raw pointers, so growing the vector
     /// never retags a value a caller still borrows.
     pub(crate) locals: UnsafeCell<Vec<Option<NonNull<dyn Any>>>>,
+    /// Lowest usable address of the task's stack (guard page excluded), set
+    /// when the stack is attached at first run; 0 before (see
+    /// `crate::task::stack_remaining`).
+    pub(crate) stack_bottom: AtomicUsize,
+    /// Top (highest address) of the task's stack; 0 before first run.
+    pub(crate) stack_top: AtomicUsize,
 }
 
 // SAFETY: the `UnsafeCell`/`Cell` fields follow the ownership rules in the
@@ -250,6 +256,8 @@ impl Task {
             coro: UnsafeCell::new(None),
             yielder: Cell::new(std::ptr::null()),
             locals: UnsafeCell::new(Vec::new()),
+            stack_bottom: AtomicUsize::new(0),
+            stack_top: AtomicUsize::new(0),
         })
     }
 

@@ -878,6 +878,13 @@ fn start_coroutine(task: &TaskRef, sp: &mut super::task::SchedPart) -> Option<Co
         }
     };
     stack.set_owner(task.pid.0, task.name_or_dash());
+    {
+        use corosensei::stack::Stack;
+        let top = stack.base().get();
+        task.stack_top.store(top, Ordering::Relaxed);
+        task.stack_bottom
+            .store(top - stack.usable_size(), Ordering::Relaxed);
+    }
     if task.pinned {
         let here = crate::cpuset::CpuSet::from_iter([task.cpu.load(Ordering::Relaxed)]);
         task.allowed.store(&here);

@@ -1,0 +1,1123 @@
+//! L4 / seL4 synchronous endpoints: rendezvous IPC with short messages,
+//! capability transfer, one-shot reply capabilities and direct process
+//! switch (reference/ipc.md §4).
+//!
+//! # What this module owns
+//!
+//! - [`Endpoint`]: a rendezvous object named by a capability. It holds no
+//!   message buffer: a queue of blocked senders *or* of blocked receivers.
+//!   A transfer happens only at rendezvous.
+//! - [`Msg`]: a [`MsgTag`] (label, length, extra caps, unwrapped mask), the
+//!   first [`FAST_MRS`] = 4 message registers inline (seL4's
+//!   `seL4_FastMessageRegisters` on x86_64, §4.2: they travel "in the
+//!   switch"), up to [`BUFFER_MRS`] = 64 more *virtual* message registers in
+//!   the task's IPC buffer (Pistachio's `IPC_NUM_MR`, §4.5; MR *k* is at
+//!   buffer index *k*, the first four slots unused, as seL4 lays it out), and
+//!   up to [`MAX_EXTRA_CAPS`] = 3 capabilities (`seL4_MsgMaxExtraCaps`).
+//!   Nothing is allocated per message: each task's port (its wait queue and
+//!   IPC buffer) is allocated once, on first use.
+//! - The calls: [`Endpoint::send`], [`Endpoint::nb_send`],
+//!   [`Endpoint::recv`], [`Endpoint::call`], [`Reply::reply`],
+//!   [`Endpoint::reply_recv`], each blocking one with a `_timeout` form.
+//!
+//! # Semantics (seL4 where it has them)
+//!
+//! - `send` blocks until a receiver takes the message; `nb_send` with no
+//!   receiver waiting **drops the message silently** (seL4 `NBSend`; counted
+//!   in [`Endpoint::dropped`]).
+//! - `call` sends and waits for the reply; the receiver gets a one-shot
+//!   [`Reply`] tied to the calling task and call. `reply` never blocks; a
+//!   reply to a caller that gave up (timeout, signal) is refused with
+//!   `ESRCH` and nothing is delivered. A reply capability dropped unused
+//!   (the server gave up, or its task ended) fails the `call` with `ESRCH`.
+//! - Rights: `send`/`nb_send` need [`Rights::SEND`], `call` needs
+//!   [`Rights::CALL`], `recv` needs [`Rights::RECV`] (`EPERM`; seL4 drops a
+//!   send without Write silently, we report it). Capabilities travel only
+//!   with [`Rights::GRANT`] on the sender's endpoint capability (`EPERM`).
+//!   A capability to the very endpoint it travels through is *unwrapped*:
+//!   only its badge arrives ([`Msg::unwrapped_badge`], `caps_unwrapped`
+//!   bit). If the receiver's table is full the transfer stops there without
+//!   failing the IPC; `extra_caps` says how many arrived.
+//! - The receiver learns the sender's badge ([`Msg::badge`]): the badge of
+//!   the capability the sender used ([`crate::cap::mint`]).
+//! - Errors: length over [`MAX_MSG_LENGTH`] → `EINVAL`; timeout →
+//!   `ETIMEDOUT`; interrupted by a signal or shutdown → `EINTR`.
+//!
+//! # Direct process switch
+//!
+//! seL4's fastpath (`src/fastpath/fastpath.c`, §4.4) hands the CPU straight
+//! to the partner. A `call` takes greenos's version of it when all of these
+//! hold (numbered as the reference lists seL4's):
+//! 1. the message fits in the fast registers (`length ≤ 4`) and carries no
+//!    capabilities;
+//! 2. (no pending fault: greenos has no faults to deliver — always true);
+//! 3. the capability is an endpoint capability with the call right (checked
+//!    before anything else);
+//! 4. a receiver is already waiting on the endpoint;
+//! 5. (address space valid: one address space — always true);
+//! 6. the receiver's priority is at least the caller's (its nice value is
+//!    not higher);
+//! 7. (Grant for the reply capability: greenos's reply needs no grant —
+//!    always true);
+//! 8. (scheduling domain: none in greenos — always true);
+//! 9. (MCS scheduling contexts: none — always true);
+//! 10. the receiver last ran on the caller's CPU and may run there.
+//!
+//! `reply_recv` switches straight back under the matching list: no sender
+//! is waiting on the endpoint (else the server takes that message without
+//! blocking), the reply fits the fast registers with no capabilities, and
+//! the caller satisfies 6 and 10.
+//!
+//! The switch itself is the runtime's job: `WaitQueue::wake_one_and_wait`
+//! queues the caller on its own port, wakes the partner and, when the
+//! partner is parked on this CPU, switches straight to it without the run
+//! queue (the partner runs on the rest of the caller's turn). With
+//! [`SwitchMode::Lazy`] the partner is woken the ordinary way (through its
+//! CPU's run queue), for comparison ([`set_default_switch_mode`] chooses
+//! for endpoints created afterwards: the process-wide option).
+//!
+//! # Locking
+//!
+//! Order: endpoint queue lock → a port's state lock; a wait queue's lock →
+//! a port's state lock (the `validate` closures). Wakeups are issued after
+//! the endpoint lock is released. A blocked party's slot is its task's
+//! `Port`, which outlives any queue entry (entries hold an `Arc`); each
+//! blocking operation has a fresh generation (`op`), so a late reply or
+//! wakeup for an operation that gave up is recognised and ignored.
+
+use std::cell::UnsafeCell;
+use std::collections::VecDeque;
+use std::fmt;
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use greenos_runtime::task::{self, Task};
+use greenos_runtime::wait::{WaitQueue, WaitResult};
+use parking_lot::Mutex;
+
+use crate::cap::{self, Cap, CapNode, Object, Rights, Staged, Transfer};
+use crate::errno::Errno;
+
+/// Message registers passed in the switch itself (seL4
+/// `seL4_FastMessageRegisters` = 4 on x86_64, reference/ipc.md §4.2).
+pub const FAST_MRS: usize = 4;
+/// Virtual message registers in the task's IPC buffer (Pistachio
+/// `IPC_NUM_MR` = 64, reference/ipc.md §4.5).
+pub const BUFFER_MRS: usize = 64;
+/// Longest message, in registers.
+pub const MAX_MSG_LENGTH: usize = FAST_MRS + BUFFER_MRS;
+/// Capabilities per message (seL4 `seL4_MsgMaxExtraCaps` = 3, §4.2).
+pub const MAX_EXTRA_CAPS: usize = 3;
+
+// ---------------------------------------------------------------------------
+// Messages.
+
+/// The message tag (`seL4_MessageInfo`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MsgTag {
+    /// Free for the user (typically the opcode).
+    pub label: u64,
+    /// Message registers in use, `0..=MAX_MSG_LENGTH`.
+    pub length: u8,
+    /// Capabilities sent (on receive: how many arrived).
+    pub extra_caps: u8,
+    /// On receive: bit `i` set if cap `i` was unwrapped to its badge.
+    pub caps_unwrapped: u8,
+}
+
+/// A message: tag, the fast registers, and capabilities.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Msg {
+    /// The tag.
+    pub tag: MsgTag,
+    /// MR0..MR3 (the rest are in the IPC buffer: [`set_mr`], [`mr`]).
+    pub mr: [u64; FAST_MRS],
+    /// On receive: the badge of the sender's capability (0: unbadged).
+    pub badge: u64,
+    out: [Option<(Cap, Transfer)>; MAX_EXTRA_CAPS],
+    caps_in: [Option<Cap>; MAX_EXTRA_CAPS],
+    badges_in: [u64; MAX_EXTRA_CAPS],
+}
+
+impl Msg {
+    /// A message with `label` and the fast registers `words` (length =
+    /// `words.len()`, at most [`FAST_MRS`]; longer messages set
+    /// `tag.length` and the buffer registers).
+    pub fn new(label: u64, words: &[u64]) -> Msg {
+        let mut m = Msg::default();
+        m.tag.label = label;
+        let n = words.len().min(FAST_MRS);
+        m.mr[..n].copy_from_slice(&words[..n]);
+        m.tag.length = n as u8;
+        m
+    }
+
+    /// Stages capability `cap` in slot `i` (< [`MAX_EXTRA_CAPS`], else
+    /// `EINVAL`) to travel with the message.
+    pub fn set_cap(&mut self, i: usize, cap: Cap, how: Transfer) -> io::Result<()> {
+        if i >= MAX_EXTRA_CAPS {
+            return Err(Errno::EINVAL.into());
+        }
+        self.out[i] = Some((cap, how));
+        Ok(())
+    }
+
+    /// On receive: the capability that arrived in slot `i` (an index in the
+    /// receiver's current table), if any.
+    pub fn cap(&self, i: usize) -> Option<Cap> {
+        self.caps_in.get(i).copied().flatten()
+    }
+
+    /// On receive: the badge of unwrapped capability `i`.
+    pub fn unwrapped_badge(&self, i: usize) -> Option<u64> {
+        (i < MAX_EXTRA_CAPS && self.tag.caps_unwrapped & (1 << i) != 0).then(|| self.badges_in[i])
+    }
+}
+
+/// Sets virtual message register `k` (`FAST_MRS..MAX_MSG_LENGTH`, else
+/// `EINVAL`) in the calling task's IPC buffer.
+pub fn set_mr(k: usize, v: u64) -> io::Result<()> {
+    if !(FAST_MRS..MAX_MSG_LENGTH).contains(&k) {
+        return Err(Errno::EINVAL.into());
+    }
+    my_port()?.buf[k].store(v, Ordering::Relaxed);
+    Ok(())
+}
+
+/// Reads virtual message register `k` of the calling task's IPC buffer
+/// (`EINVAL` outside `FAST_MRS..MAX_MSG_LENGTH`).
+pub fn mr(k: usize) -> io::Result<u64> {
+    if !(FAST_MRS..MAX_MSG_LENGTH).contains(&k) {
+        return Err(Errno::EINVAL.into());
+    }
+    Ok(my_port()?.buf[k].load(Ordering::Relaxed))
+}
+
+// ---------------------------------------------------------------------------
+// Ports: a task's blocking slot and IPC buffer.
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+enum Phase {
+    Idle,
+    /// In an endpoint's sender queue.
+    QueuedSend,
+    /// In an endpoint's receiver queue.
+    QueuedRecv,
+    /// A call delivered; waiting for the reply.
+    AwaitReply,
+    /// The operation completed (message taken, delivered or replied).
+    Done,
+    /// A delivered call whose caller gave up waiting for the reply.
+    Abandoned,
+}
+
+/// What arrives at a port.
+#[derive(Default)]
+struct Delivery {
+    tag: MsgTag,
+    mr: [u64; FAST_MRS],
+    badge: u64,
+    caps: [Option<Arc<CapNode>>; MAX_EXTRA_CAPS],
+    /// The endpoint it came through (to unwrap caps naming it); compared,
+    /// never dereferenced.
+    via: usize,
+    reply: Option<(Arc<Port>, u64)>,
+    /// The reply capability of this call was dropped unused.
+    broken: bool,
+}
+
+struct PortState {
+    op: u64,
+}
+
+/// The phase word of a port: written under the port's state lock (after
+/// the inbox, Release), read without it (Acquire) by its own task's waits.
+struct PhaseCell(AtomicU8);
+
+impl PhaseCell {
+    fn get(&self) -> Phase {
+        match self.0.load(Ordering::Acquire) {
+            0 => Phase::Idle,
+            1 => Phase::QueuedSend,
+            2 => Phase::QueuedRecv,
+            3 => Phase::AwaitReply,
+            4 => Phase::Done,
+            _ => Phase::Abandoned,
+        }
+    }
+
+    fn set(&self, p: Phase) {
+        self.0.store(p as u8, Ordering::Release);
+    }
+}
+
+/// A task's IPC port: the wait queue it blocks on, its state and its IPC
+/// buffer (the virtual message registers).
+pub(crate) struct Port {
+    wq: WaitQueue,
+    st: Mutex<PortState>,
+    phase: PhaseCell,
+    /// What arrives. Written only by the one party that completes the
+    /// port's current operation — the deliverer that popped this port from
+    /// an endpoint's receiver queue (under that endpoint's lock and this
+    /// port's `st` lock), the replier whose `op` matches while the phase is
+    /// `AwaitReply` (under `st`), or the port's own task (`take_sender`,
+    /// while it runs) — and always *before* the phase becomes `Done`
+    /// (Release). Read, and reset, only by the port's own task after it
+    /// observed `Done` (Acquire), when no party can write it any more until
+    /// its next operation begins.
+    inbox: UnsafeCell<Delivery>,
+    buf: [AtomicU64; MAX_MSG_LENGTH],
+    task: Task,
+}
+
+// SAFETY: every field but `inbox` is Send + Sync on its own; `inbox` is
+// written and read under the protocol in its field comment, which admits
+// one accessor at a time, ordered by the `st` lock and the phase word's
+// Release/Acquire (the values inside are `Send`: `Arc`s of Send + Sync
+// objects and plain words).
+unsafe impl Sync for Port {}
+// SAFETY: as for Sync.
+unsafe impl Send for Port {}
+
+impl Port {
+    /// Writes the inbox.
+    ///
+    /// # Safety
+    /// The caller is the one party allowed to complete the current
+    /// operation (see the field comment), and sets the phase to `Done` (or
+    /// reads the inbox itself) afterwards.
+    unsafe fn put(&self, d: Delivery) {
+        // SAFETY: the caller's contract gives exclusive access.
+        unsafe { *self.inbox.get() = d };
+    }
+
+    /// Takes the inbox (the port's own task, after it saw `Done`).
+    ///
+    /// # Safety
+    /// Called by the port's own task after it observed `Done` for its
+    /// current operation (or after writing the inbox itself).
+    unsafe fn take_inbox(&self) -> Delivery {
+        // SAFETY: per the contract no other party writes it now.
+        unsafe { std::mem::take(&mut *self.inbox.get()) }
+    }
+}
+
+greenos_runtime::task_local! {
+    static PORT: Arc<Port> = Arc::new(Port {
+        wq: WaitQueue::new(),
+        st: Mutex::new(PortState { op: 0 }),
+        inbox: UnsafeCell::new(Delivery::default()),
+        phase: PhaseCell(AtomicU8::new(0)),
+        buf: std::array::from_fn(|_| AtomicU64::new(0)),
+        task: greenos_runtime::current(),
+    });
+}
+
+/// The calling task's port, borrowed for the rest of the calling
+/// operation (no reference count taken: an `Arc` is cloned only where the
+/// port is queued or named by a reply).
+fn my_port<'a>() -> Result<&'a Arc<Port>, Errno> {
+    if !task::in_task() {
+        return Err(Errno::ESRCH);
+    }
+    let p: *const Arc<Port> = PORT.with(|p| p as *const Arc<Port>);
+    // SAFETY: task-local values are boxed, never moved, and freed only when
+    // the task ends (`task::LocalKey::with`); every caller is an endpoint
+    // operation of this task that returns before the task can end, and the
+    // borrow does not escape it (`'a` is chosen by callers inside one
+    // operation).
+    Ok(unsafe { &*p })
+}
+
+impl Port {
+    /// Starts a new blocking operation in `phase` (caller holds `st`);
+    /// returns its generation.
+    fn begin(&self, st: &mut PortState, phase: Phase) -> u64 {
+        st.op = st.op.wrapping_add(1);
+        self.phase.set(phase);
+        st.op
+    }
+
+    fn phase(&self) -> Phase {
+        self.phase.get()
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Endpoints.
+
+/// Direct process switch or lazy (run-queue) wakeups; see the module doc.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SwitchMode {
+    /// Hand the CPU to the partner when the fastpath conditions hold.
+    Direct,
+    /// Always wake the partner through its CPU's run queue.
+    Lazy,
+}
+
+static DEFAULT_LAZY: AtomicBool = AtomicBool::new(false);
+
+/// Chooses the switch mode of endpoints created from now on (the
+/// process-wide option; [`Endpoint::with_mode`] chooses per endpoint).
+pub fn set_default_switch_mode(mode: SwitchMode) {
+    DEFAULT_LAZY.store(mode == SwitchMode::Lazy, Ordering::Relaxed);
+}
+
+struct SendEntry {
+    port: Arc<Port>,
+    op: u64,
+    tag: MsgTag,
+    mr: [u64; FAST_MRS],
+    badge: u64,
+    caps: [Option<Arc<CapNode>>; MAX_EXTRA_CAPS],
+    is_call: bool,
+}
+
+struct Queues {
+    senders: VecDeque<SendEntry>,
+    receivers: VecDeque<(Arc<Port>, u64)>,
+}
+
+/// An endpoint (what an endpoint capability names).
+pub struct EndpointObj {
+    q: Mutex<Queues>,
+    mode: SwitchMode,
+    dropped: AtomicU64,
+    direct_switches: AtomicU64,
+}
+
+impl EndpointObj {
+    /// Counts a direct-switch handoff. A plain load and store, not a
+    /// read-modify-write: the count is a statistic, and concurrent handoffs
+    /// from two CPUs may lose an increment (documented on
+    /// `Endpoint::direct_switches`).
+    fn count_direct_switch(&self) {
+        let n = self.direct_switches.load(Ordering::Relaxed);
+        self.direct_switches.store(n + 1, Ordering::Relaxed);
+    }
+}
+
+impl fmt::Debug for EndpointObj {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EndpointObj")
+            .field("mode", &self.mode)
+            .finish()
+    }
+}
+
+/// A handle on an endpoint capability (a [`Cap`] with the endpoint calls).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Endpoint {
+    cap: Cap,
+}
+
+/// The one-shot right to answer a call, tied to the calling task and call.
+///
+/// Dropping it without replying (or consuming it in a reply that fails)
+/// fails the caller's `call` with `ESRCH`, so a server that gives up on a
+/// request, or dies holding it, does not leave its caller blocked forever.
+pub struct Reply {
+    port: Arc<Port>,
+    op: u64,
+    /// Still owes an answer (false once delivered or found stale).
+    live: bool,
+}
+
+impl Drop for Reply {
+    fn drop(&mut self) {
+        if !self.live {
+            return;
+        }
+        let st = self.port.st.lock();
+        if st.op == self.op && self.port.phase() == Phase::AwaitReply {
+            // SAFETY: the one party completing this operation (see
+            // `Port::inbox`), before the phase becomes `Done`.
+            unsafe {
+                self.port.put(Delivery {
+                    broken: true,
+                    ..Delivery::default()
+                })
+            };
+            self.port.phase.set(Phase::Done);
+            drop(st);
+            self.port.wq.wake_one();
+        }
+    }
+}
+
+impl fmt::Debug for Reply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Reply")
+            .field("caller", &self.port.task.pid())
+            .finish()
+    }
+}
+
+fn deadline(t: Option<Duration>) -> Option<Instant> {
+    t.map(|d| Instant::now() + d)
+}
+
+fn left(d: Option<Instant>) -> Result<Option<Duration>, Errno> {
+    match d {
+        None => Ok(None),
+        Some(d) => {
+            let now = Instant::now();
+            if now >= d {
+                Err(Errno::ETIMEDOUT)
+            } else {
+                Ok(Some(d - now))
+            }
+        }
+    }
+}
+
+/// Stages the message's capabilities; returns them and the moved indices.
+type StagedCaps = (
+    [Option<Arc<CapNode>>; MAX_EXTRA_CAPS],
+    [Option<Cap>; MAX_EXTRA_CAPS],
+    u8,
+);
+
+fn stage_caps(msg: &Msg, rights: Rights) -> Result<StagedCaps, Errno> {
+    let mut nodes: [Option<Arc<CapNode>>; MAX_EXTRA_CAPS] = Default::default();
+    let mut moved = [None; MAX_EXTRA_CAPS];
+    let mut n = 0u8;
+    for (i, o) in msg.out.iter().enumerate() {
+        if let Some((c, how)) = *o {
+            if !rights.contains(Rights::GRANT) {
+                return Err(Errno::EPERM);
+            }
+            let Staged { node, moved_from } = cap::stage(c, how)?;
+            nodes[i] = Some(node);
+            moved[i] = moved_from;
+            n = n.max(i as u8 + 1);
+        }
+    }
+    Ok((nodes, moved, n))
+}
+
+fn check_len(msg: &Msg) -> Result<(), Errno> {
+    if msg.tag.length as usize > MAX_MSG_LENGTH {
+        return Err(Errno::EINVAL);
+    }
+    Ok(())
+}
+
+/// Copies the buffer registers `FAST_MRS..len` from one port to another.
+fn copy_long(from: &Port, to: &Port, len: u8) {
+    for k in FAST_MRS..(len as usize).min(MAX_MSG_LENGTH) {
+        to.buf[k].store(from.buf[k].load(Ordering::Relaxed), Ordering::Relaxed);
+    }
+}
+
+/// The endpoint a node resolved by `Endpoint::resolve` names.
+fn ep_of(n: &CapNode) -> &Arc<EndpointObj> {
+    match &n.object {
+        Object::Endpoint(e) => e,
+        _ => unreachable!("Endpoint::resolve checked the kind"),
+    }
+}
+
+/// Whether the fastpath's priority and placement rules (6 and 10) let
+/// `me` hand its CPU to `to`. (That `to` may run here is checked again by
+/// `wake_one_and_wait`, which falls back to an ordinary wakeup.)
+fn may_switch_to(me: &Port, to: &Task) -> bool {
+    to.nice() <= me.task.nice() && to.cpu() == greenos_runtime::current_cpu()
+}
+
+impl Endpoint {
+    /// Creates an endpoint (switch mode: the process-wide default) and
+    /// returns a capability to it with every right.
+    pub fn new() -> io::Result<Endpoint> {
+        let lazy = DEFAULT_LAZY.load(Ordering::Relaxed);
+        Endpoint::with_mode(if lazy {
+            SwitchMode::Lazy
+        } else {
+            SwitchMode::Direct
+        })
+    }
+
+    /// Creates an endpoint with the given switch mode.
+    pub fn with_mode(mode: SwitchMode) -> io::Result<Endpoint> {
+        let obj = Arc::new(EndpointObj {
+            q: Mutex::new(Queues {
+                senders: VecDeque::new(),
+                receivers: VecDeque::new(),
+            }),
+            mode,
+            dropped: AtomicU64::new(0),
+            direct_switches: AtomicU64::new(0),
+        });
+        Ok(Endpoint {
+            cap: cap::create(Object::Endpoint(obj))?,
+        })
+    }
+
+    /// The endpoint a capability names (checked when used).
+    pub fn from_cap(cap: Cap) -> Endpoint {
+        Endpoint { cap }
+    }
+
+    /// The capability.
+    pub fn cap(&self) -> Cap {
+        self.cap
+    }
+
+    fn resolve(&self, need: Rights) -> Result<Arc<CapNode>, Errno> {
+        let n = cap::resolve(self.cap, need)?;
+        match &n.object {
+            Object::Endpoint(_) => Ok(n),
+            _ => Err(Errno::EINVAL),
+        }
+    }
+
+    /// How many senders (and callers) and how many receivers are blocked on
+    /// the endpoint now.
+    pub fn queued(&self) -> io::Result<(usize, usize)> {
+        let node = self.resolve(Rights::NONE)?;
+        let q = ep_of(&node).q.lock();
+        Ok((q.senders.len(), q.receivers.len()))
+    }
+
+    /// Messages `nb_send` dropped because no receiver waited.
+    pub fn dropped(&self) -> io::Result<u64> {
+        let node = self.resolve(Rights::NONE)?;
+        Ok(ep_of(&node).dropped.load(Ordering::Relaxed))
+    }
+
+    /// Handoffs (by `call` and by `reply_recv`) that took the direct-switch
+    /// path (approximate when several CPUs hand off through one endpoint at
+    /// once: the counter is not a read-modify-write).
+    pub fn direct_switches(&self) -> io::Result<u64> {
+        let node = self.resolve(Rights::NONE)?;
+        Ok(ep_of(&node).direct_switches.load(Ordering::Relaxed))
+    }
+
+    /// Sends `msg`, blocking until a receiver takes it.
+    pub fn send(&self, msg: &Msg) -> io::Result<()> {
+        Ok(self.send_inner(msg, false, None)?)
+    }
+
+    /// [`send`](Self::send) giving up with `ETIMEDOUT` after `timeout`.
+    pub fn send_timeout(&self, msg: &Msg, timeout: Duration) -> io::Result<()> {
+        Ok(self.send_inner(msg, false, Some(timeout))?)
+    }
+
+    /// Sends `msg` if a receiver is waiting; otherwise drops it silently
+    /// (seL4 `NBSend`) and counts it in [`dropped`](Self::dropped).
+    pub fn nb_send(&self, msg: &Msg) -> io::Result<()> {
+        Ok(self.send_inner(msg, true, None)?)
+    }
+
+    fn send_inner(&self, msg: &Msg, nb: bool, timeout: Option<Duration>) -> Result<(), Errno> {
+        check_len(msg)?;
+        let node = self.resolve(Rights::SEND)?;
+        let ep = ep_of(&node);
+        let (caps, moved, ncaps) = stage_caps(msg, node.rights)?;
+        let me = my_port()?;
+        let mut tag = msg.tag;
+        tag.extra_caps = ncaps;
+        let mut q = ep.q.lock();
+        if let Some((r, _rop)) = q.receivers.pop_front() {
+            {
+                // `r` left the receiver queue under the endpoint lock we
+                // hold: only we may complete its receive (a timing-out `r`
+                // takes this lock before it looks), so no port lock.
+                copy_long(me, &r, tag.length);
+                // SAFETY: the one party completing this operation (see
+                // `Port::inbox`), before the phase becomes `Done`.
+                unsafe {
+                    r.put(Delivery {
+                        tag,
+                        mr: msg.mr,
+                        badge: node.badge,
+                        caps,
+                        via: Arc::as_ptr(ep) as usize,
+                        reply: None,
+                        broken: false,
+                    })
+                };
+                r.phase.set(Phase::Done);
+            }
+            drop(q);
+            finish_moves(&moved);
+            // A send does not block, so it has no CPU to hand over: the
+            // receiver is woken (sync in direct mode: the sender is likely
+            // to block soon, as a pipe writer is).
+            if ep.mode == SwitchMode::Direct {
+                r.wq.wake_one_sync();
+            } else {
+                r.wq.wake_one();
+            }
+            return Ok(());
+        }
+        if nb {
+            ep.dropped.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
+        let op = me.begin(&mut me.st.lock(), Phase::QueuedSend);
+        q.senders.push_back(SendEntry {
+            port: me.clone(),
+            op,
+            tag,
+            mr: msg.mr,
+            badge: node.badge,
+            caps,
+            is_call: false,
+        });
+        drop(q);
+        let r = wait_done(me, ep, deadline(timeout), None);
+        if r.is_ok() {
+            finish_moves(&moved);
+        }
+        r
+    }
+
+    /// Waits for a message. Returns it and, for a call, the one-shot reply
+    /// capability.
+    pub fn recv(&self) -> io::Result<(Msg, Option<Reply>)> {
+        Ok(self.recv_inner(None)?)
+    }
+
+    /// [`recv`](Self::recv) giving up with `ETIMEDOUT` after `timeout`.
+    pub fn recv_timeout(&self, timeout: Duration) -> io::Result<(Msg, Option<Reply>)> {
+        Ok(self.recv_inner(Some(timeout))?)
+    }
+
+    /// Takes a message if a sender is waiting; `EAGAIN` otherwise (seL4
+    /// `NBRecv`).
+    pub fn nb_recv(&self) -> io::Result<(Msg, Option<Reply>)> {
+        let node = self.resolve(Rights::RECV)?;
+        let ep = ep_of(&node);
+        let me = my_port()?;
+        let q = ep.q.lock();
+        if q.senders.is_empty() {
+            return Err(Errno::EAGAIN.into());
+        }
+        Ok(self
+            .take_sender(ep, me, q)
+            .map(|()| self.finish_recv(me))??)
+    }
+
+    fn recv_inner(&self, timeout: Option<Duration>) -> Result<(Msg, Option<Reply>), Errno> {
+        let node = self.resolve(Rights::RECV)?;
+        let ep = ep_of(&node);
+        let me = my_port()?;
+        let q = ep.q.lock();
+        self.recv_locked(ep, me, q, deadline(timeout), None, false)
+    }
+
+    /// Receives with the endpoint lock held: takes a waiting sender, or
+    /// queues and waits. `switch_to` is a caller to hand the CPU to while
+    /// blocking (reply_recv's direct switch back).
+    fn recv_locked(
+        &self,
+        ep: &Arc<EndpointObj>,
+        me: &Arc<Port>,
+        mut q: parking_lot::MutexGuard<'_, Queues>,
+        dl: Option<Instant>,
+        switch_to: Option<Arc<Port>>,
+        fast_back: bool,
+    ) -> Result<(Msg, Option<Reply>), Errno> {
+        if !q.senders.is_empty() {
+            self.take_sender(ep, me, q)?;
+            if let Some(c) = switch_to {
+                c.wq.wake_one();
+            }
+            return self.finish_recv(me);
+        }
+        let op = me.begin(&mut me.st.lock(), Phase::QueuedRecv);
+        q.receivers.push_back((me.clone(), op));
+        drop(q);
+        match (switch_to, fast_back) {
+            // ReplyRecv's fastpath: hand the CPU back to the caller.
+            (Some(c), true) => {
+                ep.count_direct_switch();
+                wait_done(me, ep, dl, Some(&c.wq))?;
+            }
+            (Some(c), false) => {
+                c.wq.wake_one();
+                wait_done(me, ep, dl, None)?;
+            }
+            (None, _) => wait_done(me, ep, dl, None)?,
+        }
+        self.finish_recv(me)
+    }
+
+    /// Takes the first queued sender's message into `me`'s inbox.
+    fn take_sender(
+        &self,
+        ep: &Arc<EndpointObj>,
+        me: &Arc<Port>,
+        mut q: parking_lot::MutexGuard<'_, Queues>,
+    ) -> Result<(), Errno> {
+        let s = q.senders.pop_front().expect("checked non-empty");
+        copy_long(&s.port, me, s.tag.length);
+        {
+            let mut st = me.st.lock();
+            me.begin(&mut st, Phase::Done);
+            // SAFETY: the one party completing this operation (see
+            // `Port::inbox`), before the phase becomes `Done`.
+            unsafe {
+                me.put(Delivery {
+                    tag: s.tag,
+                    mr: s.mr,
+                    badge: s.badge,
+                    caps: s.caps,
+                    via: Arc::as_ptr(ep) as usize,
+                    reply: s.is_call.then(|| (s.port.clone(), s.op)),
+                    broken: false,
+                })
+            };
+        }
+        let wake = {
+            let sst = s.port.st.lock();
+            debug_assert_eq!(sst.op, s.op);
+            if s.is_call {
+                s.port.phase.set(Phase::AwaitReply);
+                false
+            } else {
+                s.port.phase.set(Phase::Done);
+                true
+            }
+        };
+        drop(q);
+        if wake {
+            s.port.wq.wake_one();
+        }
+        Ok(())
+    }
+
+    /// Reads the delivered message out of `me`'s inbox, installing its
+    /// capabilities in the current table.
+    fn finish_recv(&self, me: &Arc<Port>) -> Result<(Msg, Option<Reply>), Errno> {
+        debug_assert_eq!(me.phase(), Phase::Done);
+        // SAFETY: this is the port's own task, and its operation is `Done`.
+        let d = unsafe { me.take_inbox() };
+        me.phase.set(Phase::Idle);
+        if d.broken {
+            return Err(Errno::ESRCH);
+        }
+        let mut m = Msg {
+            tag: d.tag,
+            mr: d.mr,
+            badge: d.badge,
+            ..Msg::default()
+        };
+        m.tag.caps_unwrapped = 0;
+        let mut arrived = 0u8;
+        for (i, c) in d.caps.into_iter().enumerate() {
+            let Some(node) = c else { continue };
+            let unwrap = match &node.object {
+                Object::Endpoint(a) => Arc::as_ptr(a) as usize == d.via,
+                _ => false,
+            };
+            if unwrap {
+                m.badges_in[i] = node.badge;
+                m.tag.caps_unwrapped |= 1 << i;
+            } else {
+                match cap::install(node) {
+                    Ok(c) => m.caps_in[i] = Some(c),
+                    // A full table stops the transfer, not the IPC.
+                    Err(_) => break,
+                }
+            }
+            arrived = i as u8 + 1;
+        }
+        m.tag.extra_caps = arrived;
+        let reply = d.reply.map(|(port, op)| Reply {
+            port,
+            op,
+            live: true,
+        });
+        Ok((m, reply))
+    }
+
+    /// Sends `msg` and waits for the reply (seL4 `Call`).
+    pub fn call(&self, msg: &Msg) -> io::Result<Msg> {
+        Ok(self.call_inner(msg, None)?)
+    }
+
+    /// [`call`](Self::call) giving up with `ETIMEDOUT` after `timeout` (the
+    /// call may have been delivered; its late reply is then refused).
+    pub fn call_timeout(&self, msg: &Msg, timeout: Duration) -> io::Result<Msg> {
+        Ok(self.call_inner(msg, Some(timeout))?)
+    }
+
+    fn call_inner(&self, msg: &Msg, timeout: Option<Duration>) -> Result<Msg, Errno> {
+        check_len(msg)?;
+        let node = self.resolve(Rights::CALL)?;
+        let ep = ep_of(&node);
+        let (caps, moved, ncaps) = stage_caps(msg, node.rights)?;
+        let me = my_port()?;
+        let dl = deadline(timeout);
+        let mut tag = msg.tag;
+        tag.extra_caps = ncaps;
+        let mut q = ep.q.lock();
+        let op;
+        let mut handoff = None;
+        if let Some((r, _rop)) = q.receivers.pop_front() {
+            op = me.begin(&mut me.st.lock(), Phase::AwaitReply);
+            {
+                // As in `send_inner`: popped under the endpoint lock we
+                // hold, so no port lock.
+                copy_long(me, &r, tag.length);
+                // SAFETY: the one party completing this operation (see
+                // `Port::inbox`), before the phase becomes `Done`.
+                unsafe {
+                    r.put(Delivery {
+                        tag,
+                        mr: msg.mr,
+                        badge: node.badge,
+                        caps,
+                        via: Arc::as_ptr(ep) as usize,
+                        reply: Some((me.clone(), op)),
+                        broken: false,
+                    })
+                };
+                r.phase.set(Phase::Done);
+            }
+            drop(q);
+            finish_moves(&moved);
+            // The fastpath conditions (module doc): 1, 4 (we found r
+            // waiting), 6 and 10.
+            let fast = ep.mode == SwitchMode::Direct
+                && tag.length as usize <= FAST_MRS
+                && ncaps == 0
+                && may_switch_to(me, &r.task);
+            if fast {
+                ep.count_direct_switch();
+                handoff = Some(r);
+            } else {
+                r.wq.wake_one();
+            }
+        } else {
+            op = me.begin(&mut me.st.lock(), Phase::QueuedSend);
+            q.senders.push_back(SendEntry {
+                port: me.clone(),
+                op,
+                tag,
+                mr: msg.mr,
+                badge: node.badge,
+                caps,
+                is_call: true,
+            });
+            drop(q);
+        }
+        let _ = op;
+        let r = wait_done(me, ep, dl, handoff.as_ref().map(|p: &Arc<Port>| &p.wq));
+        // Delivered (taken by a receiver) even if the reply never came.
+        if r.is_ok() || me.phase() == Phase::Abandoned {
+            finish_moves(&moved);
+        }
+        r?;
+        let (m, _) = self.finish_recv(me)?;
+        Ok(m)
+    }
+
+    /// Replies to `reply` with `reply_msg`, then waits for the next message
+    /// (seL4 `ReplyRecv`, the server loop). The reply is refused silently if
+    /// its caller gave up; the receive goes on.
+    pub fn reply_recv(&self, reply: Reply, reply_msg: &Msg) -> io::Result<(Msg, Option<Reply>)> {
+        Ok(self.reply_recv_inner(reply, reply_msg, None)?)
+    }
+
+    /// [`reply_recv`](Self::reply_recv) whose receive gives up with
+    /// `ETIMEDOUT` after `timeout`.
+    pub fn reply_recv_timeout(
+        &self,
+        reply: Reply,
+        reply_msg: &Msg,
+        timeout: Duration,
+    ) -> io::Result<(Msg, Option<Reply>)> {
+        Ok(self.reply_recv_inner(reply, reply_msg, Some(timeout))?)
+    }
+
+    fn reply_recv_inner(
+        &self,
+        reply: Reply,
+        reply_msg: &Msg,
+        timeout: Option<Duration>,
+    ) -> Result<(Msg, Option<Reply>), Errno> {
+        let node = self.resolve(Rights::RECV)?;
+        let ep = ep_of(&node);
+        let me = my_port()?;
+        let caller = reply.port.clone();
+        let fast = ep.mode == SwitchMode::Direct
+            && reply_msg.tag.length as usize <= FAST_MRS
+            && reply_msg.out.iter().all(Option::is_none)
+            && may_switch_to(me, &caller.task);
+        // Deliver without waking; the receive below wakes the caller (and
+        // switches to it when it blocks).
+        let delivered = reply.deliver(reply_msg)?;
+        let q = ep.q.lock();
+        let switch_to = delivered.then_some(caller);
+        // No sender waiting is checked by recv_locked (it takes that
+        // message instead of blocking, and wakes the caller normally).
+        self.recv_locked(ep, me, q, deadline(timeout), switch_to, fast)
+    }
+}
+
+impl Reply {
+    /// Answers the call (seL4 `Reply`; never blocks). `ESRCH` if the caller
+    /// gave up (timeout, signal) or this reply is stale.
+    pub fn reply(self, msg: &Msg) -> io::Result<()> {
+        let port = self.port.clone();
+        if self.deliver(msg)? {
+            port.wq.wake_one();
+            Ok(())
+        } else {
+            Err(Errno::ESRCH.into())
+        }
+    }
+
+    /// The calling task's pid.
+    pub fn caller_pid(&self) -> greenos_runtime::Pid {
+        self.port.task.pid()
+    }
+
+    /// Puts the reply in the caller's port; false if the caller is gone.
+    fn deliver(mut self, msg: &Msg) -> Result<bool, Errno> {
+        check_len(msg)?;
+        let (caps, moved, ncaps) = stage_caps(msg, Rights::GRANT)?;
+        let me = my_port()?;
+        let mut tag = msg.tag;
+        tag.extra_caps = ncaps;
+        {
+            let st = self.port.st.lock();
+            if st.op != self.op || self.port.phase() != Phase::AwaitReply {
+                self.live = false;
+                return Ok(false);
+            }
+            copy_long(me, &self.port, tag.length);
+            // SAFETY: the one party completing this operation (see
+            // `Port::inbox`), before the phase becomes `Done`.
+            unsafe {
+                self.port.put(Delivery {
+                    tag,
+                    mr: msg.mr,
+                    badge: 0,
+                    caps,
+                    via: 0,
+                    reply: None,
+                    broken: false,
+                })
+            };
+            self.port.phase.set(Phase::Done);
+        }
+        self.live = false;
+        finish_moves(&moved);
+        Ok(true)
+    }
+}
+
+fn finish_moves(moved: &[Option<Cap>; MAX_EXTRA_CAPS]) {
+    for c in moved.iter().flatten() {
+        cap::finish_stage(Some(*c));
+    }
+}
+
+/// Waits until `me`'s current operation is done; on timeout or
+/// interruption, withdraws it from `ep`'s queues (unless it completed
+/// meanwhile: then it succeeded). With `handoff`, the first wait also wakes
+/// that queue's waiter and, where the runtime can, switches straight to it
+/// (`WaitQueue::wake_one_and_wait`: the direct process switch).
+fn wait_done(
+    me: &Arc<Port>,
+    ep: &EndpointObj,
+    dl: Option<Instant>,
+    handoff: Option<&WaitQueue>,
+) -> Result<(), Errno> {
+    let guard = UnwindWithdraw { me, ep };
+    let r = wait_done_inner(me, ep, dl, handoff);
+    std::mem::forget(guard);
+    r
+}
+
+/// A task killed (or cancelled) while blocked unwinds out of its wait
+/// without returning to `wait_done`: this guard withdraws its port from the
+/// endpoint so that no later message is delivered to a dead task (and
+/// lost), and a call it received but never read is failed (`ESRCH`)
+/// rather than left waiting for a reply that cannot come.
+struct UnwindWithdraw<'a> {
+    me: &'a Arc<Port>,
+    ep: &'a EndpointObj,
+}
+
+impl Drop for UnwindWithdraw<'_> {
+    fn drop(&mut self) {
+        if withdraw(self.me, self.ep, Errno::EINTR).is_ok() {
+            // SAFETY: our own port, and its operation is `Done`.
+            let d = unsafe { self.me.take_inbox() };
+            self.me.phase.set(Phase::Idle);
+            if let Some((port, op)) = d.reply {
+                drop(Reply {
+                    port,
+                    op,
+                    live: true,
+                });
+            }
+        }
+    }
+}
+
+fn wait_done_inner(
+    me: &Arc<Port>,
+    ep: &EndpointObj,
+    dl: Option<Instant>,
+    mut handoff: Option<&WaitQueue>,
+) -> Result<(), Errno> {
+    loop {
+        let t = match left(dl) {
+            Ok(t) => t,
+            Err(e) => {
+                if let Some(h) = handoff {
+                    h.wake_one();
+                }
+                return withdraw(me, ep, e);
+            }
+        };
+        let validate = || me.phase() != Phase::Done;
+        let r = match handoff.take() {
+            Some(h) => me.wq.wake_one_and_wait(h, validate, t).1,
+            None => me.wq.wait(validate, t),
+        };
+        match r {
+            WaitResult::Invalid => return Ok(()),
+            WaitResult::Notified => {
+                if me.phase() == Phase::Done {
+                    return Ok(());
+                }
+            }
+            WaitResult::TimedOut => return withdraw(me, ep, Errno::ETIMEDOUT),
+            WaitResult::Cancelled => return withdraw(me, ep, Errno::EINTR),
+        }
+    }
+}
+
+fn withdraw(me: &Arc<Port>, ep: &EndpointObj, why: Errno) -> Result<(), Errno> {
+    let mut q = ep.q.lock();
+    let st = me.st.lock();
+    let op = st.op;
+    match me.phase() {
+        Phase::Done => return Ok(()),
+        Phase::QueuedSend => q
+            .senders
+            .retain(|e| !(Arc::ptr_eq(&e.port, me) && e.op == op)),
+        Phase::QueuedRecv => q
+            .receivers
+            .retain(|(p, o)| !(Arc::ptr_eq(p, me) && *o == op)),
+        Phase::AwaitReply => {
+            // Delivered; a late reply sees the phase and is refused.
+            me.phase.set(Phase::Abandoned);
+            return Err(why);
+        }
+        Phase::Idle | Phase::Abandoned => {}
+    }
+    me.phase.set(Phase::Idle);
+    Err(why)
+}

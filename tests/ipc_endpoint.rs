@@ -1,0 +1,376 @@
+//! L4-style endpoints through the public facade: call/reply on one CPU and
+//! across CPUs, in direct-switch and lazy modes (same results), long
+//! messages in the IPC buffer, capability transfer and unwrapping,
+//! `nb_send` dropping, timeouts and stale replies.
+//!
+//! Orderings are made with channels; timeouts are used only where the test
+//! is *about* a timeout (and then only "it did time out" is asserted), and a
+//! hang is caught by the watchdog.
+
+mod common;
+
+use std::time::Duration;
+
+use greenos::ipc::cap::{self, Rights, Transfer};
+use greenos::ipc::endpoint::{self, Endpoint, Msg, SwitchMode, MAX_MSG_LENGTH};
+use greenos::sync::mpsc;
+
+use common::Watchdog;
+
+const LIMIT: Duration = Duration::from_secs(120);
+
+fn errno<T: std::fmt::Debug>(r: std::io::Result<T>) -> i32 {
+    r.expect_err("expected an error")
+        .raw_os_error()
+        .expect("an errno")
+}
+
+/// Echo server loop: replies `label + 1` and `mr[i] * 2`, and the buffer
+/// registers doubled, until a message with label 0.
+fn serve(ep: Endpoint) -> u64 {
+    let (mut msg, mut reply) = ep.recv().unwrap();
+    let mut served = 0;
+    loop {
+        if msg.tag.label == 0 {
+            if let Some(r) = reply {
+                r.reply(&Msg::new(0, &[])).unwrap();
+            }
+            return served;
+        }
+        served += 1;
+        let mut out = Msg::new(msg.tag.label + 1, &[]);
+        out.tag.length = msg.tag.length;
+        for i in 0..4 {
+            out.mr[i] = msg.mr[i] * 2;
+        }
+        for k in 4..msg.tag.length as usize {
+            endpoint::set_mr(k, endpoint::mr(k).unwrap() * 2).unwrap();
+        }
+        out.badge = 0;
+        let r = reply.take().expect("a call");
+        (msg, reply) = ep.reply_recv(r, &out).unwrap();
+    }
+}
+
+/// `rounds` calls from a client task on `client_cpu` to a server task on
+/// `server_cpu`, with every message length up to the maximum.
+fn ping_pong(workers: usize, server_cpu: usize, client_cpu: usize, mode: SwitchMode) -> (u64, u64) {
+    common::rt(workers).block_on(move || {
+        let ep = Endpoint::with_mode(mode).unwrap();
+        let recv_cap = cap::copy(ep.cap(), Rights::RECV).unwrap();
+        let call_cap = cap::mint(ep.cap(), Rights::CALL, 99).unwrap();
+        let server = cap::spawn_with_caps(
+            greenos::task::Builder::new().affinity(common::cpus(&[server_cpu])),
+            &[(recv_cap, Rights::ALL)],
+            |caps| serve(Endpoint::from_cap(caps[0])),
+        )
+        .unwrap();
+        let client = cap::spawn_with_caps(
+            greenos::task::Builder::new().affinity(common::cpus(&[client_cpu])),
+            &[(call_cap, Rights::ALL)],
+            |caps| {
+                let ep = Endpoint::from_cap(caps[0]);
+                let mut sum = 0u64;
+                for round in 1..=300u64 {
+                    let len = (round as usize) % (MAX_MSG_LENGTH + 1);
+                    let mut m = Msg::new(round, &[round, round + 1, round + 2, round + 3]);
+                    m.tag.length = len as u8;
+                    for k in 4..len {
+                        endpoint::set_mr(k, round * 1000 + k as u64).unwrap();
+                    }
+                    let r = ep.call(&m).unwrap();
+                    assert_eq!(r.tag.label, round + 1);
+                    assert_eq!(r.tag.length as usize, len);
+                    assert_eq!(
+                        r.mr,
+                        [2 * round, 2 * round + 2, 2 * round + 4, 2 * round + 6]
+                    );
+                    for k in 4..len {
+                        assert_eq!(endpoint::mr(k).unwrap(), 2 * (round * 1000 + k as u64));
+                    }
+                    sum = sum.wrapping_add(r.mr[0]);
+                }
+                ep.call(&Msg::new(0, &[])).unwrap();
+                let switched = ep.direct_switches().unwrap();
+                (sum, switched)
+            },
+        )
+        .unwrap();
+        let (sum, switched) = client.join().unwrap();
+        assert_eq!(server.join().unwrap(), 300);
+        (sum, switched)
+    })
+}
+
+#[test]
+fn call_reply_on_one_cpu_and_across_cpus_in_both_modes() {
+    let _w = Watchdog::new("call_reply_on_one_cpu_and_across_cpus", LIMIT);
+    let expect: u64 = (1..=300u64).map(|r| 2 * r).sum();
+    let (one_direct, switched) = ping_pong(1, 0, 0, SwitchMode::Direct);
+    assert_eq!(one_direct, expect);
+    // On one CPU, calls with short messages to a waiting server take the
+    // fastpath (at least one did: the first call finds the server waiting).
+    assert!(switched > 0, "no direct switch on one CPU");
+    let (one_lazy, switched) = ping_pong(1, 0, 0, SwitchMode::Lazy);
+    assert_eq!(one_lazy, expect);
+    assert_eq!(switched, 0, "lazy mode never switches directly");
+    let (cross_direct, _) = ping_pong(2, 1, 0, SwitchMode::Direct);
+    assert_eq!(cross_direct, expect);
+    let (cross_lazy, _) = ping_pong(2, 1, 0, SwitchMode::Lazy);
+    assert_eq!(cross_lazy, expect);
+}
+
+#[test]
+fn send_recv_badges_and_nb_send() {
+    let _w = Watchdog::new("send_recv_badges_and_nb_send", LIMIT);
+    common::rt(2).block_on(|| {
+        let ep = Endpoint::new().unwrap();
+        // Nobody waits: nb_send drops silently and counts.
+        ep.nb_send(&Msg::new(5, &[1])).unwrap();
+        assert_eq!(ep.dropped().unwrap(), 1);
+        assert_eq!(errno(ep.nb_recv()), libc::EAGAIN);
+        let badged = cap::mint(ep.cap(), Rights::SEND, 0xbad).unwrap();
+        let (tx, rx) = mpsc::channel::<()>();
+        let sender = cap::spawn_with_caps(
+            greenos::task::Builder::new(),
+            &[(badged, Rights::ALL)],
+            move |caps| {
+                let e = Endpoint::from_cap(caps[0]);
+                e.send(&Msg::new(11, &[1, 2])).unwrap();
+                tx.send(()).unwrap();
+                e.send(&Msg::new(12, &[3])).unwrap();
+            },
+        )
+        .unwrap();
+        let (m, reply) = ep.recv().unwrap();
+        assert!(reply.is_none(), "a send carries no reply capability");
+        assert_eq!((m.tag.label, m.tag.length, m.badge), (11, 2, 0xbad));
+        assert_eq!(&m.mr[..2], &[1, 2]);
+        rx.recv().unwrap();
+        let (m, _) = ep.recv().unwrap();
+        assert_eq!((m.tag.label, m.mr[0]), (12, 3));
+        sender.join().unwrap();
+        // Too long: EINVAL; bad register index: EINVAL.
+        let mut m = Msg::new(1, &[]);
+        m.tag.length = MAX_MSG_LENGTH as u8 + 1;
+        assert_eq!(errno(ep.nb_send(&m)), libc::EINVAL);
+        assert_eq!(errno(endpoint::set_mr(MAX_MSG_LENGTH, 1)), libc::EINVAL);
+        assert_eq!(errno(endpoint::mr(3)), libc::EINVAL);
+    });
+}
+
+#[test]
+fn timeouts_withdraw_cleanly_and_late_replies_are_refused() {
+    let _w = Watchdog::new("timeouts_withdraw_cleanly", LIMIT);
+    common::rt(2).block_on(|| {
+        let ep = Endpoint::new().unwrap();
+        assert_eq!(
+            errno(ep.recv_timeout(Duration::from_millis(5))),
+            libc::ETIMEDOUT
+        );
+        assert_eq!(
+            errno(ep.call_timeout(&Msg::new(1, &[]), Duration::from_millis(5))),
+            libc::ETIMEDOUT
+        );
+        assert_eq!(
+            errno(ep.send_timeout(&Msg::new(1, &[]), Duration::from_millis(5))),
+            libc::ETIMEDOUT
+        );
+        // The timed-out sender and caller left the queue.
+        assert_eq!(errno(ep.nb_recv()), libc::EAGAIN);
+        // A server holds the reply of a caller that gave up.
+        let (gave_up_tx, gave_up_rx) = mpsc::channel::<()>();
+        let server_cap = cap::copy(ep.cap(), Rights::ALL).unwrap();
+        let server = cap::spawn_with_caps(
+            greenos::task::Builder::new(),
+            &[(server_cap, Rights::ALL)],
+            move |caps| {
+                let e = Endpoint::from_cap(caps[0]);
+                let (m, reply) = e.recv().unwrap();
+                assert_eq!(m.tag.label, 7);
+                gave_up_rx.recv().unwrap();
+                errno(reply.unwrap().reply(&Msg::new(8, &[])))
+            },
+        )
+        .unwrap();
+        // Call with a short timeout until a call is delivered (the server
+        // may not be waiting yet). A moved capability tells: it leaves the
+        // caller's table only if the message was delivered.
+        loop {
+            let token = cap::create_buffer(1).unwrap();
+            let mut m = Msg::new(7, &[]);
+            m.set_cap(0, token, Transfer::Move).unwrap();
+            let r = ep.call_timeout(&m, Duration::from_millis(20));
+            assert_eq!(errno(r), libc::ETIMEDOUT);
+            if cap::lookup(token).is_err() {
+                break;
+            }
+            cap::delete(token).unwrap();
+        }
+        gave_up_tx.send(()).unwrap();
+        assert_eq!(server.join().unwrap(), libc::ESRCH);
+    });
+}
+
+#[test]
+fn capabilities_travel_and_unwrap() {
+    let _w = Watchdog::new("capabilities_travel_and_unwrap", LIMIT);
+    common::rt(2).block_on(|| {
+        let ep = Endpoint::new().unwrap();
+        let buf = cap::create_buffer(4).unwrap();
+        let moved = cap::create_buffer(4).unwrap();
+        let badged_self = cap::mint(ep.cap(), Rights::SEND, 31).unwrap();
+        let server_cap = cap::copy(ep.cap(), Rights::RECV).unwrap();
+        let server = cap::spawn_with_caps(
+            greenos::task::Builder::new(),
+            &[(server_cap, Rights::ALL)],
+            |caps| {
+                let e = Endpoint::from_cap(caps[0]);
+                let (m, reply) = e.recv().unwrap();
+                assert_eq!(m.tag.extra_caps, 3);
+                let a = cap::lookup(m.cap(0).unwrap()).unwrap();
+                let b = cap::lookup(m.cap(1).unwrap()).unwrap();
+                // Slot 2 named this endpoint: only its badge arrived.
+                assert_eq!(m.cap(2), None);
+                assert_eq!(m.unwrapped_badge(2), Some(31));
+                assert_eq!(m.tag.caps_unwrapped, 0b100);
+                reply.unwrap().reply(&Msg::new(0, &[])).unwrap();
+                (a.rights, b.rights)
+            },
+        )
+        .unwrap();
+        let mut m = Msg::new(1, &[]);
+        m.set_cap(0, buf, Transfer::Copy(Rights::READ)).unwrap();
+        m.set_cap(1, moved, Transfer::Move).unwrap();
+        m.set_cap(2, badged_self, Transfer::Copy(Rights::ALL))
+            .unwrap();
+        assert_eq!(errno(m.set_cap(3, buf, Transfer::Move)), libc::EINVAL);
+        ep.call(&m).unwrap();
+        assert_eq!(server.join().unwrap(), (Rights::READ, Rights::ALL));
+        assert!(cap::lookup(buf).is_ok(), "copy: the sender keeps its own");
+        assert_eq!(
+            errno(cap::lookup(moved)),
+            libc::EBADF,
+            "move: gone from the sender"
+        );
+        // Without GRANT nothing travels.
+        let no_grant =
+            Endpoint::from_cap(cap::copy(ep.cap(), Rights::SEND | Rights::CALL).unwrap());
+        let mut m = Msg::new(1, &[]);
+        m.set_cap(0, buf, Transfer::Move).unwrap();
+        assert_eq!(errno(no_grant.nb_send(&m)), libc::EPERM);
+        assert!(cap::lookup(buf).is_ok());
+    });
+}
+
+#[test]
+fn many_clients_one_server_across_cpus_stress() {
+    let _w = Watchdog::new("many_clients_one_server_across_cpus_stress", LIMIT);
+    for mode in [SwitchMode::Direct, SwitchMode::Lazy] {
+        common::rt(2).block_on(move || {
+            let ep = Endpoint::with_mode(mode).unwrap();
+            let srv_cap = cap::copy(ep.cap(), Rights::RECV).unwrap();
+            let server = cap::spawn_with_caps(
+                greenos::task::Builder::new(),
+                &[(srv_cap, Rights::ALL)],
+                |caps| {
+                    let e = Endpoint::from_cap(caps[0]);
+                    let (mut m, mut reply) = e.recv().unwrap();
+                    let mut n = 0u64;
+                    loop {
+                        if m.tag.label == 0 {
+                            reply.unwrap().reply(&Msg::new(0, &[])).unwrap();
+                            return n;
+                        }
+                        n += 1;
+                        let out = Msg::new(m.tag.label, &[m.mr[0] + m.badge]);
+                        (m, reply) = e.reply_recv(reply.unwrap(), &out).unwrap();
+                    }
+                },
+            )
+            .unwrap();
+            const CLIENTS: u64 = 6;
+            const CALLS: u64 = 2000;
+            let clients: Vec<_> = (1..=CLIENTS)
+                .map(|c| {
+                    let mine = cap::mint(ep.cap(), Rights::CALL, c).unwrap();
+                    cap::spawn_with_caps(
+                        greenos::task::Builder::new(),
+                        &[(mine, Rights::ALL)],
+                        move |caps| {
+                            let e = Endpoint::from_cap(caps[0]);
+                            for i in 0..CALLS {
+                                let r = e.call(&Msg::new(1, &[i])).unwrap();
+                                assert_eq!(r.mr[0], i + c, "reply went to the wrong caller");
+                            }
+                        },
+                    )
+                    .unwrap()
+                })
+                .collect();
+            for c in clients {
+                c.join().unwrap();
+            }
+            ep.call(&Msg::new(0, &[])).unwrap();
+            assert_eq!(server.join().unwrap(), CLIENTS * CALLS);
+        });
+    }
+}
+
+#[test]
+fn a_dropped_reply_fails_the_call_instead_of_leaving_it_blocked() {
+    let _w = Watchdog::new("a_dropped_reply_fails_the_call", LIMIT);
+    common::rt(2).block_on(|| {
+        let ep = Endpoint::new().unwrap();
+        let srv_cap = cap::copy(ep.cap(), Rights::RECV).unwrap();
+        // The server takes two calls: drops the first reply, and exits
+        // holding the second (its task ends; the reply dies with it).
+        let server = cap::spawn_with_caps(
+            greenos::task::Builder::new(),
+            &[(srv_cap, Rights::ALL)],
+            |caps| {
+                let e = Endpoint::from_cap(caps[0]);
+                let (_m, reply) = e.recv().unwrap();
+                drop(reply);
+                let (_m, reply) = e.recv().unwrap();
+                let _held = reply;
+            },
+        )
+        .unwrap();
+        assert_eq!(errno(ep.call(&Msg::new(1, &[]))), libc::ESRCH);
+        assert_eq!(errno(ep.call(&Msg::new(2, &[]))), libc::ESRCH);
+        server.join().unwrap();
+    });
+}
+
+#[test]
+fn a_killed_receiver_leaves_the_queue_and_fails_the_call_it_held() {
+    let _w = Watchdog::new("a_killed_receiver_leaves_the_queue", LIMIT);
+    common::rt(2).block_on(|| {
+        let ep = Endpoint::new().unwrap();
+        let srv_cap = cap::copy(ep.cap(), Rights::RECV).unwrap();
+        let (tx, rx) = mpsc::channel::<()>();
+        let victim = cap::spawn_with_caps(
+            greenos::task::Builder::new(),
+            &[(srv_cap, Rights::ALL)],
+            move |caps| {
+                let e = Endpoint::from_cap(caps[0]);
+                tx.send(()).unwrap();
+                let _ = e.recv();
+                unreachable!("killed while waiting");
+            },
+        )
+        .unwrap();
+        rx.recv().unwrap();
+        // Wait until the victim is blocked in recv.
+        while ep.queued().unwrap() != (0, 1) {
+            greenos::yield_now();
+        }
+        greenos::signal::kill(victim.task().pid(), greenos::signal::SIGKILL).unwrap();
+        assert!(matches!(victim.join(), Err(greenos::JoinError::Killed(_))));
+        // The dead receiver is not in the queue: nb_send finds nobody.
+        assert_eq!(ep.queued().unwrap(), (0, 0));
+        ep.nb_send(&Msg::new(1, &[])).unwrap();
+        assert_eq!(ep.dropped().unwrap(), 1);
+    });
+}
