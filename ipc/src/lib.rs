@@ -17,3 +17,8 @@ pub mod sysv;
 
 pub use errno::Errno;
 pub use sysv::{Cred, IpcFlags, IpcPerm, Key};
+
+pub mod shm;
+pub use shm::{
+    shm_fd, shmat, shmctl, shmdt, shmget, ShmCtl, ShmFlags, ShmId, ShmMap, ShmSet, ShmidDs,
+};
