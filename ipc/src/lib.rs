@@ -22,3 +22,5 @@ pub mod shm;
 pub use shm::{
     shm_fd, shmat, shmctl, shmdt, shmget, ShmCtl, ShmFlags, ShmId, ShmMap, ShmSet, ShmidDs,
 };
+pub mod ring;
+pub use ring::{RingKind, ShmRing};
