@@ -592,13 +592,16 @@ impl<T> ShmRing<T> {
         ready: impl Fn() -> bool,
     ) -> Result<(), Errno> {
         let in_task = greenos_runtime::task::try_current().is_some();
-        if in_task {
-            // On one worker the peer can only run if we step aside.
+        if in_task && !self.cross.get() {
+            // On one worker the peer can only run if we step aside; spinning
+            // would only delay it.
             greenos_runtime::yield_now();
             if ready() {
                 return Ok(());
             }
         } else {
+            // An OS thread, or a futex waiter (which blocks its worker
+            // anyway): spin briefly for a peer on another CPU.
             for round in 0..SPIN_ROUNDS {
                 for _ in 0..1u32 << round {
                     std::hint::spin_loop();
