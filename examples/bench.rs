@@ -7,6 +7,7 @@
 //! | spawn+join 1M        | one task spawns 1M trivial tasks, joins all; ns/task   |
 //! | skynet 1M            | 10-ary task tree down to 1M leaves, sum checked; ms    |
 //! | channel ping-pong    | a u64 bounced over two channels, 1 and 2 workers; ns/rt |
+//! | shmring_*            | ShmRing vs rtrb, ArrayQueue, channels, pipe, socket (bench/shm_ring.rs) |
 //!
 //! ```text
 //! cargo run --release --example bench                 # quick: well under 2 minutes on 2 CPUs
@@ -32,6 +33,8 @@ mod os;
 mod ping_pong;
 #[path = "bench/report.rs"]
 mod report;
+#[path = "bench/shm_ring.rs"]
+mod shm_ring;
 #[path = "bench/skynet.rs"]
 mod skynet;
 #[path = "bench/spawn_join.rs"]
@@ -49,7 +52,7 @@ const USAGE: &str = "\
 usage: bench [--full] [--only NAME[,NAME..]] [--json] [--timeout SECS]
   --full        more repetitions (11 / 5 for 1M-task benchmarks) and larger N
   --only NAMES  run only benchmarks whose name contains one of NAMES
-                (yield, spawn, skynet, pingpong1, pingpong2)
+                (yield, spawn, skynet, pingpong1, pingpong2, shmring)
   --json        also print the results as one JSON document
   --timeout S   per-child time limit in seconds (default: 15 / 30 for 1M-task
                 benchmarks, 4x that with --full)
@@ -65,6 +68,9 @@ fn specs() -> Vec<Spec> {
         ping_pong::spec_two_workers(),
         ping_pong::spec_cross_cpu(),
     ]
+    .into_iter()
+    .chain(shm_ring::specs())
+    .collect()
 }
 
 #[derive(Debug, Default)]
