@@ -36,6 +36,7 @@ trait Sys {
     fn addr(m: &Self::Map) -> usize;
     fn stat(&mut self, id: i32) -> Result<Stat, i32>;
     fn set_mode(&mut self, id: i32, mode: u32) -> Result<(), i32>;
+    fn chown(&mut self, id: i32, uid: u32, gid: u32, mode: u32) -> Result<(), i32>;
     fn rmid(&mut self, id: i32) -> Result<(), i32>;
 }
 
@@ -155,6 +156,22 @@ impl Sys for Kernel {
         }
         Ok(())
     }
+    fn chown(&mut self, id: i32, uid: u32, gid: u32, mode: u32) -> Result<(), i32> {
+        // SAFETY: IPC_STAT then IPC_SET on a struct we own.
+        unsafe {
+            let mut ds: libc::shmid_ds = std::mem::zeroed();
+            if libc::shmctl(id, libc::IPC_STAT, &mut ds) != 0 {
+                return Err(errno());
+            }
+            ds.shm_perm.uid = uid;
+            ds.shm_perm.gid = gid;
+            ds.shm_perm.mode = mode as u16;
+            if libc::shmctl(id, libc::IPC_SET, &mut ds) != 0 {
+                return Err(errno());
+            }
+        }
+        Ok(())
+    }
     fn rmid(&mut self, id: i32) -> Result<(), i32> {
         // SAFETY: IPC_RMID takes no buffer.
         if unsafe { libc::shmctl(id, libc::IPC_RMID, std::ptr::null_mut()) } != 0 {
@@ -238,6 +255,11 @@ impl Sys for Green {
         )
         .map(|_| ())
         .map_err(raw)
+    }
+    fn chown(&mut self, id: i32, uid: u32, gid: u32, mode: u32) -> Result<(), i32> {
+        shmctl(ShmId(id), ShmCtl::Set(ShmSet { uid, gid, mode }))
+            .map(|_| ())
+            .map_err(raw)
     }
     fn rmid(&mut self, id: i32) -> Result<(), i32> {
         shmctl(ShmId(id), ShmCtl::Remove).map(|_| ()).map_err(raw)
@@ -747,4 +769,148 @@ fn info_reports_the_limits() {
     assert_eq!(i.shmmni, 4096);
     assert_eq!(i.shmmax as u64, 18446744073692774399);
     assert_eq!(i.shmall, 18446744073692774399);
+}
+
+// ---------------------------------------------------------------------------
+// Permissions, differentially: a child process (this test binary re-run)
+// drops to other users with setresuid and asks both the kernel and greenos
+// the same questions. Outside a green task greenos takes the caller's
+// credentials from the OS (geteuid/getegid), so both see the same caller.
+
+const PERM_CHILD_ENV: &str = "GREENOS_SHM_PERM_CHILD";
+
+/// Switches the effective ids (saved ids stay root, so we can come back).
+fn become_user(uid: u32, gid: u32) {
+    // SAFETY: plain syscalls on ids; glibc applies them to every thread.
+    unsafe {
+        assert_eq!(libc::setresuid(u32::MAX, 0, u32::MAX), 0, "back to euid 0");
+        assert_eq!(libc::setresgid(u32::MAX, gid, u32::MAX), 0);
+        assert_eq!(libc::setresuid(u32::MAX, uid, u32::MAX), 0);
+    }
+}
+
+fn perm_case<S: Sys>(
+    s: &mut S,
+    key: i32,
+    owner: (u32, u32),
+    mode: u32,
+    caller: (u32, u32),
+) -> Vec<String> {
+    let mut log = Log::default();
+    become_user(0, 0);
+    let id = s
+        .get(key, 100, CREAT | EXCL | mode)
+        .expect("create as root");
+    // Hand it to `owner` (root stays the creator: cuid 0, cgid 0).
+    s.chown(id, owner.0, owner.1, mode)
+        .expect("IPC_SET as root");
+    become_user(caller.0, caller.1);
+    for req in [0, 0o400, 0o200, 0o600, 0o040, 0o004] {
+        let r = s.get(key, 0, req);
+        let l = log.id(r);
+        log.push(&format!("get req {req:o}"), l);
+    }
+    let r = s.at(id, true).map(|m| {
+        let _ = s.dt(m);
+    });
+    log.push("attach ro", unit(r));
+    let r = s.at(id, false).map(|m| {
+        let _ = s.dt(m);
+    });
+    log.push("attach rw", unit(r));
+    log.push("stat", unit(s.stat(id).map(|_| ())));
+    let r = s.set_mode(id, mode);
+    log.push("set", unit(r));
+    let r = s.rmid(id);
+    log.push("rmid", unit(r));
+    become_user(0, 0);
+    let _ = s.rmid(id);
+    log.lines
+}
+
+#[test]
+fn perm_child() {
+    if std::env::var(PERM_CHILD_ENV).is_err() {
+        return;
+    }
+    // No supplementary groups: group 0 (root's) would otherwise make every
+    // caller a member of the creator's group.
+    // SAFETY: setgroups with an empty list.
+    assert_eq!(unsafe { libc::setgroups(0, std::ptr::null()) }, 0);
+    let owner = (1000, 100);
+    let callers = [
+        (1000, 100),
+        (1001, 100),
+        (1002, 200),
+        (1003, 0),
+        (1004, 300),
+    ];
+    let modes = [
+        0o000, 0o400, 0o200, 0o600, 0o640, 0o604, 0o060, 0o006, 0o444, 0o666,
+    ];
+    let (mut k, mut g) = (Kernel::new(), Green::new());
+    let mut n = 0;
+    let mut cases = 0;
+    for &mode in &modes {
+        for &caller in &callers {
+            n += 1;
+            let a = perm_case(&mut k, n, owner, mode, caller);
+            let b = perm_case(&mut g, n, owner, mode, caller);
+            assert_eq!(
+                a, b,
+                "mode {mode:o}, caller {caller:?} (kernel left, greenos right)"
+            );
+            // Pin a few facts, so that a kernel that let everything through
+            // (e.g. a caller that kept CAP_IPC_OWNER) would fail here.
+            let has = |l: &str| a.iter().any(|x| x == l);
+            match (mode, caller) {
+                (0o000, (1000, 100)) => {
+                    assert!(
+                        has("attach ro: err 13") && has("stat: err 13") && has("rmid: ok"),
+                        "{a:?}"
+                    )
+                }
+                (0o640, (1001, 100)) => {
+                    assert!(
+                        has("attach ro: ok") && has("attach rw: err 13") && has("rmid: err 1"),
+                        "{a:?}"
+                    )
+                }
+                (0o604, (1003, 0)) => {
+                    assert!(has("attach ro: err 13"), "cgid 0 makes 1003 group: {a:?}")
+                }
+                (0o604, (1004, 300)) => {
+                    assert!(has("attach ro: ok") && has("get req 600: err 13"), "{a:?}")
+                }
+                _ => {}
+            }
+            cases += 1;
+        }
+    }
+    become_user(0, 0);
+    eprintln!("perm_child: {cases} cases agree");
+}
+
+#[test]
+fn differential_permissions_as_other_users() {
+    if std::env::var(PERM_CHILD_ENV).is_ok() {
+        return;
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root to switch users");
+        return;
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "perm_child", "--nocapture", "--test-threads=1"])
+        .env(PERM_CHILD_ENV, "1")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "child failed:\n{text}\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(text.contains("perm_child: 50 cases agree"), "{text}");
 }
