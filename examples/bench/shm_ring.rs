@@ -5,6 +5,7 @@
 //! | key | what | greenos column | peer column(s) |
 //! |---|---|---|---|
 //! | `shmring_tput8_*`, `shmring_tput64_*` | SPSC throughput, 8- and 64-byte messages, producer and consumer OS threads pinned to two CPUs, capacity 1024; ns per message (1e3 / this = M msgs/s) | `ShmRing` `send` / `recv` (blocking API) | OS threads column: `rtrb` (`_rtrb`), crossbeam `ArrayQueue` (`_abq`), crossbeam bounded channel (`_xchan`), std `sync_channel` (`_std`), spinning on full/empty where the peer has no blocking call; tokio column: tokio bounded mpsc on 2 workers (`_tokio`) |
+//! | `shmring_tput8b_rtrb` | the same, 8-byte messages moved in batches of 64 | `send_all` / `recv_into` | rtrb `write_chunk_uninit` / `read_chunk` |
 //! | `shmring_pp1` | ping-pong between two green tasks on one worker; ns per round trip | `ShmRing` pair (capacity 1) | the channel ping-pong of `ping_pong.rs` on one worker: tokio, may, std mpsc on two threads pinned to one CPU |
 //! | `shmring_pp1_xchan` | the same | the same | OS threads column: crossbeam channel, two threads pinned to one CPU |
 //! | `shmring_pp2x` | ping-pong between two OS threads pinned to two CPUs | `ShmRing` pair | OS threads column: `rtrb` pair, spinning |
@@ -127,6 +128,19 @@ pub fn specs() -> Vec<Spec> {
         tput_spec!("shmring_tput64_std", "ShmRing SPSC 64B throughput vs std sync_channel (OS threads col)", M64, Peer::Std, Imp::Threads),
         tput_spec!("shmring_tput64_tokio", "ShmRing SPSC 64B throughput vs tokio mpsc (tokio col)", M64, Peer::Tokio, Imp::Tokio),
         Spec {
+            key: "shmring_tput8b_rtrb",
+            title: "ShmRing SPSC 8B throughput, batches of 64, vs rtrb chunks of 64 (OS threads col)",
+            unit: "ns/msg",
+            n: TPUT,
+            n_override: &[],
+            heavy: false,
+            imps: &[Imp::Greenos, Imp::Threads],
+            run: |imp, p| match imp {
+                Imp::Greenos => tput_shmring_batched(p),
+                _ => tput_rtrb_chunks(p),
+            },
+        },
+        Spec {
             key: "shmring_pp1",
             title: "ShmRing ping-pong, green tasks on 1 worker vs channels",
             unit: "ns/round trip",
@@ -247,34 +261,36 @@ fn with_warmup(p: &Params, round: impl Fn(u64) -> Sample) -> Sample {
     round(p.n)
 }
 
-/// Runs `prod` and `cons` on two pinned threads, timed from a common start
-/// to the consumer's end; the consumer returns the sum of sequence numbers.
+/// Runs `prod` and `cons` on two pinned threads, timed from the earlier of
+/// their starts (taken on those threads, after a common barrier, so a
+/// descheduled main thread cannot shorten the interval) to the consumer's
+/// end; the consumer returns the sum of sequence numbers.
 fn timed_pair(
     n: u64,
     prod: impl FnOnce() + Send + 'static,
     cons: impl FnOnce() -> u64 + Send + 'static,
 ) -> Sample {
     let (c0, c1, note) = two_cpus();
-    let go = Arc::new(Barrier::new(3));
+    let go = Arc::new(Barrier::new(2));
     let g = go.clone();
     let pt = std::thread::spawn(move || {
         pin(c0);
         g.wait();
+        let start = Instant::now();
         prod();
+        start
     });
-    let g = go.clone();
     let ct = std::thread::spawn(move || {
         pin(c1);
-        g.wait();
-        cons()
+        go.wait();
+        let start = Instant::now();
+        let sum = cons();
+        (start, Instant::now(), sum)
     });
-    go.wait();
-    let start = Instant::now();
-    let sum = ct.join().expect("consumer");
-    let elapsed = start.elapsed();
-    pt.join().expect("producer");
+    let (cons_start, end, sum) = ct.join().expect("consumer");
+    let prod_start = pt.join().expect("producer");
     assert_eq!(sum, n * (n - 1) / 2, "every message once");
-    Sample::ns_per(elapsed, n).with_note(note)
+    Sample::ns_per(end - cons_start.min(prod_start), n).with_note(note)
 }
 
 fn tput_shmring<M: Msg>(p: &Params) -> Sample {
@@ -291,6 +307,80 @@ fn tput_shmring<M: Msg>(p: &Params) -> Sample {
                 }
             },
             move || (0..n).map(|_| rx.recv().expect("recv").seq()).sum(),
+        )
+    })
+}
+
+/// Messages per batch in the `_tput8b` row.
+const BATCH: usize = 64;
+
+fn tput_shmring_batched(p: &Params) -> Sample {
+    with_warmup(p, |n| {
+        let tx = ShmRing::<u64>::with_capacity(RingKind::Spsc, CAP).expect("ring");
+        let rx = tx.clone();
+        tx.take_producer_role().unwrap();
+        rx.take_consumer_role().unwrap();
+        timed_pair(
+            n,
+            move || {
+                let mut buf = [0u64; BATCH];
+                let mut i = 0;
+                while i < n {
+                    let k = BATCH.min((n - i) as usize);
+                    for (j, slot) in buf[..k].iter_mut().enumerate() {
+                        *slot = i + j as u64;
+                    }
+                    tx.send_all(&buf[..k]).expect("send");
+                    i += k as u64;
+                }
+            },
+            move || {
+                let mut buf = [0u64; BATCH];
+                let (mut got, mut sum) = (0, 0);
+                while got < n {
+                    let k = rx.recv_into(&mut buf).expect("recv");
+                    sum += buf[..k].iter().sum::<u64>();
+                    got += k as u64;
+                }
+                sum
+            },
+        )
+    })
+}
+
+fn tput_rtrb_chunks(p: &Params) -> Sample {
+    with_warmup(p, |n| {
+        let (mut tx, mut rx) = rtrb::RingBuffer::<u64>::new(CAP);
+        timed_pair(
+            n,
+            move || {
+                let mut i = 0;
+                while i < n {
+                    let want = BATCH.min((n - i) as usize).min(tx.slots());
+                    if want == 0 {
+                        std::hint::spin_loop();
+                        continue;
+                    }
+                    let chunk = tx.write_chunk_uninit(want).expect("slots checked");
+                    i += chunk.fill_from_iter(i..) as u64;
+                }
+            },
+            move || {
+                let (mut got, mut sum) = (0, 0);
+                while got < n {
+                    let k = BATCH.min(rx.slots());
+                    if k == 0 {
+                        std::hint::spin_loop();
+                        continue;
+                    }
+                    let chunk = rx.read_chunk(k).expect("slots checked");
+                    let (a, b) = chunk.as_slices();
+                    sum += a.iter().sum::<u64>() + b.iter().sum::<u64>();
+                    chunk.commit_all();
+                    got += k as u64;
+                }
+                sum
+            },
         )
     })
 }

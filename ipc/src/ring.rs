@@ -53,15 +53,22 @@
 //!   on `seq` instead (it blocks its OS thread, or its worker if called from
 //!   a green task), so that a peer in another OS process can wake it.
 //!
-//! A waiter loads `seq`, increments `sleepers` (SeqCst), re-checks the ring,
-//! and sleeps only while `seq` is unchanged (checked under the queue lock, or
-//! by the kernel for a futex). A waker publishes its change, issues a SeqCst
-//! fence, and reads `sleepers`: if nonzero it bumps `seq` and wakes the local
-//! queue, plus the futex when `futex_sleepers` is nonzero. Either the waker
-//! sees the sleeper or the sleeper's re-check sees the change (Dekker), so
-//! no wakeup is lost; the fast path when nobody sleeps is a fence and a load.
-//! (SPSC publishes its index with a SeqCst store instead of Release + fence:
-//! the same ordering, cheaper on x86-64.)
+//! A waiter loads `seq`, increments `sleepers` (SeqCst), issues the *heavy*
+//! fence, re-checks the ring, and sleeps only while `seq` is unchanged
+//! (checked under the queue lock, or by the kernel for a futex). A waker
+//! publishes its change (Release), issues the *light* fence, and reads
+//! `sleepers`: if nonzero it bumps `seq` and wakes the local queue, plus the
+//! futex when `futex_sleepers` is nonzero. Either the waker sees the sleeper
+//! or the sleeper's re-check sees the change (Dekker), so no wakeup is lost.
+//!
+//! The fence pair is asymmetric, as folly's `asymmetric_thread_fence_*`:
+//! the heavy one is `membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED)`, which
+//! makes every running thread of every process registered for it (each
+//! process registers when it opens its first ring) execute a full barrier,
+//! so the light one, on the hot path, is only a compiler fence. A SeqCst
+//! fence (or locked store) there would wait for the slot writes to drain
+//! from the store buffer on every message, which perf showed costing most of
+//! a send. Where `membarrier` is unavailable both are SeqCst fences.
 //!
 //! # Closing
 //!
@@ -81,7 +88,7 @@ use std::io;
 use std::marker::PhantomData;
 use std::mem::{align_of, size_of};
 use std::ptr;
-use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{compiler_fence, fence, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -102,10 +109,59 @@ const SEEN: u32 = 1 << 30;
 const CLOSED: u32 = 1 << 31;
 const COUNT: u32 = SEEN - 1;
 
-/// Producer-side spin rounds before sleeping (OS threads only): reaching a
-/// spinning peer costs ~60 ns, waking a sleeping one ~60 µs across vCPUs
-/// (ipc.md §7.2), so a short spin pays.
+/// Spin rounds (1, 2, 4, ... `spin_loop`s) before an OS thread or futex
+/// waiter starts yielding its CPU: reaching a spinning peer costs ~60 ns,
+/// waking a sleeping one ~60 µs across vCPUs (ipc.md §7.2).
 const SPIN_ROUNDS: u32 = 7;
+/// Then it polls with `sched_yield` for up to this long before sleeping:
+/// about what a sleep and wakeup would cost (ipc.md §7.2: 50–68 µs for a
+/// futex wake across vCPUs), the classic bound for spin-then-block.
+const YIELD_BUDGET: Duration = Duration::from_micros(50);
+
+// membarrier(2) commands (linux/membarrier.h).
+const MEMBARRIER_CMD_QUERY: libc::c_int = 0;
+const MEMBARRIER_CMD_GLOBAL_EXPEDITED: libc::c_int = 1 << 1;
+const MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED: libc::c_int = 1 << 2;
+
+fn membarrier(cmd: libc::c_int) -> libc::c_long {
+    // SAFETY: membarrier takes plain integers and touches no user memory.
+    unsafe { libc::syscall(libc::SYS_membarrier, cmd, 0u32, 0i32) }
+}
+
+/// Whether this process is registered for expedited global membarriers:
+/// then the fences are asymmetric (module doc). Decided once per process,
+/// at the first ring open, before this process's first send or receive.
+static ASYMMETRIC: LazyLock<bool> = LazyLock::new(|| {
+    let supported = membarrier(MEMBARRIER_CMD_QUERY);
+    let need = (MEMBARRIER_CMD_GLOBAL_EXPEDITED | MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED)
+        as libc::c_long;
+    supported >= 0
+        && supported & need == need
+        && membarrier(MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED) == 0
+});
+
+/// The waker's half of the fence pair: after publishing, before reading
+/// `sleepers`.
+#[inline]
+fn light_fence() {
+    if *ASYMMETRIC {
+        compiler_fence(Ordering::SeqCst);
+    } else {
+        fence(Ordering::SeqCst);
+    }
+}
+
+/// The waiter's half: after counting itself in `sleepers`, before its
+/// last look at the ring.
+fn heavy_fence() {
+    if !(*ASYMMETRIC && membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED) == 0) {
+        // Registration failed, or (should not happen) the barrier did: a
+        // SeqCst fence here still pairs with the wakers' SeqCst fences only
+        // if they use them too, so never leave the asymmetric mode silently.
+        assert!(!*ASYMMETRIC, "membarrier failed after registration");
+        fence(Ordering::SeqCst);
+    }
+}
 
 /// Which index protocol a ring uses.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -255,6 +311,16 @@ impl Inner {
         // SAFETY: the value lies inside the slot at an offset aligned for T.
         unsafe { self.slot(pos).add(self.value_off).cast() }
     }
+
+    /// SPSC: slot `pos` as a `T` (the slots are a plain `[T; cap]`, so the
+    /// stride is `size_of::<T>()`, known at compile time).
+    #[inline]
+    fn spsc_value<T>(&self, pos: u64) -> *mut T {
+        debug_assert_eq!(self.stride, size_of::<T>());
+        let i = (pos & (self.cap - 1)) as usize;
+        // SAFETY: i < cap and the `[T; cap]` array lies inside the map.
+        unsafe { self.slots.cast::<T>().add(i) }
+    }
 }
 
 /// A handle on a typed ring inside a shared memory segment (module doc).
@@ -399,6 +465,9 @@ impl<T: Copy + Send + 'static> ShmRing<T> {
         if !ok {
             return Err(Errno::EINVAL.into());
         }
+        // Register for the asymmetric fences before this process can send
+        // or receive anything on the ring.
+        LazyLock::force(&ASYMMETRIC);
         let waiters = local_waiters(map.memory_key());
         // SAFETY: HEADER_SIZE < map.len(), checked above.
         let slots = unsafe { map.as_mut_ptr().add(HEADER_SIZE) };
@@ -564,19 +633,8 @@ impl<T> ShmRing<T> {
     #[inline]
     fn notify(&self, side: Side, all: bool) {
         let (w, _) = self.words(side);
-        fence(Ordering::SeqCst);
+        light_fence();
         if w.sleepers.load(Ordering::Relaxed) != 0 {
-            self.notify_slow(side, all);
-        }
-    }
-
-    /// [`notify`](Self::notify) for a caller whose publishing store was
-    /// SeqCst: the store and this SeqCst load are already ordered, so no
-    /// fence is needed (on x86-64: an `xchg` instead of `mov` + `mfence`).
-    #[inline]
-    fn notify_sc(&self, side: Side, all: bool) {
-        let (w, _) = self.words(side);
-        if w.sleepers.load(Ordering::SeqCst) != 0 {
             self.notify_slow(side, all);
         }
     }
@@ -623,6 +681,16 @@ impl<T> ShmRing<T> {
                     return Ok(());
                 }
             }
+            // Then yield the CPU (to the peer, if it shares ours) while
+            // polling, for about the cost of a sleep and wakeup.
+            let start = Instant::now();
+            let until = deadline.map_or(start + YIELD_BUDGET, |d| d.min(start + YIELD_BUDGET));
+            while Instant::now() < until {
+                std::thread::yield_now();
+                if ready() {
+                    return Ok(());
+                }
+            }
         }
         let timeout = match deadline {
             None => None,
@@ -637,7 +705,7 @@ impl<T> ShmRing<T> {
         let (w, q) = self.words(side);
         let seq = w.seq.load(Ordering::Acquire);
         w.sleepers.fetch_add(1, Ordering::SeqCst);
-        fence(Ordering::SeqCst);
+        heavy_fence();
         let result = if ready() {
             Ok(())
         } else if self.cross.get() {
@@ -753,6 +821,7 @@ impl<T> ShmRing<T> {
 impl<T: Copy> ShmRing<T> {
     /// Pushes as many of `vals` as fit; EAGAIN if none does, EPIPE if the
     /// consumers are gone.
+    #[inline]
     fn push(&self, vals: &[T]) -> Result<usize, Errno> {
         self.claim_producer()?;
         let inner = &*self.inner;
@@ -784,22 +853,19 @@ impl<T: Copy> ShmRing<T> {
                 unsafe {
                     if k == 1 {
                         // One element: a plain store, not a memcpy call.
-                        inner.value::<T>(t).write(vals[0]);
+                        inner.spsc_value::<T>(t).write(vals[0]);
                     } else {
-                        ptr::copy_nonoverlapping(vals.as_ptr(), inner.value::<T>(t), first);
+                        ptr::copy_nonoverlapping(vals.as_ptr(), inner.spsc_value::<T>(t), first);
                         ptr::copy_nonoverlapping(
                             vals.as_ptr().add(first),
-                            inner.value::<T>(0),
+                            inner.spsc_value::<T>(0),
                             k - first,
                         );
                     }
                 }
                 self.tail.set(t + k as u64);
-                // SeqCst: this store and `notify_sc`'s load of `sleepers`
-                // are the waker's half of the Dekker pair (module doc).
-                h.tail.0.store(t + k as u64, Ordering::SeqCst);
-                self.notify_sc(Side::NotEmpty, k > 1);
-                return Ok(k);
+                h.tail.0.store(t + k as u64, Ordering::Release);
+                k
             }
             RingKind::Mpmc => {
                 let mut k = 0;
@@ -886,6 +952,7 @@ impl<T: Copy> ShmRing<T> {
     /// Pops up to `out.len()` elements; EAGAIN if there is none, EPIPE if
     /// there is none and the producers are gone.
     /// `out` is valid for writing `len` elements (maybe uninitialized).
+    #[inline]
     fn pop(&self, out: *mut T, len: usize) -> Result<usize, Errno> {
         self.claim_consumer()?;
         if len == 0 {
@@ -906,13 +973,11 @@ impl<T: Copy> ShmRing<T> {
             }
             n => n,
         };
-        match self.inner.kind {
-            RingKind::Spsc => self.notify_sc(Side::NotFull, n > 1),
-            RingKind::Mpmc => self.notify(Side::NotFull, n > 1),
-        }
+        self.notify(Side::NotFull, n > 1);
         Ok(n)
     }
 
+    #[inline]
     fn pop_some(&self, out: *mut T, len: usize) -> usize {
         let inner = &*self.inner;
         match inner.kind {
@@ -936,15 +1001,18 @@ impl<T: Copy> ShmRing<T> {
                 // `out` has room for `len >= k` elements.
                 unsafe {
                     if k == 1 {
-                        out.write(inner.value::<T>(head).read());
+                        out.write(inner.spsc_value::<T>(head).read());
                     } else {
-                        ptr::copy_nonoverlapping(inner.value::<T>(head), out, first);
-                        ptr::copy_nonoverlapping(inner.value::<T>(0), out.add(first), k - first);
+                        ptr::copy_nonoverlapping(inner.spsc_value::<T>(head), out, first);
+                        ptr::copy_nonoverlapping(
+                            inner.spsc_value::<T>(0),
+                            out.add(first),
+                            k - first,
+                        );
                     }
                 }
                 self.head.set(head + k as u64);
-                // SeqCst: see `push`.
-                h.head.0.store(head + k as u64, Ordering::SeqCst);
+                h.head.0.store(head + k as u64, Ordering::Release);
                 k
             }
             RingKind::Mpmc => {
