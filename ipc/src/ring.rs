@@ -152,16 +152,20 @@ fn light_fence() {
 }
 
 /// The waiter's half: after counting itself in `sleepers`, before its
-/// last look at the ring.
-fn heavy_fence() {
-    if !(*ASYMMETRIC && membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED) == 0) {
-        // Registration failed, or (should not happen) the barrier did: a
-        // SeqCst fence here still pairs with the wakers' SeqCst fences only
-        // if they use them too, so never leave the asymmetric mode silently.
-        assert!(!*ASYMMETRIC, "membarrier failed after registration");
+/// last look at the ring. Returns false if no barrier could be had (a
+/// `membarrier` that fails after registration: not expected); the waiter
+/// then sleeps in short slices and looks again, so a wakeup may be late but
+/// is never lost.
+fn heavy_fence() -> bool {
+    if !*ASYMMETRIC {
         fence(Ordering::SeqCst);
+        return true;
     }
+    membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED) == 0
 }
+
+/// The sleep slice of a waiter whose [`heavy_fence`] failed.
+const UNFENCED_SLICE: Duration = Duration::from_millis(1);
 
 /// Which index protocol a ring uses.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -705,7 +709,11 @@ impl<T> ShmRing<T> {
         let (w, q) = self.words(side);
         let seq = w.seq.load(Ordering::Acquire);
         w.sleepers.fetch_add(1, Ordering::SeqCst);
-        heavy_fence();
+        let timeout = if heavy_fence() {
+            timeout
+        } else {
+            Some(timeout.map_or(UNFENCED_SLICE, |t| t.min(UNFENCED_SLICE)))
+        };
         let result = if ready() {
             Ok(())
         } else if self.cross.get() {
