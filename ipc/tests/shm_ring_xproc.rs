@@ -91,6 +91,10 @@ fn a_million_messages_each_way_between_two_processes() {
             CHILD_ENV,
             format!("{},{}", down_fd.as_raw_fd(), up_fd.as_raw_fd()),
         )
+        // Captured (it is small: the child harness's few lines), shown on
+        // failure only.
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     drop((down_fd, up_fd));
@@ -120,8 +124,14 @@ fn a_million_messages_each_way_between_two_processes() {
         }
     }
     sender.join().unwrap();
-    let status = child.wait().unwrap();
-    assert!(status.success(), "child failed: {status}");
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "child failed: {}\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(got, N);
     eprintln!(
         "{N} round trips through two cross-process rings in {:?}",
