@@ -36,11 +36,11 @@ use crate::harness::{Imp, Params, Sample, Sizes, Spec};
 const CAP: usize = 1024;
 
 const TPUT: Sizes = Sizes {
-    quick: 2_000_000,
+    quick: 1_000_000,
     full: 20_000_000,
 };
 const SLOW_TPUT: Sizes = Sizes {
-    quick: 300_000,
+    quick: 100_000,
     full: 2_000_000,
 };
 const PP: Sizes = Sizes {
@@ -48,7 +48,7 @@ const PP: Sizes = Sizes {
     full: 1_000_000,
 };
 const SLOW_PP: Sizes = Sizes {
-    quick: 20_000,
+    quick: 10_000,
     full: 200_000,
 };
 
