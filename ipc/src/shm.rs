@@ -55,6 +55,9 @@ pub const SHMMNI: usize = 4096;
 pub const SHM_DEST: u32 = 0o1000;
 /// `SHM_LOCKED` (0o2000) in `shm_perm.mode`: set by [`ShmCtl::Lock`] (ipc.md §3.3).
 pub const SHM_LOCKED: u32 = 0o2000;
+/// `SHM_HUGETLB` (0o4000) in `shmget`'s flags: greenos has no huge-page
+/// segments and refuses to create one with EINVAL (ipc.md §3.1 allows it).
+pub const SHM_HUGETLB: u32 = 0o4000;
 
 /// The id of a segment, as [`shmget`] returns it (`shmid`).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -264,14 +267,20 @@ fn new_memfd(alloc: usize) -> Result<OwnedFd, Errno> {
 /// [`Key::PRIVATE`]). Errors as Linux (ipc.md §3.1): EINVAL for a new size
 /// outside `SHMMIN..=SHMMAX` or an existing segment smaller than `size`;
 /// EEXIST (`CREAT | EXCL`), ENOENT, EACCES (the mode bits of `flags` against
-/// the segment's), ENOSPC (`SHMMNI`, `SHMALL`), ENOMEM (more than memory).
+/// the segment's), ENOSPC (`SHMMNI`, `SHMALL`), ENOMEM (more than memory),
+/// EINVAL for a new segment asked with [`SHM_HUGETLB`].
 pub fn shmget(key: Key, size: usize, flags: IpcFlags) -> io::Result<ShmId> {
     let cred = Cred::current();
     let (id, _) = SEGMENTS.get(
         key,
         flags,
         &cred,
-        |perm| create_segment(perm, size, &cred),
+        |perm| {
+            if flags.0 & SHM_HUGETLB != 0 {
+                return Err(Errno::EINVAL);
+            }
+            create_segment(perm, size, &cred)
+        },
         |seg| {
             if seg.segsz < size {
                 Err(Errno::EINVAL)

@@ -914,3 +914,65 @@ fn differential_permissions_as_other_users() {
     );
     assert!(text.contains("perm_child: 50 cases agree"), "{text}");
 }
+
+#[test]
+fn hugetlb_segments_are_refused() {
+    let e = shmget(
+        Key::PRIVATE,
+        4096,
+        IpcFlags(shm::SHM_HUGETLB) | IpcFlags::CREAT,
+    )
+    .unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EINVAL));
+}
+
+// ---------------------------------------------------------------------------
+// A write through a read-only attach faults (LTP shmat01), as in Linux: the
+// child (this binary re-run) writes and must die of SIGSEGV.
+
+const RDONLY_CHILD_ENV: &str = "GREENOS_SHM_RDONLY_WRITE_CHILD";
+
+#[test]
+fn rdonly_write_child() {
+    if std::env::var(RDONLY_CHILD_ENV).is_err() {
+        return;
+    }
+    let id = shmget(Key::PRIVATE, 64, IpcFlags::CREAT | IpcFlags::mode(0o600)).unwrap();
+    let m = shmat(id, ShmFlags::RDONLY).unwrap();
+    eprintln!("rdonly child: writing");
+    // SAFETY: the address is mapped (PROT_READ): the store faults and the
+    // kernel kills this child process before it takes effect, which is what
+    // the parent checks. No Rust reference to the byte exists.
+    unsafe { std::ptr::write_volatile(m.as_mut_ptr(), 1) };
+    eprintln!("rdonly child: the write went through");
+}
+
+#[test]
+fn a_write_through_a_read_only_attach_faults() {
+    use std::os::unix::process::ExitStatusExt;
+    if std::env::var(RDONLY_CHILD_ENV).is_ok() {
+        return;
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "rdonly_write_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(RDONLY_CHILD_ENV, "1")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("rdonly child: writing"),
+        "the child ran: {err}"
+    );
+    assert!(!err.contains("went through"), "{err}");
+    assert_eq!(
+        out.status.signal(),
+        Some(libc::SIGSEGV),
+        "{:?}\n{err}",
+        out.status
+    );
+}
