@@ -85,7 +85,7 @@ fn a_million_messages_each_way_between_two_processes() {
     down.take_producer_role().unwrap();
     up.take_consumer_role().unwrap();
 
-    let mut child = Command::new(std::env::current_exe().unwrap())
+    let child = Command::new(std::env::current_exe().unwrap())
         .args(["--exact", "child_side", "--nocapture", "--test-threads=1"])
         .env(
             CHILD_ENV,
