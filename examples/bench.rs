@@ -7,6 +7,7 @@
 //! | spawn+join 1M        | one task spawns 1M trivial tasks, joins all; ns/task   |
 //! | skynet 1M            | 10-ary task tree down to 1M leaves, sum checked; ms    |
 //! | channel ping-pong    | a u64 bounced over two channels, 1 and 2 workers; ns/rt |
+//! | shmring_*            | ShmRing vs rtrb, ArrayQueue, channels, pipe, socket (bench/shm_ring.rs) |
 //! | ping-pong pairs      | one pair per worker, all workers; ns per round trip    |
 //!
 //! Then the scaling runs: the throughput benchmarks (pairs, spawn, skynet)
@@ -45,6 +46,8 @@ mod report;
 mod rpc;
 #[path = "bench/scaling.rs"]
 mod scaling;
+#[path = "bench/shm_ring.rs"]
+mod shm_ring;
 #[path = "bench/skynet.rs"]
 mod skynet;
 #[path = "bench/spawn_join.rs"]
@@ -63,7 +66,7 @@ usage: bench [--full] [--only NAME[,NAME..]] [--json] [--csv] [--timeout SECS]
              [--workers N[,N..]] [--no-scaling] [--plot OUT.svg]
   --full        more repetitions (11 / 5 for 1M-task benchmarks) and larger N
   --only NAMES  run only benchmarks whose name contains one of NAMES
-                (yield, yield_traced, spawn, skynet, pingpong1, pingpong2, pairs, rpc)
+                (yield, yield_traced, spawn, skynet, pingpong1, pingpong2, pairs, rpc, shmring)
   --json        also print the results as one JSON document
   --timeout S   per-child time limit in seconds (default: 15 / 30 for 1M-task
                 benchmarks, 4x that with --full)
@@ -88,6 +91,7 @@ fn specs() -> Vec<Spec> {
         pairs::spec(),
     ];
     specs.extend(rpc::specs());
+    specs.extend(shm_ring::specs());
     specs
 }
 

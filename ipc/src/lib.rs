@@ -11,6 +11,10 @@
 //! - [`errno`]: the typed error.
 //! - [`sysv`]: keys, flags, `ipc_perm`, credentials and the id registry that
 //!   message queues, semaphore sets and shared memory share.
+//! - [`shm`]: System V shared memory segments (memfd-backed, one mapping
+//!   per attach).
+//! - [`ring`]: [`ShmRing`], typed SPSC / MPMC rings inside a segment that
+//!   block through wait queues (or futexes across OS processes).
 
 pub mod errno;
 pub mod sysv;
@@ -28,3 +32,10 @@ pub use rpc::{
     ipc_client_badge, ipc_client_pid, ipc_register_client, ipc_register_server, Connection, IpcMsg,
     ServerCap,
 };
+
+pub mod shm;
+pub use shm::{
+    shm_fd, shmat, shmctl, shmdt, shmget, ShmCtl, ShmFlags, ShmId, ShmMap, ShmSet, ShmidDs,
+};
+pub mod ring;
+pub use ring::{RingKind, ShmRing};

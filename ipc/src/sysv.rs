@@ -331,6 +331,28 @@ impl<T: IpcObject> Registry<T> {
         Ok(obj)
     }
 
+    /// Frees the key of the object with this id but keeps the id resolving
+    /// (`ipc_set_key_private`): what `IPC_RMID` does to a shared memory
+    /// segment that is still attached (ipc.md §3.2). A later `get` with the
+    /// key creates a new object; [`remove`](Self::remove) ends the id.
+    pub fn unkey(&self, id: i32) -> Result<(), Errno> {
+        let (seq, idx) = split_id(id)?;
+        let mut g = self.inner.lock();
+        match g.slots.get(idx) {
+            Some(Slot {
+                seq: s,
+                obj: Some(o),
+            }) if *s == seq => {
+                let key = o.perm().key;
+                if key != Key::PRIVATE && g.by_key.get(&key.0) == Some(&idx) {
+                    g.by_key.remove(&key.0);
+                }
+                Ok(())
+            }
+            _ => Err(Errno::EINVAL),
+        }
+    }
+
     /// Ids of every live object, in slot order.
     pub fn ids(&self) -> Vec<i32> {
         let g = self.inner.lock();

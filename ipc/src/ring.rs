@@ -1,0 +1,1208 @@
+//! Typed rings laid out entirely inside a shared memory segment:
+//! [`ShmRing<T>`] in SPSC and MPMC flavours (ipc.md §6).
+//!
+//! # Layout (version 1)
+//!
+//! Every field lives in the segment, at offsets, with no pointers, so any
+//! attach — at any address, in any OS process — can open the ring:
+//!
+//! | offset | 128-byte line | written by |
+//! |---|---|---|
+//! | 0 | meta: magic, version, kind, capacity, element size/align, slot stride, type hash | creator, once |
+//! | 128 | `tail` (u64 position) | producers |
+//! | 256 | `head` (u64 position) | consumers |
+//! | 384 | `prod`, `cons`: role words (count, seen bit, closed bit) | role changes |
+//! | 512 | `not_empty`: futex word `seq`, `sleepers`, `futex_sleepers` | consumers about to sleep, producers waking |
+//! | 640 | `not_full`: the same for producers | |
+//! | 768 | slots | |
+//!
+//! Positions run from 0 up and never wrap in practice (u64); a slot is
+//! `position & (capacity - 1)`, the capacity a power of two. The indices sit
+//! on lines of their own (128 bytes: the adjacent-line prefetch pair on
+//! x86-64, as crossbeam's `CachePadded` assumes).
+//!
+//! # Index protocols
+//!
+//! - **SPSC** (rtrb's, ipc.md §6.2): only the producer stores `tail`, only
+//!   the consumer stores `head`. The producer writes slots `[tail, tail+k)`,
+//!   then stores `tail + k` (Release); the consumer loads `tail` (Acquire),
+//!   reads, then stores `head` (Release). Each handle caches its own index
+//!   and the last value it saw of the other, re-reading the other only when
+//!   the ring *looks* full (empty): one shared-line read per wrap, not per
+//!   message. One producer and one consumer at a time is enforced by the
+//!   role words (EBUSY for a second).
+//! - **MPMC** (Vyukov's bounded queue, as crossbeam's `ArrayQueue`, ipc.md
+//!   §6.5): each slot carries a stamp. A producer at position `p` may fill
+//!   the slot when its stamp is `p`; it claims `p` by CAS on `tail`, writes,
+//!   then stores stamp `p + 1` (Release). A consumer at `p` may take it when
+//!   the stamp is `p + 1`; it claims by CAS on `head`, reads, then stores
+//!   `p + capacity`. The capacity is at least 2 (with 1, "written" and "free
+//!   for the next lap" would be the same stamp).
+//!
+//! # Blocking
+//!
+//! A full `send` or empty `recv` sleeps; it never spins for long. The wait
+//! queues cannot live in shared memory (they hold pointers to stacks), so:
+//!
+//! - each side has a futex word `seq` and a `sleepers` count in the segment;
+//! - in-process waiters sleep on a process-local [`WaitQueue`] pair found
+//!   through a table keyed by the memory's identity (the memfd's device and
+//!   inode, which every attach shares), so green tasks park their task, not
+//!   their worker;
+//! - a handle set to [`ShmRing::set_cross_process`] sleeps with `FUTEX_WAIT`
+//!   on `seq` instead (it blocks its OS thread, or its worker if called from
+//!   a green task), so that a peer in another OS process can wake it.
+//!
+//! A waiter loads `seq`, increments `sleepers` (SeqCst), issues the *heavy*
+//! fence, re-checks the ring, and sleeps only while `seq` is unchanged
+//! (checked under the queue lock, or by the kernel for a futex). A waker
+//! publishes its change (Release), issues the *light* fence, and reads
+//! `sleepers`: if nonzero it bumps `seq` and wakes the local queue, plus the
+//! futex when `futex_sleepers` is nonzero. Either the waker sees the sleeper
+//! or the sleeper's re-check sees the change (Dekker), so no wakeup is lost.
+//!
+//! The fence pair is asymmetric, as folly's `asymmetric_thread_fence_*`:
+//! the heavy one is `membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED)`, which
+//! makes every running thread of every process registered for it (each
+//! process registers when it opens its first ring) execute a full barrier,
+//! so the light one, on the hot path, is only a compiler fence. A SeqCst
+//! fence (or locked store) there would wait for the slot writes to drain
+//! from the store buffer on every message, which perf showed costing most of
+//! a send. Where `membarrier` is unavailable both are SeqCst fences.
+//!
+//! # Closing
+//!
+//! `prod` and `cons` count the handles that took each role, with a SEEN bit
+//! once any did and a CLOSED bit set by [`ShmRing::close`]. A `send` fails
+//! with EPIPE once the ring is closed or every consumer that came has gone;
+//! a `recv` drains what is left, then fails with EPIPE once the ring is
+//! closed or every producer has gone. Dropping a handle leaves its roles and
+//! wakes the other side, so a peer's exit is seen, not waited on forever. (A
+//! peer OS process that dies without running its destructors is not seen:
+//! there is no robust-futex list here.)
+
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::fmt;
+use std::io;
+use std::marker::PhantomData;
+use std::mem::{align_of, size_of};
+use std::ptr;
+use std::sync::atomic::{compiler_fence, fence, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, Weak};
+use std::time::{Duration, Instant};
+
+use greenos_runtime::wait::{WaitQueue, WaitResult};
+use parking_lot::Mutex;
+
+use crate::errno::Errno;
+use crate::shm::{shmat, shmctl, shmget, ShmCtl, ShmFlags, ShmId, ShmMap};
+use crate::sysv::{IpcFlags, Key};
+
+const MAGIC: u64 = u64::from_le_bytes(*b"gosRING\0");
+const VERSION: u32 = 1;
+const LINE: usize = 128;
+const HEADER_SIZE: usize = 6 * LINE;
+
+/// Role word bits: the low bits count handles holding the role.
+const SEEN: u32 = 1 << 30;
+const CLOSED: u32 = 1 << 31;
+const COUNT: u32 = SEEN - 1;
+
+/// Spin rounds (1, 2, 4, ... `spin_loop`s) before an OS thread or futex
+/// waiter starts yielding its CPU: reaching a spinning peer costs ~60 ns,
+/// waking a sleeping one ~60 µs across vCPUs (ipc.md §7.2).
+const SPIN_ROUNDS: u32 = 7;
+/// Then it polls with `sched_yield` for up to this long before sleeping:
+/// about what a sleep and wakeup would cost (ipc.md §7.2: 50–68 µs for a
+/// futex wake across vCPUs), the classic bound for spin-then-block.
+const YIELD_BUDGET: Duration = Duration::from_micros(50);
+
+// membarrier(2) commands (linux/membarrier.h).
+const MEMBARRIER_CMD_QUERY: libc::c_int = 0;
+const MEMBARRIER_CMD_GLOBAL_EXPEDITED: libc::c_int = 1 << 1;
+const MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED: libc::c_int = 1 << 2;
+
+fn membarrier(cmd: libc::c_int) -> libc::c_long {
+    // SAFETY: membarrier takes plain integers and touches no user memory.
+    unsafe { libc::syscall(libc::SYS_membarrier, cmd, 0u32, 0i32) }
+}
+
+/// Whether this process is registered for expedited global membarriers:
+/// then the fences are asymmetric (module doc). Decided once per process,
+/// at the first ring open, before this process's first send or receive.
+static ASYMMETRIC: LazyLock<bool> = LazyLock::new(|| {
+    let supported = membarrier(MEMBARRIER_CMD_QUERY);
+    let need = (MEMBARRIER_CMD_GLOBAL_EXPEDITED | MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED)
+        as libc::c_long;
+    supported >= 0
+        && supported & need == need
+        && membarrier(MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED) == 0
+});
+
+/// The waker's half of the fence pair: after publishing, before reading
+/// `sleepers`.
+#[inline]
+fn light_fence() {
+    if *ASYMMETRIC {
+        compiler_fence(Ordering::SeqCst);
+    } else {
+        fence(Ordering::SeqCst);
+    }
+}
+
+/// The waiter's half: after counting itself in `sleepers`, before its
+/// last look at the ring. Returns false if no barrier could be had (a
+/// `membarrier` that fails after registration: not expected); the waiter
+/// then sleeps in short slices and looks again, so a wakeup may be late but
+/// is never lost.
+fn heavy_fence() -> bool {
+    if !*ASYMMETRIC {
+        fence(Ordering::SeqCst);
+        return true;
+    }
+    membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED) == 0
+}
+
+/// The sleep slice of a waiter whose [`heavy_fence`] failed.
+const UNFENCED_SLICE: Duration = Duration::from_millis(1);
+
+/// Which index protocol a ring uses.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum RingKind {
+    /// One producer and one consumer at a time (EBUSY for a second).
+    Spsc,
+    /// Any number of producers and consumers.
+    Mpmc,
+}
+
+#[repr(C, align(128))]
+struct Line<T>(T);
+
+#[repr(C)]
+struct Meta {
+    magic: AtomicU64,
+    version: u32,
+    kind: u32,
+    capacity: u64,
+    elem_size: u64,
+    elem_align: u64,
+    stride: u64,
+    value_offset: u64,
+    type_hash: u64,
+}
+
+#[repr(C)]
+struct Roles {
+    prod: AtomicU32,
+    cons: AtomicU32,
+}
+
+#[repr(C)]
+struct WaitWords {
+    /// Futex word: bumped by each wake.
+    seq: AtomicU32,
+    /// Waiters of any kind that may be asleep.
+    sleepers: AtomicU32,
+    /// Of those, waiters in `FUTEX_WAIT`.
+    futex_sleepers: AtomicU32,
+}
+
+#[repr(C)]
+struct Header {
+    meta: Line<Meta>,
+    tail: Line<AtomicU64>,
+    head: Line<AtomicU64>,
+    roles: Line<Roles>,
+    not_empty: Line<WaitWords>,
+    not_full: Line<WaitWords>,
+}
+
+const _: () = assert!(size_of::<Header>() == HEADER_SIZE);
+
+/// The process-local half of a ring: its wait queues.
+#[derive(Default)]
+struct LocalWaiters {
+    not_empty: WaitQueue,
+    not_full: WaitQueue,
+}
+
+type WaiterTable = Mutex<HashMap<(u64, u64), Weak<LocalWaiters>>>;
+static LOCAL_WAITERS: LazyLock<WaiterTable> = LazyLock::new(Default::default);
+
+fn local_waiters(key: (u64, u64)) -> Arc<LocalWaiters> {
+    let mut t = LOCAL_WAITERS.lock();
+    if let Some(w) = t.get(&key).and_then(Weak::upgrade) {
+        return w;
+    }
+    t.retain(|_, w| w.strong_count() > 0);
+    let w = Arc::new(LocalWaiters::default());
+    t.insert(key, Arc::downgrade(&w));
+    w
+}
+
+fn type_hash<T>() -> u64 {
+    // FNV-1a over the type's name: catches opening a ring with another T.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in std::any::type_name::<T>().bytes() {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// Slot stride and the value's offset inside a slot.
+fn slot_layout<T>(kind: RingKind) -> (usize, usize) {
+    match kind {
+        RingKind::Spsc => (size_of::<T>(), 0),
+        RingKind::Mpmc => {
+            let align = align_of::<T>().max(8);
+            let off = 8usize.next_multiple_of(align_of::<T>());
+            ((off + size_of::<T>()).next_multiple_of(align), off)
+        }
+    }
+}
+
+fn round_capacity(kind: RingKind, capacity: usize) -> Option<usize> {
+    let min = match kind {
+        RingKind::Spsc => 1,
+        RingKind::Mpmc => 2,
+    };
+    capacity.max(min).checked_next_power_of_two()
+}
+
+struct Inner {
+    map: ShmMap,
+    hdr: *const Header,
+    slots: *mut u8,
+    cap: u64,
+    stride: usize,
+    value_off: usize,
+    kind: RingKind,
+    waiters: Arc<LocalWaiters>,
+}
+
+// SAFETY: `hdr` and `slots` point into `map`, which `Inner` owns and which
+// lives as long as it; everything shared through them is accessed with
+// atomics or under the ring protocol (module doc).
+unsafe impl Send for Inner {}
+// SAFETY: as for Send.
+unsafe impl Sync for Inner {}
+
+impl Inner {
+    fn hdr(&self) -> &Header {
+        // SAFETY: the header is inside the map, aligned (the map is
+        // page-aligned), initialized before the magic was published, and
+        // only its atomics change afterwards.
+        unsafe { &*self.hdr }
+    }
+
+    /// Slot `pos`'s start.
+    fn slot(&self, pos: u64) -> *mut u8 {
+        let i = (pos & (self.cap - 1)) as usize;
+        // SAFETY: `i < cap`, and `cap * stride` bytes of slots lie inside
+        // the map (checked at create/open).
+        unsafe { self.slots.add(i * self.stride) }
+    }
+
+    /// MPMC: slot `pos`'s stamp.
+    fn stamp(&self, pos: u64) -> &AtomicU64 {
+        // SAFETY: MPMC slots start with an 8-aligned u64 stamp.
+        unsafe { &*(self.slot(pos) as *const AtomicU64) }
+    }
+
+    fn value<T>(&self, pos: u64) -> *mut T {
+        // SAFETY: the value lies inside the slot at an offset aligned for T.
+        unsafe { self.slot(pos).add(self.value_off).cast() }
+    }
+
+    /// SPSC: slot `pos` as a `T` (the slots are a plain `[T; cap]`, so the
+    /// stride is `size_of::<T>()`, known at compile time).
+    #[inline]
+    fn spsc_value<T>(&self, pos: u64) -> *mut T {
+        debug_assert_eq!(self.stride, size_of::<T>());
+        let i = (pos & (self.cap - 1)) as usize;
+        // SAFETY: i < cap and the `[T; cap]` array lies inside the map.
+        unsafe { self.slots.cast::<T>().add(i) }
+    }
+}
+
+/// A handle on a typed ring inside a shared memory segment (module doc).
+///
+/// `send` / `recv` block when the ring is full / empty (through a wait
+/// queue, or a futex across OS processes), `try_send` / `try_recv` return
+/// EAGAIN instead, and the `_timeout` forms ETIMEDOUT. EPIPE means the other
+/// side is gone (closed, or every handle that took the role was dropped);
+/// EINTR that a waiting green task was cancelled.
+///
+/// A handle is `Send` but not `Sync`: [`Clone`] it (or [`open`](Self::open)
+/// another attach) for each thread or task. A handle takes the producer
+/// role at its first send and the consumer role at its first receive (or
+/// when told to, with [`take_producer_role`](Self::take_producer_role)),
+/// and leaves them when dropped.
+///
+/// `T` is copied in and out bit for bit. A peer in another OS process must
+/// write valid `T`s: use plain data (integers, arrays of them, `#[repr(C)]`
+/// structs of them), nothing with pointers.
+pub struct ShmRing<T> {
+    inner: Arc<Inner>,
+    producer: Cell<bool>,
+    consumer: Cell<bool>,
+    /// SPSC producer: our tail, and the last head we read.
+    tail: Cell<u64>,
+    head_seen: Cell<u64>,
+    /// SPSC consumer: our head, and the last tail we read.
+    head: Cell<u64>,
+    tail_seen: Cell<u64>,
+    cross: Cell<bool>,
+    _t: PhantomData<T>,
+}
+
+impl<T> fmt::Debug for ShmRing<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ShmRing")
+            .field("kind", &self.inner.kind)
+            .field("capacity", &self.inner.cap)
+            .field("len", &self.len())
+            .finish()
+    }
+}
+
+impl<T: Copy + Send + 'static> ShmRing<T> {
+    /// Bytes a segment needs for a ring of this kind and capacity (rounded
+    /// up to a power of two).
+    pub fn required_size(kind: RingKind, capacity: usize) -> Option<usize> {
+        let cap = round_capacity(kind, capacity)?;
+        cap.checked_mul(slot_layout::<T>(kind).0)?
+            .checked_add(HEADER_SIZE)
+    }
+
+    /// Lays a new ring out in `map` (a read-write attach of a segment at
+    /// least [`required_size`](Self::required_size) bytes long, holding no
+    /// ring yet). The capacity is rounded up to a power of two (at least 2
+    /// for MPMC). EINVAL if it does not fit or `T` is aligned beyond 128,
+    /// EACCES for a read-only map, EEXIST if the segment already holds one.
+    pub fn create(map: ShmMap, kind: RingKind, capacity: usize) -> io::Result<ShmRing<T>> {
+        if map.is_read_only() {
+            return Err(Errno::EACCES.into());
+        }
+        if align_of::<T>() > LINE {
+            return Err(Errno::EINVAL.into());
+        }
+        let cap = round_capacity(kind, capacity).ok_or(Errno::EINVAL)?;
+        let need = Self::required_size(kind, cap).ok_or(Errno::EINVAL)?;
+        if map.len() < need {
+            return Err(Errno::EINVAL.into());
+        }
+        let (stride, value_off) = slot_layout::<T>(kind);
+        let hdr = map.as_mut_ptr() as *mut Header;
+        // SAFETY: the map is writable, page-aligned and at least
+        // HEADER_SIZE long; until the magic is published (Release, below)
+        // no opener reads anything but the magic.
+        unsafe {
+            if (*hdr).meta.0.magic.load(Ordering::Acquire) != 0 {
+                return Err(Errno::EEXIST.into());
+            }
+            let m = &raw mut (*hdr).meta.0;
+            (&raw mut (*m).version).write(VERSION);
+            (&raw mut (*m).kind).write(kind as u32);
+            (&raw mut (*m).capacity).write(cap as u64);
+            (&raw mut (*m).elem_size).write(size_of::<T>() as u64);
+            (&raw mut (*m).elem_align).write(align_of::<T>() as u64);
+            (&raw mut (*m).stride).write(stride as u64);
+            (&raw mut (*m).value_offset).write(value_off as u64);
+            (&raw mut (*m).type_hash).write(type_hash::<T>());
+            (*hdr).tail.0.store(0, Ordering::Relaxed);
+            (*hdr).head.0.store(0, Ordering::Relaxed);
+            (*hdr).roles.0.prod.store(0, Ordering::Relaxed);
+            (*hdr).roles.0.cons.store(0, Ordering::Relaxed);
+            if kind == RingKind::Mpmc {
+                let slots = map.as_mut_ptr().add(HEADER_SIZE);
+                for i in 0..cap {
+                    let s = slots.add(i * stride) as *const AtomicU64;
+                    (*s).store(i as u64, Ordering::Relaxed);
+                }
+            }
+            (*hdr).meta.0.magic.store(MAGIC, Ordering::Release);
+        }
+        Self::open(map)
+    }
+
+    /// Opens the ring that `map` holds (any attach of the segment, in any
+    /// OS process; the map must be read-write). EINVAL if the segment holds
+    /// no ring, one of another version, or one made for another `T`.
+    pub fn open(map: ShmMap) -> io::Result<ShmRing<T>> {
+        if map.is_read_only() {
+            return Err(Errno::EACCES.into());
+        }
+        if map.len() < HEADER_SIZE {
+            return Err(Errno::EINVAL.into());
+        }
+        let hdr = map.as_ptr() as *const Header;
+        // SAFETY: at least HEADER_SIZE bytes are mapped, aligned; the meta
+        // fields are read only after the magic (Acquire) shows they were
+        // written.
+        let meta = unsafe {
+            if (*hdr).meta.0.magic.load(Ordering::Acquire) != MAGIC {
+                return Err(Errno::EINVAL.into());
+            }
+            &(*hdr).meta.0
+        };
+        let kind = match meta.kind {
+            0 => RingKind::Spsc,
+            1 => RingKind::Mpmc,
+            _ => return Err(Errno::EINVAL.into()),
+        };
+        let (stride, value_off) = slot_layout::<T>(kind);
+        let cap = meta.capacity;
+        let ok = meta.version == VERSION
+            && meta.elem_size == size_of::<T>() as u64
+            && meta.elem_align == align_of::<T>() as u64
+            && meta.stride == stride as u64
+            && meta.value_offset == value_off as u64
+            && meta.type_hash == type_hash::<T>()
+            && cap.is_power_of_two()
+            && usize::try_from(cap)
+                .ok()
+                .and_then(|c| Self::required_size(kind, c))
+                .is_some_and(|need| need <= map.len());
+        if !ok {
+            return Err(Errno::EINVAL.into());
+        }
+        // Register for the asymmetric fences before this process can send
+        // or receive anything on the ring.
+        LazyLock::force(&ASYMMETRIC);
+        let waiters = local_waiters(map.memory_key());
+        // SAFETY: HEADER_SIZE < map.len(), checked above.
+        let slots = unsafe { map.as_mut_ptr().add(HEADER_SIZE) };
+        Ok(ShmRing::from_inner(Arc::new(Inner {
+            map,
+            hdr,
+            slots,
+            cap,
+            stride,
+            value_off,
+            kind,
+            waiters,
+        })))
+    }
+
+    /// A ring in a new private segment of its own (removed at once, so it
+    /// goes away with the last handle; [`shm_id`](Self::shm_id) still lets
+    /// others attach it until then, as Linux allows).
+    pub fn with_capacity(kind: RingKind, capacity: usize) -> io::Result<ShmRing<T>> {
+        let size = Self::required_size(kind, capacity).ok_or(Errno::EINVAL)?;
+        let id = shmget(Key::PRIVATE, size, IpcFlags::CREAT | IpcFlags::mode(0o600))?;
+        let map = shmat(id, ShmFlags::NONE);
+        let _ = shmctl(id, ShmCtl::Remove);
+        Self::create(map?, kind, capacity)
+    }
+}
+
+impl<T> ShmRing<T> {
+    fn from_inner(inner: Arc<Inner>) -> ShmRing<T> {
+        ShmRing {
+            inner,
+            producer: Cell::new(false),
+            consumer: Cell::new(false),
+            tail: Cell::new(0),
+            head_seen: Cell::new(0),
+            head: Cell::new(0),
+            tail_seen: Cell::new(0),
+            cross: Cell::new(false),
+            _t: PhantomData,
+        }
+    }
+
+    /// The ring's kind.
+    pub fn kind(&self) -> RingKind {
+        self.inner.kind
+    }
+
+    /// Slots in the ring.
+    pub fn capacity(&self) -> usize {
+        self.inner.cap as usize
+    }
+
+    /// Elements in the ring now (a snapshot).
+    pub fn len(&self) -> usize {
+        let h = self.inner.hdr();
+        let head = h.head.0.load(Ordering::Acquire);
+        let tail = h.tail.0.load(Ordering::Acquire);
+        tail.saturating_sub(head).min(self.inner.cap) as usize
+    }
+
+    /// Whether the ring holds nothing now (a snapshot).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The segment's id, when the map came from [`shmat`].
+    pub fn shm_id(&self) -> Option<ShmId> {
+        self.inner.map.id()
+    }
+
+    /// The map the ring lives in.
+    pub fn map(&self) -> &ShmMap {
+        &self.inner.map
+    }
+
+    /// Sleep with `FUTEX_WAIT` on the segment (on) rather than on this
+    /// process's wait queue (off, the default). Turn it on for a handle
+    /// whose peer is in another OS process: only a futex reaches across.
+    /// A futex wait blocks the OS thread; from a green task it blocks that
+    /// task's worker, and it is not interrupted by cancellation.
+    pub fn set_cross_process(&self, on: bool) {
+        self.cross.set(on);
+    }
+
+    /// Closes the ring for everyone: sends fail with EPIPE from now on;
+    /// receives drain what is left, then fail with EPIPE. Wakes all waiters.
+    pub fn close(&self) {
+        let h = self.inner.hdr();
+        h.roles.0.prod.fetch_or(CLOSED, Ordering::AcqRel);
+        h.roles.0.cons.fetch_or(CLOSED, Ordering::AcqRel);
+        self.notify(Side::NotEmpty, true);
+        self.notify(Side::NotFull, true);
+    }
+
+    /// Whether the ring was closed or one side has gone (every handle that
+    /// took the role was dropped).
+    pub fn is_disconnected(&self) -> bool {
+        let r = &self.inner.hdr().roles.0;
+        gone(r.prod.load(Ordering::Acquire)) || gone(r.cons.load(Ordering::Acquire))
+    }
+}
+
+fn gone(role: u32) -> bool {
+    role & CLOSED != 0 || role & (SEEN | COUNT) == SEEN
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Side {
+    NotEmpty,
+    NotFull,
+}
+
+fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) {
+    let ts = timeout.map(|d| libc::timespec {
+        tv_sec: d.as_secs().min(i64::MAX as u64) as libc::time_t,
+        tv_nsec: d.subsec_nanos() as libc::c_long,
+    });
+    let tsp = ts
+        .as_ref()
+        .map_or(ptr::null(), |t| t as *const libc::timespec);
+    // SAFETY: `word` is a valid, aligned u32 in a shared mapping (a shared,
+    // not PRIVATE, futex: peers in other processes wake it); `tsp` is null
+    // or points to our timespec. EAGAIN (value changed), EINTR and
+    // ETIMEDOUT all just return: the caller re-checks.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT,
+            expected,
+            tsp,
+            ptr::null::<u32>(),
+            0u32,
+        );
+    }
+}
+
+fn futex_wake(word: &AtomicU32, n: i32) {
+    // SAFETY: FUTEX_WAKE only reads the address as a key.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAKE,
+            n,
+            ptr::null::<libc::timespec>(),
+            ptr::null::<u32>(),
+            0u32,
+        );
+    }
+}
+
+impl<T> ShmRing<T> {
+    fn words(&self, side: Side) -> (&WaitWords, &WaitQueue) {
+        let h = self.inner.hdr();
+        match side {
+            Side::NotEmpty => (&h.not_empty.0, &self.inner.waiters.not_empty),
+            Side::NotFull => (&h.not_full.0, &self.inner.waiters.not_full),
+        }
+    }
+
+    /// Wakes waiters on `side` after a change they wait for (module doc).
+    #[inline]
+    fn notify(&self, side: Side, all: bool) {
+        let (w, _) = self.words(side);
+        light_fence();
+        if w.sleepers.load(Ordering::Relaxed) != 0 {
+            self.notify_slow(side, all);
+        }
+    }
+
+    #[cold]
+    fn notify_slow(&self, side: Side, all: bool) {
+        let (w, q) = self.words(side);
+        w.seq.fetch_add(1, Ordering::SeqCst);
+        if all {
+            q.wake_all();
+        } else {
+            q.wake_one();
+        }
+        if w.futex_sleepers.load(Ordering::SeqCst) != 0 {
+            futex_wake(&w.seq, if all { i32::MAX } else { 1 });
+        }
+    }
+
+    /// Sleeps until `ready()` may hold, a wake on `side`, or the deadline.
+    /// Returns ETIMEDOUT once the deadline has passed, EINTR if cancelled;
+    /// Ok means "try again" (spurious returns are allowed).
+    fn wait(
+        &self,
+        side: Side,
+        deadline: Option<Instant>,
+        ready: impl Fn() -> bool,
+    ) -> Result<(), Errno> {
+        let in_task = greenos_runtime::task::try_current().is_some();
+        if in_task && !self.cross.get() {
+            // On one worker the peer can only run if we step aside; spinning
+            // would only delay it.
+            greenos_runtime::yield_now();
+            if ready() {
+                return Ok(());
+            }
+        } else {
+            // An OS thread, or a futex waiter (which blocks its worker
+            // anyway): spin briefly for a peer on another CPU.
+            for round in 0..SPIN_ROUNDS {
+                for _ in 0..1u32 << round {
+                    std::hint::spin_loop();
+                }
+                if ready() {
+                    return Ok(());
+                }
+            }
+            // Then yield the CPU (to the peer, if it shares ours) while
+            // polling, for about the cost of a sleep and wakeup.
+            let start = Instant::now();
+            let until = deadline.map_or(start + YIELD_BUDGET, |d| d.min(start + YIELD_BUDGET));
+            while Instant::now() < until {
+                std::thread::yield_now();
+                if ready() {
+                    return Ok(());
+                }
+            }
+        }
+        let timeout = match deadline {
+            None => None,
+            Some(d) => {
+                let now = Instant::now();
+                if now >= d {
+                    return Err(Errno::ETIMEDOUT);
+                }
+                Some(d - now)
+            }
+        };
+        let (w, q) = self.words(side);
+        let seq = w.seq.load(Ordering::Acquire);
+        w.sleepers.fetch_add(1, Ordering::SeqCst);
+        let timeout = if heavy_fence() {
+            timeout
+        } else {
+            Some(timeout.map_or(UNFENCED_SLICE, |t| t.min(UNFENCED_SLICE)))
+        };
+        let result = if ready() {
+            Ok(())
+        } else if self.cross.get() {
+            w.futex_sleepers.fetch_add(1, Ordering::SeqCst);
+            futex_wait(&w.seq, seq, timeout);
+            w.futex_sleepers.fetch_sub(1, Ordering::Relaxed);
+            Ok(())
+        } else {
+            match q.wait(|| w.seq.load(Ordering::Relaxed) == seq, timeout) {
+                WaitResult::Notified | WaitResult::Invalid | WaitResult::TimedOut => Ok(()),
+                WaitResult::Cancelled => Err(Errno::EINTR),
+            }
+        };
+        w.sleepers.fetch_sub(1, Ordering::Relaxed);
+        result
+    }
+
+    /// Takes the producer role now rather than at the first send, so that
+    /// consumers do not see "every producer has gone" before this handle
+    /// starts (do it before handing the handle to a task that may start
+    /// late, as a pipe is opened before the fork). EBUSY if an SPSC ring
+    /// already has a producer.
+    pub fn take_producer_role(&self) -> io::Result<()> {
+        Ok(self.claim_producer()?)
+    }
+
+    /// Takes the consumer role now rather than at the first receive (see
+    /// [`take_producer_role`](Self::take_producer_role)).
+    pub fn take_consumer_role(&self) -> io::Result<()> {
+        Ok(self.claim_consumer()?)
+    }
+
+    /// Takes the producer role on first use. EBUSY if an SPSC ring already
+    /// has a producer.
+    #[inline]
+    fn claim_producer(&self) -> Result<(), Errno> {
+        if !self.producer.get() {
+            self.claim(true)?;
+        }
+        Ok(())
+    }
+
+    #[inline]
+    fn claim_consumer(&self) -> Result<(), Errno> {
+        if !self.consumer.get() {
+            self.claim(false)?;
+        }
+        Ok(())
+    }
+
+    #[cold]
+    fn claim(&self, producer: bool) -> Result<(), Errno> {
+        let h = self.inner.hdr();
+        let word = if producer {
+            &h.roles.0.prod
+        } else {
+            &h.roles.0.cons
+        };
+        let mut v = word.load(Ordering::Acquire);
+        loop {
+            if self.inner.kind == RingKind::Spsc && v & COUNT != 0 {
+                return Err(Errno::EBUSY);
+            }
+            let new = ((v & COUNT) + 1) | SEEN | (v & CLOSED);
+            match word.compare_exchange_weak(v, new, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => break,
+                Err(x) => v = x,
+            }
+        }
+        if producer {
+            self.producer.set(true);
+            let t = h.tail.0.load(Ordering::Acquire);
+            self.tail.set(t);
+            self.head_seen.set(h.head.0.load(Ordering::Acquire));
+        } else {
+            self.consumer.set(true);
+            self.head.set(h.head.0.load(Ordering::Acquire));
+            self.tail_seen.set(h.tail.0.load(Ordering::Acquire));
+        }
+        Ok(())
+    }
+
+    /// Whether a send would not find the ring full (or would fail at once).
+    fn can_send(&self) -> bool {
+        let h = self.inner.hdr();
+        if gone(h.roles.0.cons.load(Ordering::Acquire)) {
+            return true;
+        }
+        match self.inner.kind {
+            RingKind::Spsc => self.tail.get() - h.head.0.load(Ordering::Acquire) < self.inner.cap,
+            RingKind::Mpmc => {
+                let t = h.tail.0.load(Ordering::Acquire);
+                self.inner.stamp(t).load(Ordering::Acquire) >= t
+            }
+        }
+    }
+
+    fn can_recv(&self) -> bool {
+        let h = self.inner.hdr();
+        if gone(h.roles.0.prod.load(Ordering::Acquire)) {
+            return true;
+        }
+        match self.inner.kind {
+            RingKind::Spsc => h.tail.0.load(Ordering::Acquire) != self.head.get(),
+            RingKind::Mpmc => {
+                let p = h.head.0.load(Ordering::Acquire);
+                self.inner.stamp(p).load(Ordering::Acquire) > p
+            }
+        }
+    }
+}
+
+impl<T: Copy> ShmRing<T> {
+    /// Pushes as many of `vals` as fit; EAGAIN if none does, EPIPE if the
+    /// consumers are gone.
+    #[inline]
+    fn push(&self, vals: &[T]) -> Result<usize, Errno> {
+        self.claim_producer()?;
+        let inner = &*self.inner;
+        let h = inner.hdr();
+        if gone(h.roles.0.cons.load(Ordering::Acquire)) {
+            return Err(Errno::EPIPE);
+        }
+        if vals.is_empty() {
+            return Ok(0);
+        }
+        let n = match inner.kind {
+            RingKind::Spsc => {
+                let t = self.tail.get();
+                let mut free = inner.cap - (t - self.head_seen.get());
+                if free < vals.len() as u64 {
+                    let head = h.head.0.load(Ordering::Acquire);
+                    self.head_seen.set(head);
+                    free = inner.cap - (t - head);
+                }
+                let k = free.min(vals.len() as u64) as usize;
+                if k == 0 {
+                    return Err(Errno::EAGAIN);
+                }
+                let start = (t & (inner.cap - 1)) as usize;
+                let first = k.min(inner.cap as usize - start);
+                // SAFETY: slots [t, t+k) are free (the consumer is past
+                // them: head > t + k - cap) and ours alone until we publish
+                // `tail`; the two runs lie inside the slot array.
+                unsafe {
+                    if k == 1 {
+                        // One element: a plain store, not a memcpy call.
+                        inner.spsc_value::<T>(t).write(vals[0]);
+                    } else {
+                        ptr::copy_nonoverlapping(vals.as_ptr(), inner.spsc_value::<T>(t), first);
+                        ptr::copy_nonoverlapping(
+                            vals.as_ptr().add(first),
+                            inner.spsc_value::<T>(0),
+                            k - first,
+                        );
+                    }
+                }
+                self.tail.set(t + k as u64);
+                h.tail.0.store(t + k as u64, Ordering::Release);
+                k
+            }
+            RingKind::Mpmc => {
+                let mut k = 0;
+                for v in vals {
+                    if !self.mpmc_push_one(*v) {
+                        break;
+                    }
+                    k += 1;
+                }
+                if k == 0 {
+                    return Err(Errno::EAGAIN);
+                }
+                k
+            }
+        };
+        self.notify(Side::NotEmpty, n > 1);
+        Ok(n)
+    }
+
+    fn mpmc_push_one(&self, v: T) -> bool {
+        let inner = &*self.inner;
+        let tail = &inner.hdr().tail.0;
+        let mut pos = tail.load(Ordering::Relaxed);
+        loop {
+            let stamp = inner.stamp(pos).load(Ordering::Acquire);
+            if stamp == pos {
+                match tail.compare_exchange_weak(pos, pos + 1, Ordering::Relaxed, Ordering::Relaxed)
+                {
+                    Ok(_) => {
+                        // SAFETY: winning the CAS at `pos` while the stamp
+                        // said "free at pos" makes the slot ours until we
+                        // store the new stamp.
+                        unsafe { inner.value::<T>(pos).write(v) };
+                        inner.stamp(pos).store(pos + 1, Ordering::Release);
+                        return true;
+                    }
+                    Err(p) => pos = p,
+                }
+            } else if stamp < pos {
+                // The slot still holds the element of the previous lap: full
+                // (unless the tail moved on meanwhile).
+                let now = tail.load(Ordering::Relaxed);
+                if now == pos {
+                    return false;
+                }
+                pos = now;
+            } else {
+                pos = tail.load(Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn mpmc_pop_one(&self) -> Option<T> {
+        let inner = &*self.inner;
+        let head = &inner.hdr().head.0;
+        let mut pos = head.load(Ordering::Relaxed);
+        loop {
+            let stamp = inner.stamp(pos).load(Ordering::Acquire);
+            if stamp == pos + 1 {
+                match head.compare_exchange_weak(pos, pos + 1, Ordering::Relaxed, Ordering::Relaxed)
+                {
+                    Ok(_) => {
+                        // SAFETY: the stamp said "written at pos" (Acquire
+                        // pairs with the producer's Release) and the CAS made
+                        // the slot ours until we store the new stamp.
+                        let v = unsafe { inner.value::<T>(pos).read() };
+                        inner.stamp(pos).store(pos + inner.cap, Ordering::Release);
+                        return Some(v);
+                    }
+                    Err(p) => pos = p,
+                }
+            } else if stamp <= pos {
+                let now = head.load(Ordering::Relaxed);
+                if now == pos {
+                    return None;
+                }
+                pos = now;
+            } else {
+                pos = head.load(Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Pops up to `out.len()` elements; EAGAIN if there is none, EPIPE if
+    /// there is none and the producers are gone.
+    /// `out` is valid for writing `len` elements (maybe uninitialized).
+    #[inline]
+    fn pop(&self, out: *mut T, len: usize) -> Result<usize, Errno> {
+        self.claim_consumer()?;
+        if len == 0 {
+            return Ok(0);
+        }
+        let n = match self.pop_some(out, len) {
+            0 => {
+                let prod = self.inner.hdr().roles.0.prod.load(Ordering::Acquire);
+                if !gone(prod) {
+                    return Err(Errno::EAGAIN);
+                }
+                // Whatever the producers published before leaving is
+                // visible now (Acquire above): drain it first.
+                match self.pop_some(out, len) {
+                    0 => return Err(Errno::EPIPE),
+                    n => n,
+                }
+            }
+            n => n,
+        };
+        self.notify(Side::NotFull, n > 1);
+        Ok(n)
+    }
+
+    #[inline]
+    fn pop_some(&self, out: *mut T, len: usize) -> usize {
+        let inner = &*self.inner;
+        match inner.kind {
+            RingKind::Spsc => {
+                let h = inner.hdr();
+                let head = self.head.get();
+                let mut avail = self.tail_seen.get() - head;
+                if avail < len as u64 {
+                    let t = h.tail.0.load(Ordering::Acquire);
+                    self.tail_seen.set(t);
+                    avail = t - head;
+                }
+                let k = avail.min(len as u64) as usize;
+                if k == 0 {
+                    return 0;
+                }
+                let start = (head & (inner.cap - 1)) as usize;
+                let first = k.min(inner.cap as usize - start);
+                // SAFETY: slots [head, head+k) were published by the
+                // producer (tail, Acquire) and are ours until we store head;
+                // `out` has room for `len >= k` elements.
+                unsafe {
+                    if k == 1 {
+                        out.write(inner.spsc_value::<T>(head).read());
+                    } else {
+                        ptr::copy_nonoverlapping(inner.spsc_value::<T>(head), out, first);
+                        ptr::copy_nonoverlapping(
+                            inner.spsc_value::<T>(0),
+                            out.add(first),
+                            k - first,
+                        );
+                    }
+                }
+                self.head.set(head + k as u64);
+                h.head.0.store(head + k as u64, Ordering::Release);
+                k
+            }
+            RingKind::Mpmc => {
+                let mut k = 0;
+                while k < len {
+                    match self.mpmc_pop_one() {
+                        // SAFETY: k < len, and `out` has room for len.
+                        Some(v) => unsafe { out.add(k).write(v) },
+                        None => break,
+                    }
+                    k += 1;
+                }
+                k
+            }
+        }
+    }
+
+    fn send_until(&self, vals: &[T], deadline: Option<Instant>) -> Result<usize, Errno> {
+        loop {
+            match self.push(vals) {
+                Err(Errno::EAGAIN) => {}
+                r => return r,
+            }
+            if let Err(e) = self.wait(Side::NotFull, deadline, || self.can_send()) {
+                // One last try: the deadline may have passed just as space
+                // appeared.
+                return match self.push(vals) {
+                    Err(Errno::EAGAIN) => Err(e),
+                    r => r,
+                };
+            }
+        }
+    }
+
+    fn recv_until(
+        &self,
+        out: *mut T,
+        len: usize,
+        deadline: Option<Instant>,
+    ) -> Result<usize, Errno> {
+        loop {
+            match self.pop(out, len) {
+                Err(Errno::EAGAIN) => {}
+                r => return r,
+            }
+            if let Err(e) = self.wait(Side::NotEmpty, deadline, || self.can_recv()) {
+                return match self.pop(out, len) {
+                    Err(Errno::EAGAIN) => Err(e),
+                    r => r,
+                };
+            }
+        }
+    }
+
+    /// Sends `v`, waiting while the ring is full. EPIPE if the consumers
+    /// are gone, EINTR if cancelled, EBUSY for a second SPSC producer.
+    pub fn send(&self, v: T) -> io::Result<()> {
+        self.send_until(std::slice::from_ref(&v), None)?;
+        Ok(())
+    }
+
+    /// Sends `v` if there is room now; EAGAIN if the ring is full.
+    #[inline]
+    pub fn try_send(&self, v: T) -> io::Result<()> {
+        self.push(std::slice::from_ref(&v))?;
+        Ok(())
+    }
+
+    /// Sends `v`, waiting at most `timeout` for room; ETIMEDOUT after.
+    pub fn send_timeout(&self, v: T, timeout: Duration) -> io::Result<()> {
+        self.send_until(std::slice::from_ref(&v), Some(Instant::now() + timeout))?;
+        Ok(())
+    }
+
+    /// Receives one element, waiting while the ring is empty. EPIPE once
+    /// the ring is empty and the producers are gone (or it was closed).
+    pub fn recv(&self) -> io::Result<T> {
+        let mut v = std::mem::MaybeUninit::<T>::uninit();
+        self.recv_until(v.as_mut_ptr(), 1, None)?;
+        // SAFETY: recv_until returned Ok(1): the element was written.
+        Ok(unsafe { v.assume_init() })
+    }
+
+    /// Receives one element if there is one now; EAGAIN if empty.
+    #[inline]
+    pub fn try_recv(&self) -> io::Result<T> {
+        let mut v = std::mem::MaybeUninit::<T>::uninit();
+        self.pop(v.as_mut_ptr(), 1)?;
+        // SAFETY: pop returned Ok(n >= 1) for a one-element buffer.
+        Ok(unsafe { v.assume_init() })
+    }
+
+    /// Receives one element, waiting at most `timeout`; ETIMEDOUT after.
+    pub fn recv_timeout(&self, timeout: Duration) -> io::Result<T> {
+        let mut v = std::mem::MaybeUninit::<T>::uninit();
+        self.recv_until(v.as_mut_ptr(), 1, Some(Instant::now() + timeout))?;
+        // SAFETY: as in `recv`.
+        Ok(unsafe { v.assume_init() })
+    }
+
+    /// Batch send: copies as many of `vals` as fit with one index update
+    /// (SPSC) and one wakeup, waiting only while none fits. Returns how many
+    /// were sent (at least 1 unless `vals` is empty).
+    pub fn send_slice(&self, vals: &[T]) -> io::Result<usize> {
+        Ok(self.send_until(vals, None)?)
+    }
+
+    /// Batch send without waiting: EAGAIN if nothing fits.
+    pub fn try_send_slice(&self, vals: &[T]) -> io::Result<usize> {
+        Ok(self.push(vals)?)
+    }
+
+    /// Sends every element of `vals`, in batches, waiting for room.
+    pub fn send_all(&self, mut vals: &[T]) -> io::Result<()> {
+        while !vals.is_empty() {
+            let n = self.send_until(vals, None)?;
+            vals = &vals[n..];
+        }
+        Ok(())
+    }
+
+    /// Batch receive: fills as much of `out` as the ring holds with one
+    /// index update (SPSC) and one wakeup, waiting only while it is empty.
+    /// Returns how many were received (at least 1 unless `out` is empty).
+    pub fn recv_into(&self, out: &mut [T]) -> io::Result<usize> {
+        Ok(self.recv_until(out.as_mut_ptr(), out.len(), None)?)
+    }
+
+    /// Batch receive without waiting: EAGAIN if empty.
+    pub fn try_recv_into(&self, out: &mut [T]) -> io::Result<usize> {
+        Ok(self.pop(out.as_mut_ptr(), out.len())?)
+    }
+
+    /// Batch receive waiting at most `timeout` for the first element.
+    pub fn recv_into_timeout(&self, out: &mut [T], timeout: Duration) -> io::Result<usize> {
+        Ok(self.recv_until(out.as_mut_ptr(), out.len(), Some(Instant::now() + timeout))?)
+    }
+}
+
+impl<T> Clone for ShmRing<T> {
+    /// Another handle on the same ring (same map), holding no role yet.
+    fn clone(&self) -> ShmRing<T> {
+        let r = ShmRing::from_inner(self.inner.clone());
+        r.cross.set(self.cross.get());
+        r
+    }
+}
+
+impl<T> Drop for ShmRing<T> {
+    fn drop(&mut self) {
+        let h = self.inner.hdr();
+        if self.producer.get() && h.roles.0.prod.fetch_sub(1, Ordering::AcqRel) & COUNT == 1 {
+            self.notify(Side::NotEmpty, true);
+        }
+        if self.consumer.get() && h.roles.0.cons.fetch_sub(1, Ordering::AcqRel) & COUNT == 1 {
+            self.notify(Side::NotFull, true);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spsc_and_mpmc_round_trip_with_wrap() {
+        for kind in [RingKind::Spsc, RingKind::Mpmc] {
+            let r = ShmRing::<u64>::with_capacity(kind, 3).unwrap();
+            assert_eq!(r.capacity(), 4);
+            for round in 0..5u64 {
+                for i in 0..4 {
+                    r.try_send(round * 10 + i).unwrap();
+                }
+                assert_eq!(
+                    r.try_send(99).unwrap_err().raw_os_error(),
+                    Some(libc::EAGAIN)
+                );
+                for i in 0..4 {
+                    assert_eq!(r.try_recv().unwrap(), round * 10 + i);
+                }
+                assert_eq!(r.try_recv().unwrap_err().raw_os_error(), Some(libc::EAGAIN));
+            }
+        }
+    }
+}
