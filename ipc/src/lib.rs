@@ -17,3 +17,22 @@ pub mod sysv;
 
 pub use errno::Errno;
 pub use sysv::{Cred, IpcFlags, IpcPerm, Key};
+
+mod block;
+pub mod fifo;
+pub mod msg;
+pub mod pipe;
+pub mod poll;
+pub mod sem;
+
+pub use fifo::{mkfifo, unlink, Fifo};
+pub use msg::{
+    msgctl, msgctl_stat, msgget, msgrcv, msgrcv_timeout, msgsnd, msgsnd_timeout, MsgCtl,
+    MsgFlags, MsqId, MsqSet, MsqidDs,
+};
+pub use pipe::{pipe, pipe_nonblocking, pipe_with_capacity, PipeReader, PipeWriter, PIPE_BUF};
+pub use poll::{poll, PollEvents, PollFd, PollSource};
+pub use sem::{
+    semctl, semget, semop, semtimedop, SemCtl, SemCtlOut, SemFlags, SemId, SemSetPerm,
+    SemidDs, Sembuf,
+};
