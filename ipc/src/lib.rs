@@ -27,12 +27,12 @@ pub mod sem;
 
 pub use fifo::{mkfifo, unlink, Fifo};
 pub use msg::{
-    msgctl, msgctl_stat, msgget, msgrcv, msgrcv_timeout, msgsnd, msgsnd_timeout, MsgCtl,
-    MsgFlags, MsqId, MsqSet, MsqidDs,
+    msgctl, msgctl_stat, msgget, msgrcv, msgrcv_timeout, msgsnd, msgsnd_timeout, MsgCtl, MsgFlags,
+    MsqId, MsqSet, MsqidDs,
 };
 pub use pipe::{pipe, pipe_nonblocking, pipe_with_capacity, PipeReader, PipeWriter, PIPE_BUF};
 pub use poll::{poll, PollEvents, PollFd, PollSource};
 pub use sem::{
-    semctl, semget, semop, semtimedop, SemCtl, SemCtlOut, SemFlags, SemId, SemSetPerm,
-    SemidDs, Sembuf,
+    semctl, semget, semop, semtimedop, SemCtl, SemCtlOut, SemFlags, SemId, SemSetPerm, Sembuf,
+    SemidDs,
 };

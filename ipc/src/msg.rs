@@ -188,9 +188,7 @@ impl State {
             }
             return best;
         }
-        self.msgs
-            .iter()
-            .position(|m| (m.mtype == msgtyp) != except)
+        self.msgs.iter().position(|m| (m.mtype == msgtyp) != except)
     }
 }
 

@@ -132,7 +132,9 @@ impl Ring {
             return 0;
         }
         if self.len + n > self.buf.len() {
-            let want = (self.len + n).next_power_of_two().clamp(PAGE_SIZE, self.cap);
+            let want = (self.len + n)
+                .next_power_of_two()
+                .clamp(PAGE_SIZE, self.cap);
             self.relayout(want);
         }
         let size = self.buf.len();
@@ -247,12 +249,20 @@ impl Pipe {
             return Ok(0);
         }
         // ipc.md §1.3: up to PIPE_BUF bytes go in whole or not at all.
-        let need = if data.len() <= PIPE_BUF { data.len() } else { 1 };
+        let need = if data.len() <= PIPE_BUF {
+            data.len()
+        } else {
+            1
+        };
         let mut done = 0;
         loop {
             let mut s = self.state.lock();
             if s.readers == 0 {
-                return if done > 0 { Ok(done) } else { Err(Errno::EPIPE) };
+                return if done > 0 {
+                    Ok(done)
+                } else {
+                    Err(Errno::EPIPE)
+                };
             }
             if s.ring.free() >= need {
                 done += s.ring.push(&data[done..]);
@@ -265,7 +275,11 @@ impl Pipe {
                 continue;
             }
             if nonblock {
-                return if done > 0 { Ok(done) } else { Err(Errno::EAGAIN) };
+                return if done > 0 {
+                    Ok(done)
+                } else {
+                    Err(Errno::EAGAIN)
+                };
             }
             drop(s);
             let r = wait_until(

@@ -413,7 +413,10 @@ fn dry_run(s: &State, sops: &[Sembuf], owner: Option<u64>) -> Result<Touched, Fa
             return Err(if nowait {
                 Fail::Err(Errno::EAGAIN)
             } else {
-                Fail::Block { idx: i, zero: false }
+                Fail::Block {
+                    idx: i,
+                    zero: false,
+                }
             });
         }
         if r > SEMVMX {
@@ -568,7 +571,9 @@ fn ctl(id: SemId, cmd: SemCtl) -> Result<SemCtlOut, Errno> {
         }
         SemCtl::GetAll => {
             s.perm.check(&cred, ACCESS_READ)?;
-            Ok(SemCtlOut::All(s.sems.iter().map(|x| x.val as u16).collect()))
+            Ok(SemCtlOut::All(
+                s.sems.iter().map(|x| x.val as u16).collect(),
+            ))
         }
         SemCtl::Stat => {
             s.perm.check(&cred, ACCESS_READ)?;

@@ -29,9 +29,17 @@ fn mkfifo_and_unlink_errors() {
 fn nonblocking_open_rules() {
     let p = name("nb");
     mkfifo(&p, 0o600).unwrap();
-    assert_eq!(errno(Fifo::open_write_nonblocking(&p)), libc::ENXIO, "no reader");
+    assert_eq!(
+        errno(Fifo::open_write_nonblocking(&p)),
+        libc::ENXIO,
+        "no reader"
+    );
     let r = Fifo::open_read_nonblocking(&p).unwrap();
-    assert_eq!(r.try_read(&mut [0; 4]).unwrap(), 0, "no writer ever: reads 0, not EAGAIN");
+    assert_eq!(
+        r.try_read(&mut [0; 4]).unwrap(),
+        0,
+        "no writer ever: reads 0, not EAGAIN"
+    );
     let w = Fifo::open_write_nonblocking(&p).unwrap();
     assert_eq!(errno(r.try_read(&mut [0; 4])), libc::EAGAIN);
     (&w).write_all(b"abc").unwrap();
@@ -42,11 +50,19 @@ fn nonblocking_open_rules() {
     drop(w);
     drop(r);
     let r = Fifo::open_read_nonblocking(&p).unwrap();
-    assert_eq!(r.try_read(&mut buf).unwrap(), 0, "data died with the last ends");
+    assert_eq!(
+        r.try_read(&mut buf).unwrap(),
+        0,
+        "data died with the last ends"
+    );
     // open_rw never blocks and holds both ends.
     let (r2, w2) = Fifo::open_rw(&p).unwrap();
     (&w2).write_all(b"xy").unwrap();
-    assert_eq!(r.try_read(&mut buf).unwrap(), 2, "one pipe per name while open");
+    assert_eq!(
+        r.try_read(&mut buf).unwrap(),
+        2,
+        "one pipe per name while open"
+    );
     drop((r2, w2));
     unlink(&p).unwrap();
 }
@@ -78,7 +94,10 @@ fn blocking_opens_meet() {
     let t = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(5));
         let mut s = String::new();
-        Fifo::open_read(&p4).unwrap().read_to_string(&mut s).unwrap();
+        Fifo::open_read(&p4)
+            .unwrap()
+            .read_to_string(&mut s)
+            .unwrap();
         s
     });
     rt.block_on(move || {
@@ -116,7 +135,10 @@ fn open_timeouts_and_permissions() {
     let rt = rt();
     let p = name("perm");
     rt.block_on(move || {
-        assert_eq!(errno(Fifo::open_read_timeout(&p, Duration::from_millis(5))), libc::ENOENT);
+        assert_eq!(
+            errno(Fifo::open_read_timeout(&p, Duration::from_millis(5))),
+            libc::ENOENT
+        );
         let p2 = p.clone();
         Builder::new()
             .uid(1000)

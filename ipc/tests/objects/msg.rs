@@ -29,7 +29,10 @@ fn msgget_key_rules() {
     let id = msgget(k, IpcFlags::CREAT | IpcFlags::mode(0o640)).unwrap();
     assert_eq!(msgget(k, IpcFlags::mode(0o400)).unwrap(), id);
     assert_eq!(
-        errno(msgget(k, IpcFlags::CREAT | IpcFlags::EXCL | IpcFlags::mode(0o600))),
+        errno(msgget(
+            k,
+            IpcFlags::CREAT | IpcFlags::EXCL | IpcFlags::mode(0o600)
+        )),
         libc::EEXIST
     );
     let a = private();
@@ -37,11 +40,18 @@ fn msgget_key_rules() {
     assert_ne!(a, b, "IPC_PRIVATE always creates");
     let ds = msgctl_stat(id).unwrap();
     assert_eq!(ds.qbytes, MSGMNB);
-    assert_eq!((ds.qnum, ds.lspid, ds.lrpid, ds.stime, ds.rtime), (0, 0, 0, 0, 0));
+    assert_eq!(
+        (ds.qnum, ds.lspid, ds.lrpid, ds.stime, ds.rtime),
+        (0, 0, 0, 0, 0)
+    );
     assert!(ds.ctime > 0);
     assert_eq!(ds.perm.mode, 0o640);
     rm(id);
-    assert_eq!(errno(msgctl_stat(id)), libc::EINVAL, "a removed id is EINVAL");
+    assert_eq!(
+        errno(msgctl_stat(id)),
+        libc::EINVAL,
+        "a removed id is EINVAL"
+    );
     assert_eq!(errno(msgsnd(id, 1, b"x", NW)), libc::EINVAL);
     rm(a);
     rm(b);
@@ -63,7 +73,10 @@ fn the_three_type_rules_and_except() {
     assert_eq!(msgrcv(id, &mut buf, 5, NW | MsgFlags::EXCEPT).unwrap().0, 3);
     assert_eq!(errno(msgrcv(id, &mut buf, 4, NW)), libc::ENOMSG);
     // EXCEPT is ignored for negative types (LTP msgrcv02).
-    assert_eq!(errno(msgrcv(id, &mut buf, -1, NW | MsgFlags::EXCEPT)), libc::ENOMSG);
+    assert_eq!(
+        errno(msgrcv(id, &mut buf, -1, NW | MsgFlags::EXCEPT)),
+        libc::ENOMSG
+    );
     assert_eq!(msgrcv(id, &mut buf, 0, NW).unwrap().0, 5);
     assert_eq!(errno(msgrcv(id, &mut buf, 0, NW)), libc::ENOMSG);
     // FIFO among equal types.
@@ -81,7 +94,10 @@ fn too_long_messages_stay_queued_unless_noerror() {
     let mut small = [0u8; 4];
     assert_eq!(errno(msgrcv(id, &mut small, 0, NW)), libc::E2BIG);
     assert_eq!(msgctl_stat(id).unwrap().qnum, 1, "E2BIG leaves it queued");
-    assert_eq!(msgrcv(id, &mut small, 0, NW | MsgFlags::NOERROR).unwrap(), (1, 4));
+    assert_eq!(
+        msgrcv(id, &mut small, 0, NW | MsgFlags::NOERROR).unwrap(),
+        (1, 4)
+    );
     assert_eq!(&small, b"0123");
     assert_eq!(msgctl_stat(id).unwrap().qnum, 0, "the rest is lost");
     rm(id);
@@ -218,7 +234,13 @@ fn permissions_owner_group_other_and_mode_zero() {
     let rt = rt();
     rt.block_on(|| {
         let as_user = |uid: u32, gid: u32, f: fn() -> Vec<i32>| {
-            Builder::new().uid(uid).gid(gid).spawn(f).unwrap().join().unwrap()
+            Builder::new()
+                .uid(uid)
+                .gid(gid)
+                .spawn(f)
+                .unwrap()
+                .join()
+                .unwrap()
         };
         // Created by uid 1000 with mode 0: the creator itself is refused.
         let r = as_user(1000, 100, || {

@@ -6,8 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use greenos_ipc::{
-    msgctl, msgget, msgrcv, msgsnd, pipe, poll, IpcFlags, Key, MsgCtl, MsgFlags, PollEvents,
-    PollFd,
+    msgctl, msgget, msgrcv, msgsnd, pipe, poll, IpcFlags, Key, MsgCtl, MsgFlags, PollEvents, PollFd,
 };
 
 use super::common::{rt, WATCHDOG};
@@ -19,7 +18,11 @@ const OUT: PollEvents = PollEvents::OUT;
 fn readiness_of_each_kind() {
     let (r, w) = pipe().unwrap();
     let q = msgget(Key::PRIVATE, IpcFlags::mode(0o600)).unwrap();
-    let mut fds = [PollFd::new(&r, IN), PollFd::new(&w, OUT), PollFd::new(q, IN | OUT)];
+    let mut fds = [
+        PollFd::new(&r, IN),
+        PollFd::new(&w, OUT),
+        PollFd::new(q, IN | OUT),
+    ];
     assert_eq!(poll(&mut fds, Some(Duration::ZERO)).unwrap(), 2);
     assert_eq!(fds[0].revents, PollEvents::NONE);
     assert_eq!(fds[1].revents, OUT);
@@ -60,16 +63,24 @@ fn a_blocked_poll_wakes_for_the_object_that_becomes_ready() {
         let (r1, _w1) = pipe().unwrap();
         let (r2, w2) = pipe().unwrap();
         let q = msgget(Key::PRIVATE, IpcFlags::mode(0o600)).unwrap();
+        let (go_r, go_w) = pipe().unwrap();
         let h = greenos_runtime::spawn(move || {
             greenos_runtime::sleep(Duration::from_millis(5));
             msgsnd(q, 4, b"wake", MsgFlags::NONE).unwrap();
+            // Hang up only once the poller has seen the message.
+            std::io::Read::read(&mut &go_r, &mut [0u8; 1]).unwrap();
             greenos_runtime::sleep(Duration::from_millis(5));
             drop(w2);
         });
-        let mut fds = [PollFd::new(&r1, IN), PollFd::new(q, IN), PollFd::new(&r2, IN)];
+        let mut fds = [
+            PollFd::new(&r1, IN),
+            PollFd::new(q, IN),
+            PollFd::new(&r2, IN),
+        ];
         assert_eq!(poll(&mut fds, Some(WATCHDOG)).unwrap(), 1);
         assert_eq!(fds[1].revents, IN);
         msgrcv(q, &mut [0; 8], 0, MsgFlags::NONE).unwrap();
+        (&go_w).write_all(b"g").unwrap();
         assert_eq!(poll(&mut fds, Some(WATCHDOG)).unwrap(), 1);
         assert_eq!(fds[2].revents, PollEvents::HUP);
         h.join().unwrap();
@@ -106,7 +117,11 @@ fn no_lost_wakeups_under_races() {
         }
         writer.join().unwrap();
     });
-    assert_eq!(timeouts.load(Ordering::Relaxed), 0, "a poll missed its wakeup");
+    assert_eq!(
+        timeouts.load(Ordering::Relaxed),
+        0,
+        "a poll missed its wakeup"
+    );
 
     // Plain OS threads, same protocol.
     let (r, w) = pipe().unwrap();

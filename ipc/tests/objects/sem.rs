@@ -36,37 +36,77 @@ fn rm(id: SemId) {
 
 #[test]
 fn semget_rules() {
-    assert_eq!(errno(semget(Key::PRIVATE, -1, IpcFlags::mode(0o600))), libc::EINVAL);
-    assert_eq!(errno(semget(Key::PRIVATE, SEMMSL + 1, IpcFlags::mode(0o600))), libc::EINVAL);
-    assert_eq!(errno(semget(Key::PRIVATE, 0, IpcFlags::mode(0o600))), libc::EINVAL);
+    assert_eq!(
+        errno(semget(Key::PRIVATE, -1, IpcFlags::mode(0o600))),
+        libc::EINVAL
+    );
+    assert_eq!(
+        errno(semget(Key::PRIVATE, SEMMSL + 1, IpcFlags::mode(0o600))),
+        libc::EINVAL
+    );
+    assert_eq!(
+        errno(semget(Key::PRIVATE, 0, IpcFlags::mode(0o600))),
+        libc::EINVAL
+    );
     let k = key(2);
     let id = semget(k, 3, IpcFlags::CREAT | IpcFlags::mode(0o600)).unwrap();
     assert_eq!(semget(k, 2, IpcFlags::NONE).unwrap(), id);
     assert_eq!(semget(k, 0, IpcFlags::NONE).unwrap(), id);
     assert_eq!(errno(semget(k, 4, IpcFlags::NONE)), libc::EINVAL);
     assert_eq!(
-        errno(semget(k, 3, IpcFlags::CREAT | IpcFlags::EXCL | IpcFlags::mode(0o600))),
+        errno(semget(
+            k,
+            3,
+            IpcFlags::CREAT | IpcFlags::EXCL | IpcFlags::mode(0o600)
+        )),
         libc::EEXIST
     );
-    assert_eq!(semctl(id, SemCtl::GetAll).unwrap(), SemCtlOut::All(vec![0, 0, 0]));
+    assert_eq!(
+        semctl(id, SemCtl::GetAll).unwrap(),
+        SemCtlOut::All(vec![0, 0, 0])
+    );
     rm(id);
     assert_eq!(errno(semget(k, 3, IpcFlags::NONE)), libc::ENOENT);
-    assert_eq!(errno(semop(id, &[op(0, 1, NW)])), libc::EINVAL, "removed id");
+    assert_eq!(
+        errno(semop(id, &[op(0, 1, NW)])),
+        libc::EINVAL,
+        "removed id"
+    );
 }
 
 #[test]
 fn operation_arrays_are_all_or_nothing() {
     let id = set(2);
     semctl(id, SemCtl::SetAll(vec![1, 0])).unwrap();
-    assert_eq!(errno(semop(id, &[op(0, -1, NW), op(1, -1, NW)])), libc::EAGAIN);
+    assert_eq!(
+        errno(semop(id, &[op(0, -1, NW), op(1, -1, NW)])),
+        libc::EAGAIN
+    );
     assert_eq!(val(id, 0), 1, "the first op was not applied");
-    assert_eq!(errno(semop(id, &[op(0, -1, NW), op(1, SEMVMX as i16, NW), op(1, 1, NW)])), libc::ERANGE);
+    assert_eq!(
+        errno(semop(
+            id,
+            &[op(0, -1, NW), op(1, SEMVMX as i16, NW), op(1, 1, NW)]
+        )),
+        libc::ERANGE
+    );
     assert_eq!(val(id, 0), 1);
     // Duplicates see the earlier ops of the same array.
-    semop(id, &[op(1, 2, NW), op(1, -1, NW), op(1, -1, NW), op(1, 0, NW)]).unwrap();
-    assert_eq!(semctl(id, SemCtl::GetAll).unwrap(), SemCtlOut::All(vec![1, 0]));
+    semop(
+        id,
+        &[op(1, 2, NW), op(1, -1, NW), op(1, -1, NW), op(1, 0, NW)],
+    )
+    .unwrap();
+    assert_eq!(
+        semctl(id, SemCtl::GetAll).unwrap(),
+        SemCtlOut::All(vec![1, 0])
+    );
     semop(id, &[op(1, 0, NW)]).unwrap();
-    assert_eq!(errno(semop(id, &[op(0, 0, NW)])), libc::EAGAIN, "wait-for-zero, NOWAIT");
+    assert_eq!(
+        errno(semop(id, &[op(0, 0, NW)])),
+        libc::EAGAIN,
+        "wait-for-zero, NOWAIT"
+    );
     rm(id);
 }
 
@@ -79,12 +119,18 @@ fn argument_errors() {
     assert_eq!(errno(semop(id, &[op(2, 1, NW)])), libc::EFBIG);
     assert_eq!(errno(semop(id, &[op(u16::MAX, 1, NW)])), libc::EFBIG);
     assert_eq!(errno(semop(SemId(-5), &[op(0, 1, NW)])), libc::EINVAL);
-    assert_eq!(errno(semctl(id, SemCtl::SetVal(0, SEMVMX + 1))), libc::ERANGE);
+    assert_eq!(
+        errno(semctl(id, SemCtl::SetVal(0, SEMVMX + 1))),
+        libc::ERANGE
+    );
     assert_eq!(errno(semctl(id, SemCtl::SetVal(0, -1))), libc::ERANGE);
     assert_eq!(errno(semctl(id, SemCtl::SetVal(2, 1))), libc::EINVAL);
     assert_eq!(errno(semctl(id, SemCtl::GetVal(-1))), libc::EINVAL);
     assert_eq!(errno(semctl(id, SemCtl::SetAll(vec![1]))), libc::EINVAL);
-    assert_eq!(errno(semctl(id, SemCtl::SetAll(vec![40000, 0]))), libc::ERANGE);
+    assert_eq!(
+        errno(semctl(id, SemCtl::SetAll(vec![40000, 0]))),
+        libc::ERANGE
+    );
     rm(id);
 }
 
@@ -105,7 +151,10 @@ fn blocking_until_the_whole_array_applies_with_counts() {
         assert!(!h.is_finished());
         semop(id, &[op(1, 1, NW)]).unwrap();
         let pid = h.join().unwrap();
-        assert_eq!(semctl(id, SemCtl::GetAll).unwrap(), SemCtlOut::All(vec![0, 0]));
+        assert_eq!(
+            semctl(id, SemCtl::GetAll).unwrap(),
+            SemCtlOut::All(vec![0, 0])
+        );
         assert_eq!(count(id, SemCtl::GetPid(0)), pid as i64);
         assert_eq!(count(id, SemCtl::GetNcnt(1)), 0);
     });
@@ -120,10 +169,14 @@ fn five_zero_waiters_and_five_decrementers() {
     semctl(id, SemCtl::SetVal(0, 1)).unwrap();
     rt.block_on(move || {
         let zs: Vec<_> = (0..5)
-            .map(|_| greenos_runtime::spawn(move || semop(id, &[op(0, 0, SemFlags::NONE)]).unwrap()))
+            .map(|_| {
+                greenos_runtime::spawn(move || semop(id, &[op(0, 0, SemFlags::NONE)]).unwrap())
+            })
             .collect();
         let ns: Vec<_> = (0..5)
-            .map(|_| greenos_runtime::spawn(move || semop(id, &[op(0, -2, SemFlags::NONE)]).unwrap()))
+            .map(|_| {
+                greenos_runtime::spawn(move || semop(id, &[op(0, -2, SemFlags::NONE)]).unwrap())
+            })
             .collect();
         wait_for(|| count(id, SemCtl::GetZcnt(0)) == 5 && count(id, SemCtl::GetNcnt(0)) == 5);
         semop(id, &[op(0, -1, NW)]).unwrap();
@@ -144,9 +197,16 @@ fn five_zero_waiters_and_five_decrementers() {
 fn semtimedop_times_out_with_eagain_and_applies_nothing() {
     let id = set(2);
     semctl(id, SemCtl::SetVal(0, 5)).unwrap();
-    let e = semtimedop(id, &[op(0, -1, SemFlags::NONE), op(1, -1, SemFlags::NONE)], Some(Duration::from_millis(5)));
+    let e = semtimedop(
+        id,
+        &[op(0, -1, SemFlags::NONE), op(1, -1, SemFlags::NONE)],
+        Some(Duration::from_millis(5)),
+    );
     assert_eq!(errno(e), libc::EAGAIN);
-    assert_eq!(semctl(id, SemCtl::GetAll).unwrap(), SemCtlOut::All(vec![5, 0]));
+    assert_eq!(
+        semctl(id, SemCtl::GetAll).unwrap(),
+        SemCtlOut::All(vec![5, 0])
+    );
     assert_eq!(count(id, SemCtl::GetNcnt(1)), 0);
     rm(id);
 }
@@ -160,14 +220,20 @@ fn removal_gives_eidrm_to_every_waiter() {
         let hs: Vec<_> = (0..6)
             .map(|i| {
                 greenos_runtime::spawn(move || {
-                    let o = if i % 2 == 0 { op(0, -1, SemFlags::NONE) } else { op(1, 0, SemFlags::NONE) };
+                    let o = if i % 2 == 0 {
+                        op(0, -1, SemFlags::NONE)
+                    } else {
+                        op(1, 0, SemFlags::NONE)
+                    };
                     errno(semop(id, &[o]))
                 })
             })
             .collect();
         wait_for(|| count(id, SemCtl::GetNcnt(0)) == 3 && count(id, SemCtl::GetZcnt(1)) == 3);
         semctl(id, SemCtl::Remove).unwrap();
-        hs.into_iter().map(|h| h.join().unwrap()).collect::<Vec<_>>()
+        hs.into_iter()
+            .map(|h| h.join().unwrap())
+            .collect::<Vec<_>>()
     });
     assert_eq!(r, vec![libc::EIDRM; 6]);
 }
@@ -189,14 +255,22 @@ fn sem_undo_is_applied_when_the_process_exits() {
             panic!("dies holding it");
         });
         assert!(h.join().is_err());
-        assert_eq!(semctl(id, SemCtl::GetAll).unwrap(), SemCtlOut::All(vec![1, 0]));
+        assert_eq!(
+            semctl(id, SemCtl::GetAll).unwrap(),
+            SemCtlOut::All(vec![1, 0])
+        );
         // A waiter blocked on the semaphore is woken by the undo.
+        let (release_r, release_w) = greenos_ipc::pipe().unwrap();
         let holder = greenos_runtime::spawn(move || {
             semop(id, &[op(0, -1, UNDO)]).unwrap();
-            greenos_runtime::sleep(Duration::from_millis(5));
+            // Holds it until told to exit.
+            std::io::Read::read(&mut &release_r, &mut [0u8; 1]).unwrap();
         });
         wait_for(|| val(id, 0) == 0);
-        let waiter = greenos_runtime::spawn(move || semop(id, &[op(0, -1, SemFlags::NONE)]).unwrap());
+        let waiter =
+            greenos_runtime::spawn(move || semop(id, &[op(0, -1, SemFlags::NONE)]).unwrap());
+        wait_for(|| count(id, SemCtl::GetNcnt(0)) == 1);
+        drop(release_w);
         holder.join().unwrap();
         waiter.join().unwrap();
         assert_eq!(val(id, 0), 0);
@@ -270,7 +344,14 @@ fn permissions_read_for_zero_alter_for_others() {
                     semop(id, &[op(0, 0, NW)]).is_ok(),
                     errno(semop(id, &[op(0, 1, NW)])),
                     errno(semctl(id, SemCtl::SetVal(0, 1))),
-                    errno(semctl(id, SemCtl::Set(SemSetPerm { uid: 1001, gid: 100, mode: 0o666 }))),
+                    errno(semctl(
+                        id,
+                        SemCtl::Set(SemSetPerm {
+                            uid: 1001,
+                            gid: 100,
+                            mode: 0o666,
+                        }),
+                    )),
                 )
             })
             .unwrap()
@@ -284,7 +365,15 @@ fn permissions_read_for_zero_alter_for_others() {
                 let zero = semget(Key::PRIVATE, 1, IpcFlags::mode(0)).unwrap();
                 let e = errno(semop(zero, &[op(0, 1, NW)]));
                 semctl(zero, SemCtl::Remove).unwrap();
-                semctl(id, SemCtl::Set(SemSetPerm { uid: 1000, gid: 100, mode: 0o600 })).unwrap();
+                semctl(
+                    id,
+                    SemCtl::Set(SemSetPerm {
+                        uid: 1000,
+                        gid: 100,
+                        mode: 0o600,
+                    }),
+                )
+                .unwrap();
                 e
             })
             .unwrap()
