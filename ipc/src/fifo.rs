@@ -100,8 +100,16 @@ pub fn unlink(path: &str) -> io::Result<()> {
 #[derive(Debug)]
 pub struct Fifo(());
 
+/// The other side as an opener saw it, in the same lock hold that counted
+/// the new end: whether it had an end open, and its open counter.
+#[derive(Clone, Copy)]
+struct Peer {
+    open: bool,
+    gen: u64,
+}
+
 /// Finds the node, checks permission, and counts a new end on its pipe.
-fn attach(path: &str, read: bool, write: bool, enxio: bool) -> Result<Arc<Pipe>, Errno> {
+fn attach(path: &str, read: bool, write: bool, enxio: bool) -> Result<(Arc<Pipe>, Peer), Errno> {
     check_path(path)?;
     let cred = Cred::current();
     let mut g = NAMES.lock();
@@ -119,70 +127,77 @@ fn attach(path: &str, read: bool, write: bool, enxio: bool) -> Result<Arc<Pipe>,
             p
         }
     };
-    if enxio && pipe.state.lock().readers == 0 {
+    let mut st = pipe.state.lock();
+    if enxio && st.readers == 0 {
         return Err(Errno::ENXIO);
     }
+    // The peer is read in the same hold that counts us: a peer that opens
+    // and closes after this moves its counter, which the waiter sees.
+    let peer = if read {
+        Peer {
+            open: st.writers > 0,
+            gen: st.w_counter,
+        }
+    } else {
+        Peer {
+            open: st.readers > 0,
+            gen: st.r_counter,
+        }
+    };
     if read {
-        pipe.open_end(false);
+        st.readers += 1;
+        st.r_counter += 1;
     }
     if write {
-        pipe.open_end(true);
+        st.writers += 1;
+        st.w_counter += 1;
     }
+    drop(st);
     drop(g);
     pipe.open_wq.wake_all();
     pipe.poll.notify();
-    Ok(pipe)
+    Ok((pipe, peer))
 }
 
-/// Waits until the other side's open counter moves past what it was, if
-/// that side has no open end now.
-fn rendezvous(pipe: &Pipe, want_writer: bool, dl: Deadline) -> Result<(), Errno> {
-    let (peers, gen) = {
-        let s = pipe.state.lock();
-        if want_writer {
-            (s.writers, s.w_counter)
-        } else {
-            (s.readers, s.r_counter)
-        }
-    };
-    if peers > 0 {
+/// Waits until the other side's open counter moves past `peer.gen`, unless
+/// that side had an end open when we attached.
+fn rendezvous(pipe: &Pipe, want_writer: bool, peer: Peer, dl: Deadline) -> Result<(), Errno> {
+    if peer.open {
         return Ok(());
     }
-    loop {
-        let moved = || {
-            let s = pipe.state.lock();
-            if want_writer {
-                s.w_counter != gen
-            } else {
-                s.r_counter != gen
-            }
-        };
-        if moved() {
-            return Ok(());
+    let moved = || {
+        let s = pipe.state.lock();
+        if want_writer {
+            s.w_counter != peer.gen
+        } else {
+            s.r_counter != peer.gen
         }
+    };
+    while !moved() {
         wait_until(&pipe.open_wq, moved, dl)?;
     }
+    Ok(())
 }
 
 fn open_read(path: &str, nonblock: bool, dl: Deadline) -> Result<PipeReader, Errno> {
-    let pipe = attach(path, true, false, false)?;
+    let (pipe, peer) = attach(path, true, false, false)?;
     let r = PipeReader {
         f: EndFile::new(pipe.clone(), false, nonblock),
     };
     if !nonblock {
         // On error `r` is dropped, which closes the end again.
-        rendezvous(&pipe, true, dl)?;
+        rendezvous(&pipe, true, peer, dl)?;
     }
     Ok(r)
 }
 
 fn open_write(path: &str, nonblock: bool, dl: Deadline) -> Result<PipeWriter, Errno> {
-    let pipe = attach(path, false, true, nonblock)?;
+    let (pipe, peer) = attach(path, false, true, nonblock)?;
     let w = PipeWriter {
         f: EndFile::new(pipe.clone(), true, nonblock),
     };
     if !nonblock {
-        rendezvous(&pipe, false, dl)?;
+        rendezvous(&pipe, false, peer, dl)?;
     }
     Ok(w)
 }
@@ -227,7 +242,7 @@ impl Fifo {
     /// `open(path, O_RDWR)`: both ends at once, never blocks (Linux
     /// behaviour; needs read and write permission).
     pub fn open_rw(path: &str) -> io::Result<(PipeReader, PipeWriter)> {
-        let pipe = attach(path, true, true, false)?;
+        let (pipe, _) = attach(path, true, true, false)?;
         Ok((
             PipeReader {
                 f: EndFile::new(pipe.clone(), false, false),

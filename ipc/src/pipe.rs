@@ -317,9 +317,9 @@ impl Pipe {
         Ok(new)
     }
 
-    /// Opens one more end (`pipe()`, FIFO open, `try_clone` does not: it
-    /// shares the description).
-    pub(crate) fn open_end(&self, write: bool) {
+    /// Counts one more open end (`pipe()`; FIFO opens count under their own
+    /// lock hold in `fifo.rs`; `try_clone` shares the description instead).
+    fn open_end(&self, write: bool) {
         let mut s = self.state.lock();
         if write {
             s.writers += 1;
@@ -383,7 +383,7 @@ pub(crate) struct EndFile {
 }
 
 impl EndFile {
-    /// Wraps an end already counted with [`Pipe::open_end`].
+    /// Wraps an end already counted in the pipe's `readers` / `writers`.
     pub(crate) fn new(pipe: Arc<Pipe>, write: bool, nonblocking: bool) -> Arc<EndFile> {
         Arc::new(EndFile {
             pipe,

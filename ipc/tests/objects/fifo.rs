@@ -179,3 +179,27 @@ fn open_timeouts_and_permissions() {
         unlink(&p).unwrap();
     });
 }
+
+#[test]
+fn rendezvous_stress_peer_that_opens_writes_and_closes_at_once() {
+    // The writer may open, write and close before the blocked reader looks
+    // again; the reader must still return (and see the data, then EOF).
+    let rt = rt();
+    let p = name("stress");
+    mkfifo(&p, 0o666).unwrap();
+    rt.block_on(move || {
+        for i in 0..1000u32 {
+            let p2 = p.clone();
+            let reader = greenos_runtime::spawn(move || {
+                let mut s = Vec::new();
+                Fifo::open_read(&p2).unwrap().read_to_end(&mut s).unwrap();
+                s
+            });
+            let mut w = Fifo::open_write(&p).unwrap();
+            w.write_all(&i.to_le_bytes()).unwrap();
+            drop(w);
+            assert_eq!(reader.join().unwrap(), i.to_le_bytes());
+        }
+        unlink(&p).unwrap();
+    });
+}
