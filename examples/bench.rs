@@ -24,6 +24,8 @@
 
 #[path = "bench/harness.rs"]
 mod harness;
+#[path = "bench/ipc_kernel.rs"]
+mod ipc_kernel;
 #[path = "bench/machine.rs"]
 mod machine;
 #[path = "bench/os.rs"]
@@ -65,6 +67,9 @@ fn specs() -> Vec<Spec> {
         ping_pong::spec_two_workers(),
         ping_pong::spec_cross_cpu(),
     ]
+    .into_iter()
+    .chain(ipc_kernel::specs())
+    .collect()
 }
 
 #[derive(Debug, Default)]
