@@ -45,7 +45,7 @@
 //!   when nothing moved in time; an interrupted wait is `EINTR`.
 
 use std::io::{self, Read, Write};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{fence, AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -219,11 +219,17 @@ impl Pipe {
                 let n = s.ring.pop(out);
                 let more = s.ring.len > 0;
                 drop(s);
-                self.write_wq.wake_all();
-                if more {
+                // One fence for the three "anyone waiting?" checks (the
+                // wait queues' and poll lists' Dekker protocol: publish,
+                // fence, read the waiter counts).
+                fence(Ordering::SeqCst);
+                if !self.write_wq.is_empty() {
+                    self.write_wq.wake_all();
+                }
+                if more && !self.read_wq.is_empty() {
                     self.read_wq.wake_one();
                 }
-                self.poll.notify();
+                self.poll.notify_fenced();
                 return Ok(n);
             }
             if s.writers == 0 {
@@ -267,8 +273,11 @@ impl Pipe {
             if s.ring.free() >= need {
                 done += s.ring.push(&data[done..]);
                 drop(s);
-                self.read_wq.wake_one_sync();
-                self.poll.notify();
+                fence(Ordering::SeqCst);
+                if !self.read_wq.is_empty() {
+                    self.read_wq.wake_one_sync();
+                }
+                self.poll.notify_fenced();
                 if done == data.len() || nonblock {
                     return Ok(done);
                 }
@@ -591,12 +600,12 @@ mod tests {
     #[test]
     fn ring_wraps_and_grows() {
         let mut r = Ring::new(8192);
-        let data: Vec<u8> = (0..=255).cycle().take(5000).collect();
+        let data: Vec<u8> = (0..=255).cycle().take(9000).collect();
         assert_eq!(r.push(&data[..3000]), 3000);
         let mut out = vec![0; 2000];
         assert_eq!(r.pop(&mut out), 2000);
         assert_eq!(&out[..], &data[..2000]);
-        assert_eq!(r.push(&data[3000..]), 2000);
+        assert_eq!(r.push(&data[3000..5000]), 2000);
         assert_eq!(r.push(&data), 8192 - 3000);
         let mut all = vec![0; 10000];
         assert_eq!(r.pop(&mut all), 8192);

@@ -212,7 +212,13 @@ impl PollList {
     /// the state change, with the object's lock released.
     pub(crate) fn notify(&self) {
         fence(Ordering::SeqCst);
-        if self.count.load(Ordering::SeqCst) == 0 {
+        self.notify_fenced();
+    }
+
+    /// [`notify`](Self::notify) for a caller that has issued a SeqCst fence
+    /// since it published the state change.
+    pub(crate) fn notify_fenced(&self) {
+        if self.count.load(Ordering::Relaxed) == 0 {
             return;
         }
         for w in self.waiters.lock().iter() {

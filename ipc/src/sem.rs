@@ -379,24 +379,73 @@ enum Fail {
 }
 
 /// (sem index, tentative value, tentative semadj)
-type Touched = Vec<(usize, i32, i32)>;
+type Entry = (usize, i32, i32);
+
+/// The semaphores an array touches, with tentative values: inline for
+/// short arrays (no allocation on the common path), spilled to a `Vec`
+/// past [`Touched::INLINE`].
+struct Touched {
+    small: [Entry; Touched::INLINE],
+    n: usize,
+    big: Vec<Entry>,
+}
+
+impl Touched {
+    const INLINE: usize = 8;
+
+    fn new() -> Touched {
+        Touched {
+            small: [(0, 0, 0); Touched::INLINE],
+            n: 0,
+            big: Vec::new(),
+        }
+    }
+
+    fn as_slice(&self) -> &[Entry] {
+        if self.big.is_empty() {
+            &self.small[..self.n]
+        } else {
+            &self.big
+        }
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [Entry] {
+        if self.big.is_empty() {
+            &mut self.small[..self.n]
+        } else {
+            &mut self.big
+        }
+    }
+
+    fn push(&mut self, e: Entry) {
+        if self.big.is_empty() && self.n < Touched::INLINE {
+            self.small[self.n] = e;
+            self.n += 1;
+        } else {
+            if self.big.is_empty() {
+                self.big.extend_from_slice(&self.small[..self.n]);
+            }
+            self.big.push(e);
+        }
+    }
+}
 
 /// Linux `perform_atomic_semop_slow`, first half: applies `sops` in order
 /// to a tentative copy; the result says whether all would succeed.
 fn dry_run(s: &State, sops: &[Sembuf], owner: Option<u64>) -> Result<Touched, Fail> {
-    let mut touched: Touched = Vec::with_capacity(sops.len());
+    let mut touched = Touched::new();
     let row = owner.and_then(|o| s.undo.get(&o));
     for sop in sops {
         let i = sop.sem_num as usize;
-        let pos = match touched.iter().position(|t| t.0 == i) {
+        let pos = match touched.as_slice().iter().position(|t| t.0 == i) {
             Some(p) => p,
             None => {
                 let adj = row.map_or(0, |r| r[i]);
                 touched.push((i, s.sems[i].val, adj));
-                touched.len() - 1
+                touched.as_slice().len() - 1
             }
         };
-        let (_, val, adj) = touched[pos];
+        let (_, val, adj) = touched.as_slice()[pos];
         let nowait = sop.sem_flg.contains(SemFlags::NOWAIT);
         if sop.sem_op == 0 {
             if val != 0 {
@@ -429,8 +478,8 @@ fn dry_run(s: &State, sops: &[Sembuf], owner: Option<u64>) -> Result<Touched, Fa
                 return Err(Fail::Err(Errno::ERANGE));
             }
         }
-        touched[pos].1 = r;
-        touched[pos].2 = nadj;
+        touched.as_mut_slice()[pos].1 = r;
+        touched.as_mut_slice()[pos].2 = nadj;
     }
     Ok(touched)
 }
@@ -439,7 +488,7 @@ fn dry_run(s: &State, sops: &[Sembuf], owner: Option<u64>) -> Result<Touched, Fa
 fn commit(s: &mut State, touched: &Touched, owner: Option<u64>, pid: u64) -> bool {
     let mut changed = false;
     let nsems = s.sems.len();
-    for &(i, val, adj) in touched {
+    for &(i, val, adj) in touched.as_slice() {
         let sem = &mut s.sems[i];
         changed |= sem.val != val;
         sem.val = val;

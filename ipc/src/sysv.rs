@@ -24,7 +24,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use parking_lot::Mutex;
+use parking_lot::RwLock;
 
 use crate::errno::Errno;
 
@@ -208,13 +208,14 @@ struct RegistryInner<T> {
 
 /// The id → object table of one object kind (`struct ipc_ids`).
 pub struct Registry<T> {
-    inner: Mutex<RegistryInner<T>>,
+    /// Lookups (every operation) share it; get and remove write.
+    inner: RwLock<RegistryInner<T>>,
     max_objects: usize,
 }
 
 impl<T> std::fmt::Debug for Registry<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let g = self.inner.lock();
+        let g = self.inner.read();
         f.debug_struct("Registry")
             .field("objects", &(g.slots.len() - g.free.len()))
             .field("max_objects", &self.max_objects)
@@ -227,7 +228,7 @@ impl<T: IpcObject> Registry<T> {
     /// SHMMNI; ENOSPC past it). Global registries live in a `LazyLock`.
     pub fn new(max_objects: usize) -> Registry<T> {
         Registry {
-            inner: Mutex::new(RegistryInner {
+            inner: RwLock::new(RegistryInner {
                 slots: Vec::new(),
                 free: Vec::new(),
                 by_key: HashMap::new(),
@@ -253,7 +254,7 @@ impl<T: IpcObject> Registry<T> {
         create: impl FnOnce(IpcPerm) -> Result<T, Errno>,
         more_checks: impl FnOnce(&T) -> Result<(), Errno>,
     ) -> Result<(i32, Arc<T>), Errno> {
-        let mut g = self.inner.lock();
+        let mut g = self.inner.write();
         if key != Key::PRIVATE {
             if let Some(&idx) = g.by_key.get(&key.0) {
                 let slot = &g.slots[idx];
@@ -301,7 +302,7 @@ impl<T: IpcObject> Registry<T> {
     /// created, or removed).
     pub fn lookup(&self, id: i32) -> Result<Arc<T>, Errno> {
         let (seq, idx) = split_id(id)?;
-        let g = self.inner.lock();
+        let g = self.inner.read();
         match g.slots.get(idx) {
             Some(Slot {
                 seq: s,
@@ -316,7 +317,7 @@ impl<T: IpcObject> Registry<T> {
     /// can wake its waiters with EIDRM.
     pub fn remove(&self, id: i32) -> Result<Arc<T>, Errno> {
         let (seq, idx) = split_id(id)?;
-        let mut g = self.inner.lock();
+        let mut g = self.inner.write();
         let obj = match g.slots.get_mut(idx) {
             Some(slot) if slot.seq == seq && slot.obj.is_some() => {
                 slot.seq = slot.seq.wrapping_add(1) % (i32::MAX / SEQ_MULTIPLIER) as u32;
@@ -334,7 +335,7 @@ impl<T: IpcObject> Registry<T> {
 
     /// Ids of every live object, in slot order.
     pub fn ids(&self) -> Vec<i32> {
-        let g = self.inner.lock();
+        let g = self.inner.read();
         g.slots
             .iter()
             .enumerate()
