@@ -32,10 +32,11 @@
 
 use std::collections::VecDeque;
 use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use greenos_runtime::wait::WaitQueue;
+use greenos_runtime::wait::{before_park, WaitQueue};
 use parking_lot::Mutex;
 
 use crate::block::{deadline, wait_until, Deadline};
@@ -195,6 +196,9 @@ impl State {
 /// One message queue (`struct msg_queue`).
 pub(crate) struct MsgQueue {
     state: Mutex<State>,
+    /// Messages sent so far (bumped under the lock): a receiver about to
+    /// park watches it without the lock (`before_park`).
+    sends: AtomicU64,
     recv_wq: WaitQueue,
     send_wq: WaitQueue,
     pub(crate) poll: PollList,
@@ -239,11 +243,23 @@ pub(crate) fn lookup(id: MsqId) -> Result<Arc<MsgQueue>, Errno> {
     QUEUES.lookup(id.0)
 }
 
+/// Seconds since the epoch, for the `*_time` fields: the coarse clock
+/// (the tick-granular `CLOCK_REALTIME_COARSE`, no TSC read) is plenty for a
+/// seconds field and much cheaper on the per-operation path.
 pub(crate) fn now_secs() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a valid timespec to fill.
+    if unsafe { libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, &mut ts) } == 0 {
+        ts.tv_sec
+    } else {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0)
+    }
 }
 
 /// `msgget(key, flags)`: the queue for `key`, created if `flags` has
@@ -270,6 +286,7 @@ pub fn msgget(key: Key, flags: IpcFlags) -> io::Result<MsqId> {
                     lrpid: 0,
                     removed: false,
                 }),
+                sends: AtomicU64::new(0),
                 recv_wq: WaitQueue::new(),
                 send_wq: WaitQueue::new(),
                 poll: PollList::new(),
@@ -322,6 +339,7 @@ fn send(id: MsqId, mtype: i64, data: &[u8], flags: MsgFlags, dl: Deadline) -> Re
             s.cbytes += data.len();
             s.lspid = cred.pid;
             s.stime = now_secs();
+            q.sends.fetch_add(1, Ordering::Relaxed);
             drop(s);
             q.wake_receivers();
             q.poll.notify();
@@ -378,6 +396,7 @@ fn recv(
     let q = lookup(id)?;
     let cred = Cred::current();
     let except = flags.contains(MsgFlags::EXCEPT);
+    let mut tried = false;
     loop {
         let mut s = q.state.lock();
         s.perm.check(&cred, ACCESS_READ)?;
@@ -404,6 +423,12 @@ fn recv(
             return Err(Errno::ENOMSG);
         }
         drop(s);
+        if !tried {
+            tried = true;
+            let seen = q.sends.load(Ordering::Relaxed);
+            before_park(|| q.sends.load(Ordering::Relaxed) != seen);
+            continue;
+        }
         wait_until(
             &q.recv_wq,
             || {

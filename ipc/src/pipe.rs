@@ -45,11 +45,11 @@
 //!   when nothing moved in time; an interrupted wait is `EINTR`.
 
 use std::io::{self, Read, Write};
-use std::sync::atomic::{fence, AtomicBool, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use greenos_runtime::wait::WaitQueue;
+use greenos_runtime::wait::{before_park, WaitQueue};
 use parking_lot::Mutex;
 
 use crate::block::{deadline, wait_until, Deadline};
@@ -185,6 +185,9 @@ pub(crate) struct State {
 /// The pipe object (`struct pipe_inode_info`).
 pub(crate) struct Pipe {
     pub(crate) state: Mutex<State>,
+    /// `ring.len`, mirrored after every change for the lock-free look of a
+    /// reader about to park (`before_park`).
+    avail: AtomicUsize,
     read_wq: WaitQueue,
     write_wq: WaitQueue,
     /// Blocked FIFO opens (`fifo.rs`).
@@ -202,6 +205,7 @@ impl Pipe {
                 r_counter: 0,
                 w_counter: 0,
             }),
+            avail: AtomicUsize::new(0),
             read_wq: WaitQueue::new(),
             write_wq: WaitQueue::new(),
             open_wq: WaitQueue::new(),
@@ -213,11 +217,13 @@ impl Pipe {
         if out.is_empty() {
             return Ok(0);
         }
+        let mut tried = false;
         loop {
             let mut s = self.state.lock();
             if s.ring.len > 0 {
                 let n = s.ring.pop(out);
                 let more = s.ring.len > 0;
+                self.avail.store(s.ring.len, Ordering::Relaxed);
                 drop(s);
                 // One fence for the three "anyone waiting?" checks (the
                 // wait queues' and poll lists' Dekker protocol: publish,
@@ -239,6 +245,13 @@ impl Pipe {
                 return Err(Errno::EAGAIN);
             }
             drop(s);
+            if !tried {
+                // Let a writer on this CPU go first, or spin briefly for
+                // one on another (mpsc's receive protocol).
+                tried = true;
+                before_park(|| self.avail.load(Ordering::Relaxed) != 0);
+                continue;
+            }
             wait_until(
                 &self.read_wq,
                 || {
@@ -272,6 +285,7 @@ impl Pipe {
             }
             if s.ring.free() >= need {
                 done += s.ring.push(&data[done..]);
+                self.avail.store(s.ring.len, Ordering::Relaxed);
                 drop(s);
                 fence(Ordering::SeqCst);
                 if !self.read_wq.is_empty() {

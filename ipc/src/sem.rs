@@ -42,7 +42,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Weak};
 use std::time::Duration;
 
-use greenos_runtime::wait::WaitQueue;
+use greenos_runtime::wait::{before_park, WaitQueue};
 use parking_lot::Mutex;
 
 use crate::block::{deadline, wait_until, Deadline};
@@ -209,6 +209,9 @@ struct State {
 /// One semaphore set (`struct sem_array`).
 pub(crate) struct SemSet {
     state: Mutex<State>,
+    /// Changes of any value so far (bumped under the lock): a `semop`
+    /// about to park watches it without the lock (`before_park`).
+    changes: AtomicU64,
     wq: WaitQueue,
 }
 
@@ -340,6 +343,7 @@ pub fn semget(key: Key, nsems: i32, flags: IpcFlags) -> io::Result<SemId> {
                     removed: false,
                     undo: HashMap::new(),
                 }),
+                changes: AtomicU64::new(0),
                 wq: WaitQueue::new(),
             })
         },
@@ -391,7 +395,7 @@ struct Touched {
 }
 
 impl Touched {
-    const INLINE: usize = 8;
+    const INLINE: usize = 4;
 
     fn new() -> Touched {
         Touched {
@@ -519,6 +523,7 @@ fn op(id: SemId, sops: &[Sembuf], dl: Deadline) -> Result<(), Errno> {
     let cred = Cred::current();
     let access = if alter { ACCESS_WRITE } else { ACCESS_READ };
     let mut owner = None;
+    let mut tried = false;
     loop {
         let mut s = set.state.lock();
         if max >= s.sems.len() {
@@ -537,6 +542,9 @@ fn op(id: SemId, sops: &[Sembuf], dl: Deadline) -> Result<(), Errno> {
         match dry_run(&s, sops, owner) {
             Ok(touched) => {
                 let changed = commit(&mut s, &touched, owner, cred.pid);
+                if changed {
+                    set.changes.fetch_add(1, Ordering::Relaxed);
+                }
                 drop(s);
                 if changed {
                     set.wake();
@@ -544,6 +552,12 @@ fn op(id: SemId, sops: &[Sembuf], dl: Deadline) -> Result<(), Errno> {
                 return Ok(());
             }
             Err(Fail::Err(e)) => return Err(e),
+            Err(Fail::Block { .. }) if !tried => {
+                tried = true;
+                drop(s);
+                let seen = set.changes.load(Ordering::Relaxed);
+                before_park(|| set.changes.load(Ordering::Relaxed) != seen);
+            }
             Err(Fail::Block { idx, zero }) => {
                 let count = |s: &mut State, up: bool| {
                     let c = if zero {
@@ -642,6 +656,7 @@ fn ctl(id: SemId, cmd: SemCtl) -> Result<SemCtlOut, Errno> {
             s.sems[i].val = v;
             s.sems[i].pid = cred.pid;
             s.ctime = now_secs();
+            set.changes.fetch_add(1, Ordering::Relaxed);
             drop(s);
             set.wq.wake_all();
             Ok(SemCtlOut::Done)
@@ -662,6 +677,7 @@ fn ctl(id: SemId, cmd: SemCtl) -> Result<SemCtlOut, Errno> {
                 sem.pid = cred.pid;
             }
             s.ctime = now_secs();
+            set.changes.fetch_add(1, Ordering::Relaxed);
             drop(s);
             set.wq.wake_all();
             Ok(SemCtlOut::Done)
