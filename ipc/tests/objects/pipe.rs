@@ -318,3 +318,48 @@ fn ends_owned_by_an_exiting_task_are_closed() {
         );
     });
 }
+
+#[test]
+fn a_task_cancelled_at_shutdown_closes_its_ends_and_its_destructors_get_eintr() {
+    // Issue 7 item 6 ("or is cancelled at shutdown") and the Cancelled →
+    // EINTR mapping: a wait started while the task unwinds returns EINTR.
+    struct Probe {
+        r: greenos_ipc::PipeReader,
+        tx: std::sync::mpsc::Sender<Option<i32>>,
+    }
+    impl Drop for Probe {
+        fn drop(&mut self) {
+            let e = (&self.r)
+                .read(&mut [0u8; 1])
+                .err()
+                .and_then(|e| e.raw_os_error());
+            let _ = self.tx.send(e);
+        }
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (out_r, out_w) = pipe().unwrap();
+    let (blk_r, _blk_w) = pipe().unwrap();
+    let rt = rt();
+    rt.block_on(move || {
+        let (started_r, started_w) = pipe().unwrap();
+        greenos_runtime::spawn(move || {
+            let _probe = Probe {
+                r: blk_r.try_clone().unwrap(),
+                tx,
+            };
+            let _owned = out_w;
+            drop(started_w);
+            // Blocks for ever: the writer stays open outside.
+            let _ = (&blk_r).read(&mut [0u8; 1]);
+        });
+        // EOF once the task runs (it dropped its end).
+        assert_eq!((&started_r).read(&mut [0u8; 1]).unwrap(), 0);
+    });
+    drop(rt);
+    assert_eq!(rx.recv_timeout(WATCHDOG).unwrap(), Some(libc::EINTR));
+    assert_eq!(
+        (&out_r).read(&mut [0u8; 1]).unwrap(),
+        0,
+        "the cancelled task's end closed"
+    );
+}

@@ -390,3 +390,21 @@ fn permissions_read_for_zero_alter_for_others() {
         semctl(id, SemCtl::Remove).unwrap();
     });
 }
+
+#[test]
+fn sem_undo_is_applied_when_the_process_is_cancelled_at_shutdown() {
+    let id = set(1);
+    semctl(id, SemCtl::SetVal(0, 1)).unwrap();
+    let (blk_r, _blk_w) = greenos_ipc::pipe().unwrap();
+    let rt = rt();
+    rt.block_on(move || {
+        greenos_runtime::spawn(move || {
+            semop(id, &[op(0, -1, UNDO)]).unwrap();
+            let _ = std::io::Read::read(&mut &blk_r, &mut [0u8; 1]);
+        });
+        wait_for(|| val(id, 0) == 0);
+    });
+    drop(rt);
+    assert_eq!(val(id, 0), 1, "undone when the task was unwound");
+    rm(id);
+}
