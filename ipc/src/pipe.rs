@@ -274,6 +274,7 @@ impl Pipe {
             1
         };
         let mut done = 0;
+        let mut tried = false;
         loop {
             let mut s = self.state.lock();
             if s.readers == 0 {
@@ -304,7 +305,15 @@ impl Pipe {
                     Err(Errno::EAGAIN)
                 };
             }
+            let queued = s.ring.len;
             drop(s);
+            if !tried {
+                // As for readers: a reader on this CPU first, or a brief
+                // spin for one on another, watching for room to appear.
+                tried = true;
+                before_park(|| self.avail.load(Ordering::Relaxed) < queued);
+                continue;
+            }
             let r = wait_until(
                 &self.write_wq,
                 || {
