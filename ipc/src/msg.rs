@@ -3,7 +3,7 @@
 //!
 //! # What this module owns
 //!
-//! - [`MsgQueue`] (crate-internal): one queue — its `msqid_ds` fields and
+//! - `MsgQueue` (crate-internal): one queue — its `msqid_ds` fields and
 //!   messages under one mutex, a wait queue of blocked receivers, one of
 //!   blocked senders, and a poll list.
 //! - The global registry of queues (`MSGMNI` of them), built on

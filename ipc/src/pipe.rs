@@ -4,7 +4,7 @@
 //!
 //! # What this module owns
 //!
-//! - [`Pipe`] (crate-internal): the object — a byte ring, the counts of open
+//! - `Pipe` (crate-internal): the object — a byte ring, the counts of open
 //!   read and write ends, the FIFO open generation counters, and three wait
 //!   queues (blocked readers, blocked writers, blocked FIFO opens) plus the
 //!   poll list.

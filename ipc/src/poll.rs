@@ -3,7 +3,7 @@
 //!
 //! # Design
 //!
-//! Every pollable object owns a [`PollList`]: the pollers currently
+//! Every pollable object owns a `PollList`: the pollers currently
 //! interested in it. A `poll` call makes one `PollWaiter` (a `fired` flag and
 //! its own `WaitQueue`), registers it on the list of every object it watches,
 //! and then loops:
@@ -13,7 +13,7 @@
 //! 3. if something is ready (or the timeout is zero) return;
 //! 4. else sleep on its own queue unless `fired` is set (`validate`).
 //!
-//! Each object calls [`PollList::notify`] after any state change a poller
+//! Each object calls `PollList::notify` after any state change a poller
 //! could care about (data in, room freed, an end closed, removal): it sets
 //! `fired` on every registered waiter and wakes it.
 //!

@@ -3,7 +3,7 @@
 //!
 //! # What this module owns
 //!
-//! - [`SemSet`] (crate-internal): one set — the values, `sempid`,
+//! - `SemSet` (crate-internal): one set — the values, `sempid`,
 //!   `semncnt` / `semzcnt` of each semaphore, the `semadj` rows of every
 //!   process that used `SEM_UNDO` on it, under one mutex, and one wait queue
 //!   for every blocked `semop`.
