@@ -11,9 +11,9 @@
 //! - [`errno`]: the typed error.
 //! - [`sysv`]: keys, flags, `ipc_perm`, credentials and the id registry that
 //!   message queues, semaphore sets and shared memory share.
-//! - [`pipe`], [`fifo`]: pipes and named pipes (pipe(7), fifo(7)).
+//! - [`mod@pipe`], [`fifo`]: pipes and named pipes (pipe(7), fifo(7)).
 //! - [`msg`], [`sem`]: System V message queues and semaphore sets.
-//! - [`poll`]: waiting on several pipe ends, FIFOs and queues at once.
+//! - [`mod@poll`]: waiting on several pipe ends, FIFOs and queues at once.
 
 pub mod errno;
 pub mod sysv;
