@@ -218,6 +218,12 @@ impl Pipe {
             return Ok(0);
         }
         let mut tried = false;
+        if !nonblock && self.avail.load(Ordering::Relaxed) == 0 {
+            // Seen empty without the lock (the common case of a reader that
+            // keeps up): give the writer its chance before locking at all.
+            tried = true;
+            before_park(|| self.avail.load(Ordering::Relaxed) != 0);
+        }
         loop {
             let mut s = self.state.lock();
             if s.ring.len > 0 {
