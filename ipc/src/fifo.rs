@@ -27,6 +27,10 @@
 //! once. The opening end is counted before waiting, which is what lets two
 //! blocking opens meet.
 //!
+//! Difference from Linux: [`poll`](crate::poll()) reports `HUP` on a read
+//! end whenever no writer is open; Linux leaves it out for a FIFO reader
+//! that has never seen a writer (its `w_counter` check).
+//!
 //! Permissions: the creator's `mode` (no umask in greenos) against the
 //! caller's uid/gid, owner bits for the creator's uid, group bits for its
 //! gid, other bits otherwise; uid 0 may always (`CAP_DAC_OVERRIDE`).

@@ -323,3 +323,41 @@ fn ipc_set_changes_owner_mode_and_qbytes() {
         msgctl(id, MsgCtl::Remove).unwrap();
     });
 }
+
+#[test]
+fn no_lost_wakeups_in_a_typed_ping_pong_across_cpus_and_threads() {
+    // Type 1 goes to task B, type 2 to an OS thread, type 3 back to task A;
+    // only watchdog timeouts, so a lost wakeup fails (ETIMEDOUT).
+    const ROUNDS: u64 = 3000;
+    let id = private();
+    let rt = rt();
+    let w = super::common::WATCHDOG;
+    let t = std::thread::spawn(move || {
+        let mut b = [0u8; 8];
+        for _ in 0..ROUNDS {
+            let (_, n) = msgrcv_timeout(id, &mut b, 2, MsgFlags::NONE, w).unwrap();
+            msgsnd(id, 3, &b[..n], MsgFlags::NONE).unwrap();
+        }
+    });
+    rt.block_on(move || {
+        let a = greenos_runtime::spawn(move || {
+            let mut b = [0u8; 8];
+            for i in 0..ROUNDS {
+                msgsnd(id, 1, &i.to_le_bytes(), MsgFlags::NONE).unwrap();
+                msgrcv_timeout(id, &mut b, 3, MsgFlags::NONE, w).unwrap();
+                assert_eq!(u64::from_le_bytes(b), i);
+            }
+        });
+        let bt = greenos_runtime::spawn(move || {
+            let mut b = [0u8; 8];
+            for _ in 0..ROUNDS {
+                let (_, n) = msgrcv_timeout(id, &mut b, 1, MsgFlags::NONE, w).unwrap();
+                msgsnd(id, 2, &b[..n], MsgFlags::NONE).unwrap();
+            }
+        });
+        a.join().unwrap();
+        bt.join().unwrap();
+    });
+    t.join().unwrap();
+    rm(id);
+}

@@ -408,3 +408,56 @@ fn sem_undo_is_applied_when_the_process_is_cancelled_at_shutdown() {
     assert_eq!(val(id, 0), 1, "undone when the task was unwound");
     rm(id);
 }
+
+#[test]
+fn no_lost_wakeups_in_a_ping_pong_across_cpus_and_threads() {
+    // Post/wait handoffs between two green tasks on two CPUs and an OS
+    // thread; every wait has only a watchdog, so a lost wakeup fails the
+    // test (EAGAIN from semtimedop) instead of passing slowly.
+    const ROUNDS: usize = 5000;
+    let id = set(3);
+    let rt = rt();
+    let t = std::thread::spawn(move || {
+        for _ in 0..ROUNDS {
+            semtimedop(
+                id,
+                &[op(2, -1, SemFlags::NONE)],
+                Some(super::common::WATCHDOG),
+            )
+            .unwrap();
+            semop(id, &[op(0, 1, NW)]).unwrap();
+        }
+    });
+    rt.block_on(move || {
+        let a = greenos_runtime::spawn(move || {
+            for _ in 0..ROUNDS {
+                semop(id, &[op(1, 1, NW)]).unwrap();
+                semtimedop(
+                    id,
+                    &[op(0, -1, SemFlags::NONE)],
+                    Some(super::common::WATCHDOG),
+                )
+                .unwrap();
+            }
+        });
+        let b = greenos_runtime::spawn(move || {
+            for _ in 0..ROUNDS {
+                semtimedop(
+                    id,
+                    &[op(1, -1, SemFlags::NONE)],
+                    Some(super::common::WATCHDOG),
+                )
+                .unwrap();
+                semop(id, &[op(2, 1, NW)]).unwrap();
+            }
+        });
+        a.join().unwrap();
+        b.join().unwrap();
+    });
+    t.join().unwrap();
+    assert_eq!(
+        semctl(id, SemCtl::GetAll).unwrap(),
+        SemCtlOut::All(vec![0, 0, 0])
+    );
+    rm(id);
+}
