@@ -24,7 +24,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use parking_lot::RwLock;
+use parking_lot::Mutex;
 
 use crate::errno::Errno;
 
@@ -208,14 +208,13 @@ struct RegistryInner<T> {
 
 /// The id → object table of one object kind (`struct ipc_ids`).
 pub struct Registry<T> {
-    /// Lookups (every operation) share it; get and remove write.
-    inner: RwLock<RegistryInner<T>>,
+    inner: Mutex<RegistryInner<T>>,
     max_objects: usize,
 }
 
 impl<T> std::fmt::Debug for Registry<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let g = self.inner.read();
+        let g = self.inner.lock();
         f.debug_struct("Registry")
             .field("objects", &(g.slots.len() - g.free.len()))
             .field("max_objects", &self.max_objects)
@@ -228,7 +227,7 @@ impl<T: IpcObject> Registry<T> {
     /// SHMMNI; ENOSPC past it). Global registries live in a `LazyLock`.
     pub fn new(max_objects: usize) -> Registry<T> {
         Registry {
-            inner: RwLock::new(RegistryInner {
+            inner: Mutex::new(RegistryInner {
                 slots: Vec::new(),
                 free: Vec::new(),
                 by_key: HashMap::new(),
@@ -245,7 +244,8 @@ impl<T: IpcObject> Registry<T> {
     /// and `CREAT`, calls `create(perm)` and registers the result. With a key
     /// that has one: EEXIST for `CREAT | EXCL`, else `more_checks` (e.g.
     /// EINVAL for a segment smaller than asked), then the access check
-    /// against the mode bits of `flags` (EACCES), in Linux's order. A missing key without `CREAT` is ENOENT.
+    /// against the mode bits of `flags` (EACCES), in Linux's order. A
+    /// missing key without `CREAT` is ENOENT.
     pub fn get(
         &self,
         key: Key,
@@ -254,7 +254,7 @@ impl<T: IpcObject> Registry<T> {
         create: impl FnOnce(IpcPerm) -> Result<T, Errno>,
         more_checks: impl FnOnce(&T) -> Result<(), Errno>,
     ) -> Result<(i32, Arc<T>), Errno> {
-        let mut g = self.inner.write();
+        let mut g = self.inner.lock();
         if key != Key::PRIVATE {
             if let Some(&idx) = g.by_key.get(&key.0) {
                 let slot = &g.slots[idx];
@@ -302,7 +302,7 @@ impl<T: IpcObject> Registry<T> {
     /// created, or removed).
     pub fn lookup(&self, id: i32) -> Result<Arc<T>, Errno> {
         let (seq, idx) = split_id(id)?;
-        let g = self.inner.read();
+        let g = self.inner.lock();
         match g.slots.get(idx) {
             Some(Slot {
                 seq: s,
@@ -317,7 +317,7 @@ impl<T: IpcObject> Registry<T> {
     /// can wake its waiters with EIDRM.
     pub fn remove(&self, id: i32) -> Result<Arc<T>, Errno> {
         let (seq, idx) = split_id(id)?;
-        let mut g = self.inner.write();
+        let mut g = self.inner.lock();
         let obj = match g.slots.get_mut(idx) {
             Some(slot) if slot.seq == seq && slot.obj.is_some() => {
                 slot.seq = slot.seq.wrapping_add(1) % (i32::MAX / SEQ_MULTIPLIER) as u32;
@@ -335,7 +335,7 @@ impl<T: IpcObject> Registry<T> {
 
     /// Ids of every live object, in slot order.
     pub fn ids(&self) -> Vec<i32> {
-        let g = self.inner.read();
+        let g = self.inner.lock();
         g.slots
             .iter()
             .enumerate()
