@@ -461,3 +461,28 @@ fn no_lost_wakeups_in_a_ping_pong_across_cpus_and_threads() {
     );
     rm(id);
 }
+
+#[test]
+fn semget_checks_nsems_before_permission_as_linux_does() {
+    // Measured on the kernel: a set of 1 with mode 0600 owned by root,
+    // `semget(key, 2, 0400)` by uid 65534 gives EINVAL, with 1 EACCES.
+    let k = key(3);
+    let id = semget(k, 1, IpcFlags::CREAT | IpcFlags::mode(0o600)).unwrap();
+    let rt = rt();
+    let r = rt.block_on(move || {
+        Builder::new()
+            .uid(65534)
+            .gid(65534)
+            .spawn(move || {
+                (
+                    errno(semget(k, 2, IpcFlags::mode(0o400))),
+                    errno(semget(k, 1, IpcFlags::mode(0o400))),
+                )
+            })
+            .unwrap()
+            .join()
+            .unwrap()
+    });
+    assert_eq!(r, (libc::EINVAL, libc::EACCES));
+    rm(id);
+}
