@@ -37,3 +37,15 @@ pub fn wait_for(mut f: impl FnMut() -> bool) {
 pub fn key(n: i32) -> greenos_ipc::Key {
     greenos_ipc::Key(0x5000_0000 | ((std::process::id() as i32 & 0xfff) << 12) | n)
 }
+
+/// Whether the test process runs as uid 0. Tests that create tasks with
+/// other credentials (only uid 0 may) or rely on uid 0 bypassing checks
+/// return early otherwise, saying so.
+pub fn is_root(test: &str) -> bool {
+    // SAFETY: geteuid cannot fail and touches no memory.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root {
+        eprintln!("{test}: skipped, needs uid 0 to create tasks with other credentials");
+    }
+    root
+}

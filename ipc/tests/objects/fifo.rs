@@ -132,6 +132,9 @@ fn a_blocked_open_ends_even_if_the_peer_closes_at_once() {
 
 #[test]
 fn open_timeouts_and_permissions() {
+    if !super::common::is_root("open_timeouts_and_permissions") {
+        return;
+    }
     let rt = rt();
     let p = name("perm");
     rt.block_on(move || {

@@ -231,6 +231,9 @@ fn removal_wakes_every_blocked_caller_with_eidrm() {
 
 #[test]
 fn permissions_owner_group_other_and_mode_zero() {
+    if !super::common::is_root("permissions_owner_group_other_and_mode_zero") {
+        return;
+    }
     let rt = rt();
     rt.block_on(|| {
         let as_user = |uid: u32, gid: u32, f: fn() -> Vec<i32>| {
@@ -290,6 +293,9 @@ fn permissions_owner_group_other_and_mode_zero() {
 
 #[test]
 fn ipc_set_changes_owner_mode_and_qbytes() {
+    if !super::common::is_root("ipc_set_changes_owner_mode_and_qbytes") {
+        return;
+    }
     let rt = rt();
     rt.block_on(|| {
         let id = Builder::new()

@@ -327,6 +327,9 @@ fn semadj_range_is_checked() {
 
 #[test]
 fn permissions_read_for_zero_alter_for_others() {
+    if !super::common::is_root("permissions_read_for_zero_alter_for_others") {
+        return;
+    }
     let rt = rt();
     rt.block_on(|| {
         let id = Builder::new()
@@ -464,6 +467,9 @@ fn no_lost_wakeups_in_a_ping_pong_across_cpus_and_threads() {
 
 #[test]
 fn semget_checks_nsems_before_permission_as_linux_does() {
+    if !super::common::is_root("semget_checks_nsems_before_permission_as_linux_does") {
+        return;
+    }
     // Measured on the kernel: a set of 1 with mode 0600 owned by root,
     // `semget(key, 2, 0400)` by uid 65534 gives EINVAL, with 1 EACCES.
     let k = key(3);
