@@ -51,7 +51,9 @@ const USAGE: &str = "\
 usage: bench [--full] [--only NAME[,NAME..]] [--json] [--timeout SECS]
   --full        more repetitions (11 / 5 for 1M-task benchmarks) and larger N
   --only NAMES  run only benchmarks whose name contains one of NAMES
-                (yield, spawn, skynet, pingpong1, pingpong2)
+                (yield, spawn, skynet, pingpong1, pingpong2; ipc_ for the
+                IPC rows against the kernel's objects: ipc_pipe, ipc_pipebw,
+                ipc_msg, ipc_sem, each 1 = one CPU, 2x = two CPUs)
   --json        also print the results as one JSON document
   --timeout S   per-child time limit in seconds (default: 15 / 30 for 1M-task
                 benchmarks, 4x that with --full)
