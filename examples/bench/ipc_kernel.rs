@@ -26,13 +26,13 @@ fn base(key: &'static str, title: &'static str, run: fn(Imp, &Params) -> Sample)
         title,
         unit: "ns/round trip",
         n: Sizes {
-            quick: 100_000,
+            quick: 50_000,
             full: 1_000_000,
         },
         n_override: &[(
             Imp::Threads,
             Sizes {
-                quick: 10_000,
+                quick: 5_000,
                 full: 100_000,
             },
         )],
@@ -47,7 +47,7 @@ pub fn specs() -> Vec<Spec> {
     let bw = |key, title, run| Spec {
         unit: "ns/64KiB",
         n: Sizes {
-            quick: 20_000,
+            quick: 10_000,
             full: 100_000,
         },
         n_override: &[],
