@@ -32,6 +32,8 @@
 
 #[path = "bench/harness.rs"]
 mod harness;
+#[path = "bench/ipc_kernel.rs"]
+mod ipc_kernel;
 #[path = "bench/machine.rs"]
 mod machine;
 #[path = "bench/os.rs"]
@@ -66,7 +68,10 @@ usage: bench [--full] [--only NAME[,NAME..]] [--json] [--csv] [--timeout SECS]
              [--workers N[,N..]] [--no-scaling] [--plot OUT.svg]
   --full        more repetitions (11 / 5 for 1M-task benchmarks) and larger N
   --only NAMES  run only benchmarks whose name contains one of NAMES
-                (yield, yield_traced, spawn, skynet, pingpong1, pingpong2, pairs, rpc, shmring)
+                (yield, yield_traced, spawn, skynet, pingpong1, pingpong2, pairs,
+                rpc, shmring; ipc_ for the IPC rows against the kernel's objects:
+                ipc_pipe, ipc_pipebw, ipc_msg, ipc_sem, each 1 = one CPU,
+                2x = two CPUs)
   --json        also print the results as one JSON document
   --timeout S   per-child time limit in seconds (default: 15 / 30 for 1M-task
                 benchmarks, 4x that with --full)
@@ -92,6 +97,7 @@ fn specs() -> Vec<Spec> {
     ];
     specs.extend(rpc::specs());
     specs.extend(shm_ring::specs());
+    specs.extend(ipc_kernel::specs());
     specs
 }
 

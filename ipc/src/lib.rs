@@ -15,6 +15,9 @@
 //!   per attach).
 //! - [`ring`]: [`ShmRing`], typed SPSC / MPMC rings inside a segment that
 //!   block through wait queues (or futexes across OS processes).
+//! - [`mod@pipe`], [`fifo`]: pipes and named pipes (pipe(7), fifo(7)).
+//! - [`msg`], [`sem`]: System V message queues and semaphore sets.
+//! - [`mod@poll`]: waiting on several pipe ends, FIFOs and queues at once.
 
 pub mod errno;
 pub mod sysv;
@@ -39,3 +42,22 @@ pub use shm::{
 };
 pub mod ring;
 pub use ring::{RingKind, ShmRing};
+
+mod block;
+pub mod fifo;
+pub mod msg;
+pub mod pipe;
+pub mod poll;
+pub mod sem;
+
+pub use fifo::{mkfifo, unlink, Fifo};
+pub use msg::{
+    msgctl, msgctl_stat, msgget, msgrcv, msgrcv_timeout, msgsnd, msgsnd_timeout, MsgCtl, MsgFlags,
+    MsqId, MsqSet, MsqidDs,
+};
+pub use pipe::{pipe, pipe_nonblocking, pipe_with_capacity, PipeReader, PipeWriter, PIPE_BUF};
+pub use poll::{poll, PollEvents, PollFd, PollSource};
+pub use sem::{
+    semctl, semget, semop, semtimedop, SemCtl, SemCtlOut, SemFlags, SemId, SemSetPerm, Sembuf,
+    SemidDs,
+};

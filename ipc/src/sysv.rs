@@ -242,9 +242,10 @@ impl<T: IpcObject> Registry<T> {
 
     /// Linux `ipcget()`. With [`Key::PRIVATE`], or a key that has no object
     /// and `CREAT`, calls `create(perm)` and registers the result. With a key
-    /// that has one: EEXIST for `CREAT | EXCL`, else the access check against
-    /// the mode bits of `flags` (EACCES), then `more_checks` (e.g. EINVAL for
-    /// a segment smaller than asked). A missing key without `CREAT` is ENOENT.
+    /// that has one: EEXIST for `CREAT | EXCL`, else `more_checks` (e.g.
+    /// EINVAL for a segment smaller than asked), then the access check
+    /// against the mode bits of `flags` (EACCES), in Linux's order. A
+    /// missing key without `CREAT` is ENOENT.
     pub fn get(
         &self,
         key: Key,
@@ -261,8 +262,9 @@ impl<T: IpcObject> Registry<T> {
                 if flags.contains(IpcFlags::CREAT | IpcFlags::EXCL) {
                     return Err(Errno::EEXIST);
                 }
-                obj.perm().check(cred, flags.mode_bits())?;
+                // Linux `ipcget_public`: `more_checks` before `ipcperms`.
                 more_checks(&obj)?;
+                obj.perm().check(cred, flags.mode_bits())?;
                 return Ok((build_id(slot.seq, idx), obj));
             }
             if !flags.contains(IpcFlags::CREAT) {

@@ -591,3 +591,37 @@ impl WaitQueue {
         woken
     }
 }
+
+/// Gives the peer of a blocking call one chance to make `ready()` true
+/// before the caller parks on a wait queue: the receive-side protocol of
+/// [`sync::mpsc`](crate::sync::mpsc) (its module doc, "Receiving"), for
+/// blocking objects outside this crate (the IPC crate's pipes, message
+/// queues and semaphores). When other tasks are runnable on this CPU, yields
+/// once (the peer is usually among them and can then act without a
+/// wakeup); when none is and the caller cannot move (a pinned task, or an
+/// OS thread), spins for at most
+/// [`RECV_SPIN_NS`](crate::sync::mpsc::RECV_SPIN_NS) watching `ready`
+/// (a cross-CPU wakeup of a sleeping CPU costs far more); otherwise returns
+/// at once, so that the caller parks and a sync wakeup can bring it to the
+/// waker's CPU. `ready` must be cheap and must not block (an atomic load).
+/// The caller re-checks its condition under its lock afterwards, as always.
+pub fn before_park(ready: impl Fn() -> bool) {
+    if executor::cpu_has_other_runnable() {
+        executor::yield_now();
+        return;
+    }
+    if !executor::current_task_cannot_move() && executor::on_worker() {
+        return;
+    }
+    let start = crate::clock::now_ns();
+    loop {
+        for _ in 0..8 {
+            std::hint::spin_loop();
+        }
+        if ready()
+            || crate::clock::now_ns().saturating_sub(start) >= crate::sync::mpsc::RECV_SPIN_NS
+        {
+            return;
+        }
+    }
+}
