@@ -142,6 +142,7 @@ impl WorkerLocal {
     /// Arms a timer on this CPU.
     pub(crate) fn arm_timer(&mut self, deadline: u64, task: TaskRef, gen: u64) {
         self.timers.arm(deadline, task, gen);
+        self.publish_next_timer();
     }
 
     /// Places and queues a task that was woken on this CPU; raises
@@ -267,18 +268,25 @@ impl WorkerLocal {
     }
 
     fn fire_timers(&mut self, now: u64) {
+        let mut fired = false;
         while let Some(t) = self.timers.pop_due(now) {
+            fired = true;
             if t.task.fire_timeout(t.gen) {
                 super::wake_task(t.task);
             }
         }
-        // The monitor interrupts the next task when this deadline passes
-        // (the timer interrupt's preemption point).
-        let next = self.timers.next_deadline().unwrap_or(u64::MAX);
-        let ws = self.ws();
-        if ws.next_timer.load(Ordering::Relaxed) != next {
-            ws.next_timer.store(next, Ordering::Relaxed);
+        if fired {
+            self.publish_next_timer();
         }
+    }
+
+    /// Publishes the earliest armed timer: the monitor interrupts the
+    /// running task when it is due (the timer interrupt's preemption
+    /// point). Kept current at arm and fire time; a cancelled wait's entry
+    /// stays until due, costing at most one needless switch.
+    fn publish_next_timer(&self) {
+        let next = self.timers.next_deadline().unwrap_or(u64::MAX);
+        self.ws().next_timer.store(next, Ordering::Relaxed);
     }
 
     fn pull_inbox(&mut self) {
