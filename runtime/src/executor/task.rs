@@ -186,6 +186,8 @@ pub(crate) struct TaskInit {
     pub(crate) gid: u32,
     pub(crate) nice: i32,
     pub(crate) policy: SchedPolicy,
+    /// EEVDF slice request (ns; 0: the base slice).
+    pub(crate) slice_ns: u64,
     pub(crate) cpu: usize,
     pub(crate) allowed: super::affinity::TaskMask,
     pub(crate) pinned: bool,
@@ -211,7 +213,11 @@ impl Task {
             sum_exec_ns: AtomicU64::new(0),
             cancelled: AtomicBool::new(false),
             sched: UnsafeCell::new(SchedPart {
-                ent: TaskEntity::new(init.nice, init.policy),
+                ent: {
+                    let mut e = TaskEntity::new(init.nice, init.policy);
+                    e.eevdf.request_slice(init.slice_ns);
+                    e
+                },
                 vruntime_relative: true,
                 entry: Some(Entry(entry)),
             }),
