@@ -188,6 +188,9 @@ fn rt_tasks_run_before_fair_tasks_and_by_priority() {
     for policy in POLICIES {
         let rt = rt_with(policy, 1);
         let order = rt.block_on(|| {
+            // The parent outranks every child, so nothing it spawns runs
+            // before it blocks in join; then RT by priority, then fair.
+            greenos::sched_setscheduler(Pid(0), SchedPolicy::Fifo { priority: 99 }).unwrap();
             let seq = Arc::new(AtomicUsize::new(0));
             let mk = |p: SchedPolicy| {
                 let seq = seq.clone();
@@ -196,8 +199,6 @@ fn rt_tasks_run_before_fair_tasks_and_by_priority() {
                     .spawn(move || seq.fetch_add(1, Ordering::SeqCst))
                     .unwrap()
             };
-            // Spawned in this order on one CPU; they run once the init task
-            // blocks in join: RT by priority, then fair.
             let fair = mk(SchedPolicy::Normal);
             let rr5 = mk(SchedPolicy::RoundRobin { priority: 5 });
             let fifo50 = mk(SchedPolicy::Fifo { priority: 50 });
@@ -205,6 +206,29 @@ fn rt_tasks_run_before_fair_tasks_and_by_priority() {
             [fifo50, rr5, fifo1, fair].map(|h| h.join().unwrap())
         });
         assert_eq!(order, [0, 1, 2, 3], "{policy:?}");
+    }
+}
+
+#[test]
+fn a_new_rt_task_preempts_its_fair_parent_at_once() {
+    if root_only("a_new_rt_task_preempts").is_none() {
+        return;
+    }
+    for policy in POLICIES {
+        let rt = rt_with(policy, 1);
+        rt.block_on(|| {
+            let ran = Arc::new(AtomicBool::new(false));
+            let r = ran.clone();
+            let h = Builder::new()
+                .policy(SchedPolicy::Fifo { priority: 1 })
+                .spawn(move || r.store(true, Ordering::SeqCst))
+                .unwrap();
+            assert!(
+                ran.load(Ordering::SeqCst),
+                "{policy:?}: RT child had not run"
+            );
+            h.join().unwrap();
+        });
     }
 }
 

@@ -205,6 +205,12 @@ impl WorkerLocal {
             send_to_claimed(&self.shared, cpu, task);
         } else if allowed_here {
             task.cpu.store(self.index, Ordering::Relaxed);
+            // A new RT task preempts a fair parent at once (kernel
+            // wake_up_new_task -> check_preempt_curr); the spawn path's
+            // maybe_yield then takes it from staging.
+            if task.policy().is_rt() {
+                self.ws().need_resched.store(true, Ordering::Relaxed);
+            }
             self.staging.push(task);
         } else {
             self.forward(task);
@@ -436,8 +442,16 @@ impl WorkerLocal {
         // SAFETY: the task just switched out on this CPU; we own it.
         let sp = unsafe { task.sched() };
         self.rq.dequeue(&mut sp.ent);
+        let was_rt = sp.ent.policy.is_rt();
         task.apply_sched_change(sp);
-        self.rq.enqueue(&mut sp.ent, task, EnqueueFlags::NONE, now);
+        // Back from RT, a fair class places it as a waking task (its fair
+        // state is stale); within a class it keeps its position.
+        let flags = if was_rt && !sp.ent.policy.is_rt() {
+            EnqueueFlags::WAKEUP
+        } else {
+            EnqueueFlags::NONE
+        };
+        self.rq.enqueue(&mut sp.ent, task, flags, now);
     }
 
     fn publish(&self) {
