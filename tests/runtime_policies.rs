@@ -320,3 +320,54 @@ fn root_can_switch_itself_to_rt_and_back() {
         });
     }
 }
+
+/// EEVDF on a real worker: a nice-0 and a nice-5 CPU-bound task share one
+/// CPU 1024 : 335 (the runtime's own accounting), within 10 %. Shares, not
+/// times, so machine speed does not matter; wall-clock time the worker
+/// spends descheduled by the OS is charged to whoever runs, so a noisy
+/// machine gets three attempts (a broken class fails all three).
+#[test]
+fn eevdf_weighted_shares_on_a_real_worker() {
+    let _w = Watchdog::new("eevdf_weighted_shares", Duration::from_secs(120));
+    let mut misses = Vec::new();
+    for attempt in 1..=3 {
+        let rt = rt_with(Policy::Eevdf, 1);
+        let (t0, t5) = rt.block_on(|| {
+            let stop = Arc::new(AtomicBool::new(false));
+            let spawn = |nice: i32| {
+                let stop = stop.clone();
+                Builder::new()
+                    .nice(nice)
+                    .spawn(move || {
+                        let mut x = 1u64;
+                        while !stop.load(Ordering::Relaxed) {
+                            for i in 0..256u64 {
+                                x = std::hint::black_box(x.wrapping_mul(6364136223846793005) ^ i);
+                            }
+                            greenos::maybe_yield();
+                        }
+                        x
+                    })
+                    .unwrap()
+            };
+            let (a, b) = (spawn(0), spawn(5));
+            greenos::sleep(Duration::from_millis(1_500));
+            stop.store(true, Ordering::Relaxed);
+            let (ta, tb) = (a.task().clone(), b.task().clone());
+            a.join().unwrap();
+            b.join().unwrap();
+            (ta.cpu_time(), tb.cpu_time())
+        });
+        let got = t0.as_secs_f64() / t5.as_secs_f64();
+        let want = 1024.0 / 335.0;
+        let report = format!(
+            "attempt {attempt}: nice 0 {t0:?}, nice 5 {t5:?}, ratio {got:.3} (want {want:.3})"
+        );
+        eprintln!("{report}");
+        if (got / want - 1.0).abs() <= 0.10 {
+            return;
+        }
+        misses.push(report);
+    }
+    panic!("every attempt out of tolerance: {misses:#?}");
+}
