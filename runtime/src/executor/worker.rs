@@ -11,9 +11,14 @@
 //! 3. If some CPU is idle and two or more tasks wait here, push the coldest
 //!    half to it (the busy CPU's side of "no CPU idles while another has a
 //!    backlog"; the idle CPU's side is stealing new tasks from staging).
-//! 4. Pick the leftmost task (skipping one that just yielded, as CFS's skip
-//!    buddy does), switch to it, and on return account its run time and act
-//!    on its request: yield (back in the tree), park, or exit.
+//! 4. Pick the next task from the run queue (`sched::RunQueue`: RT above
+//!    the runtime's fair class; under CFS the leftmost, skipping one that
+//!    just yielded as the skip buddy does), switch to it, publish its run
+//!    budget for the monitor (classes other than CFS, and RT tasks), and on
+//!    return account its run time and act on its request: yield (back in
+//!    the queue), park, or exit. A pending `setpriority` /
+//!    `sched_setscheduler` is applied there, while the task is off the
+//!    queue (dequeue, change, enqueue).
 //!
 //! # Idle
 //! Out of work, the CPU spins for `idle_spin_ns` checking its inbox,
