@@ -9,7 +9,8 @@
 //! (the runtime's own accounting, `Task::cpu_time`) next to its weight share
 //! (what CFS and EEVDF aim for), the interactive task's wakeup latency
 //! (from the end of its 9 ms sleep to running again) p50/p99, its CPU time,
-//! and the CPU's context switches.
+//! and the CPU's context switches. The `EEVDF*` row repeats EEVDF with the
+//! interactive task requesting a 0.1 ms slice (`Builder::slice`).
 //!
 //! Run: `cargo run --release --example policies [-- SECONDS]` (default 3 s
 //! per policy). Wall-clock measurements on a shared machine: other load
@@ -31,7 +32,7 @@ struct Outcome {
     switches: u64,
 }
 
-fn run(policy: Policy, wall: Duration) -> Outcome {
+fn run(policy: Policy, slice: Option<Duration>, wall: Duration) -> Outcome {
     let rt = greenos::Runtime::builder()
         .workers(1)
         .policy(policy)
@@ -60,8 +61,11 @@ fn run(policy: Policy, wall: Duration) -> Outcome {
             })
             .collect();
         let s = stop.clone();
-        let interactive = Builder::new()
-            .name("interactive")
+        let mut ib = Builder::new().name("interactive");
+        if let Some(sl) = slice {
+            ib = ib.slice(sl);
+        }
+        let interactive = ib
             .spawn(move || {
                 let mut lat = Vec::new();
                 while !s.load(Ordering::Relaxed) {
@@ -127,10 +131,17 @@ fn main() {
         "{:>12}{:>12}{:>14}{:>10}",
         "lat p50 us", "lat p99 us", "interact. ms", "switches"
     );
-    for policy in [Policy::Cfs, Policy::Eevdf, Policy::O1, Policy::ON] {
-        let mut o = run(policy, wall);
+    let rows = [
+        (Policy::Cfs, None, "CFS"),
+        (Policy::Eevdf, None, "EEVDF"),
+        (Policy::Eevdf, Some(Duration::from_micros(100)), "EEVDF*"),
+        (Policy::O1, None, "O(1)"),
+        (Policy::ON, None, "O(N)"),
+    ];
+    for (policy, slice, name) in rows {
+        let mut o = run(policy, slice, wall);
         let total: u64 = o.hog_ns.iter().sum();
-        print!("{:<7}", policy.name());
+        print!("{name:<7}");
         for ns in &o.hog_ns {
             print!("{:>17.1}%", 100.0 * *ns as f64 / total.max(1) as f64);
         }
@@ -144,4 +155,5 @@ fn main() {
             o.switches
         );
     }
+    println!("EEVDF*: the interactive task requests a 0.1 ms slice (Builder::slice)");
 }

@@ -188,6 +188,9 @@ fn rt_tasks_run_before_fair_tasks_and_by_priority() {
     for policy in POLICIES {
         let rt = rt_with(policy, 1);
         let order = rt.block_on(|| {
+            // The parent outranks every child, so nothing it spawns runs
+            // before it blocks in join; then RT by priority, then fair.
+            greenos::sched_setscheduler(Pid(0), SchedPolicy::Fifo { priority: 99 }).unwrap();
             let seq = Arc::new(AtomicUsize::new(0));
             let mk = |p: SchedPolicy| {
                 let seq = seq.clone();
@@ -196,8 +199,6 @@ fn rt_tasks_run_before_fair_tasks_and_by_priority() {
                     .spawn(move || seq.fetch_add(1, Ordering::SeqCst))
                     .unwrap()
             };
-            // Spawned in this order on one CPU; they run once the init task
-            // blocks in join: RT by priority, then fair.
             let fair = mk(SchedPolicy::Normal);
             let rr5 = mk(SchedPolicy::RoundRobin { priority: 5 });
             let fifo50 = mk(SchedPolicy::Fifo { priority: 50 });
@@ -205,6 +206,29 @@ fn rt_tasks_run_before_fair_tasks_and_by_priority() {
             [fifo50, rr5, fifo1, fair].map(|h| h.join().unwrap())
         });
         assert_eq!(order, [0, 1, 2, 3], "{policy:?}");
+    }
+}
+
+#[test]
+fn a_new_rt_task_preempts_its_fair_parent_at_once() {
+    if root_only("a_new_rt_task_preempts").is_none() {
+        return;
+    }
+    for policy in POLICIES {
+        let rt = rt_with(policy, 1);
+        rt.block_on(|| {
+            let ran = Arc::new(AtomicBool::new(false));
+            let r = ran.clone();
+            let h = Builder::new()
+                .policy(SchedPolicy::Fifo { priority: 1 })
+                .spawn(move || r.store(true, Ordering::SeqCst))
+                .unwrap();
+            assert!(
+                ran.load(Ordering::SeqCst),
+                "{policy:?}: RT child had not run"
+            );
+            h.join().unwrap();
+        });
     }
 }
 
@@ -295,4 +319,55 @@ fn root_can_switch_itself_to_rt_and_back() {
             assert!(ran.load(Ordering::SeqCst));
         });
     }
+}
+
+/// EEVDF on a real worker: a nice-0 and a nice-5 CPU-bound task share one
+/// CPU 1024 : 335 (the runtime's own accounting), within 10 %. Shares, not
+/// times, so machine speed does not matter; wall-clock time the worker
+/// spends descheduled by the OS is charged to whoever runs, so a noisy
+/// machine gets three attempts (a broken class fails all three).
+#[test]
+fn eevdf_weighted_shares_on_a_real_worker() {
+    let _w = Watchdog::new("eevdf_weighted_shares", Duration::from_secs(120));
+    let mut misses = Vec::new();
+    for attempt in 1..=3 {
+        let rt = rt_with(Policy::Eevdf, 1);
+        let (t0, t5) = rt.block_on(|| {
+            let stop = Arc::new(AtomicBool::new(false));
+            let spawn = |nice: i32| {
+                let stop = stop.clone();
+                Builder::new()
+                    .nice(nice)
+                    .spawn(move || {
+                        let mut x = 1u64;
+                        while !stop.load(Ordering::Relaxed) {
+                            for i in 0..256u64 {
+                                x = std::hint::black_box(x.wrapping_mul(6364136223846793005) ^ i);
+                            }
+                            greenos::maybe_yield();
+                        }
+                        x
+                    })
+                    .unwrap()
+            };
+            let (a, b) = (spawn(0), spawn(5));
+            greenos::sleep(Duration::from_millis(1_500));
+            stop.store(true, Ordering::Relaxed);
+            let (ta, tb) = (a.task().clone(), b.task().clone());
+            a.join().unwrap();
+            b.join().unwrap();
+            (ta.cpu_time(), tb.cpu_time())
+        });
+        let got = t0.as_secs_f64() / t5.as_secs_f64();
+        let want = 1024.0 / 335.0;
+        let report = format!(
+            "attempt {attempt}: nice 0 {t0:?}, nice 5 {t5:?}, ratio {got:.3} (want {want:.3})"
+        );
+        eprintln!("{report}");
+        if (got / want - 1.0).abs() <= 0.10 {
+            return;
+        }
+        misses.push(report);
+    }
+    panic!("every attempt out of tolerance: {misses:#?}");
 }

@@ -351,6 +351,7 @@ pub struct Builder {
     affinity: Option<CpuSet>,
     pinned: bool,
     policy: Option<SchedPolicy>,
+    slice: Option<Duration>,
 }
 
 /// What a new task inherits from its parent (or from the process when
@@ -418,6 +419,16 @@ impl Builder {
     /// its own), as `sched_setscheduler(2)`.
     pub fn policy(mut self, policy: SchedPolicy) -> Builder {
         self.policy = Some(policy);
+        self
+    }
+
+    /// The task's EEVDF request size (Linux 6.12 `sched_attr.sched_runtime`
+    /// for fair tasks), clamped to 0.1–100 ms; a shorter slice means an
+    /// earlier virtual deadline, so lower latency at the same share. Only
+    /// `Policy::Eevdf` uses it; default: the base slice (0.75 ms × the CPU
+    /// factor). Not inherited.
+    pub fn slice(mut self, slice: Duration) -> Builder {
+        self.slice = Some(slice);
         self
     }
 
@@ -570,6 +581,9 @@ impl Builder {
                 gid,
                 nice,
                 policy,
+                slice_ns: self.slice.map_or(0, |d| {
+                    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX).max(1)
+                }),
                 cpu: 0,
                 allowed,
                 pinned: self.pinned,

@@ -9,7 +9,7 @@
 //!   makes (spawn, wake, park, yield).
 //!
 //! # Who owns what
-//! Each worker owns its run queue (a `sched::CfsRq`), its staging deque of
+//! Each worker owns its run queue (a `sched::RunQueue`), its staging deque of
 //! new tasks and its timer heap; nobody else touches them. Other threads
 //! reach a worker only through its `WorkerShared`: the inbox (an MPMC
 //! injector that any thread may push to), the stealer side of the staging

@@ -325,6 +325,7 @@ mod stress {
                 gid: 0,
                 nice: 0,
                 policy: crate::sched::SchedPolicy::Normal,
+                slice_ns: 0,
                 cpu: 0,
                 allowed: TaskMask::new(None, 1),
                 pinned: false,

@@ -212,6 +212,8 @@ pub(crate) struct TaskInit {
     pub(crate) gid: u32,
     pub(crate) nice: i32,
     pub(crate) policy: SchedPolicy,
+    /// EEVDF slice request (ns; 0: the base slice).
+    pub(crate) slice_ns: u64,
     pub(crate) cpu: usize,
     pub(crate) allowed: super::affinity::TaskMask,
     pub(crate) pinned: bool,
@@ -249,7 +251,11 @@ impl Task {
             queued_at: AtomicU64::new(0),
             vruntime_seen: AtomicU64::new(0),
             sched: UnsafeCell::new(SchedPart {
-                ent: TaskEntity::new(init.nice, init.policy),
+                ent: {
+                    let mut e = TaskEntity::new(init.nice, init.policy);
+                    e.eevdf.request_slice(init.slice_ns);
+                    e
+                },
                 vruntime_relative: true,
                 entry: Some(Entry(entry)),
             }),

@@ -11,9 +11,14 @@
 //! 3. If some CPU is idle and two or more tasks wait here, push the coldest
 //!    half to it (the busy CPU's side of "no CPU idles while another has a
 //!    backlog"; the idle CPU's side is stealing new tasks from staging).
-//! 4. Pick the leftmost task (skipping one that just yielded, as CFS's skip
-//!    buddy does), switch to it, and on return account its run time and act
-//!    on its request: yield (back in the tree), park, or exit.
+//! 4. Pick the next task from the run queue (`sched::RunQueue`: RT above
+//!    the runtime's fair class; under CFS the leftmost, skipping one that
+//!    just yielded as the skip buddy does), switch to it, publish its run
+//!    budget for the monitor (classes other than CFS, and RT tasks), and on
+//!    return account its run time and act on its request: yield (back in
+//!    the queue), park, or exit. A pending `setpriority` /
+//!    `sched_setscheduler` is applied there, while the task is off the
+//!    queue (dequeue, change, enqueue).
 //!
 //! # Idle
 //! Out of work, the CPU spins for `idle_spin_ns` checking its inbox,
@@ -153,6 +158,7 @@ impl WorkerLocal {
     /// Arms a timer on this CPU.
     pub(crate) fn arm_timer(&mut self, deadline: u64, task: TaskRef, gen: u64) {
         self.timers.arm(deadline, task, gen);
+        self.publish_next_timer();
     }
 
     /// Places and queues a task that was woken on this CPU; raises
@@ -215,6 +221,12 @@ impl WorkerLocal {
             send_to_claimed(&self.shared, cpu, task);
         } else if allowed_here {
             task.cpu.store(self.index, Ordering::Relaxed);
+            // A new RT task preempts a fair parent at once (kernel
+            // wake_up_new_task -> check_preempt_curr); the spawn path's
+            // maybe_yield then takes it from staging.
+            if task.policy().is_rt() {
+                self.ws().need_resched.store(true, Ordering::Relaxed);
+            }
             self.staging.push(task);
         } else {
             self.forward(task);
@@ -288,18 +300,25 @@ impl WorkerLocal {
     }
 
     fn fire_timers(&mut self, now: u64) {
+        let mut fired = false;
         while let Some(t) = self.timers.pop_due(now) {
+            fired = true;
             if t.task.fire_timeout(t.gen) {
                 super::wake_task(t.task);
             }
         }
-        // The monitor interrupts the next task when this deadline passes
-        // (the timer interrupt's preemption point).
-        let next = self.timers.next_deadline().unwrap_or(u64::MAX);
-        let ws = self.ws();
-        if ws.next_timer.load(Ordering::Relaxed) != next {
-            ws.next_timer.store(next, Ordering::Relaxed);
+        if fired {
+            self.publish_next_timer();
         }
+    }
+
+    /// Publishes the earliest armed timer: the monitor interrupts the
+    /// running task when it is due (the timer interrupt's preemption
+    /// point). Kept current at arm and fire time; a cancelled wait's entry
+    /// stays until due, costing at most one needless switch.
+    fn publish_next_timer(&self) {
+        let next = self.timers.next_deadline().unwrap_or(u64::MAX);
+        self.ws().next_timer.store(next, Ordering::Relaxed);
     }
 
     fn pull_inbox(&mut self) {
@@ -449,8 +468,16 @@ impl WorkerLocal {
         // SAFETY: the task just switched out on this CPU; we own it.
         let sp = unsafe { task.sched() };
         self.rq.dequeue(&mut sp.ent);
+        let was_rt = sp.ent.policy.is_rt();
         task.apply_sched_change(sp);
-        self.rq.enqueue(&mut sp.ent, task, EnqueueFlags::NONE, now);
+        // Back from RT, a fair class places it as a waking task (its fair
+        // state is stale); within a class it keeps its position.
+        let flags = if was_rt && !sp.ent.policy.is_rt() {
+            EnqueueFlags::WAKEUP
+        } else {
+            EnqueueFlags::NONE
+        };
+        self.rq.enqueue(&mut sp.ent, task, flags, now);
     }
 
     fn publish(&self) {

@@ -15,7 +15,7 @@
 //! 3. `min_v` of a node is the wrap-safe minimum of its own `vruntime` and
 //!    its children's `min_v`.
 
-use super::cfs::min_vruntime;
+use super::cfs::{entity_before, min_vruntime};
 use super::list::NIL;
 
 #[derive(Debug)]
@@ -127,6 +127,12 @@ impl<T> AugTree<T> {
         if t == NIL {
             return id;
         }
+        // The new node joins t's subtree, which can only lower its minimum:
+        // no need to read the sibling subtree (a cache miss per level).
+        // Rotations keep a subtree's node set and re-pull what they move.
+        let v = self.n(id).vruntime;
+        let m = min_vruntime(self.n(t).min_v, v);
+        self.nm(t).min_v = m;
         if self.key(id) < self.key(t) {
             let l = self.insert_at(self.n(t).left, id);
             self.nm(t).left = l;
@@ -140,7 +146,6 @@ impl<T> AugTree<T> {
                 return self.rotate_left(t);
             }
         }
-        self.pull(t);
         t
     }
 
@@ -211,7 +216,10 @@ impl<T> AugTree<T> {
             let r = self.remove_at(self.n(t).right, id);
             self.nm(t).right = r;
         }
-        self.pull(t);
+        // Removing a node above t's minimum leaves the minimum alone.
+        if !entity_before(self.n(t).min_v, self.n(id).vruntime) {
+            self.pull(t);
+        }
         t
     }
 

@@ -109,8 +109,20 @@ impl TaskEntity {
     /// `set_user_nice()` does.
     pub fn set_nice(&mut self, nice: i32) {
         debug_assert!(!self.se.on_rq, "set_nice on a queued entity");
+        let old = self.se.load.weight;
         self.se.set_nice(nice);
         self.o1.set_nice(nice, self.policy);
+        self.rescale_lag(old);
+    }
+
+    /// EEVDF `reweight_entity()` for a sleeping entity: `vlag × w_old /
+    /// w_new`, so that the real lag (`w × vlag`) is conserved (§2.6).
+    fn rescale_lag(&mut self, old_weight: u64) {
+        let new = self.se.load.weight;
+        if new != old_weight && new != 0 {
+            let l = i128::from(self.eevdf.vlag) * i128::from(old_weight) / i128::from(new);
+            self.eevdf.vlag = l.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64;
+        }
     }
 
     /// Changes the policy (`sched_setscheduler`); same rule as
@@ -118,9 +130,11 @@ impl TaskEntity {
     /// when it returns to a fair policy.
     pub fn set_policy(&mut self, policy: SchedPolicy) {
         debug_assert!(!self.se.on_rq, "set_policy on a queued entity");
+        let old = self.se.load.weight;
         self.policy = policy;
         self.se.set_idle_policy(policy == SchedPolicy::Idle);
         self.o1.set_nice(self.se.nice, policy);
+        self.rescale_lag(old);
     }
 }
 

@@ -1,7 +1,21 @@
-//! The pure scheduler core: Linux's CFS run queue, nice weights and
-//! tunables, with no threads, no clock reads and no locks.
+//! The pure scheduler core: Linux's scheduling classes (CFS, EEVDF, O(1),
+//! O(N), real-time FIFO/RR), nice weights and tunables, with no threads, no
+//! clock reads and no locks.
 //!
 //! # What this module owns
+//!
+//! - [`class`]: the [`SchedClass`] trait every class implements (enqueue,
+//!   dequeue, pick next, put previous, set next, update current, tick and
+//!   wakeup preemption checks, fork, yield, migrate out/in) and the per-task
+//!   [`TaskEntity`] holding every class's state. A new class is one file.
+//! - [`rq`]: [`RunQueue`], one per CPU: the RT class above the fair class
+//!   the runtime chose ([`Policy`]: [`FairRq`] is an enum, not a `dyn`, so
+//!   the CFS path stays inlined), with RT throttling.
+//! - [`eevdf`] (Linux 6.6+, augmented treap in `augtree.rs`), [`o1`]
+//!   (2.6.0–2.6.22), [`on`] (2.4), [`rt`] (FIFO/RR, bandwidth): the other
+//!   classes; `list.rs`: the slab-backed FIFO lists they share.
+//! - [`policy`]: [`SchedPolicy`] and the pure, errno-carrying validation of
+//!   `sched_setscheduler` / `setpriority` / spawn requests.
 //!
 //! - [`weights`]: the nice → weight / inverse-weight tables (core.c) and the
 //!   weighted time conversion [`calc_delta_fair`].

@@ -384,6 +384,19 @@ fn eevdf_eligibility_without_division_matches_the_average() {
     }
 }
 
+#[test]
+fn renice_while_asleep_conserves_real_lag() {
+    let mut e = TaskEntity::new(0, SchedPolicy::Normal);
+    e.eevdf.vlag = -3_121_000;
+    e.set_nice(-5);
+    // w × vlag is conserved: 1024 × −3121000 = 3121 × −1024000.
+    assert_eq!(e.eevdf.vlag, -1_024_000);
+    assert_eq!(e.o1.static_prio, 115);
+    e.set_policy(SchedPolicy::Idle);
+    assert_eq!(e.se.load.weight, 3);
+    assert!(e.se.idle_policy);
+}
+
 // ---------------------------------------------------------------- O(1)
 
 #[test]
