@@ -411,3 +411,70 @@ fn runtime_kill_from_an_os_thread() {
         );
     });
 }
+
+/// An IPC call blocked in a pipe read is interrupted by a caught signal:
+/// EINTR without SA_RESTART; with SA_RESTART the read goes on and gets the
+/// data written later. The reader's pipe end closes when a fatal signal
+/// ends it (the writer then sees EPIPE).
+#[test]
+fn ipc_reads_get_eintr_or_restart() {
+    use std::io::{Read, Write};
+    within("ipc_reads_get_eintr", LIMIT, || {
+        let rt = rt(2);
+        rt.block_on(|| {
+            for restart in [false, true] {
+                let (mut r, mut w) = greenos::ipc::pipe().unwrap();
+                let armed = Arc::new(AtomicBool::new(false));
+                let a = armed.clone();
+                let reader = greenos::spawn(move || {
+                    let flags = if restart {
+                        SaFlags::RESTART
+                    } else {
+                        SaFlags::NONE
+                    };
+                    sigaction(
+                        SIGUSR1,
+                        Some(SigAction::new(SigHandler::new(|_| {})).flags(flags)),
+                    )
+                    .unwrap();
+                    a.store(true, Ordering::SeqCst);
+                    let mut buf = [0u8; 4];
+                    r.read(&mut buf).map(|n| buf[..n].to_vec())
+                });
+                while !armed.load(Ordering::SeqCst) {
+                    greenos::yield_now();
+                }
+                // Let the reader block, then signal it.
+                for _ in 0..50 {
+                    greenos::yield_now();
+                }
+                kill(reader.task().pid(), SIGUSR1).unwrap();
+                if restart {
+                    for _ in 0..50 {
+                        greenos::yield_now();
+                    }
+                    w.write_all(b"ok").unwrap();
+                    assert_eq!(reader.join().unwrap().unwrap(), b"ok".to_vec());
+                } else {
+                    let e = reader.join().unwrap().unwrap_err();
+                    assert_eq!(e.raw_os_error(), Some(libc::EINTR), "{e}");
+                }
+            }
+            let (mut r, mut w) = greenos::ipc::pipe().unwrap();
+            let victim = greenos::spawn(move || {
+                let mut buf = [0u8; 1];
+                let _ = r.read(&mut buf);
+                loop {
+                    greenos::yield_now();
+                }
+            });
+            for _ in 0..20 {
+                greenos::yield_now();
+            }
+            kill(victim.task().pid(), SIGKILL).unwrap();
+            assert!(matches!(victim.join(), Err(JoinError::Killed(s)) if s == SIGKILL));
+            let e = w.write(b"x").unwrap_err();
+            assert_eq!(e.raw_os_error(), Some(libc::EPIPE));
+        });
+    });
+}

@@ -61,3 +61,8 @@ pub use sem::{
     semctl, semget, semop, semtimedop, SemCtl, SemCtlOut, SemFlags, SemId, SemSetPerm, Sembuf,
     SemidDs,
 };
+
+/// Signals between green processes (`kill`, `sigaction`, masks, SIGSTOP /
+/// SIGCONT, SIGCHLD). They live in the runtime, which delivers them at
+/// scheduling points; an IPC call interrupted by a handler fails with EINTR.
+pub use greenos_runtime::signal;

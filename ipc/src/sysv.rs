@@ -93,13 +93,18 @@ pub struct Cred {
 
 impl Cred {
     /// The caller: the running green task, or the OS process outside one.
+    /// Inside a migrating call (`greenos::task::with_identity`) it is the
+    /// identity the call runs under, as every permission check must see.
     pub fn current() -> Cred {
         match greenos_runtime::task::try_current() {
-            Some(t) => Cred {
-                pid: t.pid().0,
-                uid: t.uid(),
-                gid: t.gid(),
-            },
+            Some(_) => {
+                let id = greenos_runtime::task::identity();
+                Cred {
+                    pid: id.pid.0,
+                    uid: id.uid,
+                    gid: id.gid,
+                }
+            }
             // SAFETY: geteuid/getegid cannot fail and touch no memory.
             None => unsafe {
                 Cred {

@@ -327,6 +327,16 @@ impl WaitQueue {
             // A blocking call is a delivery point: handlers run, a killed
             // task unwinds here, before anything is queued.
             if unwind_on_kill {
+                // A handler that runs on entry to an interruptible wait
+                // interrupts it as one during the sleep would (Linux:
+                // signal_pending() before schedule() gives EINTR).
+                if interruptible
+                    && crate::signal::deliverable_pending(t)
+                    && crate::signal::deliver(t) == crate::signal::Delivered::Interrupt
+                {
+                    crate::signal::unwind_if_killed(t);
+                    return (wake_plain(handoff), WaitResult::Cancelled);
+                }
                 crate::signal::checkpoint(t);
             }
             if t.cancelled.load(Ordering::Relaxed) || crate::signal::must_die(t) {
