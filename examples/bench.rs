@@ -76,8 +76,9 @@ usage: bench [--full] [--only NAME[,NAME..]] [--json] [--csv] [--timeout SECS]
   --timeout S   per-child time limit in seconds (default: 15 / 30 for 1M-task
                 benchmarks, 4x that with --full)
   --workers L   worker counts of the scaling runs (default 1,2,4,.. up to all
-                usable CPUs); the throughput benchmarks (pairs, spawn, skynet)
-                run at each, for every implementation
+                usable CPUs); the throughput benchmarks (pairs; with --full or
+                --only also spawn and skynet) run at each, for every
+                implementation
   --no-scaling  skip the scaling runs
   --csv         also print every figure as CSV
   --plot F      write the scaling curves as an SVG to F
@@ -243,7 +244,13 @@ fn parent(opts: &Options) -> ExitCode {
 
     let scalable: Vec<&Spec> = selected
         .iter()
-        .filter(|s| scaling::SCALABLE.contains(&s.key))
+        .filter(|s| {
+            if opts.full || !opts.only.is_empty() {
+                scaling::SCALABLE.contains(&s.key)
+            } else {
+                scaling::SCALABLE_QUICK.contains(&s.key)
+            }
+        })
         .collect();
     let mut points = Vec::new();
     let counts = if opts.workers.is_empty() {

@@ -9,8 +9,12 @@ use std::time::Duration;
 use crate::harness::{self, Imp, Outcome, Params, Spec, Summary};
 
 /// Benchmarks whose workload grows with the worker count (they read
-/// `Params::workers`).
+/// `Params::workers`); quick mode scales only the first (the 1M-task ones
+/// take seconds per cell).
 pub const SCALABLE: &[&str] = &["pairs", "spawn", "skynet"];
+
+/// The benchmarks scaled in quick mode.
+pub const SCALABLE_QUICK: &[&str] = &["pairs"];
 
 /// The default worker counts: powers of two up to `max`, and `max`.
 pub fn default_counts(max: usize) -> Vec<usize> {
@@ -105,7 +109,16 @@ pub fn run(
                     }
                 }
             }
-            eprintln!();
+            // Each count's figures as soon as they exist, so a run cut short
+            // (a lent machine's time running out) still leaves them.
+            let got: Vec<String> = cells
+                .iter()
+                .map(|c| match c.throughput() {
+                    Some(t) => format!("{} {}/s", c.imp.key(), fmt_thr(t)),
+                    None => format!("{} -", c.imp.key()),
+                })
+                .collect();
+            eprintln!("  => {}", got.join(", "));
             points.extend(cells);
         }
     }
