@@ -567,8 +567,19 @@ pub(crate) fn note_sigchld_handler(task: &Task) {
 
 /// Sends SIGCHLD to an exiting task's parent if some task of its runtime
 /// catches it (the default action is to ignore it).
+///
+/// Every exit passes here: on the task's own CPU (the normal case) the
+/// check is one relaxed load of the runtime's flag; the global runtime
+/// registry (a process-wide lock) is consulted only off the workers.
 pub(crate) fn notify_parent_of_exit(task: &Task) {
     if task.ppid == 0 {
+        return;
+    }
+    let here = with_local(|l| {
+        (l.shared().id == task.rt_id).then(|| l.shared().sigchld_caught.load(Ordering::Relaxed))
+    })
+    .flatten();
+    if here == Some(false) {
         return;
     }
     let Some(s) = task_runtime(task) else {
