@@ -474,12 +474,17 @@ pub(crate) fn send(target: &TaskRef, sig: Signal) {
     }
 }
 
-/// Marks the target killed by `sig` and wakes it from any wait.
-fn kill_now(target: &TaskRef, sig: Signal) {
-    let s = &target.sig;
+/// Records that `sig` kills the task (the first fatal signal wins).
+fn mark_killed(s: &TaskSignals, sig: Signal) {
     let _ = s
         .kill_state
         .compare_exchange(0, sig.0 as u8, Ordering::AcqRel, Ordering::SeqCst);
+}
+
+/// Marks the target killed by `sig` and wakes it from any wait.
+fn kill_now(target: &TaskRef, sig: Signal) {
+    let s = &target.sig;
+    mark_killed(s, sig);
     s.pending
         .fetch_or(1 << (libc::SIGKILL - 1), Ordering::SeqCst);
     // A stopped task must run to die.
@@ -565,12 +570,7 @@ pub(crate) fn deliver(task: &Task) -> Delivered {
             SigHandler::Default => match default_action(sig) {
                 DefaultAction::Ign | DefaultAction::Cont => {}
                 DefaultAction::Term => {
-                    let _ = task.sig.kill_state.compare_exchange(
-                        0,
-                        sig.0 as u8,
-                        Ordering::AcqRel,
-                        Ordering::SeqCst,
-                    );
+                    mark_killed(&task.sig, sig);
                     return result;
                 }
                 DefaultAction::Stop => {

@@ -139,11 +139,11 @@ where
             Ok(v) => Ok(v),
             // A killed task unwound itself; a cancelled one was unwound by
             // the runtime. Neither is a panic.
-            Err(_) if task.sig.killed_by().is_some() => {
-                Err(JoinError::Killed(task.sig.killed_by().expect("checked")))
-            }
-            Err(_) if task.cancelled.load(Ordering::Relaxed) => Err(JoinError::Cancelled),
-            Err(p) => Err(JoinError::Panic(p)),
+            Err(p) => match task.sig.killed_by() {
+                Some(sig) => Err(JoinError::Killed(sig)),
+                None if task.cancelled.load(Ordering::Relaxed) => Err(JoinError::Cancelled),
+                None => Err(JoinError::Panic(p)),
+            },
         };
         // Task-local values die before the joiner sees the result, as a
         // thread's TLS dies before `join` returns.

@@ -256,29 +256,20 @@ pub(crate) fn current_pid_or_zero() -> u64 {
 /// Records a wakeup of `task` (called by `wake_task` once it won the wake).
 #[cold]
 fn trace_wakeup(task: &Task) {
-    let done = with_local(|l| {
-        if l.shared().id == task.rt_id {
-            trace_event(
-                l.shared(),
-                crate::trace::EventKind::Wakeup,
-                task.pid.0,
-                current_pid_or_zero(),
-                task.cpu.load(Ordering::Relaxed) as u64,
-            );
-            true
-        } else {
-            false
-        }
-    });
-    if done != Some(true) {
+    let record = |s: &Shared| {
+        trace_event(
+            s,
+            crate::trace::EventKind::Wakeup,
+            task.pid.0,
+            current_pid_or_zero(),
+            task.cpu.load(Ordering::Relaxed) as u64,
+        )
+    };
+    // On a CPU of the task's runtime, without the registry's lock.
+    let done = with_local(|l| (l.shared().id == task.rt_id).then(|| record(l.shared())));
+    if done.flatten().is_none() {
         if let Some(s) = task_runtime(task) {
-            trace_event(
-                &s,
-                crate::trace::EventKind::Wakeup,
-                task.pid.0,
-                current_pid_or_zero(),
-                task.cpu.load(Ordering::Relaxed) as u64,
-            );
+            record(&s);
         }
     }
 }
@@ -674,12 +665,15 @@ pub(crate) fn can_switch_to(to: &Task) -> bool {
 pub(crate) fn enqueue_woken_owned(l: &mut worker::WorkerLocal, task: TaskRef) {
     let target = task.cpu.load(Ordering::Relaxed);
     if l.shared().id != task.rt_id {
+        // A worker of another runtime: go through the registry.
         if let Some(s) = task_runtime(&task) {
             s.send_to(target, task);
         }
-    } else if l.index() == target && task.allowed_on(target) {
+    } else if l.index() == target {
         l.enqueue_wakeup(task);
     } else {
+        // No Arc clone here: the runtime's count is one shared cache
+        // line that every CPU would bounce on each remote wakeup.
         l.shared().send_to(target, task);
     }
 }
@@ -746,32 +740,12 @@ pub(crate) fn wake_task_sync(task: TaskRef) {
 
 /// Puts a task that just became runnable on a run queue.
 fn enqueue_woken(task: TaskRef) {
-    let target = task.cpu.load(Ordering::Relaxed);
-    let local = with_local_or(task, |l, task| {
-        if l.shared().id != task.rt_id {
-            // A worker of another runtime: go through the registry.
-            return Some((task_runtime(&task)?, task));
-        }
-        if l.index() == target {
-            l.enqueue_wakeup(task);
-        } else {
-            // No Arc clone here: the runtime's count is one shared cache
-            // line that every CPU would bounce on each remote wakeup.
-            l.shared().send_to(target, task);
-        }
-        None
-    });
-    match local {
-        Ok(None) => {}
-        Ok(Some((shared, task))) => shared.send_to(target, task),
-        Err(task) => {
-            // Not on a worker (an OS thread, or the shutdown path): the task
-            // remembers its runtime through its CPU's inbox.
-            let shared = task_runtime(&task);
-            match shared {
-                Some(s) => s.send_to(target, task),
-                None => drop(task),
-            }
+    if let Err(task) = with_local_or(task, enqueue_woken_owned) {
+        // Not on a worker (an OS thread, or the shutdown path): the task
+        // remembers its runtime through its CPU's inbox.
+        let target = task.cpu.load(Ordering::Relaxed);
+        if let Some(s) = task_runtime(&task) {
+            s.send_to(target, task);
         }
     }
 }

@@ -288,6 +288,7 @@ impl WorkerLocal {
                 if let Some(tr) = &self.shared.trace {
                     self.trace_push(
                         tr,
+                        clock::now_ns(),
                         EventKind::Migrate,
                         task.pid.0,
                         from as u64,
@@ -613,16 +614,14 @@ impl WorkerCell {
                 task.queued_at.store(0, Ordering::Relaxed);
             }
             if let Some(tr) = &self.shared.trace {
-                let ev = crate::trace::Event {
-                    ts_ns: now,
-                    kind: EventKind::Switch,
-                    cpu: self.index as u16,
-                    pid: task.pid.0,
-                    other: l.last_pid,
-                    arg: l.last_reason,
-                };
-                // SAFETY: this worker thread is its ring's only writer.
-                unsafe { tr.rings[self.index].push(&ev) };
+                l.trace_push(
+                    tr,
+                    now,
+                    EventKind::Switch,
+                    task.pid.0,
+                    l.last_pid,
+                    l.last_reason,
+                );
             }
             // SAFETY: we own the task; the coroutine slot is ours to fill.
             let coro = unsafe { &mut *task.coro_slot() };
@@ -718,7 +717,7 @@ impl WorkerCell {
                     "greenos: exit"
                 );
                 if let Some(tr) = &self.shared.trace {
-                    l.trace_push(tr, EventKind::Exit, task.pid.0, 0, 0);
+                    l.trace_push(tr, now, EventKind::Exit, task.pid.0, 0, 0);
                 }
                 self.shared.table.remove(task.pid);
                 (None, now)
@@ -731,16 +730,7 @@ impl WorkerCell {
         ws.curr_pid.store(0, Ordering::Relaxed);
         if let Some(tr) = &self.shared.trace {
             let l = self.local();
-            let ev = crate::trace::Event {
-                ts_ns: now,
-                kind: EventKind::Idle,
-                cpu: self.index as u16,
-                pid: 0,
-                other: l.last_pid,
-                arg: l.last_reason,
-            };
-            // SAFETY: this worker thread is its ring's only writer.
-            unsafe { tr.rings[self.index].push(&ev) };
+            l.trace_push(tr, now, EventKind::Idle, 0, l.last_pid, l.last_reason);
             l.last_pid = 0;
         }
         self.local().publish();
@@ -831,13 +821,19 @@ impl WorkerCell {
 }
 
 impl WorkerLocal {
-    /// Re-queues a task whose park was cancelled by a wakeup during the
-    /// switch (it keeps its vruntime: it never slept).
-    /// Records an event in this CPU's ring.
-    #[cold]
-    fn trace_push(&self, tr: &super::TraceState, kind: EventKind, pid: u64, other: u64, arg: u64) {
+    /// Records an event at time `ts_ns` in this CPU's ring.
+    #[inline]
+    fn trace_push(
+        &self,
+        tr: &super::TraceState,
+        ts_ns: u64,
+        kind: EventKind,
+        pid: u64,
+        other: u64,
+        arg: u64,
+    ) {
         let ev = crate::trace::Event {
-            ts_ns: clock::now_ns(),
+            ts_ns,
             kind,
             cpu: self.index as u16,
             pid,
@@ -886,6 +882,8 @@ impl WorkerLocal {
         self.direct_next = Some(target);
     }
 
+    /// Re-queues a task whose park was cancelled by a wakeup during the
+    /// switch (it keeps its vruntime: it never slept).
     fn enqueue_arrived_woken(&mut self, task: TaskRef) {
         // SAFETY: finish_park returned Notified: the worker still owns it.
         let sp = unsafe { task.sched() };
