@@ -14,14 +14,19 @@ fn main() {
         .unwrap_or(3);
     for _ in 0..reps {
         let t = std::time::Instant::now();
-        let s = rt.block_on(|| {
+        let (s, spawned) = rt.block_on(|| {
             let hs: Vec<_> = (0..n).map(|i| greenos::spawn(move || i)).collect();
-            hs.into_iter().map(|h| h.join().unwrap()).sum::<u64>()
+            let spawned = t.elapsed();
+            (
+                hs.into_iter().map(|h| h.join().unwrap()).sum::<u64>(),
+                spawned,
+            )
         });
         println!(
-            "spawn+join {n}: {:?} ({} ns/task) sum {s}",
+            "spawn+join {n}: {:?} ({} ns/task; spawn loop {} ns/task) sum {s}",
             t.elapsed(),
-            t.elapsed().as_nanos() / n as u128
+            t.elapsed().as_nanos() / n as u128,
+            spawned.as_nanos() / n as u128
         );
     }
     let m = rt.metrics();

@@ -874,7 +874,7 @@ impl<T: 'static> LocalKey<T> {
         // the vector of pointers, not the values).
         unsafe {
             let existing = {
-                let v = &mut *locals;
+                let v = (*locals).get_or_insert_with(Box::default);
                 if v.len() <= slot {
                     v.resize(slot + 1, None);
                 }
@@ -887,7 +887,7 @@ impl<T: 'static> LocalKey<T> {
                     // vector is held across it.
                     let v: Box<dyn Any> = Box::new((self.init)());
                     let p = NonNull::new_unchecked(Box::into_raw(v));
-                    let v = &mut *locals;
+                    let v = (*locals).get_or_insert_with(Box::default);
                     if v.len() <= slot {
                         v.resize(slot + 1, None);
                     }

@@ -177,8 +177,10 @@ pub(crate) struct Task {
     pub(crate) yielder: Cell<*const TaskYielder>,
     /// Task-local storage slots (see `crate::task::LocalKey`), each a leaked
     /// `Box` freed when the task ends. Raw pointers, so growing the vector
-    /// never retags a value a caller still borrows.
-    pub(crate) locals: UnsafeCell<Vec<Option<NonNull<dyn Any>>>>,
+    /// never retags a value a caller still borrows. The vector itself is
+    /// boxed on first use: most tasks never use a task-local, and the
+    /// control block stays a pointer smaller.
+    pub(crate) locals: UnsafeCell<Option<Box<LocalSlots>>>,
     /// Lowest usable address of the task's stack (guard page excluded), set
     /// when the stack is attached at first run; 0 before (see
     /// `crate::task::stack_remaining`).
@@ -198,6 +200,9 @@ unsafe impl Send for Task {}
 // SAFETY: see `Send`; shared access from other threads only reads immutable
 // fields or uses atomics.
 unsafe impl Sync for Task {}
+
+/// A task's task-local slots, indexed by `LocalKey` slot number.
+pub(crate) type LocalSlots = Vec<Option<NonNull<dyn Any>>>;
 
 /// A counted reference to a task.
 pub(crate) type TaskRef = Arc<Task>;
@@ -253,7 +258,7 @@ impl Task {
             sched: UnsafeCell::new(SchedPart {
                 ent: {
                     let mut e = TaskEntity::new(init.nice, init.policy);
-                    e.eevdf.request_slice(init.slice_ns);
+                    e.eevdf_mut().request_slice(init.slice_ns);
                     e
                 },
                 vruntime_relative: true,
@@ -261,7 +266,7 @@ impl Task {
             }),
             coro: UnsafeCell::new(None),
             yielder: Cell::new(std::ptr::null()),
-            locals: UnsafeCell::new(Vec::new()),
+            locals: UnsafeCell::new(None),
             stack_bottom: AtomicUsize::new(0),
             stack_top: AtomicUsize::new(0),
         })
@@ -304,7 +309,7 @@ impl Task {
         loop {
             // SAFETY: caller contract; values are taken out one at a time, so
             // a destructor that touches another local sees a valid vector.
-            let next = unsafe { (*self.locals.get()).pop() };
+            let next = unsafe { (*self.locals.get()).as_mut().and_then(|v| v.pop()) };
             match next {
                 None => break,
                 // SAFETY: each pointer came from Box::into_raw and is freed
@@ -385,5 +390,21 @@ impl std::fmt::Debug for Task {
             .field("name", &self.name)
             .field("cpu", &self.cpu.load(Ordering::Relaxed))
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The control block is allocated once per task and touched at every
+    /// switch: a million live tasks pay for each byte (the spawn benchmark's
+    /// page faults grew with it once, when every class kept its own state
+    /// in every task). Growing it past this budget should be a decision.
+    #[test]
+    fn control_block_stays_small() {
+        let task = std::mem::size_of::<super::Task>();
+        let entity = std::mem::size_of::<crate::sched::TaskEntity>();
+        eprintln!("Task {task} B, TaskEntity {entity} B");
+        assert!(entity <= 160, "TaskEntity is {entity} B");
+        assert!(task <= 512, "Task is {task} B");
     }
 }

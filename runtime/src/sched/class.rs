@@ -51,8 +51,10 @@ use super::rt::RtData;
 /// Everything the scheduling classes keep per task.
 ///
 /// `se` carries what all fair classes share (weight, nice, exec times,
-/// `on_rq`, and CFS's vruntime); the other fields belong to one class each
-/// and are ignored by the rest.
+/// `on_rq`, and CFS's vruntime); `rt` the real-time class's state; `fair`
+/// the state of the one other fair class the task's runtime uses (EEVDF,
+/// O(1) or O(N)) — only one, since a runtime runs one fair class, so the
+/// classes share the space instead of each task carrying all three.
 #[derive(Clone, Debug)]
 pub struct TaskEntity {
     /// Fair accounting shared by every class (and all of CFS's state).
@@ -60,15 +62,30 @@ pub struct TaskEntity {
     /// The task's policy. Change it only while the task is off every queue
     /// (dequeue, change, enqueue), as `__sched_setscheduler()` does.
     pub policy: SchedPolicy,
-    /// EEVDF's deadline, slice and lag.
-    pub eevdf: EevdfData,
-    /// O(1)'s priority, timeslice and sleep average.
-    pub o1: O1Data,
-    /// O(N)'s counter.
-    pub on: OnData,
     /// The real-time class's timeslice and queue position.
     pub rt: RtData,
+    /// The state of the fair class that last touched the task.
+    fair: FairData,
 }
+
+/// The per-task state of the fair class in use; `Unset` until that class
+/// first reaches the task (at fork, enqueue or a slice request).
+#[derive(Clone, Debug)]
+enum FairData {
+    /// No class beyond CFS has touched the task yet.
+    Unset,
+    /// EEVDF's deadline, slice and lag.
+    Eevdf(EevdfData),
+    /// O(1)'s priority, timeslice and sleep average.
+    O1(O1Data),
+    /// O(N)'s counter.
+    On(OnData),
+}
+
+/// What an entity's EEVDF state reads as before EEVDF first touched it.
+static EEVDF_UNSET: EevdfData = EevdfData::UNSET;
+/// The same for O(N).
+static ON_UNSET: OnData = OnData::UNSET;
 
 impl TaskEntity {
     /// A task at `nice` with `policy`, never run.
@@ -85,10 +102,78 @@ impl TaskEntity {
         TaskEntity {
             se,
             policy,
-            eevdf: EevdfData::default(),
-            o1: O1Data::new(nice, policy),
-            on: OnData::default(),
             rt: RtData::default(),
+            fair: FairData::Unset,
+        }
+    }
+
+    /// EEVDF's deadline, slice and lag (its defaults if EEVDF never ran
+    /// the task).
+    #[inline]
+    pub fn eevdf(&self) -> &EevdfData {
+        match &self.fair {
+            FairData::Eevdf(d) => d,
+            _ => &EEVDF_UNSET,
+        }
+    }
+
+    /// EEVDF's state, made EEVDF's if another class held the space.
+    #[inline]
+    pub fn eevdf_mut(&mut self) -> &mut EevdfData {
+        if !matches!(self.fair, FairData::Eevdf(_)) {
+            self.fair = FairData::Eevdf(EevdfData::default());
+        }
+        match &mut self.fair {
+            FairData::Eevdf(d) => d,
+            _ => unreachable!("just set to EEVDF"),
+        }
+    }
+
+    /// O(1)'s priority, timeslice and sleep average.
+    ///
+    /// # Panics
+    ///
+    /// If O(1) never reached the task: its class initialises the state at
+    /// `task_fork` and `enqueue`, before any read.
+    #[inline]
+    pub fn o1(&self) -> &O1Data {
+        match &self.fair {
+            FairData::O1(d) => d,
+            _ => panic!("O(1) state read before the O(1) class reached the task"),
+        }
+    }
+
+    /// O(1)'s state, initialised from the task's nice value and policy if
+    /// another class held the space.
+    #[inline]
+    pub fn o1_mut(&mut self) -> &mut O1Data {
+        if !matches!(self.fair, FairData::O1(_)) {
+            self.fair = FairData::O1(O1Data::new(self.se.nice, self.policy));
+        }
+        match &mut self.fair {
+            FairData::O1(d) => d,
+            _ => unreachable!("just set to O(1)"),
+        }
+    }
+
+    /// O(N)'s counter (its defaults if O(N) never ran the task).
+    #[inline]
+    pub fn on(&self) -> &OnData {
+        match &self.fair {
+            FairData::On(d) => d,
+            _ => &ON_UNSET,
+        }
+    }
+
+    /// O(N)'s state, made O(N)'s if another class held the space.
+    #[inline]
+    pub fn on_mut(&mut self) -> &mut OnData {
+        if !matches!(self.fair, FairData::On(_)) {
+            self.fair = FairData::On(OnData::default());
+        }
+        match &mut self.fair {
+            FairData::On(d) => d,
+            _ => unreachable!("just set to O(N)"),
         }
     }
 
@@ -111,7 +196,9 @@ impl TaskEntity {
         debug_assert!(!self.se.on_rq, "set_nice on a queued entity");
         let old = self.se.load.weight;
         self.se.set_nice(nice);
-        self.o1.set_nice(nice, self.policy);
+        if let FairData::O1(o) = &mut self.fair {
+            o.set_nice(nice, self.policy);
+        }
         self.rescale_lag(old);
     }
 
@@ -119,9 +206,11 @@ impl TaskEntity {
     /// w_new`, so that the real lag (`w × vlag`) is conserved (§2.6).
     fn rescale_lag(&mut self, old_weight: u64) {
         let new = self.se.load.weight;
-        if new != old_weight && new != 0 {
-            let l = i128::from(self.eevdf.vlag) * i128::from(old_weight) / i128::from(new);
-            self.eevdf.vlag = l.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64;
+        if let FairData::Eevdf(d) = &mut self.fair {
+            if new != old_weight && new != 0 {
+                let l = i128::from(d.vlag) * i128::from(old_weight) / i128::from(new);
+                d.vlag = l.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64;
+            }
         }
     }
 
@@ -133,7 +222,9 @@ impl TaskEntity {
         let old = self.se.load.weight;
         self.policy = policy;
         self.se.set_idle_policy(policy == SchedPolicy::Idle);
-        self.o1.set_nice(self.se.nice, policy);
+        if let FairData::O1(o) = &mut self.fair {
+            o.set_nice(self.se.nice, policy);
+        }
         self.rescale_lag(old);
     }
 }

@@ -96,22 +96,27 @@ pub struct EevdfData {
     /// The request size in force (wall ns).
     pub slice: u64,
     /// A per-task slice request (0.1 – 100 ms), or `None` for the base slice.
-    pub custom_slice: Option<u64>,
+    pub custom_slice: Option<std::num::NonZeroU64>,
     /// Virtual lag `V − v` saved at dequeue.
     pub vlag: i64,
     /// Tree node while queued.
     node: u32,
 }
 
+impl EevdfData {
+    /// A task EEVDF has not placed yet.
+    pub const UNSET: EevdfData = EevdfData {
+        deadline: 0,
+        slice: 0,
+        custom_slice: None,
+        vlag: 0,
+        node: NIL,
+    };
+}
+
 impl Default for EevdfData {
     fn default() -> Self {
-        EevdfData {
-            deadline: 0,
-            slice: 0,
-            custom_slice: None,
-            vlag: 0,
-            node: NIL,
-        }
+        EevdfData::UNSET
     }
 }
 
@@ -120,7 +125,8 @@ impl EevdfData {
     /// slice with `0`, as `sched_setattr()`'s `sched_runtime` does for fair
     /// tasks. Takes effect at the next deadline.
     pub fn request_slice(&mut self, ns: u64) {
-        self.custom_slice = (ns != 0).then(|| ns.clamp(MIN_SLICE_NS, MAX_SLICE_NS));
+        self.custom_slice =
+            std::num::NonZeroU64::new(ns.clamp(MIN_SLICE_NS, MAX_SLICE_NS)).filter(|_| ns != 0);
     }
 }
 
@@ -246,16 +252,18 @@ impl<T> EevdfRq<T> {
     }
 
     fn slice_of(&self, e: &TaskEntity) -> u64 {
-        e.eevdf.custom_slice.unwrap_or(self.tunables.base_slice_ns)
+        e.eevdf()
+            .custom_slice
+            .map_or(self.tunables.base_slice_ns, std::num::NonZeroU64::get)
     }
 
     fn tree_insert(&mut self, e: &mut TaskEntity, task: T) {
         let w = e.se.load.weight;
         self.avg_sum += self.key(e.se.vruntime) * i128::from(w);
         self.avg_load += w;
-        e.eevdf.node = self.tree.insert(
+        e.eevdf_mut().node = self.tree.insert(
             NodeInfo {
-                deadline: e.eevdf.deadline,
+                deadline: e.eevdf_mut().deadline,
                 vruntime: e.se.vruntime,
                 weight: w,
             },
@@ -273,20 +281,20 @@ impl<T> EevdfRq<T> {
     /// Places `e` before it is queued (fair.c: `place_entity()`, §2.6).
     fn place_entity(&mut self, e: &mut TaskEntity, initial: bool) {
         let v_avg = self.avg_vruntime();
-        e.eevdf.slice = self.slice_of(e);
+        e.eevdf_mut().slice = self.slice_of(e);
         let w = e.se.load.weight;
-        let mut vslice = fair_delta(e.eevdf.slice, w);
+        let mut vslice = fair_delta(e.eevdf_mut().slice, w);
         let mut lag: i128 = 0;
         if self.tunables.place_lag && self.nr_running_inner() > 0 {
             let (_, load) = self.totals();
-            lag = i128::from(e.eevdf.vlag) * (load + i128::from(w));
+            lag = i128::from(e.eevdf_mut().vlag) * (load + i128::from(w));
             lag /= load.max(1);
         }
         e.se.vruntime = v_avg.wrapping_sub(lag as i64 as u64);
         if initial && self.tunables.place_deadline_initial {
             vslice /= 2;
         }
-        e.eevdf.deadline = e.se.vruntime.wrapping_add(vslice);
+        e.eevdf_mut().deadline = e.se.vruntime.wrapping_add(vslice);
     }
 
     /// Saves `vlag = V − v`, clamped to `max(2·slice, tick)` in `e`'s
@@ -294,11 +302,11 @@ impl<T> EevdfRq<T> {
     fn update_entity_lag(&self, e: &mut TaskEntity) {
         let lag = self.avg_vruntime().wrapping_sub(e.se.vruntime) as i64;
         let limit = fair_delta(
-            (2 * e.eevdf.slice).max(self.tunables.tick_ns),
+            (2 * e.eevdf_mut().slice).max(self.tunables.tick_ns),
             e.se.load.weight,
         )
         .min(i64::MAX as u64) as i64;
-        e.eevdf.vlag = lag.clamp(-limit, limit);
+        e.eevdf_mut().vlag = lag.clamp(-limit, limit);
     }
 
     #[inline]
@@ -357,7 +365,7 @@ impl<T> SchedClass<T> for EevdfRq<T> {
     fn task_fork(&mut self, _parent: Option<&mut TaskEntity>, child: &mut TaskEntity) {
         // sched_fork() zeroes vlag; the INITIAL enqueue places at V with
         // half a slice.
-        child.eevdf.vlag = 0;
+        child.eevdf_mut().vlag = 0;
     }
 
     fn enqueue(&mut self, e: &mut TaskEntity, task: T, flags: EnqueueFlags, _now: u64) {
@@ -377,14 +385,14 @@ impl<T> SchedClass<T> for EevdfRq<T> {
         }
         self.update_entity_lag(e);
         e.se.on_rq = false;
-        let task = if e.eevdf.node == NIL {
+        let task = if e.eevdf_mut().node == NIL {
             // The current entity.
             if let Some(c) = self.curr.take() {
                 self.load -= c.weight;
             }
             None
         } else {
-            let node = std::mem::replace(&mut e.eevdf.node, NIL);
+            let node = std::mem::replace(&mut e.eevdf_mut().node, NIL);
             let t = self.tree_remove(node);
             self.load -= e.se.load.weight;
             Some(t)
@@ -420,14 +428,14 @@ impl<T> SchedClass<T> for EevdfRq<T> {
 
     #[inline]
     fn set_next(&mut self, e: &mut TaskEntity, now: u64) {
-        e.eevdf.node = NIL;
+        e.eevdf_mut().node = NIL;
         e.se.exec_start = now;
         e.se.prev_sum_exec_runtime = e.se.sum_exec_runtime;
         if let Some(c) = &mut self.curr {
             c.vruntime = e.se.vruntime;
-            c.deadline = e.eevdf.deadline;
-            c.picked_deadline = e.eevdf.deadline;
-            c.slice = e.eevdf.slice;
+            c.deadline = e.eevdf_mut().deadline;
+            c.picked_deadline = e.eevdf_mut().deadline;
+            c.slice = e.eevdf_mut().slice;
             c.resched = false;
         }
     }
@@ -441,12 +449,12 @@ impl<T> SchedClass<T> for EevdfRq<T> {
 
     fn yield_task(&mut self, e: &mut TaskEntity) {
         // 6.6 yield_task_fair(): push the deadline one slice out.
-        e.eevdf.deadline = e
-            .eevdf
+        e.eevdf_mut().deadline = e
+            .eevdf_mut()
             .deadline
-            .wrapping_add(fair_delta(e.eevdf.slice, e.se.load.weight));
+            .wrapping_add(fair_delta(e.eevdf_mut().slice, e.se.load.weight));
         if let Some(c) = &mut self.curr {
-            c.deadline = e.eevdf.deadline;
+            c.deadline = e.eevdf_mut().deadline;
         }
     }
 
@@ -463,18 +471,18 @@ impl<T> SchedClass<T> for EevdfRq<T> {
                 .wrapping_add(fair_delta(delta, e.se.load.weight));
         // update_deadline(): request consumed → new request, resched.
         let mut renewed = false;
-        if !entity_before(e.se.vruntime, e.eevdf.deadline) {
-            e.eevdf.slice = self.slice_of(e);
-            e.eevdf.deadline =
+        if !entity_before(e.se.vruntime, e.eevdf_mut().deadline) {
+            e.eevdf_mut().slice = self.slice_of(e);
+            e.eevdf_mut().deadline =
                 e.se.vruntime
-                    .wrapping_add(fair_delta(e.eevdf.slice, e.se.load.weight));
+                    .wrapping_add(fair_delta(e.eevdf_mut().slice, e.se.load.weight));
             renewed = true;
         }
-        if e.se.on_rq && e.eevdf.node == NIL {
+        if e.se.on_rq && e.eevdf_mut().node == NIL {
             if let Some(c) = &mut self.curr {
                 c.vruntime = e.se.vruntime;
-                c.deadline = e.eevdf.deadline;
-                c.slice = e.eevdf.slice;
+                c.deadline = e.eevdf_mut().deadline;
+                c.slice = e.eevdf_mut().slice;
                 c.resched |= renewed;
             }
         }
@@ -494,23 +502,23 @@ impl<T> SchedClass<T> for EevdfRq<T> {
         if wakee.policy != SchedPolicy::Normal || !self.tunables.wakeup_preemption {
             return false;
         }
-        if wakee.eevdf.node == NIL {
+        if wakee.eevdf().node == NIL {
             return false;
         }
         let short = (self.tunables.preempt_short
             && self.vruntime_eligible(wakee.se.vruntime)
             && self
                 .curr
-                .is_some_and(|c| entity_before(wakee.eevdf.deadline, c.deadline)))
-        .then_some(wakee.eevdf.slice);
-        self.pick_with_curr(short) == Some(Some(wakee.eevdf.node))
+                .is_some_and(|c| entity_before(wakee.eevdf().deadline, c.deadline)))
+        .then_some(wakee.eevdf().slice);
+        self.pick_with_curr(short) == Some(Some(wakee.eevdf().node))
     }
 
     fn migrate_out(&mut self, e: &mut TaskEntity) {
         // Lag is relative to V: nothing else to re-base. A queued entity
         // saves it at dequeue; one taken with pop_coldest saves it here.
-        if !e.se.on_rq && e.eevdf.node != NIL {
-            e.eevdf.node = NIL;
+        if !e.se.on_rq && e.eevdf_mut().node != NIL {
+            e.eevdf_mut().node = NIL;
             self.update_entity_lag(e);
         }
     }
@@ -547,7 +555,7 @@ impl<T> SchedClass<T> for EevdfRq<T> {
             return Some(0);
         }
         // Wall time until v reaches the deadline: Δv · w / 1024.
-        let dv = curr.eevdf.deadline.wrapping_sub(curr.se.vruntime) as i64;
+        let dv = curr.eevdf().deadline.wrapping_sub(curr.se.vruntime) as i64;
         Some(if dv <= 0 {
             0
         } else {

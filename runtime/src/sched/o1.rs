@@ -257,18 +257,18 @@ impl<T> O1Rq<T> {
     }
 
     fn push(&mut self, e: &mut TaskEntity, task: T, array: usize, tail: bool) {
-        let prio = usize::from(e.o1.prio);
+        let prio = usize::from(e.o1_mut().prio);
         let a = &mut self.arrays[array];
         let list = &mut a.lists[prio];
         let val = (task, e.se.load.weight);
-        e.o1.node = if tail {
+        e.o1_mut().node = if tail {
             self.slab.push_back(list, val)
         } else {
             self.slab.push_front(list, val)
         };
         a.bitmap[prio / 64] |= 1 << (prio % 64);
         a.nr_active += 1;
-        e.o1.array = array as u8;
+        e.o1_mut().array = array as u8;
     }
 
     fn unlink(&mut self, array: usize, prio: usize, node: u32) -> (T, u64) {
@@ -283,7 +283,7 @@ impl<T> O1Rq<T> {
 
     /// `recalc_task_prio()` at wakeup.
     fn recalc_task_prio(&self, e: &mut TaskEntity, now: u64) {
-        let o = &mut e.o1;
+        let o = &mut e.o1_mut();
         let sleep = now.saturating_sub(o.timestamp).min(MAX_SLEEP_AVG_NS);
         if sleep > 0 && !o.no_bonus {
             if sleep > interactive_sleep_ns(o.nice) {
@@ -304,9 +304,9 @@ impl<T> O1Rq<T> {
             e.se.sum_exec_runtime
                 .wrapping_sub(e.se.prev_sum_exec_runtime)
                 .min(MAX_SLEEP_AVG_NS);
-        let run = run / current_bonus(e.o1.sleep_avg).max(1);
-        e.o1.sleep_avg = e.o1.sleep_avg.saturating_sub(run);
-        e.o1.timestamp = self.clock;
+        let run = run / current_bonus(e.o1_mut().sleep_avg).max(1);
+        e.o1_mut().sleep_avg = e.o1_mut().sleep_avg.saturating_sub(run);
+        e.o1_mut().timestamp = self.clock;
     }
 
     /// `EXPIRED_STARVING(rq)` for the current task `e`.
@@ -314,7 +314,7 @@ impl<T> O1Rq<T> {
         let waited = self.expired_timestamp.is_some_and(|ts| {
             self.clock.saturating_sub(ts) >= STARVATION_LIMIT_NS * self.nr_running as u64 + JIFFY_NS
         });
-        waited || e.o1.static_prio > self.best_expired_prio
+        waited || e.o1().static_prio > self.best_expired_prio
     }
 
     /// Tasks in the active and the expired array.
@@ -328,22 +328,22 @@ impl<T> O1Rq<T> {
 
 impl<T> SchedClass<T> for O1Rq<T> {
     fn task_fork(&mut self, parent: Option<&mut TaskEntity>, child: &mut TaskEntity) {
-        child.o1 = O1Data::new(child.se.nice, child.policy);
+        *child.o1_mut() = O1Data::new(child.se.nice, child.policy);
         let Some(p) = parent else {
             return;
         };
         // sched_fork(): split the parent's remaining slice.
-        child.o1.time_slice = (p.o1.time_slice + 1) >> 1;
-        p.o1.time_slice = (p.o1.time_slice >> 1).max(1);
-        child.o1.first_time_slice = true;
+        child.o1_mut().time_slice = (p.o1_mut().time_slice + 1) >> 1;
+        p.o1_mut().time_slice = (p.o1_mut().time_slice >> 1).max(1);
+        child.o1_mut().first_time_slice = true;
         // wake_up_new_task(): requantise both sleep averages.
         let requant = |bonus: u64, pct: u64| {
             bonus * pct / 100 * (MAX_SLEEP_AVG_NS / JIFFY_NS) / MAX_BONUS * JIFFY_NS
         };
-        let bonus = current_bonus(p.o1.sleep_avg);
-        child.o1.sleep_avg = requant(bonus, CHILD_PENALTY);
-        p.o1.sleep_avg = requant(bonus, PARENT_PENALTY);
-        child.o1.prio = effective_prio(child.o1.static_prio, child.o1.sleep_avg);
+        let bonus = current_bonus(p.o1_mut().sleep_avg);
+        child.o1_mut().sleep_avg = requant(bonus, CHILD_PENALTY);
+        p.o1_mut().sleep_avg = requant(bonus, PARENT_PENALTY);
+        child.o1_mut().prio = effective_prio(child.o1_mut().static_prio, child.o1_mut().sleep_avg);
     }
 
     fn enqueue(&mut self, e: &mut TaskEntity, task: T, flags: EnqueueFlags, now: u64) {
@@ -353,7 +353,7 @@ impl<T> SchedClass<T> for O1Rq<T> {
             self.recalc_task_prio(e, now);
         }
         if flags.wakeup || flags.initial {
-            e.o1.timestamp = now;
+            e.o1_mut().timestamp = now;
         }
         self.push(e, task, self.active, true);
         self.nr_running += 1;
@@ -369,7 +369,7 @@ impl<T> SchedClass<T> for O1Rq<T> {
         e.se.on_rq = false;
         self.nr_running -= 1;
         self.load -= e.se.load.weight;
-        let node = std::mem::replace(&mut e.o1.node, NIL);
+        let node = std::mem::replace(&mut e.o1_mut().node, NIL);
         if node == NIL {
             // The current task goes to sleep.
             self.curr = None;
@@ -377,8 +377,12 @@ impl<T> SchedClass<T> for O1Rq<T> {
             None
         } else {
             Some(
-                self.unlink(usize::from(e.o1.array), usize::from(e.o1.prio), node)
-                    .0,
+                self.unlink(
+                    usize::from(e.o1_mut().array),
+                    usize::from(e.o1_mut().prio),
+                    node,
+                )
+                .0,
             )
         }
     }
@@ -409,8 +413,8 @@ impl<T> SchedClass<T> for O1Rq<T> {
     #[inline]
     fn set_next(&mut self, e: &mut TaskEntity, now: u64) {
         self.clock = self.clock.max(now);
-        e.o1.node = NIL;
-        e.o1.timestamp = now;
+        e.o1_mut().node = NIL;
+        e.o1_mut().timestamp = now;
         e.se.exec_start = now;
         e.se.prev_sum_exec_runtime = e.se.sum_exec_runtime;
     }
@@ -420,16 +424,16 @@ impl<T> SchedClass<T> for O1Rq<T> {
         let active = self.active;
         if c.expired {
             // scheduler_tick() at slice end.
-            e.o1.prio = effective_prio(e.o1.static_prio, e.o1.sleep_avg);
-            e.o1.time_slice = task_timeslice(e.o1.static_prio);
-            e.o1.first_time_slice = false;
+            e.o1_mut().prio = effective_prio(e.o1_mut().static_prio, e.o1_mut().sleep_avg);
+            e.o1_mut().time_slice = task_timeslice(e.o1_mut().static_prio);
+            e.o1_mut().first_time_slice = false;
             if self.expired_timestamp.is_none() {
                 self.expired_timestamp = Some(self.clock);
             }
-            let to_expired = !e.o1.interactive() || self.expired_starving(e);
+            let to_expired = !e.o1_mut().interactive() || self.expired_starving(e);
             self.charge_run(e);
             if to_expired {
-                self.best_expired_prio = self.best_expired_prio.min(e.o1.static_prio);
+                self.best_expired_prio = self.best_expired_prio.min(e.o1_mut().static_prio);
                 self.push(e, task, 1 - active, true);
             } else {
                 self.push(e, task, active, true);
@@ -461,20 +465,20 @@ impl<T> SchedClass<T> for O1Rq<T> {
         self.clock = self.clock.max(now);
         e.se.exec_start = now;
         e.se.sum_exec_runtime = e.se.sum_exec_runtime.wrapping_add(delta);
-        if !e.se.on_rq || e.o1.node != NIL {
+        if !e.se.on_rq || e.o1_mut().node != NIL {
             return;
         }
-        let before = e.o1.time_slice;
+        let before = e.o1_mut().time_slice;
         let after = before.saturating_sub(delta);
-        e.o1.time_slice = after;
+        e.o1_mut().time_slice = after;
         let Some(c) = &mut self.curr else {
             return;
         };
         if after == 0 {
             c.expired = true;
-        } else if e.o1.interactive() {
-            let full = task_timeslice(e.o1.static_prio);
-            let gran = timeslice_granularity(e.o1.sleep_avg);
+        } else if e.o1_mut().interactive() {
+            let full = task_timeslice(e.o1_mut().static_prio);
+            let gran = timeslice_granularity(e.o1_mut().sleep_avg);
             let used_before = full.saturating_sub(before) / gran;
             let used_after = full.saturating_sub(after) / gran;
             if used_after != used_before && after >= gran {
@@ -490,7 +494,7 @@ impl<T> SchedClass<T> for O1Rq<T> {
     }
 
     fn check_preempt_wakeup(&self, curr: &TaskEntity, wakee: &TaskEntity) -> bool {
-        wakee.policy != SchedPolicy::Batch && wakee.o1.prio < curr.o1.prio
+        wakee.policy != SchedPolicy::Batch && wakee.o1().prio < curr.o1().prio
     }
 
     fn migrate_out(&mut self, _e: &mut TaskEntity) {}
@@ -545,16 +549,16 @@ impl<T> SchedClass<T> for O1Rq<T> {
         if self.nr_running <= 1 {
             return None;
         }
-        let mut left = curr.o1.time_slice;
-        if curr.o1.interactive() {
+        let mut left = curr.o1().time_slice;
+        if curr.o1().interactive() {
             // Time to the next TIMESLICE_GRANULARITY boundary.
-            let full = task_timeslice(curr.o1.static_prio);
-            let gran = timeslice_granularity(curr.o1.sleep_avg);
-            let used = full.saturating_sub(curr.o1.time_slice);
+            let full = task_timeslice(curr.o1().static_prio);
+            let gran = timeslice_granularity(curr.o1().sleep_avg);
+            let used = full.saturating_sub(curr.o1().time_slice);
             let to_boundary = gran - used % gran;
             // update_curr() requeues there only if a granule is left (a
             // charge ending 1 ns past the boundary must leave one).
-            if curr.o1.time_slice.saturating_sub(to_boundary) > gran {
+            if curr.o1().time_slice.saturating_sub(to_boundary) > gran {
                 left = left.min(to_boundary);
             }
         }

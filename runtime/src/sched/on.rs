@@ -83,15 +83,20 @@ pub struct OnData {
     node: u32,
 }
 
+impl OnData {
+    /// A task O(N) has not counted yet.
+    pub const UNSET: OnData = OnData {
+        counter: 0,
+        tick_acc: 0,
+        epoch: 0,
+        ran_here: false,
+        node: NIL,
+    };
+}
+
 impl Default for OnData {
     fn default() -> Self {
-        OnData {
-            counter: 0,
-            tick_acc: 0,
-            epoch: 0,
-            ran_here: false,
-            node: NIL,
-        }
+        OnData::UNSET
     }
 }
 
@@ -168,11 +173,12 @@ impl<T> OnRq<T> {
 
     /// Brings an off-queue counter up to this queue's epoch.
     fn catch_up(&self, e: &mut TaskEntity) {
-        let missed = self.epoch.saturating_sub(e.on.epoch).min(64);
+        let missed = self.epoch.saturating_sub(e.on_mut().epoch).min(64);
         for _ in 0..missed {
-            e.on.counter = Self::recalc(e.on.counter, effective_nice(e), self.tunables.hz);
+            e.on_mut().counter =
+                Self::recalc(e.on_mut().counter, effective_nice(e), self.tunables.hz);
         }
-        e.on.epoch = self.epoch;
+        e.on_mut().epoch = self.epoch;
     }
 
     fn recalculate_all(&mut self) {
@@ -186,45 +192,45 @@ impl<T> OnRq<T> {
     }
 
     fn curr_counter(&self, e: &TaskEntity) -> u32 {
-        if self.curr != NIL && e.on.node == self.curr {
+        if self.curr != NIL && e.on().node == self.curr {
             self.slab.get(self.curr).counter
         } else {
-            e.on.counter
+            e.on().counter
         }
     }
 }
 
 impl<T> SchedClass<T> for OnRq<T> {
     fn task_fork(&mut self, parent: Option<&mut TaskEntity>, child: &mut TaskEntity) {
-        child.on = OnData {
+        *child.on_mut() = OnData {
             epoch: self.epoch,
             ..OnData::default()
         };
         match parent {
             Some(p) => {
                 let pc = self.curr_counter(p);
-                child.on.counter = (pc + 1) >> 1;
+                child.on_mut().counter = (pc + 1) >> 1;
                 let keep = pc >> 1;
-                p.on.counter = keep;
-                if self.curr != NIL && p.on.node == self.curr {
+                p.on_mut().counter = keep;
+                if self.curr != NIL && p.on_mut().node == self.curr {
                     self.slab.get_mut(self.curr).counter = keep;
                 }
             }
-            None => child.on.counter = nice_to_ticks(effective_nice(child), self.tunables.hz),
+            None => child.on_mut().counter = nice_to_ticks(effective_nice(child), self.tunables.hz),
         }
     }
 
     fn enqueue(&mut self, e: &mut TaskEntity, task: T, _flags: EnqueueFlags, _now: u64) {
         debug_assert!(!e.se.on_rq, "O(N) enqueue: already queued");
         self.catch_up(e);
-        e.on.node = self.slab.push_front(
+        e.on_mut().node = self.slab.push_front(
             &mut self.list,
             OnNode {
                 task: Some(task),
-                counter: e.on.counter,
+                counter: e.on_mut().counter,
                 nice: effective_nice(e),
                 weight: e.se.load.weight,
-                here: e.on.ran_here,
+                here: e.on_mut().ran_here,
             },
         );
         self.load += e.se.load.weight;
@@ -237,20 +243,20 @@ impl<T> SchedClass<T> for OnRq<T> {
             return None;
         }
         e.se.on_rq = false;
-        let node = std::mem::replace(&mut e.on.node, NIL);
+        let node = std::mem::replace(&mut e.on_mut().node, NIL);
         if node == self.curr {
             self.curr = NIL;
         }
         let n = self.slab.remove(&mut self.list, node);
         self.load -= n.weight;
-        e.on.counter = n.counter;
-        e.on.epoch = self.epoch;
+        e.on_mut().counter = n.counter;
+        e.on_mut().epoch = self.epoch;
         n.task
     }
 
     fn pick_next(&mut self, skip: Option<&TaskEntity>) -> Option<T> {
         debug_assert!(self.curr == NIL, "O(N) pick: put_prev first");
-        let skip = skip.map_or(NIL, |s| s.on.node);
+        let skip = skip.map_or(NIL, |s| s.on().node);
         let best = loop {
             let mut best = NIL;
             let mut c = -1000i64;
@@ -280,19 +286,19 @@ impl<T> SchedClass<T> for OnRq<T> {
     fn set_next(&mut self, e: &mut TaskEntity, now: u64) {
         e.se.exec_start = now;
         e.se.prev_sum_exec_runtime = e.se.sum_exec_runtime;
-        e.on.ran_here = true;
+        e.on_mut().ran_here = true;
         if self.curr != NIL {
             let n = self.slab.get_mut(self.curr);
             n.here = true;
-            e.on.counter = n.counter;
+            e.on_mut().counter = n.counter;
         }
     }
 
     fn put_prev(&mut self, e: &mut TaskEntity, task: T) {
-        debug_assert!(e.on.node == self.curr, "O(N) put_prev: not current");
+        debug_assert!(e.on_mut().node == self.curr, "O(N) put_prev: not current");
         let n = self.slab.get_mut(self.curr);
         n.task = Some(task);
-        e.on.counter = n.counter;
+        e.on_mut().counter = n.counter;
         self.curr = NIL;
     }
 
@@ -304,15 +310,15 @@ impl<T> SchedClass<T> for OnRq<T> {
         e.se.exec_start = now;
         e.se.sum_exec_runtime = e.se.sum_exec_runtime.wrapping_add(delta);
         let tick = self.tunables.tick_ns();
-        e.on.tick_acc += delta;
-        let ticks = e.on.tick_acc / tick;
-        e.on.tick_acc %= tick;
-        if ticks > 0 && e.se.on_rq && self.curr != NIL && e.on.node == self.curr {
+        e.on_mut().tick_acc += delta;
+        let ticks = e.on_mut().tick_acc / tick;
+        e.on_mut().tick_acc %= tick;
+        if ticks > 0 && e.se.on_rq && self.curr != NIL && e.on_mut().node == self.curr {
             let n = self.slab.get_mut(self.curr);
             n.counter = n
                 .counter
                 .saturating_sub(u32::try_from(ticks).unwrap_or(u32::MAX));
-            e.on.counter = n.counter;
+            e.on_mut().counter = n.counter;
         }
     }
 
@@ -321,30 +327,30 @@ impl<T> SchedClass<T> for OnRq<T> {
     }
 
     fn check_preempt_wakeup(&self, curr: &TaskEntity, wakee: &TaskEntity) -> bool {
-        if wakee.policy == SchedPolicy::Batch || self.curr == NIL || wakee.on.node == NIL {
+        if wakee.policy == SchedPolicy::Batch || self.curr == NIL || wakee.on().node == NIL {
             return false;
         }
         let _ = curr;
-        Self::goodness(self.slab.get(wakee.on.node)) > Self::goodness(self.slab.get(self.curr))
+        Self::goodness(self.slab.get(wakee.on().node)) > Self::goodness(self.slab.get(self.curr))
     }
 
     fn migrate_out(&mut self, e: &mut TaskEntity) {
         // Only an entity just taken by pop_coldest (off the queue, still
         // naming its old node) picks up the counter saved there.
-        if e.se.on_rq || e.on.node == NIL {
+        if e.se.on_rq || e.on_mut().node == NIL {
             return;
         }
         if let Some(c) = self.popped.take() {
-            e.on.counter = c;
-            e.on.epoch = self.epoch;
-            e.on.node = NIL;
+            e.on_mut().counter = c;
+            e.on_mut().epoch = self.epoch;
+            e.on_mut().node = NIL;
         }
     }
 
     fn migrate_in(&mut self, e: &mut TaskEntity) {
         // Counters do not depend on the queue; the epoch count does.
-        e.on.epoch = self.epoch;
-        e.on.ran_here = false;
+        e.on_mut().epoch = self.epoch;
+        e.on_mut().ran_here = false;
     }
 
     fn pop_coldest(&mut self) -> Option<T> {
@@ -391,7 +397,7 @@ impl<T> SchedClass<T> for OnRq<T> {
             return None;
         }
         let counter = u64::from(self.slab.get(self.curr).counter);
-        Some((counter * self.tunables.tick_ns()).saturating_sub(curr.on.tick_acc))
+        Some((counter * self.tunables.tick_ns()).saturating_sub(curr.on().tick_acc))
     }
 
     fn nr_running(&self) -> usize {

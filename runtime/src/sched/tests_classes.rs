@@ -78,7 +78,7 @@ impl<Q: SchedClass<usize>> Cpu<Q> {
         let picked = self.q.pick_next(skip_e.as_ref());
         if let Some(n) = picked {
             if self.pin_sleep_avg.contains(&n) {
-                self.es[n].o1.sleep_avg = MAX_SLEEP_AVG_NS;
+                self.es[n].o1_mut().sleep_avg = MAX_SLEEP_AVG_NS;
             }
             self.q.set_next(&mut self.es[n], self.now);
         }
@@ -223,8 +223,8 @@ fn eevdf_reference_example_nice0_vs_nice_minus5() {
     let mut cpu = eevdf8();
     let a = cpu.add_with(0, SchedPolicy::Normal, EnqueueFlags::NONE);
     let c = cpu.add_with(-5, SchedPolicy::Normal, EnqueueFlags::NONE);
-    assert_eq!(cpu.es[a].eevdf.deadline, 3 * MS);
-    assert_eq!(cpu.es[c].eevdf.deadline, 984_299);
+    assert_eq!(cpu.es[a].eevdf_mut().deadline, 3 * MS);
+    assert_eq!(cpu.es[c].eevdf_mut().deadline, 984_299);
     cpu.run_until(18 * MS, 3 * MS);
     assert_eq!(
         cpu.segs_ms(6),
@@ -251,7 +251,7 @@ fn eevdf_new_task_gets_half_a_slice_and_v_at_average() {
     // A ran 2 ms: v_A = 2 ms = V. A fork lands at V with vd = V + 1.5 ms.
     let b = cpu.add(0);
     assert_eq!(cpu.es[b].se.vruntime, 2 * MS);
-    assert_eq!(cpu.es[b].eevdf.deadline, 2 * MS + 3 * MS / 2);
+    assert_eq!(cpu.es[b].eevdf_mut().deadline, 2 * MS + 3 * MS / 2);
 }
 
 #[test]
@@ -267,7 +267,7 @@ fn eevdf_lag_survives_sleep() {
     assert_eq!(cpu.curr, Some(a));
     cpu.now = 3 * MS;
     cpu.block();
-    assert_eq!(cpu.es[a].eevdf.vlag, -1_500_000);
+    assert_eq!(cpu.es[a].eevdf_mut().vlag, -1_500_000);
     assert_eq!(cpu.curr, Some(b));
     assert!(!cpu.wake(a), "a task with negative lag does not preempt");
     assert_eq!(cpu.es[a].se.vruntime, 3 * MS);
@@ -297,7 +297,7 @@ fn eevdf_run_to_parity_and_preempt_short() {
         let a = cpu.add_with(0, SchedPolicy::Normal, EnqueueFlags::NONE);
         let mut ce = TaskEntity::new(0, SchedPolicy::Normal);
         cpu.q.task_fork(None, &mut ce);
-        ce.eevdf.vlag = -2 * MS as i64;
+        ce.eevdf_mut().vlag = -2 * MS as i64;
         cpu.es.push(ce);
         let c = cpu.es.len() - 1;
         cpu.enqueue(c, EnqueueFlags::NONE);
@@ -307,13 +307,13 @@ fn eevdf_run_to_parity_and_preempt_short() {
         cpu.pick(None);
         assert_eq!(cpu.curr, Some(a));
         assert_eq!(cpu.q.dequeue(&mut cpu.es[b]), Some(b));
-        assert_eq!(cpu.es[b].eevdf.vlag, 0);
+        assert_eq!(cpu.es[b].eevdf_mut().vlag, 0);
         cpu.now = MS;
         cpu.q.update_curr(&mut cpu.es[a], cpu.now);
         assert_eq!(cpu.q.avg_vruntime(), 2_500_000);
-        cpu.es[b].eevdf.vlag = 2 * MS as i64;
+        cpu.es[b].eevdf_mut().vlag = 2 * MS as i64;
         if short {
-            cpu.es[b].eevdf.request_slice(MS / 2);
+            cpu.es[b].eevdf_mut().request_slice(MS / 2);
         }
         assert_eq!(cpu.wake(b), want_preempt, "parity {parity} short {short}");
         assert_eq!(cpu.es[b].se.vruntime, (-500_000i64) as u64);
@@ -324,9 +324,9 @@ fn eevdf_run_to_parity_and_preempt_short() {
 fn eevdf_slice_requests_are_clamped_and_shorten_turns() {
     let mut d = super::eevdf::EevdfData::default();
     d.request_slice(10);
-    assert_eq!(d.custom_slice, Some(MIN_SLICE_NS));
+    assert_eq!(d.custom_slice.map(|s| s.get()), Some(MIN_SLICE_NS));
     d.request_slice(u64::MAX);
-    assert_eq!(d.custom_slice, Some(MAX_SLICE_NS));
+    assert_eq!(d.custom_slice.map(|s| s.get()), Some(MAX_SLICE_NS));
     d.request_slice(0);
     assert_eq!(d.custom_slice, None);
     // A asks for 1 ms, B has the base 3 ms; both at v 0: vd_A 1 ms, vd_B
@@ -335,18 +335,18 @@ fn eevdf_slice_requests_are_clamped_and_shorten_turns() {
     // v_A passes V), B 3 ms, and so on: equal shares, A in 1 ms requests.
     let mut cpu = eevdf8();
     let mut ae = TaskEntity::new(0, SchedPolicy::Normal);
-    ae.eevdf.request_slice(MS);
+    ae.eevdf_mut().request_slice(MS);
     cpu.es.push(ae);
     let a = 0;
     cpu.enqueue(a, EnqueueFlags::NONE);
     let b = cpu.add_with(0, SchedPolicy::Normal, EnqueueFlags::NONE);
-    assert_eq!(cpu.es[a].eevdf.deadline, MS);
+    assert_eq!(cpu.es[a].eevdf_mut().deadline, MS);
     cpu.run_until(1_200 * MS, MS);
     assert_eq!(
         cpu.segs_ms(4),
         vec![(a, 0, 1), (b, 1, 3), (a, 4, 3), (b, 7, 3)]
     );
-    assert_eq!(cpu.es[a].eevdf.slice, MS);
+    assert_eq!(cpu.es[a].eevdf_mut().slice, MS);
     assert_shares(&cpu, &[a, b], 0.01);
 }
 
@@ -387,11 +387,11 @@ fn eevdf_eligibility_without_division_matches_the_average() {
 #[test]
 fn renice_while_asleep_conserves_real_lag() {
     let mut e = TaskEntity::new(0, SchedPolicy::Normal);
-    e.eevdf.vlag = -3_121_000;
+    e.eevdf_mut().vlag = -3_121_000;
     e.set_nice(-5);
     // w × vlag is conserved: 1024 × −3121000 = 3121 × −1024000.
-    assert_eq!(e.eevdf.vlag, -1_024_000);
-    assert_eq!(e.o1.static_prio, 115);
+    assert_eq!(e.eevdf_mut().vlag, -1_024_000);
+    assert_eq!(e.o1_mut().static_prio, 115);
     e.set_policy(SchedPolicy::Idle);
     assert_eq!(e.se.load.weight, 3);
     assert!(e.se.idle_policy);
@@ -468,8 +468,8 @@ fn o1_interactive_task_goes_to_expired_behind_a_better_static_prio() {
     let b = cpu.add(0);
     // Re-queue B at its new priority.
     cpu.q.dequeue(&mut cpu.es[b]);
-    cpu.es[b].o1.sleep_avg = MAX_SLEEP_AVG_NS;
-    cpu.es[b].o1.prio = 115;
+    cpu.es[b].o1_mut().sleep_avg = MAX_SLEEP_AVG_NS;
+    cpu.es[b].o1_mut().prio = 115;
     cpu.q.enqueue(&mut cpu.es[b], b, EnqueueFlags::NONE, 0);
     cpu.run_until(1_400 * MS, MS);
     assert_eq!(
@@ -497,8 +497,8 @@ fn o1_starvation_limit_sends_interactive_tasks_to_expired() {
     cpu.pin_sleep_avg.push(b);
     cpu.run_until(100 * MS, MS);
     assert_eq!(cpu.curr, Some(c));
-    cpu.es[b].o1.sleep_avg = MAX_SLEEP_AVG_NS;
-    cpu.es[b].o1.timestamp = cpu.now;
+    cpu.es[b].o1_mut().sleep_avg = MAX_SLEEP_AVG_NS;
+    cpu.es[b].o1_mut().timestamp = cpu.now;
     assert!(cpu.wake(b));
     // After the swap B (115) runs first and, its static priority no worse
     // than anything expired, keeps re-entering `active` until the expired
@@ -526,13 +526,13 @@ fn o1_sleep_raises_priority_and_wakeup_preempts() {
     // s sleeps (it is queued, not running: take it off) for 300 ms.
     assert_eq!(cpu.curr, Some(hog));
     cpu.q.dequeue(&mut cpu.es[s]);
-    cpu.es[s].o1.timestamp = cpu.now;
+    cpu.es[s].o1_mut().timestamp = cpu.now;
     cpu.run_until(310 * MS, MS);
     // 300 ms of sleep at bonus 0: sleep_avg += 300 ms × 10 (capped at 1 s)
     // → bonus 10 → prio 115 < the hog's 125: it preempts.
     assert!(cpu.wake(s));
-    assert_eq!(cpu.es[s].o1.sleep_avg, MAX_SLEEP_AVG_NS);
-    assert_eq!(cpu.es[s].o1.prio, 115);
+    assert_eq!(cpu.es[s].o1_mut().sleep_avg, MAX_SLEEP_AVG_NS);
+    assert_eq!(cpu.es[s].o1_mut().prio, 115);
     assert_eq!(cpu.curr, Some(s));
 }
 
@@ -541,16 +541,16 @@ fn o1_fork_splits_the_parents_slice() {
     let mut q = O1Rq::<usize>::new();
     let mut p = TaskEntity::new(0, SchedPolicy::Normal);
     q.task_fork(None, &mut p);
-    p.o1.time_slice = 61 * MS + 1;
-    p.o1.sleep_avg = 700 * MS; // bonus 7
+    p.o1_mut().time_slice = 61 * MS + 1;
+    p.o1_mut().sleep_avg = 700 * MS; // bonus 7
     let mut c = TaskEntity::new(0, SchedPolicy::Normal);
     q.task_fork(Some(&mut p), &mut c);
-    assert_eq!(c.o1.time_slice, 30 * MS + 500_001);
-    assert_eq!(p.o1.time_slice, 30 * MS + 500_000);
+    assert_eq!(c.o1_mut().time_slice, 30 * MS + 500_001);
+    assert_eq!(p.o1_mut().time_slice, 30 * MS + 500_000);
     // Child: 7 × 95 / 100 = 6 → 600 ms; parent: 7 × 100 / 100 → 700 ms.
-    assert_eq!(c.o1.sleep_avg, 600 * MS);
-    assert_eq!(p.o1.sleep_avg, 700 * MS);
-    assert_eq!(c.o1.prio, 119);
+    assert_eq!(c.o1_mut().sleep_avg, 600 * MS);
+    assert_eq!(p.o1_mut().sleep_avg, 700 * MS);
+    assert_eq!(c.o1_mut().prio, 119);
 }
 
 // ---------------------------------------------------------------- O(N)
@@ -611,7 +611,7 @@ fn on_goodness_prefers_lower_nice_and_sleepers_accumulate_counter() {
     // 15 + 1 = 92: it preempts.
     assert!(cpu.wake(s));
     assert_eq!(cpu.curr, Some(s));
-    assert_eq!(cpu.es[s].on.counter, 76);
+    assert_eq!(cpu.es[s].on_mut().counter, 76);
 }
 
 #[test]
@@ -619,10 +619,10 @@ fn on_fork_halves_the_counter() {
     let mut q = OnRq::<usize>::new(OnTunables::default());
     let mut p = TaskEntity::new(0, SchedPolicy::Normal);
     q.task_fork(None, &mut p);
-    assert_eq!(p.on.counter, 41);
+    assert_eq!(p.on_mut().counter, 41);
     let mut c = TaskEntity::new(0, SchedPolicy::Normal);
     q.task_fork(Some(&mut p), &mut c);
-    assert_eq!((c.on.counter, p.on.counter), (21, 20));
+    assert_eq!((c.on_mut().counter, p.on_mut().counter), (21, 20));
 }
 
 // ---------------------------------------------------------------- RT
@@ -797,9 +797,8 @@ fn every_class_survives_random_protocol_sequences() {
                             cpu.q.update_curr(&mut cpu.es[c], cpu.now);
                             assert!(
                                 cpu.q.check_preempt_tick(&cpu.es[c]),
-                                "{policy:?} budget {b} {:?} {:?} nr {}",
-                                cpu.es[c].policy,
-                                cpu.es[c].o1,
+                                "{policy:?} budget {b} {:?} nr {}",
+                                cpu.es[c],
                                 cpu.q.nr_running()
                             );
                             cpu.schedule(false);
