@@ -36,6 +36,8 @@ mod harness;
 mod ipc_kernel;
 #[path = "bench/machine.rs"]
 mod machine;
+#[path = "bench/makespan.rs"]
+mod makespan;
 #[path = "bench/os.rs"]
 mod os;
 #[path = "bench/pairs.rs"]
@@ -69,6 +71,7 @@ usage: bench [--full] [--only NAME[,NAME..]] [--json] [--csv] [--timeout SECS]
   --full        more repetitions (11 / 5 for 1M-task benchmarks) and larger N
   --only NAMES  run only benchmarks whose name contains one of NAMES
                 (yield, yield_traced, spawn, skynet, pingpong1, pingpong2, pairs,
+                makespan,
                 rpc, shmring; ipc_ for the IPC rows against the kernel's objects:
                 ipc_pipe, ipc_pipebw, ipc_msg, ipc_sem, each 1 = one CPU,
                 2x = two CPUs)
@@ -95,6 +98,7 @@ fn specs() -> Vec<Spec> {
         ping_pong::spec_two_workers(),
         ping_pong::spec_cross_cpu(),
         pairs::spec(),
+        makespan::spec(),
     ];
     specs.extend(rpc::specs());
     specs.extend(shm_ring::specs());

@@ -30,7 +30,7 @@ use std::fmt;
 
 pub use cpuset::CpuSet;
 pub use error::JoinError;
-pub use metrics::{CpuMetrics, Metrics, TaskMetrics, TaskState};
+pub use metrics::{CpuMetrics, DomainMetrics, Metrics, TaskMetrics, TaskState};
 pub use runtime::{Builder, Placement, Policy, Runtime};
 pub use sched::SchedPolicy;
 pub use task::{

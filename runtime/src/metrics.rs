@@ -2,7 +2,9 @@
 //!
 //! Each counter is written only by its own CPU (no shared read-modify-write
 //! on the switch path) and read here with relaxed loads, so a snapshot is a
-//! consistent-enough picture, not an atomic one.
+//! consistent-enough picture, not an atomic one. The balance counters of a
+//! domain level are the exception: the CPU that serves a pull request
+//! credits the requester (a relaxed `fetch_add`, off the switch path).
 
 use std::sync::atomic::Ordering;
 
@@ -42,6 +44,40 @@ pub struct CpuMetrics {
     pub busy_ns: u64,
     /// Time spent idle, spinning or asleep (ns).
     pub idle_ns: u64,
+    /// PELT `load_avg` of the run queue (weighted; 1024 per always-runnable
+    /// nice-0 task).
+    pub load_avg: u64,
+    /// PELT `util_avg`: 1024 × the fraction of recent time spent running.
+    pub util_avg: u64,
+    /// PELT `runnable_avg`: 1024 × recent runnable tasks on average.
+    pub runnable_avg: u64,
+    /// Load-balancing counters per scheduling-domain level of this CPU,
+    /// lowest level first.
+    pub domains: Vec<DomainMetrics>,
+}
+
+/// Load balancing seen from one CPU at one of its domain levels (the
+/// kernel's `/proc/schedstat` domain lines, in spirit).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DomainMetrics {
+    /// The level (0 = lowest), as in `Runtime::domains`.
+    pub level: usize,
+    /// The level's kind (`SMT`, `MC`, `PKG`, `NUMA`...).
+    pub name: &'static str,
+    /// Balance passes at this level (newly idle and periodic).
+    pub balance_attempts: u64,
+    /// Passes that found an imbalance and asked the busiest CPU for load.
+    pub balance_imbalanced: u64,
+    /// Tasks pulled (or pushed) to this CPU by balancing at this level.
+    pub tasks_pulled: u64,
+    /// Requests the busiest CPU served without moving anything (every
+    /// candidate pinned, running or cache hot).
+    pub balance_failed: u64,
+    /// New tasks this CPU stole from a staging deque at this level.
+    pub steals: u64,
+    /// Tasks that arrived from a CPU whose nearest common domain is this
+    /// level, by any path (wakeup placement, balancing, stealing).
+    pub migrations_in: u64,
 }
 
 /// A snapshot of a runtime's counters.
@@ -56,12 +92,14 @@ pub struct Metrics {
 impl Metrics {
     pub(crate) fn snapshot(shared: &Shared) -> Metrics {
         let r = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        let now = crate::clock::now_ns();
         Metrics {
             cpus: shared
                 .workers
                 .iter()
                 .map(|w| {
                     let c = &w.counters;
+                    let avgs = crate::executor::lb::published_avgs(w, now);
                     CpuMetrics {
                         cpu: w.index,
                         nr_running: w.nr_running.load(Ordering::Relaxed),
@@ -78,6 +116,27 @@ impl Metrics {
                         direct_switches: r(&c.direct_switches),
                         busy_ns: r(&c.busy_ns),
                         idle_ns: r(&c.idle_ns),
+                        load_avg: avgs.0,
+                        util_avg: avgs.1,
+                        runnable_avg: avgs.2,
+                        domains: shared.domains[w.index]
+                            .domains
+                            .iter()
+                            .enumerate()
+                            .map(|(level, d)| {
+                                let lc = &c.lb[level.min(crate::executor::lb::MAX_LEVELS - 1)];
+                                DomainMetrics {
+                                    level,
+                                    name: d.kind.name(),
+                                    balance_attempts: r(&lc.attempts),
+                                    balance_imbalanced: r(&lc.imbalanced),
+                                    tasks_pulled: r(&lc.pulled),
+                                    balance_failed: r(&lc.failed),
+                                    steals: r(&lc.steals),
+                                    migrations_in: r(&lc.migrations_in),
+                                }
+                            })
+                            .collect(),
                     }
                 })
                 .collect(),

@@ -201,6 +201,12 @@ impl Builder {
                     min_vruntime: AtomicU64::new(0),
                     run_budget: AtomicU64::new(monitor::BUDGET_CFS),
                     next_timer: AtomicU64::new(u64::MAX),
+                    load_avg: AtomicU64::new(0),
+                    util_avg: AtomicU64::new(0),
+                    runnable_avg: AtomicU64::new(0),
+                    avg_at: AtomicU64::new(0),
+                    removed: Default::default(),
+                    pull_request: AtomicU64::new(0),
                     counters: Default::default(),
                 })
             })
@@ -209,7 +215,13 @@ impl Builder {
         let trace = self
             .trace
             .map(|cfg| crate::executor::TraceState::new(workers, cfg));
+        let domains = crate::executor::lb::CpuDomains::build_all(
+            crate::sched::domains::build(&layout.topology, &layout.cpu_pu),
+            workers,
+        );
         let shared = Arc::new(Shared {
+            domains,
+            all_cpus: crate::cpuset::CpuSet::all(workers),
             trace,
             sigchld_caught: AtomicBool::new(false),
             id: NEXT_RT_ID.fetch_add(1, Ordering::Relaxed),

@@ -127,10 +127,20 @@ impl TaskMask {
         inline + tail == 1
     }
 
-    /// Whether every CPU is allowed.
-    #[cfg(test)]
+    /// Whether every CPU is allowed (word by word: wakeup placement asks
+    /// this on every wakeup that needs a decision).
     pub(crate) fn is_all(&self) -> bool {
-        (0..self.nr_cpus).all(|c| self.allows(c))
+        let words = self.nr_cpus.div_ceil(64);
+        (0..words).all(|i| {
+            let bits = self.nr_cpus.saturating_sub(i * 64).min(64);
+            let full = if bits == 64 {
+                u64::MAX
+            } else {
+                (1u64 << bits) - 1
+            };
+            self.word(i)
+                .is_some_and(|w| w.load(Ordering::Relaxed) & full == full)
+        })
     }
 }
 

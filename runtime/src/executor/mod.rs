@@ -31,6 +31,7 @@
 //!    inbox; the waker publishes the task then checks SLEEPING).
 
 pub(crate) mod affinity;
+pub(crate) mod lb;
 pub(crate) mod monitor;
 pub(crate) mod pid;
 pub(crate) mod stack;
@@ -79,6 +80,8 @@ pub(crate) struct CpuCounters {
     pub(crate) idle_ns: AtomicU64,
     pub(crate) tasks_exited: AtomicU64,
     pub(crate) direct_switches: AtomicU64,
+    /// Balance counters per domain level (`lb::MAX_LEVELS`).
+    pub(crate) lb: [lb::LevelCounters; lb::MAX_LEVELS],
 }
 
 /// Adds to a counter that only the calling worker writes.
@@ -127,6 +130,22 @@ pub(crate) struct WorkerShared {
     /// last scheduling turn: the monitor preempts the running task once it
     /// is due, so that timers fire on time (they fire in the run loop).
     pub(crate) next_timer: AtomicU64,
+    /// PELT averages of the run queue, published by the owner when they
+    /// change (once per 1024 µs period at most): the balancer's input.
+    pub(crate) load_avg: AtomicU64,
+    pub(crate) util_avg: AtomicU64,
+    pub(crate) runnable_avg: AtomicU64,
+    /// Clock time of the averages above. An idle CPU stops updating them;
+    /// readers decay them over the time since (`lb::published_avgs`), as
+    /// the kernel's nohz `update_blocked_averages` would.
+    pub(crate) avg_at: AtomicU64,
+    /// `cfs_rq->removed`: averages of sleeping tasks that wakers on other
+    /// CPUs moved away; the owner subtracts them at its next update.
+    pub(crate) removed: lb::RemovedWords,
+    /// A pull request from a CPU that balanced against this one
+    /// (`lb::PullRequest`, encoded; 0: none). Served by the owner at its
+    /// next scheduling point.
+    pub(crate) pull_request: AtomicU64,
     pub(crate) counters: CpuCounters,
 }
 
@@ -181,6 +200,10 @@ pub(crate) struct Shared {
     pub(crate) sigchld_caught: AtomicBool,
     /// Event recording, when `Builder::trace` asked for it.
     pub(crate) trace: Option<TraceState>,
+    /// Each CPU's scheduling domains, LLC and steal order.
+    pub(crate) domains: Box<[lb::CpuDomains]>,
+    /// Every CPU of the runtime.
+    pub(crate) all_cpus: crate::cpuset::CpuSet,
 }
 
 /// A runtime's event rings (see `crate::trace`).
@@ -363,19 +386,7 @@ impl Shared {
             if allowed.is_some_and(|m| !m.allows(cpu)) {
                 continue;
             }
-            let w = &self.workers[cpu];
-            let cur = w.idle.load(Ordering::Relaxed);
-            let wanted = if sleeping_only {
-                cur == SLEEPING
-            } else {
-                cur != BUSY
-            };
-            if wanted
-                && w.idle
-                    .compare_exchange(cur, BUSY, Ordering::AcqRel, Ordering::Relaxed)
-                    .is_ok()
-            {
-                self.nr_idle.fetch_sub(1, Ordering::AcqRel);
+            if self.try_claim(cpu, sleeping_only) {
                 return Some(cpu);
             }
         }
@@ -383,6 +394,27 @@ impl Shared {
     }
 
     /// Sends a runnable task to `cpu`'s inbox and wakes that CPU if needed.
+    /// Claims CPU `cpu` if it is idle (only if asleep, with
+    /// `sleeping_only`): it is then BUSY and the claimer must send it work.
+    pub(crate) fn try_claim(&self, cpu: usize, sleeping_only: bool) -> bool {
+        let w = &self.workers[cpu];
+        let cur = w.idle.load(Ordering::Relaxed);
+        let wanted = if sleeping_only {
+            cur == SLEEPING
+        } else {
+            cur != BUSY
+        };
+        if wanted
+            && w.idle
+                .compare_exchange(cur, BUSY, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+        {
+            self.nr_idle.fetch_sub(1, Ordering::AcqRel);
+            return true;
+        }
+        false
+    }
+
     pub(crate) fn send_to(&self, cpu: usize, task: TaskRef) {
         task.cpu.store(cpu, Ordering::Relaxed);
         let w = &self.workers[cpu];
@@ -663,13 +695,28 @@ pub(crate) fn can_switch_to(to: &Task) -> bool {
 
 /// `enqueue_woken` for a task this worker already owns (it won the wake).
 pub(crate) fn enqueue_woken_owned(l: &mut worker::WorkerLocal, task: TaskRef) {
-    let target = task.cpu.load(Ordering::Relaxed);
+    let prev = task.cpu.load(Ordering::Relaxed);
     if l.shared().id != task.rt_id {
         // A worker of another runtime: go through the registry.
         if let Some(s) = task_runtime(&task) {
-            s.send_to(target, task);
+            s.send_to(prev, task);
         }
-    } else if l.index() == target {
+        return;
+    }
+    // Wakeup placement (select_task_rq_fair's fast path).
+    let target = lb::select_wake_cpu(l, &task, prev);
+    if target != prev {
+        // SAFETY: we won the task's wakeup: we own it.
+        let sp = unsafe { task.sched() };
+        lb::wake_migrate(&l.shared().workers[prev], sp);
+    }
+    if l.index() == target {
+        if target != prev {
+            l.count_migration_in();
+            l.count_arrival(prev);
+            bump(&task.nr_migrations, 1);
+            task.cpu.store(target, Ordering::Relaxed);
+        }
         l.enqueue_wakeup(task);
     } else {
         // No Arc clone here: the runtime's count is one shared cache
@@ -716,18 +763,14 @@ pub(crate) fn wake_task_sync(task: TaskRef) {
         if prev != here {
             // Wakeup migration: re-base the sleeper's vruntime from its old
             // queue's min_vruntime (read locklessly, as the kernel's
-            // migrate_task_rq_fair does) to this one's at enqueue.
-            let src_min = l.shared().workers[prev]
-                .min_vruntime
-                .load(Ordering::Relaxed);
+            // migrate_task_rq_fair does) to this one's at enqueue, and hand
+            // its averages to the old queue's `removed`.
             // SAFETY: we won PARKED -> RUNNABLE: we own the task.
             let sp = unsafe { task.sched() };
-            if !sp.vruntime_relative {
-                sp.ent.se.vruntime = sp.ent.se.vruntime.wrapping_sub(src_min);
-                sp.vruntime_relative = true;
-            }
+            lb::wake_migrate(&l.shared().workers[prev], sp);
             task.cpu.store(here, Ordering::Relaxed);
             l.count_migration_in();
+            l.count_arrival(prev);
         }
         l.enqueue_wakeup(task);
         None

@@ -42,6 +42,8 @@ use super::state::FinishPark;
 use super::task::{Coro, Request, Task, TaskRef};
 use super::timer::TimerHeap;
 use super::{bump, clock, Shared, WorkerShared, BUSY, SLEEPING, SPINNING};
+use crate::sched::balance::NUMA_IMBALANCE_MIN;
+use crate::sched::domains::SdFlags;
 use crate::sched::{EnqueueFlags, Policy, RunQueue, SchedClass, TaskEntity};
 use crate::trace::EventKind;
 
@@ -76,6 +78,8 @@ pub(crate) struct WorkerLocal {
     /// 1 block, 2 exit): the `other`/`arg` of the next switch event.
     last_pid: u64,
     last_reason: u64,
+    /// PELT of this queue and the balancer's state (see `executor::lb`).
+    pub(crate) lb: super::lb::LbLocal,
 }
 
 /// A worker's private state plus the shared handle, pinned on its thread.
@@ -172,16 +176,18 @@ impl WorkerLocal {
         // our inbox), so this worker owns the task now.
         let sp = unsafe { task.sched() };
         task.apply_sched_change(sp);
-        if sp.vruntime_relative {
-            self.rq.migrate_in(&mut sp.ent);
-            sp.vruntime_relative = false;
-        }
         let cur = super::current_task_ptr();
         let now = if cur.is_null() {
             self.now
         } else {
             clock::now_ns()
         };
+        if sp.vruntime_relative {
+            self.bind_here(sp, false, false, now);
+        } else {
+            // Asleep on this queue: decay its series over the sleep.
+            sp.avg.update(now, 0, 0, 0, sp.ent.se.load.weight);
+        }
         let wakee: *const TaskEntity = &sp.ent;
         self.rq
             .enqueue(&mut sp.ent, task, EnqueueFlags::WAKEUP, now);
@@ -238,10 +244,7 @@ impl WorkerLocal {
         let cpu = task.allowed.first();
         // SAFETY: we own the task (it was handed to us to enqueue).
         let sp = unsafe { task.sched() };
-        if !sp.vruntime_relative {
-            self.rq.migrate_out(&mut sp.ent);
-            sp.vruntime_relative = true;
-        }
+        self.unbind(sp);
         self.shared.send_to(cpu, task);
     }
 
@@ -254,6 +257,7 @@ impl WorkerLocal {
         self.rq.set_next(&mut sp.ent, self.now);
         self.rq.migrate_out(&mut sp.ent);
         self.rq.dequeue(&mut sp.ent);
+        self.lb.avg.detach(&sp.avg, sp.ent.se.load.weight);
         sp.vruntime_relative = true;
         bump(&self.ws().counters.migrations_out, 1);
         let cpu = task.allowed.first();
@@ -280,10 +284,11 @@ impl WorkerLocal {
             EnqueueFlags::WAKEUP
         };
         if sp.vruntime_relative {
-            self.rq.migrate_in(&mut sp.ent);
-            sp.vruntime_relative = false;
-            if flags != EnqueueFlags::INITIAL {
+            let initial = flags == EnqueueFlags::INITIAL;
+            self.bind_here(sp, initial, flags == EnqueueFlags::NONE, self.now);
+            if !initial {
                 bump(&self.ws().counters.migrations_in, 1);
+                self.count_arrival(from);
                 bump(&task.nr_migrations, 1);
                 if let Some(tr) = &self.shared.trace {
                     self.trace_push(
@@ -296,6 +301,9 @@ impl WorkerLocal {
                     );
                 }
             }
+        } else {
+            // Woken on its own CPU by another thread: decay over the sleep.
+            sp.avg.update(self.now, 0, 0, 0, sp.ent.se.load.weight);
         }
         self.rq.enqueue(&mut sp.ent, task, flags, self.now);
     }
@@ -366,7 +374,28 @@ impl WorkerLocal {
         {
             return false;
         }
-        let Some(cpu) = self.shared.claim_idle_cpu(self.index + 1, None) else {
+        // The nearest idle CPU, domain by domain; across NUMA nodes only
+        // for a backlog the kernel would not forgive either
+        // (NUMA_IMBALANCE_MIN: keep NUMA-level moves rare).
+        let queued = self.rq.nr_queued() as u64;
+        let mut claimed = None;
+        let shared = self.shared.clone();
+        let doms = &shared.domains[self.index];
+        self.for_each_near(self.index, |lvl, cpu| {
+            let numa = doms
+                .domains
+                .get(lvl)
+                .is_some_and(|d| d.flags.contains(SdFlags::NUMA));
+            if numa && queued <= NUMA_IMBALANCE_MIN + 1 {
+                return true;
+            }
+            if cpu != self.index && shared.try_claim(cpu, false) {
+                claimed = Some((lvl, cpu));
+                return true;
+            }
+            false
+        });
+        let Some((lvl, cpu)) = claimed else {
             return false;
         };
         let mut moved = 0;
@@ -378,49 +407,58 @@ impl WorkerLocal {
             // SAFETY: the task was in our tree; we own it.
             let sp = unsafe { task.sched() };
             sp.ent.se.on_rq = false;
-            self.rq.migrate_out(&mut sp.ent);
-            sp.vruntime_relative = true;
-            task.cpu.store(cpu, Ordering::Relaxed);
-            self.shared.workers[cpu].inbox.push(task);
+            self.unbind(sp);
+            // `task.cpu` still names this CPU: the receiver reads it as
+            // where the task came from.
+            shared.workers[cpu].inbox.push(task);
             moved += 1;
         }
         bump(&self.ws().counters.migrations_out, moved as u64);
-        self.shared.workers[cpu].unpark();
+        shared.workers[cpu].counters.lb[lvl]
+            .pulled
+            .fetch_add(moved as u64, Ordering::Relaxed);
+        shared.workers[cpu].unpark();
         moved > 0
     }
 
-    /// Tries to steal new tasks from another CPU's staging deque.
+    /// Tries to steal new tasks from another CPU's staging deque, nearest
+    /// domain first.
     fn steal(&mut self) -> bool {
-        let n = self.shared.nr_cpus();
-        if n < 2 {
+        if self.shared.nr_cpus() < 2 {
             return false;
         }
         self.rng ^= self.rng << 13;
         self.rng ^= self.rng >> 7;
         self.rng ^= self.rng << 17;
-        let start = (self.rng as usize) % n;
-        for k in 0..n {
-            let victim = (start + k) % n;
+        let start = self.rng as usize;
+        let shared = &self.shared;
+        let mut got = None;
+        self.for_each_near(start, |lvl, victim| {
             if victim == self.index {
-                continue;
+                return false;
             }
             loop {
-                match self.shared.workers[victim]
+                match shared.workers[victim]
                     .stealer
                     .steal_batch_and_pop(&self.staging)
                 {
                     Steal::Success(t) => {
-                        bump(&self.ws().counters.steals, 1);
-                        self.enqueue_arrived(t);
-                        self.pull_staging();
+                        got = Some((lvl, t));
                         return true;
                     }
-                    Steal::Empty => break,
+                    Steal::Empty => return false,
                     Steal::Retry => continue,
                 }
             }
-        }
-        false
+        });
+        let Some((lvl, t)) = got else {
+            return false;
+        };
+        bump(&self.ws().counters.steals, 1);
+        bump(&self.ws().counters.lb[lvl].steals, 1);
+        self.enqueue_arrived(t);
+        self.pull_staging();
+        true
     }
 
     /// Publishes the running task's run budget for the monitor (classes
@@ -504,6 +542,7 @@ pub(crate) fn send_to_claimed(shared: &Shared, cpu: usize, task: TaskRef) {
 
 /// Body of a worker thread.
 pub(crate) fn run_worker(shared: Arc<Shared>, index: usize, staging: Deque<TaskRef>) {
+    let levels = shared.domains[index].domains.len();
     let cell = WorkerCell {
         shared: shared.clone(),
         index,
@@ -523,6 +562,7 @@ pub(crate) fn run_worker(shared: Arc<Shared>, index: usize, staging: Deque<TaskR
             direct_next: None,
             last_pid: 0,
             last_reason: 0,
+            lb: super::lb::LbLocal::new(levels),
         }),
     };
     super::set_current_worker(&cell);
@@ -552,9 +592,17 @@ impl WorkerCell {
                     continue;
                 }
                 l.now = now;
+                l.update_rq_avg(now, false);
                 l.fire_timers(now);
                 l.pull_inbox();
                 l.pull_staging();
+                if ws.pull_request.load(Ordering::Relaxed) != 0 {
+                    l.serve_pull(now);
+                    skip = None;
+                }
+                if now >= l.lb.next_balance {
+                    l.periodic_balance(now);
+                }
                 if l.balance_push(now) {
                     skip = None;
                 }
@@ -591,6 +639,8 @@ impl WorkerCell {
             // SAFETY: picked from our tree: we own it.
             let sp = unsafe { task.sched() };
             l.rq.set_next(&mut sp.ent, now);
+            // PELT: it waited queued until now.
+            sp.avg.update(now, 1, 1, 0, sp.ent.se.load.weight);
             l.publish();
             ws.curr_pid.store(task.pid.0, Ordering::Relaxed);
             ws.run_start.store(now, Ordering::Relaxed);
@@ -652,6 +702,9 @@ impl WorkerCell {
         let sp = unsafe { task.sched() };
         let start = ws.run_start.load(Ordering::Relaxed);
         l.rq.update_curr(&mut sp.ent, now);
+        // PELT: it ran until now, and the queue ran it (still counted).
+        sp.avg.update(now, 1, 1, 1, sp.ent.se.load.weight);
+        l.update_rq_avg(now, true);
         task.sum_exec_ns
             .store(sp.ent.se.sum_exec_runtime, Ordering::Relaxed);
         task.vruntime_seen
@@ -702,6 +755,8 @@ impl WorkerCell {
             }
             CoroutineResult::Return(()) => {
                 l.rq.dequeue(&mut sp.ent);
+                // Its averages leave with it (`remove_entity_load_avg`).
+                l.lb.avg.detach(&sp.avg, sp.ent.se.load.weight);
                 // SAFETY: the coroutine finished; we own the slot.
                 let coro = unsafe { (*task.coro_slot()).take() };
                 if let Some(c) = coro {
@@ -736,6 +791,8 @@ impl WorkerCell {
         self.local().publish();
         ws.idle.store(SPINNING, Ordering::SeqCst);
         self.shared.nr_idle.fetch_add(1, Ordering::AcqRel);
+        // Newly idle: ask the busiest CPU nearby for work.
+        self.local().idle_balance();
         let spin_until = now + self.shared.config.idle_spin_ns;
         let mut iter = 0u32;
         loop {
@@ -763,12 +820,20 @@ impl WorkerCell {
                     bump(&ws.counters.idle_ns, clock::now_ns().saturating_sub(now));
                     return;
                 }
+                if iter % 1024 == 0 {
+                    // Still idle: ask again (a request may have found
+                    // nothing movable, or the busiest CPU changed).
+                    l.idle_balance();
+                }
                 if t >= spin_until {
                     break;
                 }
             }
             std::hint::spin_loop();
         }
+        // Bring the averages up to now before sleeping: readers decay
+        // them from here.
+        self.local().update_rq_avg(clock::now_ns(), false);
         // Sleep. Publish SLEEPING, then re-check the inbox (Dekker with
         // `WorkerShared::notify`).
         if ws
@@ -864,9 +929,15 @@ impl WorkerLocal {
         // SAFETY: we won PARKED -> RUNNABLE: this worker owns `target`.
         let sp = unsafe { target.sched() };
         target.apply_sched_change(sp);
+        let prev = target.cpu.load(Ordering::Relaxed);
+        if prev != self.index && prev < self.shared.nr_cpus() {
+            // Asleep on another queue: unbind it from there first.
+            super::lb::wake_migrate(&self.shared.workers[prev], sp);
+        }
         if sp.vruntime_relative {
-            self.rq.migrate_in(&mut sp.ent);
-            sp.vruntime_relative = false;
+            self.bind_here(sp, false, false, now);
+        } else {
+            sp.avg.update(now, 0, 0, 0, sp.ent.se.load.weight);
         }
         if !self.rq.enqueue_curr(&mut sp.ent, now) {
             // The class has no direct switch (or a higher class has work):

@@ -503,13 +503,43 @@ pub fn select_task_rq(
     llc_of: impl Fn(usize) -> CpuSet,
     imbalance_pct: u32,
 ) -> usize {
+    let llc = if prev < stats.len() {
+        llc_of(prev)
+    } else {
+        CpuSet::new()
+    };
+    select_task_rq_in(
+        prev,
+        waker,
+        sync,
+        task_load,
+        allowed,
+        stats,
+        &llc,
+        imbalance_pct,
+    )
+}
+
+/// [`select_task_rq`] with `prev`'s LLC given as a set (`prev_llc`), for
+/// drivers that keep the spans and must not allocate per wakeup.
+#[allow(clippy::too_many_arguments)]
+pub fn select_task_rq_in(
+    prev: usize,
+    waker: Option<usize>,
+    sync: bool,
+    task_load: u64,
+    allowed: &CpuSet,
+    stats: &[CpuStat],
+    prev_llc: &CpuSet,
+    imbalance_pct: u32,
+) -> usize {
     let ok = |c: usize| c < stats.len() && allowed.is_set(c);
     let is_idle = |c: usize| stats[c].idle && stats[c].nr_running == 0;
     if ok(prev) && is_idle(prev) {
         return prev;
     }
     if prev < stats.len() {
-        let llc = llc_of(prev);
+        let llc = prev_llc;
         let n = stats.len();
         for k in 1..n {
             let c = (prev + k) % n;

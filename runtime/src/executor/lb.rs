@@ -1,0 +1,656 @@
+//! The executor's side of load tracking and balancing: it feeds the pure
+//! `sched::pelt` and `sched::balance` with this runtime's state and carries
+//! out their decisions (reference/scheduling.md §3, §4).
+//!
+//! # What this module owns
+//!
+//! - **PELT** per run queue (`WorkerLocal::avg`) and per task
+//!   (`SchedPart::avg`). A task's series is updated at switch-in (the time it
+//!   waited queued), at switch-out (the time it ran) and when it wakes (the
+//!   time it slept); a queue's series at every switch-out (with the running
+//!   task still counted) and at the top of every run-loop turn (idle time,
+//!   gaps). A task's averages are attached to a queue when it arrives there
+//!   and detached when it leaves: by the owner directly, or, when a waker on
+//!   another CPU moves a sleeping task elsewhere, through the old CPU's
+//!   [`RemovedWords`] (the kernel's `cfs_rq->removed`), which the owner
+//!   subtracts at its next update. RT tasks are tracked in the same series
+//!   (the kernel keeps a separate `rt_rq` average; greenos balances only fair
+//!   load, so this only makes RT-heavy CPUs look busier, which they are).
+//! - The **published statistics** of each CPU (`WorkerShared::{load_avg,
+//!   util_avg, runnable_avg, nr_running, idle}`), which other CPUs read
+//!   without locks, as the kernel reads remote `rq` fields.
+//! - **Wakeup placement** ([`select_wake_cpu`]): `select_task_rq` for a
+//!   wakeup by a CPU of the runtime.
+//! - **Idle and periodic balance** ([`WorkerLocal::idle_balance`],
+//!   [`WorkerLocal::periodic_balance`]): a CPU walks its domains bottom-up,
+//!   asks `find_busiest`, and posts a [`PullRequest`] to the busiest CPU.
+//!   That CPU — the only one that may touch its run queue — serves it at its
+//!   next scheduling point ([`WorkerLocal::serve_pull`]): it detaches what
+//!   `pick_tasks` allows (affinity, cache-hot unless the balance failed more
+//!   than `cache_nice_tries` times, enough load to close the imbalance) and
+//!   sends it to the requester's inbox. This is the kernel's active balance
+//!   (the stopper thread on the busiest CPU pushes) used for every pull:
+//!   greenos run queues carry no lock for another CPU to take, which keeps
+//!   the switch path free of atomics. An idle CPU's request also raises
+//!   `need_resched` on the busiest CPU so that it is served within one yield
+//!   point, not one slice. New tasks take the cheap, lock-free path: idle
+//!   CPUs steal them from staging deques, lowest domain first.
+//!
+//! # Invariants
+//!
+//! - A task's averages are attached to the queue of `task.cpu` exactly when
+//!   its `vruntime_relative` is false (both mean "bound to that queue").
+//! - Only a queue's owner detaches from it directly; others use `removed`.
+//! - A pull never moves a running task or a task against its mask, and a
+//!   newly-idle pull never takes the source's last task.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use super::task::{SchedPart, Task, TaskRef};
+use super::worker::WorkerLocal;
+use super::{bump, Shared, BUSY};
+use crate::cpuset::CpuSet;
+use crate::sched::balance::{self, Candidate, CpuStat, MigrationType, Plan};
+use crate::sched::domains::{SchedDomain, SdFlags, SCHED_CAPACITY_SCALE};
+use crate::sched::pelt::{decay_load, Removed, SchedAvg};
+use crate::sched::{EnqueueFlags, SchedClass};
+
+/// Domain levels with their own counters (SMT, cluster, MC, package and up
+/// to four NUMA distances fit; deeper levels share the last slot).
+pub(crate) const MAX_LEVELS: usize = 8;
+
+/// One domain level's balance counters of one CPU.
+#[derive(Default, Debug)]
+pub(crate) struct LevelCounters {
+    /// Balance passes at this level (idle and periodic).
+    pub(crate) attempts: AtomicU64,
+    /// Passes that found an imbalance and asked the busiest CPU for load.
+    pub(crate) imbalanced: AtomicU64,
+    /// Tasks pulled here by balancing at this level.
+    pub(crate) pulled: AtomicU64,
+    /// Requests the busiest CPU served without moving anything (all
+    /// candidates pinned, running or cache hot).
+    pub(crate) failed: AtomicU64,
+    /// New tasks stolen from a staging deque at this level.
+    pub(crate) steals: AtomicU64,
+    /// Tasks that arrived from a CPU whose nearest common domain is this
+    /// level (any path: wakeup placement, push, pull, steal).
+    pub(crate) migrations_in: AtomicU64,
+}
+
+/// `cfs_rq->removed` for one CPU: averages of sleeping tasks that a waker
+/// on another CPU moved away. Any thread adds; the owner takes.
+#[derive(Default, Debug)]
+pub(crate) struct RemovedWords {
+    load_avg: AtomicU64,
+    util_avg: AtomicU64,
+    runnable_avg: AtomicU64,
+    pending: AtomicBool,
+}
+
+impl RemovedWords {
+    /// Records that `avg` left this CPU's queue.
+    pub(crate) fn add(&self, avg: &SchedAvg) {
+        self.load_avg.fetch_add(avg.load_avg, Ordering::Relaxed);
+        self.util_avg.fetch_add(avg.util_avg, Ordering::Relaxed);
+        self.runnable_avg
+            .fetch_add(avg.runnable_avg, Ordering::Relaxed);
+        self.pending.store(true, Ordering::Release);
+    }
+
+    /// Takes what was added since the last call (owner only).
+    fn take(&self) -> Option<Removed> {
+        if !self.pending.load(Ordering::Relaxed) {
+            return None;
+        }
+        // Clear the flag first: an add racing with the swaps below sets it
+        // again, so its amounts are taken now or next time, never lost.
+        self.pending.store(false, Ordering::Relaxed);
+        let mut r = Removed::default();
+        r.add(&SchedAvg {
+            load_avg: self.load_avg.swap(0, Ordering::Acquire),
+            util_avg: self.util_avg.swap(0, Ordering::Acquire),
+            runnable_avg: self.runnable_avg.swap(0, Ordering::Acquire),
+            ..SchedAvg::default()
+        });
+        Some(r)
+    }
+}
+
+/// A pull request posted to the busiest CPU: move `amount` (in `kind`
+/// units) to `dst`, judged by `dst`'s domain at `level`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct PullRequest {
+    pub(crate) dst: usize,
+    pub(crate) level: usize,
+    pub(crate) kind: MigrationType,
+    pub(crate) newly_idle: bool,
+    pub(crate) amount: u64,
+}
+
+impl PullRequest {
+    const AMOUNT_MAX: u64 = (1 << 40) - 1;
+
+    /// One word, never 0 (bit 23 is always set).
+    pub(crate) fn encode(self) -> u64 {
+        let kind = match self.kind {
+            MigrationType::Load => 0,
+            MigrationType::Util => 1,
+            MigrationType::Task => 2,
+        };
+        (self.amount.min(Self::AMOUNT_MAX) << 24)
+            | 1 << 23
+            | kind << 21
+            | u64::from(self.newly_idle) << 20
+            | ((self.level as u64) & 0xf) << 16
+            | (self.dst as u64 & 0xffff)
+    }
+
+    pub(crate) fn decode(w: u64) -> PullRequest {
+        PullRequest {
+            dst: (w & 0xffff) as usize,
+            level: ((w >> 16) & 0xf) as usize,
+            newly_idle: (w >> 20) & 1 == 1,
+            kind: match (w >> 21) & 3 {
+                0 => MigrationType::Load,
+                1 => MigrationType::Util,
+                _ => MigrationType::Task,
+            },
+            amount: w >> 24,
+        }
+    }
+}
+
+/// Per-CPU domain facts computed once at build time.
+pub(crate) struct CpuDomains {
+    /// The CPU's domains, bottom-up (empty for a lone CPU).
+    pub(crate) domains: Box<[SchedDomain]>,
+    /// The CPUs sharing its last-level cache (itself at least).
+    pub(crate) llc: CpuSet,
+    /// For each level, the CPUs first reached at that level, for stealing
+    /// nearest first.
+    pub(crate) ring: Box<[Box<[usize]>]>,
+}
+
+impl CpuDomains {
+    /// Splits `build`'s flat list into per-CPU chains.
+    pub(crate) fn build_all(all: Vec<SchedDomain>, nr_cpus: usize) -> Box<[CpuDomains]> {
+        let mut per: Vec<Vec<SchedDomain>> = (0..nr_cpus).map(|_| Vec::new()).collect();
+        for d in all {
+            if d.cpu < nr_cpus {
+                per[d.cpu].push(d);
+            }
+        }
+        per.into_iter()
+            .enumerate()
+            .map(|(cpu, mut domains)| {
+                domains.sort_by_key(|d| d.level);
+                let mut llc = CpuSet::from_iter([cpu]);
+                for d in &domains {
+                    if d.flags.contains(SdFlags::SHARE_LLC) {
+                        llc = d.span.clone();
+                    }
+                }
+                let mut seen = CpuSet::from_iter([cpu]);
+                let mut ring: Vec<Box<[usize]>> = Vec::new();
+                for d in &domains {
+                    let new: Vec<usize> = d.span.iter().filter(|&c| !seen.is_set(c)).collect();
+                    for &c in &new {
+                        seen.set(c);
+                    }
+                    ring.push(new.into_boxed_slice());
+                }
+                // CPUs outside every domain (a degenerate topology) still
+                // get stolen from, last.
+                let rest: Vec<usize> = (0..nr_cpus).filter(|&c| !seen.is_set(c)).collect();
+                if !rest.is_empty() {
+                    ring.push(rest.into_boxed_slice());
+                }
+                CpuDomains {
+                    domains: domains.into_boxed_slice(),
+                    llc,
+                    ring: ring.into_boxed_slice(),
+                }
+            })
+            .collect()
+    }
+
+    /// The lowest level whose span holds `other` (its counter slot).
+    pub(crate) fn level_of(&self, other: usize) -> usize {
+        self.domains
+            .iter()
+            .position(|d| d.span.is_set(other))
+            .unwrap_or(self.domains.len())
+            .min(MAX_LEVELS - 1)
+    }
+}
+
+/// A CPU's published `(load_avg, util_avg, runnable_avg)` as of `now`: an
+/// idle CPU's are decayed over the whole periods since it last updated them
+/// (it has no running or queued task, so PELT would only decay them).
+pub(crate) fn published_avgs(w: &super::WorkerShared, now: u64) -> (u64, u64, u64) {
+    let a = (
+        w.load_avg.load(Ordering::Relaxed),
+        w.util_avg.load(Ordering::Relaxed),
+        w.runnable_avg.load(Ordering::Relaxed),
+    );
+    if w.idle.load(Ordering::Relaxed) == BUSY {
+        return a;
+    }
+    let periods = now.saturating_sub(w.avg_at.load(Ordering::Relaxed)) >> 20;
+    (
+        decay_load(a.0, periods),
+        decay_load(a.1, periods),
+        decay_load(a.2, periods),
+    )
+}
+
+/// Fills `out` with every CPU's published statistics.
+pub(crate) fn snapshot_stats(shared: &Shared, out: &mut Vec<CpuStat>) {
+    let now = crate::clock::now_ns();
+    out.clear();
+    out.extend(shared.workers.iter().map(|w| {
+        let nr_running = w.nr_running.load(Ordering::Relaxed) as u64;
+        let (load_avg, util_avg, runnable_avg) = published_avgs(w, now);
+        CpuStat {
+            load_avg,
+            util_avg,
+            runnable_avg,
+            nr_running,
+            idle: w.idle.load(Ordering::Relaxed) != BUSY && nr_running == 0,
+            capacity: SCHED_CAPACITY_SCALE,
+        }
+    }));
+}
+
+/// Wakeup placement for `task`, woken by CPU `l` (which won its wakeup and
+/// owns it): the kernel's `select_task_rq_fair` fast path through
+/// `balance::select_task_rq`. RT tasks and tasks allowed on one CPU stay
+/// where they were (`forward` moves a task its mask excludes).
+pub(crate) fn select_wake_cpu(l: &mut WorkerLocal, task: &Task, prev: usize) -> usize {
+    let mut stats = std::mem::take(&mut l.lb.stats);
+    let target = select_wake_cpu_with(l, task, prev, &mut stats);
+    l.lb.stats = stats;
+    target
+}
+
+fn select_wake_cpu_with(
+    l: &WorkerLocal,
+    task: &Task,
+    prev: usize,
+    stats: &mut Vec<CpuStat>,
+) -> usize {
+    let shared = l.shared();
+    let n = shared.nr_cpus();
+    if n < 2 || prev >= n || task.policy().is_rt() || task.allowed.is_single() {
+        return prev;
+    }
+    // Rule 1 without a snapshot: an idle previous CPU keeps it.
+    let pw = &shared.workers[prev];
+    if pw.idle.load(Ordering::Relaxed) != BUSY && pw.nr_running.load(Ordering::Relaxed) == 0 {
+        return prev;
+    }
+    // SAFETY: the caller won the task's wakeup; it owns the task.
+    let task_load = unsafe { task.sched() }.avg.load_avg;
+    let me = l.index();
+    let doms = &shared.domains[me];
+    let imbalance_pct = doms.domains.first().map_or(117, |d| d.imbalance_pct);
+    snapshot_stats(shared, stats);
+    let owned;
+    let allowed = if task.allowed.is_all() {
+        &shared.all_cpus
+    } else {
+        owned = task.allowed.load();
+        &owned
+    };
+    balance::select_task_rq_in(
+        prev,
+        Some(me),
+        false,
+        task_load,
+        allowed,
+        stats,
+        &shared.domains[prev].llc,
+        imbalance_pct,
+    )
+}
+
+/// Unbinds a sleeping task that a waker moves from `prev` to another CPU:
+/// its vruntime is re-based from `prev`'s published `min_vruntime` (read
+/// without a lock, as `migrate_task_rq_fair` reads `min_vruntime_copy`) and
+/// its averages go to `prev`'s `removed` words.
+pub(crate) fn wake_migrate(w: &super::WorkerShared, sp: &mut SchedPart) {
+    if sp.vruntime_relative {
+        return;
+    }
+    if !sp.ent.policy.is_rt() {
+        let src_min = w.min_vruntime.load(Ordering::Relaxed);
+        sp.ent.se.vruntime = sp.ent.se.vruntime.wrapping_sub(src_min);
+    }
+    w.removed.add(&sp.avg);
+    sp.vruntime_relative = true;
+}
+
+/// The balancer's owner-side state in `WorkerLocal`.
+pub(crate) struct LbLocal {
+    /// This CPU's run-queue averages.
+    pub(crate) avg: SchedAvg,
+    /// Scratch snapshot of every CPU's statistics.
+    pub(crate) stats: Vec<CpuStat>,
+    /// Per level: when the next periodic balance is due (ns).
+    pub(crate) next_at: Vec<u64>,
+    /// The earliest of `next_at`.
+    pub(crate) next_balance: u64,
+    /// Per level: pulls served here that moved nothing since the last one
+    /// that did (`sd->nr_balance_failed`, kept by the source since the
+    /// source is the CPU that detaches).
+    pub(crate) nr_balance_failed: Vec<u32>,
+    /// Averages last published.
+    published: (u64, u64, u64),
+}
+
+impl LbLocal {
+    pub(crate) fn new(levels: usize) -> LbLocal {
+        LbLocal {
+            avg: SchedAvg::default(),
+            stats: Vec::new(),
+            next_at: vec![0; levels],
+            next_balance: 0,
+            nr_balance_failed: vec![0; levels],
+            published: (0, 0, 0),
+        }
+    }
+}
+
+impl WorkerLocal {
+    /// This CPU's domain facts.
+    #[inline]
+    pub(crate) fn doms(&self) -> &CpuDomains {
+        &self.shared().domains[self.index()]
+    }
+
+    /// Brings the queue's averages up to `now` (`running`: a task ran since
+    /// the last update) after subtracting what wakers moved away, and
+    /// publishes them when they changed.
+    #[inline]
+    pub(crate) fn update_rq_avg(&mut self, now: u64, running: bool) {
+        let ws = &self.shared().workers[self.index()];
+        if let Some(mut r) = ws.removed.take() {
+            self.lb.avg.apply_removed(&mut r);
+        }
+        let load = self.rq.load_weight();
+        let nr = self.rq.nr_running() as u64;
+        if self.lb.avg.update(now, load, nr, u64::from(running), 1) {
+            self.publish_avg();
+        }
+    }
+
+    fn publish_avg(&mut self) {
+        let a = &self.lb.avg;
+        let now = (a.load_avg, a.util_avg, a.runnable_avg);
+        let ws = &self.shared().workers[self.index()];
+        ws.avg_at.store(a.last_update_time, Ordering::Relaxed);
+        if now != self.lb.published {
+            ws.load_avg.store(now.0, Ordering::Relaxed);
+            ws.util_avg.store(now.1, Ordering::Relaxed);
+            ws.runnable_avg.store(now.2, Ordering::Relaxed);
+            self.lb.published = now;
+        }
+    }
+
+    /// Binds an arriving task to this queue: `migrate_in` (vruntime), then
+    /// its averages brought to now and attached (`post_init_util` first for
+    /// a task that never ran). `runnable`: it was queued elsewhere, not
+    /// asleep.
+    pub(crate) fn bind_here(
+        &mut self,
+        sp: &mut SchedPart,
+        initial: bool,
+        runnable: bool,
+        now: u64,
+    ) {
+        self.rq.migrate_in(&mut sp.ent);
+        sp.vruntime_relative = false;
+        let w = sp.ent.se.load.weight;
+        if initial {
+            sp.avg.post_init_util(&self.lb.avg, w, SCHED_CAPACITY_SCALE);
+        } else if runnable {
+            sp.avg.update(now, 1, 1, 0, w);
+        } else {
+            sp.avg.update(now, 0, 0, 0, w);
+        }
+        self.lb.avg.attach(&mut sp.avg, w);
+        self.publish_avg();
+    }
+
+    /// Unbinds a task this CPU owns and sends away: `migrate_out` and the
+    /// averages detached.
+    pub(crate) fn unbind(&mut self, sp: &mut SchedPart) {
+        if sp.vruntime_relative {
+            return;
+        }
+        self.rq.migrate_out(&mut sp.ent);
+        self.lb.avg.detach(&sp.avg, sp.ent.se.load.weight);
+        sp.vruntime_relative = true;
+    }
+
+    /// Counts a task that arrived from CPU `from` at its domain level.
+    pub(crate) fn count_arrival(&self, from: usize) {
+        if from == self.index() || from >= self.shared().nr_cpus() {
+            return;
+        }
+        let lvl = self.doms().level_of(from);
+        bump(&self.ws_counters().lb[lvl].migrations_in, 1);
+    }
+
+    fn ws_counters(&self) -> &super::CpuCounters {
+        &self.shared().workers[self.index()].counters
+    }
+
+    /// Newly-idle balance: walks the domains bottom-up and asks the busiest
+    /// CPU of the first imbalanced one for load. Returns whether a request
+    /// was posted.
+    pub(crate) fn idle_balance(&mut self) -> bool {
+        self.balance(true, u64::MAX)
+    }
+
+    /// Periodic balance at each domain's interval (`sched_balance_domains`).
+    pub(crate) fn periodic_balance(&mut self, now: u64) {
+        self.balance(false, now);
+    }
+
+    fn balance(&mut self, newly_idle: bool, now: u64) -> bool {
+        let shared = self.shared().clone();
+        let me = self.index();
+        let doms = &shared.domains[me];
+        if doms.domains.is_empty() {
+            self.lb.next_balance = u64::MAX;
+            return false;
+        }
+        let mut stats = std::mem::take(&mut self.lb.stats);
+        snapshot_stats(&shared, &mut stats);
+        if newly_idle {
+            stats[me].idle = true;
+            stats[me].nr_running = 0;
+        }
+        let busy = !stats[me].idle;
+        let mut posted = false;
+        for (lvl, sd) in doms.domains.iter().enumerate() {
+            if newly_idle {
+                if !sd.flags.contains(SdFlags::BALANCE_NEWIDLE) {
+                    continue;
+                }
+            } else {
+                if now < self.lb.next_at[lvl] {
+                    continue;
+                }
+                let ms = sd.interval_ms(busy, shared.nr_cpus());
+                self.lb.next_at[lvl] = now + ms * 1_000_000;
+            }
+            let slot = lvl.min(MAX_LEVELS - 1);
+            bump(&self.ws_counters().lb[slot].attempts, 1);
+            let Some(plan) = balance::find_busiest(sd, me, &stats, &sd.span, &[], newly_idle)
+            else {
+                continue;
+            };
+            if plan.src == me || plan.src >= shared.nr_cpus() {
+                continue;
+            }
+            let req = PullRequest {
+                dst: me,
+                level: lvl,
+                kind: plan.kind,
+                newly_idle,
+                amount: plan.amount,
+            };
+            let src = &shared.workers[plan.src];
+            if src
+                .pull_request
+                .compare_exchange(0, req.encode(), Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+            {
+                bump(&self.ws_counters().lb[slot].imbalanced, 1);
+                if newly_idle {
+                    // Serve it at the busiest CPU's next yield point, not
+                    // at the end of its slice.
+                    src.need_resched.store(true, Ordering::Relaxed);
+                }
+                posted = true;
+                break;
+            }
+        }
+        if !newly_idle {
+            self.lb.next_balance = self.lb.next_at.iter().copied().min().unwrap_or(u64::MAX);
+        }
+        self.lb.stats = stats;
+        posted
+    }
+
+    /// Serves a pull request posted to this CPU (`detach_tasks` +
+    /// `attach_tasks`): looks at up to `SCHED_NR_MIGRATE` tasks from the
+    /// cold end of the fair queue, moves those `pick_tasks` chooses to the
+    /// requester and puts the rest back where they were.
+    pub(crate) fn serve_pull(&mut self, now: u64) {
+        let shared = self.shared().clone();
+        let w = shared.workers[self.index()]
+            .pull_request
+            .swap(0, Ordering::AcqRel);
+        if w == 0 {
+            return;
+        }
+        let req = PullRequest::decode(w);
+        if req.dst >= shared.nr_cpus() || req.dst == self.index() {
+            return;
+        }
+        let dst_doms = &shared.domains[req.dst];
+        let Some(sd) = dst_doms.domains.get(req.level) else {
+            return;
+        };
+        let slot = req.level.min(MAX_LEVELS - 1);
+        let nr_running = self.rq.nr_running() as u64;
+        let mut popped: Vec<TaskRef> = Vec::new();
+        while popped.len() < balance::SCHED_NR_MIGRATE {
+            match self.rq.pop_coldest() {
+                Some(t) => popped.push(t),
+                None => break,
+            }
+        }
+        let masks: Vec<CpuSet> = popped
+            .iter()
+            .map(|t| {
+                if t.allowed_on(req.dst) {
+                    CpuSet::from_iter([req.dst])
+                } else {
+                    CpuSet::new()
+                }
+            })
+            .collect();
+        let candidates: Vec<Candidate<'_>> = popped
+            .iter()
+            .zip(&masks)
+            .map(|(t, m)| {
+                // SAFETY: popped from our queue: we own it.
+                let sp = unsafe { t.sched() };
+                Candidate {
+                    allowed: m,
+                    running: false,
+                    last_ran_ns: sp.ent.se.exec_start,
+                    load: sp.avg.load_avg,
+                    util: sp.avg.util_avg,
+                }
+            })
+            .collect();
+        let plan = Plan {
+            src: self.index(),
+            kind: req.kind,
+            amount: req.amount,
+            busiest_type: balance::GroupType::Overloaded,
+        };
+        let failed = self
+            .lb
+            .nr_balance_failed
+            .get(req.level)
+            .copied()
+            .unwrap_or(0);
+        let (picked, _refusal) = balance::pick_tasks(
+            &plan,
+            &candidates,
+            req.dst,
+            now,
+            sd,
+            failed,
+            nr_running,
+            req.newly_idle,
+        );
+        drop(candidates);
+        let mut take = vec![false; popped.len()];
+        for i in picked {
+            take[i] = true;
+        }
+        let mut moved = 0u64;
+        // Put back in reverse (hottest first) so the queue's order holds.
+        for (i, task) in popped.into_iter().enumerate().rev() {
+            // SAFETY: popped from our queue: we own it.
+            let sp = unsafe { task.sched() };
+            sp.ent.se.on_rq = false;
+            if take[i] {
+                self.unbind(sp);
+                // `task.cpu` still names this CPU: the receiver reads it
+                // as where the task came from.
+                shared.workers[req.dst].inbox.push(task);
+                moved += 1;
+            } else {
+                self.rq.migrate_out(&mut sp.ent);
+                self.rq.migrate_in(&mut sp.ent);
+                self.rq.enqueue(&mut sp.ent, task, EnqueueFlags::NONE, now);
+            }
+        }
+        let dst_counters = &shared.workers[req.dst].counters.lb[slot];
+        if moved == 0 {
+            if let Some(f) = self.lb.nr_balance_failed.get_mut(req.level) {
+                *f = f.saturating_add(1);
+            }
+            dst_counters.failed.fetch_add(1, Ordering::Relaxed);
+        } else {
+            if let Some(f) = self.lb.nr_balance_failed.get_mut(req.level) {
+                *f = 0;
+            }
+            dst_counters.pulled.fetch_add(moved, Ordering::Relaxed);
+            bump(&self.ws_counters().migrations_out, moved);
+            shared.workers[req.dst].notify();
+        }
+    }
+
+    /// The domain-ordered list of CPUs to try for stealing or pushing:
+    /// nearest first, rotated by `start` within each level.
+    pub(crate) fn for_each_near(&self, start: usize, mut f: impl FnMut(usize, usize) -> bool) {
+        for (lvl, ring) in self.doms().ring.iter().enumerate() {
+            let n = ring.len();
+            for k in 0..n {
+                if f(lvl.min(MAX_LEVELS - 1), ring[(start + k) % n]) {
+                    return;
+                }
+            }
+        }
+    }
+}
