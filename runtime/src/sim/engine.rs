@@ -677,7 +677,10 @@ impl Sim {
     /// The scheduler proper: pick the next task, balancing newly idle
     /// first if nothing is queued.
     fn pick(&mut self, cpu: usize) {
-        debug_assert!(self.cpus[cpu].curr.is_none());
+        if self.cpus[cpu].curr.is_some() {
+            debug_assert!(false, "pick on a busy CPU");
+            return;
+        }
         if self.cpus[cpu].rq.nr_running() == 0 {
             self.newidle_balance(cpu);
         }
@@ -769,8 +772,14 @@ impl Sim {
                     }
                 }
                 Op::Wait => {
+                    let partner_gone = task
+                        .partner
+                        .is_some_and(|p| self.tasks[p].state == State::Exited);
+                    let task = &mut self.tasks[t];
                     if task.tokens > 0 {
                         task.tokens -= 1;
+                    } else if partner_gone {
+                        // EOF: nobody will post again.
                     } else {
                         task.waiting = true;
                         self.block(cpu);
@@ -807,12 +816,17 @@ impl Sim {
         self.pick(cpu);
     }
 
+    /// `do_exit`: wake the waiting partner and the joining parent while
+    /// the task still runs here (so placement sees this CPU busy), then
+    /// switch away for good.
     fn exit(&mut self, cpu: usize, t: usize) {
-        self.switch_out(cpu, State::Exited);
-        self.tasks[t].exited_at = Some(self.now);
-        self.live -= 1;
-        if self.live == 0 {
-            self.makespan = Some(self.now);
+        if let Some(p) = self.tasks[t].partner {
+            // The partner sees EOF: a waiting one wakes and goes on alone.
+            let partner = &mut self.tasks[p];
+            if partner.waiting && partner.state == State::Sleeping {
+                partner.waiting = false;
+                self.wake(p, Some(cpu), false);
+            }
         }
         if let Some(p) = self.tasks[t].parent {
             let parent = &mut self.tasks[p];
@@ -821,6 +835,12 @@ impl Sim {
                 parent.joining = false;
                 self.wake(p, Some(cpu), false);
             }
+        }
+        self.switch_out(cpu, State::Exited);
+        self.tasks[t].exited_at = Some(self.now);
+        self.live -= 1;
+        if self.live == 0 {
+            self.makespan = Some(self.now);
         }
         self.pick(cpu);
     }
