@@ -31,7 +31,7 @@
 //!
 //! # Task behaviour
 //!
-//! Each task runs a small program ([`Op`]s) in a loop: run a CPU burst,
+//! Each task runs a small program of steps in a loop: run a CPU burst,
 //! sleep, post to / wait for its ping-pong partner (a counting token, so no
 //! wakeup is lost), fork its children, join them. A task exits when its
 //! iterations or its work budget are used up; a task with neither runs
