@@ -905,9 +905,7 @@ impl Sim {
         cand.iter()
             .min_by_key(|&c| {
                 let s = &self.cpus[c];
-                let nr = s.rq.nr_running()
-                    + s.pending as usize
-                    + usize::from(s.curr.is_some() && s.rq.nr_running() == 0);
+                let nr = s.rq.nr_running() + s.pending as usize;
                 (
                     nr,
                     self.distance_class(from, c),
