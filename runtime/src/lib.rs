@@ -7,7 +7,9 @@
 //! - `executor`: worker threads, coroutine switching, pooled stacks, timers,
 //!   the monitor that raises `need_resched`;
 //! - [`wait`]: the wait queue every blocking call goes through;
-//! - [`sync`]: `Mutex`, `Condvar`, `Semaphore`, `mpsc` built on it.
+//! - [`sync`]: `Mutex`, `Condvar`, `Semaphore`, `mpsc` built on it;
+//! - [`sim`]: the deterministic simulator that drives the same [`sched`]
+//!   core on virtual CPUs of any synthetic topology.
 //!
 //! Users reach all of it through the `greenos` facade crate.
 #![deny(unused_must_use)]
@@ -20,6 +22,7 @@ pub mod metrics;
 pub mod runtime;
 pub mod sched;
 pub mod signal;
+pub mod sim;
 pub mod sync;
 pub mod task;
 pub mod topology;
