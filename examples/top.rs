@@ -1,6 +1,7 @@
 //! `top` for a greenos runtime: a terminal view refreshed every second with
-//! per-CPU utilisation bars, run-queue length, switches, steals and
-//! migrations, and the busiest tasks of the last interval — like `htop`,
+//! per-CPU utilisation bars, run-queue length, PELT load and util,
+//! switches, steals and migrations, balancing per domain level, and the
+//! busiest tasks of the last interval — like `htop`,
 //! for green threads.
 //!
 //! It watches a demo workload running in the same process (CPU hogs at
@@ -162,23 +163,57 @@ fn render(
     );
     let _ = writeln!(
         s,
-        "CPU  util                            run  switches/s  steals  migr in/out  direct"
+        "CPU  busy                            run  load  util  switches/s  steals  migr in/out  direct"
     );
     for (c, p) in now.cpus.iter().zip(&prev.cpus) {
         let busy = (c.busy_ns - p.busy_ns) as f64 / dt_ns;
         let _ = writeln!(
             s,
-            "{:>3}  {} {:>5.1}% {:>4} {:>11.0} {:>7} {:>6}/{:<5} {:>7}",
+            "{:>3}  {} {:>5.1}% {:>4} {:>5} {:>5} {:>11.0} {:>7} {:>6}/{:<5} {:>7}",
             c.cpu,
             bar(busy, 20),
             busy * 100.0,
             c.nr_running,
+            c.load_avg,
+            c.util_avg,
             (c.switches - p.switches) as f64 / dt.as_secs_f64(),
             c.steals - p.steals,
             c.migrations_in - p.migrations_in,
             c.migrations_out - p.migrations_out,
             c.direct_switches - p.direct_switches,
         );
+    }
+    // Balancing per domain level, summed over CPUs, this interval.
+    let mut levels: Vec<(&str, u64, u64, u64, u64)> = Vec::new();
+    for (c, p) in now.cpus.iter().zip(&prev.cpus) {
+        for (d, pd) in c.domains.iter().zip(&p.domains) {
+            let row = (
+                d.balance_attempts - pd.balance_attempts,
+                d.balance_imbalanced - pd.balance_imbalanced,
+                d.tasks_pulled - pd.tasks_pulled,
+                d.migrations_in - pd.migrations_in,
+            );
+            match levels.iter_mut().find(|l| l.0 == d.name) {
+                Some(l) => {
+                    l.1 += row.0;
+                    l.2 += row.1;
+                    l.3 += row.2;
+                    l.4 += row.3;
+                }
+                None => levels.push((d.name, row.0, row.1, row.2, row.3)),
+            }
+        }
+    }
+    if !levels.is_empty() {
+        let _ = write!(s, "balance");
+        for (name, attempts, imbalanced, pulled, migr) in levels {
+            let _ = write!(
+                s,
+                "  {name}: {attempts} passes, {imbalanced} imbalanced, {pulled} pulled, \
+                 {migr} migrated in"
+            );
+        }
+        let _ = writeln!(s);
     }
     let _ = writeln!(s);
     let _ = writeln!(

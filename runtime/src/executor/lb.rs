@@ -347,6 +347,8 @@ pub(crate) struct LbLocal {
     pub(crate) nr_balance_failed: Vec<u32>,
     /// Averages last published.
     published: (u64, u64, u64),
+    /// `rq->avg_idle`: moving average of this CPU's idle periods (ns).
+    pub(crate) avg_idle: u64,
 }
 
 impl LbLocal {
@@ -358,7 +360,22 @@ impl LbLocal {
             next_balance: 0,
             nr_balance_failed: vec![0; levels],
             published: (0, 0, 0),
+            avg_idle: 2 * balance::MIGRATION_COST_NS,
         }
+    }
+
+    /// Folds an idle period into `avg_idle` (`update_avg`: 1/8 weight,
+    /// capped at twice the migration cost, as `sched_ttwu_pending` caps it).
+    pub(crate) fn note_idle(&mut self, ns: u64) {
+        let diff = ns as i64 - self.avg_idle as i64;
+        self.avg_idle =
+            ((self.avg_idle as i64 + diff / 8).max(0) as u64).min(2 * balance::MIGRATION_COST_NS);
+    }
+
+    /// Whether a newly-idle balance may pay off: idle periods here last
+    /// longer than a migration costs.
+    pub(crate) fn newidle_worth_it(&self) -> bool {
+        self.avg_idle >= balance::MIGRATION_COST_NS
     }
 }
 

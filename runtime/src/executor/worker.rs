@@ -42,7 +42,7 @@ use super::state::FinishPark;
 use super::task::{Coro, Request, Task, TaskRef};
 use super::timer::TimerHeap;
 use super::{bump, clock, Shared, WorkerShared, BUSY, SLEEPING, SPINNING};
-use crate::sched::balance::NUMA_IMBALANCE_MIN;
+use crate::sched::balance::{MIGRATION_COST_NS, NUMA_IMBALANCE_MIN};
 use crate::sched::domains::SdFlags;
 use crate::sched::{EnqueueFlags, Policy, RunQueue, SchedClass, TaskEntity};
 use crate::trace::EventKind;
@@ -623,7 +623,9 @@ impl WorkerCell {
                 Some(task) => (skip, now) = self.run_task(task, now),
                 None => {
                     self.idle(now);
-                    now = clock::now_ns();
+                    let t = clock::now_ns();
+                    self.local().lb.note_idle(t.saturating_sub(now));
+                    now = t;
                 }
             }
         }
@@ -791,8 +793,12 @@ impl WorkerCell {
         self.local().publish();
         ws.idle.store(SPINNING, Ordering::SeqCst);
         self.shared.nr_idle.fetch_add(1, Ordering::AcqRel);
-        // Newly idle: ask the busiest CPU nearby for work.
-        self.local().idle_balance();
+        // Newly idle: ask the busiest CPU nearby for work, unless this CPU's
+        // idle periods are usually too short to pay for a migration
+        // (fair.c sched_balance_newidle: `avg_idle < sysctl_sched_migration_cost`).
+        if self.local().lb.newidle_worth_it() {
+            self.local().idle_balance();
+        }
         let spin_until = now + self.shared.config.idle_spin_ns;
         let mut iter = 0u32;
         loop {
@@ -820,9 +826,10 @@ impl WorkerCell {
                     bump(&ws.counters.idle_ns, clock::now_ns().saturating_sub(now));
                     return;
                 }
-                if iter % 1024 == 0 {
-                    // Still idle: ask again (a request may have found
-                    // nothing movable, or the busiest CPU changed).
+                if iter % 1024 == 0 && t.saturating_sub(now) >= MIGRATION_COST_NS {
+                    // Idle for longer than a migration costs: ask (again;
+                    // a request may have found nothing movable, or the
+                    // busiest CPU changed).
                     l.idle_balance();
                 }
                 if t >= spin_until {

@@ -489,7 +489,9 @@ pub fn pick_tasks(
 /// idle; else an idle CPU sharing its LLC (scanning from `prev`); else the
 /// waker's CPU when `wake_affine` says so (this CPU idle, or a sync wakeup
 /// from a CPU running only the waker, or its load lower once scaled by half
-/// the imbalance margin); else the least loaded allowed CPU. `llc_of(cpu)`
+/// the imbalance margin); else the least loaded allowed CPU of prev's LLC
+/// (prev unless another is lighter by `imbalance_pct`); only a task that may
+/// not run on prev goes to the least loaded allowed CPU anywhere. `llc_of(cpu)`
 /// gives the CPUs sharing `cpu`'s last-level cache. Always inside `allowed`
 /// (falling back to its first CPU below `stats.len()`).
 #[allow(clippy::too_many_arguments)]
@@ -554,9 +556,12 @@ pub fn select_task_rq_in(
         }
     }
     if ok(prev) {
-        // The kernel's fast path keeps prev when nothing better is idle;
-        // go wide only if prev is clearly the most loaded allowed CPU.
-        let least = least_loaded(allowed, stats).unwrap_or(prev);
+        // The kernel's fast path keeps prev when nothing better is idle
+        // and never leaves prev's LLC (select_idle_sibling); here the least
+        // loaded allowed CPU of that LLC takes the task when prev is clearly
+        // heavier. Spreading across LLCs and nodes is the balancer's job.
+        let in_llc = allowed.intersection(prev_llc);
+        let least = least_loaded(&in_llc, stats).unwrap_or(prev);
         let pct = u64::from(imbalance_pct);
         if stats[least].load_avg * pct < stats[prev].load_avg * 100 {
             return least;
@@ -916,6 +921,26 @@ mod tests {
         assert_eq!(
             select_task_rq(1, Some(0), false, 512, &CpuSet::all(2), &stats2, split, 117),
             0
+        );
+        // Nothing idle, wake_affine says no: a much lighter CPU in another
+        // LLC does not take the wakee (the balancer spreads across LLCs),
+        // a lighter one in prev's LLC does.
+        let two_llcs = |c: usize| {
+            if c < 2 {
+                CpuSet::from_iter([0, 1])
+            } else {
+                CpuSet::from_iter([2, 3])
+            }
+        };
+        let stats3 = [busy(8192, 8), busy(4096, 4), busy(1024, 1), busy(1024, 1)];
+        assert_eq!(
+            select_task_rq(1, Some(0), false, 512, &all, &stats3, two_llcs, 117),
+            1
+        );
+        let stats4 = [busy(8192, 8), busy(4096, 4), busy(1024, 1), busy(1024, 1)];
+        assert_eq!(
+            select_task_rq(0, Some(0), false, 512, &all, &stats4, two_llcs, 117),
+            1
         );
     }
 }
