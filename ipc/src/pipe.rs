@@ -24,6 +24,21 @@
 //! - A write of at most [`PIPE_BUF`] bytes is copied in one lock hold, only
 //!   once the whole write fits: it never interleaves with other writers.
 //! - Wakers drop the state lock before waking (see `block.rs`).
+//!
+//! # No lost wakeup, without a fence on the data path
+//!
+//! A reader or writer that finds data (room) moved reads the waiter counts
+//! of the wait queues and the poll list *after* its own hold of the state
+//! lock, with no SeqCst fence in between. Every sleeper counts itself in
+//! (`WaitQueue` waiter count, `PollList` count) *before* it takes the state
+//! lock to check its condition (the queue's `validate`, poll's
+//! `readiness`). The state lock's holds are totally ordered: if the
+//! sleeper's check comes first, its unlock synchronizes with the waker's
+//! lock, so the count it stored before happens-before the waker's read of
+//! the count, which therefore sees it; if the waker's hold comes first, the
+//! sleeper's check sees the new state and it does not sleep. (This saves one
+//! locked instruction per read and per write: about a tenth of a 1-byte
+//! round trip on one CPU.)
 //! - Readers are woken one at a time (any reader can use any data); a reader
 //!   that leaves data behind wakes the next. Writers are all woken when room
 //!   frees up, since each waits for a different amount of room.
@@ -45,7 +60,7 @@
 //!   when nothing moved in time; an interrupted wait is `EINTR`.
 
 use std::io::{self, Read, Write};
-use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -231,10 +246,8 @@ impl Pipe {
                 let more = s.ring.len > 0;
                 self.avail.store(s.ring.len, Ordering::Relaxed);
                 drop(s);
-                // One fence for the three "anyone waiting?" checks (the
-                // wait queues' and poll lists' Dekker protocol: publish,
-                // fence, read the waiter counts).
-                fence(Ordering::SeqCst);
+                // The "anyone waiting?" checks need no fence: the state
+                // lock orders them (module doc, "No lost wakeup").
                 if !self.write_wq.is_empty() {
                     self.write_wq.wake_all();
                 }
@@ -294,7 +307,7 @@ impl Pipe {
                 done += s.ring.push(&data[done..]);
                 self.avail.store(s.ring.len, Ordering::Relaxed);
                 drop(s);
-                fence(Ordering::SeqCst);
+                // No fence: the state lock orders the check (module doc).
                 if !self.read_wq.is_empty() {
                     self.read_wq.wake_one_sync();
                 }

@@ -216,7 +216,10 @@ impl PollList {
     }
 
     /// [`notify`](Self::notify) for a caller that has issued a SeqCst fence
-    /// since it published the state change.
+    /// since it published the state change, or that published it under the
+    /// object lock which `readiness` takes and calls this after taking that
+    /// lock (the lock then orders registration and this check; see
+    /// `pipe.rs`, "No lost wakeup").
     pub(crate) fn notify_fenced(&self) {
         if self.count.load(Ordering::Relaxed) == 0 {
             return;

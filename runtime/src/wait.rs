@@ -383,7 +383,11 @@ impl WaitQueue {
         let mut woke = false;
         let mut direct = None;
         if let Some(q) = handoff {
-            if let Some(w) = q.take_one() {
+            // The fence above (after counting in, before `validate`) comes
+            // after whatever the caller published for `q`'s waiters and
+            // before this read of `q`'s count: it is the wakers' fence of
+            // `q`'s fast path too, so `take_one` need not issue another.
+            if let Some(w) = q.take_one_fenced() {
                 woke = true;
                 match w {
                     Some(Waker::Task(t)) if !task.is_null() && executor::can_switch_to(&t) => {
@@ -542,6 +546,12 @@ impl WaitQueue {
     /// wake, or hand the CPU to).
     fn take_one(&self) -> Option<Option<Waker>> {
         fence(Ordering::SeqCst);
+        self.take_one_fenced()
+    }
+
+    /// [`take_one`](Self::take_one) for a caller that has issued a SeqCst
+    /// fence since it published the condition its waiters wait for.
+    fn take_one_fenced(&self) -> Option<Option<Waker>> {
         if self.waiters.load(Ordering::SeqCst) == 0 {
             return None;
         }

@@ -371,3 +371,75 @@ fn a_task_cancelled_at_shutdown_closes_its_ends_and_its_destructors_get_eintr() 
         "the cancelled task's end closed"
     );
 }
+
+#[test]
+fn no_lost_wakeups_in_a_ring_of_pipes_across_cpus_and_threads() {
+    // Task A (CPU 0) -> task B (CPU 1) -> an OS thread -> A, one 8-byte
+    // token per round, plus bursts that fill a one-page pipe so that
+    // writers sleep too. Every blocking step has only the watchdog as its
+    // timeout: a lost wakeup (reader or writer) fails with ETIMEDOUT.
+    const ROUNDS: u64 = 3000;
+    let w = WATCHDOG;
+    let (ra, wa) = pipe_with_capacity(4096).unwrap();
+    let (rb, wb) = pipe_with_capacity(4096).unwrap();
+    let (rc, wc) = pipe_with_capacity(4096).unwrap();
+    let read8 = move |r: &greenos_ipc::PipeReader| {
+        let mut b = [0u8; 8];
+        let mut got = 0;
+        while got < 8 {
+            got += r.read_timeout(&mut b[got..], w).unwrap();
+        }
+        u64::from_le_bytes(b)
+    };
+    let write_all = move |wr: &greenos_ipc::PipeWriter, mut d: &[u8]| {
+        while !d.is_empty() {
+            let n = wr.write_timeout(d, w).unwrap();
+            d = &d[n..];
+        }
+    };
+    let burst = vec![0u8; 6000];
+    let t = std::thread::spawn(move || {
+        for _ in 0..ROUNDS {
+            let v = read8(&rc);
+            write_all(&wa, &v.to_le_bytes());
+        }
+    });
+    let rt = rt();
+    rt.block_on(move || {
+        let on = |cpu: usize| {
+            let mut set = greenos_runtime::CpuSet::new();
+            set.set(cpu);
+            Builder::new().affinity(set)
+        };
+        let b = on(1)
+            .spawn(move || {
+                let mut sink = vec![0u8; 6000];
+                for i in 0..ROUNDS {
+                    if i % 100 == 0 {
+                        // The burst: A's writer sleeps on a full pipe.
+                        let mut got = 0;
+                        while got < sink.len() {
+                            got += rb.read_timeout(&mut sink[got..], w).unwrap();
+                        }
+                    }
+                    let v = read8(&rb);
+                    write_all(&wc, &v.to_le_bytes());
+                }
+            })
+            .unwrap();
+        let a = on(0)
+            .spawn(move || {
+                for i in 0..ROUNDS {
+                    if i % 100 == 0 {
+                        write_all(&wb, &burst);
+                    }
+                    write_all(&wb, &i.to_le_bytes());
+                    assert_eq!(read8(&ra), i);
+                }
+            })
+            .unwrap();
+        a.join().unwrap();
+        b.join().unwrap();
+    });
+    t.join().unwrap();
+}
