@@ -395,6 +395,10 @@ impl WorkerLocal {
         if let Some(mut r) = ws.removed.take() {
             self.lb.avg.apply_removed(&mut r);
         }
+        if now.wrapping_sub(self.lb.avg.last_update_time) < 1024 {
+            // Within the current 1024 ns unit: nothing to add yet.
+            return;
+        }
         let load = self.rq.load_weight();
         let nr = self.rq.nr_running() as u64;
         if self.lb.avg.update(now, load, nr, u64::from(running), 1) {

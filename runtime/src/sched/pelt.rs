@@ -143,7 +143,25 @@ impl SchedAvg {
     /// on the CPU, `weight` its weight. For a run queue: `load` = the
     /// queue's total weight, `runnable` = tasks queued, `running` = 1 if a
     /// task runs, `weight` = 1. Returns whether the averages changed.
+    #[inline]
     pub fn update(
+        &mut self,
+        now: u64,
+        load: u64,
+        runnable: u64,
+        running: u64,
+        weight: u64,
+    ) -> bool {
+        // The common case on a switch path: less than one 1024 ns unit
+        // since the last update, nothing to do (kept inline; the rest not).
+        if now.wrapping_sub(self.last_update_time) < 1024 {
+            return false;
+        }
+        self.update_slow(now, load, runnable, running, weight)
+    }
+
+    #[inline(never)]
+    fn update_slow(
         &mut self,
         now: u64,
         load: u64,
