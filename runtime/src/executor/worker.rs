@@ -280,7 +280,11 @@ impl WorkerLocal {
             // Runnable task pushed here by a busy CPU: keep its lag.
             EnqueueFlags::NONE
         } else {
-            // Woken on its own CPU by another thread.
+            // Woken by another thread: on its own CPU, or stolen from
+            // another CPU's inbox (then still bound to that queue).
+            if from != self.index && from < self.shared.nr_cpus() {
+                super::lb::wake_migrate(&self.shared.workers[from], sp);
+            }
             EnqueueFlags::WAKEUP
         };
         if sp.vruntime_relative {
@@ -451,6 +455,33 @@ impl WorkerLocal {
                 }
             }
         });
+        if got.is_none() {
+            // Then a woken task waiting in a busy CPU's inbox (the other
+            // half of the lock-free path: recently woken tasks). It may
+            // still be bound to that CPU's queue; `enqueue_arrived` unbinds
+            // it from there.
+            self.for_each_near(start, |lvl, victim| {
+                let w = &shared.workers[victim];
+                // Only from a backlog: a single task there is the
+                // victim's next pick (and may be pinned to it).
+                if victim == self.index
+                    || w.idle.load(Ordering::Relaxed) != BUSY
+                    || w.inbox.len() < 2
+                {
+                    return false;
+                }
+                loop {
+                    match w.inbox.steal() {
+                        Steal::Success(t) => {
+                            got = Some((lvl, t));
+                            return true;
+                        }
+                        Steal::Empty => return false,
+                        Steal::Retry => continue,
+                    }
+                }
+            });
+        }
         let Some((lvl, t)) = got else {
             return false;
         };
