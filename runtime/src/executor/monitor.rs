@@ -78,6 +78,10 @@ impl MonitorShared {
 /// measurable).
 pub(crate) const SCHED_TICK_NS: u64 = 4_000_000;
 
+/// The shortest monitor sleep: below this the OS cannot wake a thread
+/// reliably anyway, and the monitor must not spin.
+const MIN_SLEEP: Duration = Duration::from_micros(20);
+
 /// Body of the monitor thread.
 pub(crate) fn run_monitor(shared: Arc<Shared>) {
     let _ = shared.monitor.thread.set(std::thread::current());
@@ -88,10 +92,18 @@ pub(crate) fn run_monitor(shared: Arc<Shared>) {
     let mut reported = vec![u64::MAX; shared.workers.len()];
     while !shared.shutdown.load(Ordering::Acquire) {
         let now = clock::now_ns();
+        // The earliest timer of a CPU that runs a task: the monitor wakes
+        // for it instead of waiting for its next tick, so that a timer
+        // fires within a thread wakeup of its deadline, not a tick.
+        let mut next_due = u64::MAX;
         for (cpu, w) in shared.workers.iter().enumerate() {
             let pid = w.curr_pid.load(Ordering::Relaxed);
             if pid == 0 {
                 continue;
+            }
+            let timer = w.next_timer.load(Ordering::Relaxed);
+            if timer > now {
+                next_due = next_due.min(timer);
             }
             let start = w.run_start.load(Ordering::Relaxed);
             let ran = now.saturating_sub(start);
@@ -163,7 +175,8 @@ pub(crate) fn run_monitor(shared: Arc<Shared>) {
             }
             shared.monitor.parked.store(false, Ordering::SeqCst);
         } else {
-            std::thread::sleep(tick);
+            let until_due = Duration::from_nanos(next_due.saturating_sub(now));
+            std::thread::sleep(tick.min(until_due).max(MIN_SLEEP));
         }
     }
 }

@@ -1,5 +1,7 @@
 //! EEVDF, Linux 6.6+'s fair class (reference §2.2 – §2.8), as a per-CPU
-//! queue without group scheduling and without delayed dequeue (§2.7).
+//! queue without group scheduling. Delayed dequeue (6.12, §2.7) is modelled
+//! by its effect on lag rather than by keeping the sleeper in the tree (see
+//! below).
 //!
 //! # Model
 //!
@@ -27,6 +29,16 @@
 //!   eligible wakee with a shorter slice and earlier deadline through.
 //! - Tick: the only tick preemption is "request consumed" (`update_deadline`).
 //! - Yield: the deadline moves one slice later (6.6 `yield_task_fair()`).
+//! - DELAY_DEQUEUE + DELAY_ZERO (6.12, on by default): a task that blocks
+//!   while ineligible (negative lag) stays in the kernel's tree, competing,
+//!   until it becomes eligible — its lag grows with `V` — and then leaves
+//!   with lag 0; a wakeup before that requeues it in place. greenos removes
+//!   the sleeper at once (its handle must not be picked while it sleeps)
+//!   and applies the same arithmetic when it wakes on the same queue:
+//!   `vlag = min(0, vlag + (V_now − V_at_sleep))`. What is not modelled: the
+//!   sleeper's weight staying in `V`'s average meanwhile, and a delayed task
+//!   being kept on its CPU by a wakeup (here it may be placed elsewhere,
+//!   keeping its negative lag).
 //!
 //! The current entity is not in the tree (as in CFS), so a pick after
 //! `put_prev` chooses among all runnable entities.
@@ -64,6 +76,9 @@ pub struct EevdfTunables {
     pub preempt_short: bool,
     /// WAKEUP_PREEMPTION.
     pub wakeup_preemption: bool,
+    /// DELAY_DEQUEUE with DELAY_ZERO (6.12): a sleeper's negative lag is
+    /// paid off while it sleeps, as `V` advances (see the module doc).
+    pub delay_dequeue: bool,
 }
 
 impl EevdfTunables {
@@ -78,6 +93,7 @@ impl EevdfTunables {
             run_to_parity: true,
             preempt_short: true,
             wakeup_preemption: true,
+            delay_dequeue: true,
         }
     }
 }
@@ -101,6 +117,9 @@ pub struct EevdfData {
     pub vlag: i64,
     /// Tree node while queued.
     node: u32,
+    /// Dequeued to sleep while ineligible: `deadline` then holds `V` at
+    /// that moment (a sleeper has no deadline), for DELAY_DEQUEUE.
+    delayed: bool,
 }
 
 impl EevdfData {
@@ -111,6 +130,7 @@ impl EevdfData {
         custom_slice: None,
         vlag: 0,
         node: NIL,
+        delayed: false,
     };
 }
 
@@ -370,6 +390,14 @@ impl<T> SchedClass<T> for EevdfRq<T> {
 
     fn enqueue(&mut self, e: &mut TaskEntity, task: T, flags: EnqueueFlags, _now: u64) {
         debug_assert!(!e.se.on_rq, "eevdf enqueue: already queued");
+        if std::mem::take(&mut e.eevdf_mut().delayed) && flags.wakeup {
+            // DELAY_DEQUEUE: the lag it would have earned in the tree while
+            // V moved on, capped at 0 (DELAY_ZERO).
+            let v_sleep = e.eevdf().deadline;
+            let earned = (self.avg_vruntime().wrapping_sub(v_sleep) as i64).max(0);
+            let d = e.eevdf_mut();
+            d.vlag = d.vlag.saturating_add(earned).min(0);
+        }
         // 6.6 enqueue_entity(): every enqueue (wakeup, fork, migration,
         // requeue) is placed from the saved lag.
         self.place_entity(e, flags.initial);
@@ -384,6 +412,12 @@ impl<T> SchedClass<T> for EevdfRq<T> {
             return None;
         }
         self.update_entity_lag(e);
+        if self.tunables.delay_dequeue && e.eevdf().vlag < 0 {
+            let v = self.avg_vruntime();
+            let d = e.eevdf_mut();
+            d.deadline = v;
+            d.delayed = true;
+        }
         e.se.on_rq = false;
         let task = if e.eevdf_mut().node == NIL {
             // The current entity.
@@ -523,7 +557,11 @@ impl<T> SchedClass<T> for EevdfRq<T> {
         }
     }
 
-    fn migrate_in(&mut self, _e: &mut TaskEntity) {}
+    fn migrate_in(&mut self, e: &mut TaskEntity) {
+        // Another queue's V means nothing here: a migrating sleeper keeps
+        // its lag as it was.
+        e.eevdf_mut().delayed = false;
+    }
 
     fn pop_coldest(&mut self) -> Option<T> {
         let node = self.tree.last()?;
