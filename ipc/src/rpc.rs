@@ -117,8 +117,12 @@ impl ServerObj {
         self.alive.store(false, Ordering::Release);
     }
 
+    /// Whether calls are accepted. The owning process's exit unregisters
+    /// its servers (`CapTable::exit`), and a registration that races with
+    /// the exit re-checks after adding itself (see [`ServerBuilder::register`]),
+    /// so the flag alone answers: one load on the call path.
     fn is_alive(&self) -> bool {
-        self.alive.load(Ordering::Acquire) && !self.table.is_dead()
+        self.alive.load(Ordering::Acquire)
     }
 }
 
@@ -190,6 +194,12 @@ impl ServerBuilder {
             estacks: Mutex::new(Vec::new()),
         });
         table.add_server(&server);
+        // The process may have exited meanwhile: `exit` marks the table dead
+        // and then takes the server list under its lock, so either it saw
+        // this server (and unregistered it) or this load sees `dead`.
+        if table.is_dead() {
+            server.unregister();
+        }
         cap::create(Object::Server(server))
     }
 }
@@ -368,7 +378,7 @@ fn call_as(
         }
         msg.stage(false)?;
     } else if msg.has_in {
-        msg.clear_caps();
+        msg.forget_caps();
     }
     msg.badge = conn.badge;
     let r = cap::with_proc_cx(cx, |p| {
@@ -399,12 +409,8 @@ fn call_as(
                     msg.install(&server.table);
                 }
                 let ret = (server.dispatcher)(msg);
-                // Stage the reply's capabilities (step 7); moved ones
-                // leave the server's table now.
-                if msg.ncaps > 0 {
-                    let _ = msg.stage(true);
-                } else if msg.has_in {
-                    msg.clear_caps();
+                if msg.ncaps > 0 || msg.has_in {
+                    msg.stage_reply();
                 }
                 ret
             };
@@ -566,7 +572,27 @@ impl<'a> IpcMsg<'a> {
         r
     }
 
+    /// Stages the reply's capabilities (step 7; moved ones leave the
+    /// server's table now), or forgets the ones that arrived with the call.
+    /// Out of line: the null call has none.
+    #[inline(never)]
+    fn stage_reply(&mut self) {
+        if self.ncaps > 0 {
+            let _ = self.stage(true);
+        } else {
+            self.clear_caps();
+        }
+    }
+
+    /// [`clear_caps`](Self::clear_caps), out of line (off the null call's
+    /// path).
+    #[inline(never)]
+    fn forget_caps(&mut self) {
+        self.clear_caps();
+    }
+
     /// Installs the staged capabilities in `table` as arrived ones.
+    #[inline(never)]
     fn install(&mut self, table: &CapTable) {
         for i in 0..std::mem::take(&mut self.nxfer) {
             if let Some(node) = self.xfer[i].take() {
