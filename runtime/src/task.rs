@@ -796,8 +796,9 @@ pub fn with_cx<R>(f: impl for<'a> FnOnce(TaskCx<'a>) -> R) -> Option<R> {
     // shutdown path) while it runs, and `f` runs as this task. The borrow
     // cannot leave `f` (higher-ranked lifetime, `TaskCx` is `!Send` and
     // not `'static`), so it is never used by another task.
+    let task = unsafe { &*t };
     Some(f(TaskCx {
-        task: unsafe { &*t },
+        task,
         _not_send: PhantomData,
     }))
 }
