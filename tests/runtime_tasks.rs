@@ -591,6 +591,47 @@ fn spawn_and_pid_lookup_fit_the_default_stack() {
     assert_eq!(h.join().unwrap(), Some(libc::ESRCH));
 }
 
+greenos::task_local! {
+    static CX_LOCAL: std::cell::Cell<u32> = std::cell::Cell::new(5);
+}
+
+/// `task::with_cx` (the running task looked up once) answers as the plain
+/// calls do: `None` outside a task; inside, the same identity, identity
+/// switch (restored on unwind), stack check and task-locals, also after
+/// the task has yielded (the handle is the task, not a thread-local).
+#[test]
+fn task_cx_matches_the_plain_calls() {
+    use greenos::task::{identity, with_cx, Identity};
+    assert!(with_cx(|_| ()).is_none(), "not a task");
+    let rt = common::rt(2);
+    rt.block_on(|| {
+        let other = Identity {
+            pid: greenos::Pid(7101),
+            uid: 1101,
+            gid: 2101,
+        };
+        with_cx(|cx| {
+            assert_eq!(cx.identity(), identity());
+            let left = cx.stack_remaining().expect("on the task's stack");
+            assert!(left > 0 && left <= greenos::current().stack_size());
+            CX_LOCAL.with_cx(cx, |v| v.set(v.get() + 1));
+            greenos::yield_now();
+            assert_eq!(CX_LOCAL.with(|v| v.get()), 6);
+            cx.with_identity(other, || {
+                assert_eq!(greenos::getpid(), other.pid);
+                assert_eq!(cx.identity(), other);
+            });
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                cx.with_identity(other, || panic!("fails"))
+            }));
+            assert!(r.is_err());
+            assert_eq!(cx.identity(), identity());
+            assert_ne!(identity(), other);
+        })
+        .expect("in a task");
+    });
+}
+
 /// `with_identity` switches what getpid/getuid/getgid report, nests, and
 /// restores every level on return and on unwind; the real pid is unchanged.
 #[test]

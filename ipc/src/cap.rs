@@ -539,10 +539,10 @@ pub(crate) fn with_proc<R>(f: impl FnOnce(&ProcState) -> R) -> Result<R, Errno> 
     Ok(PROC.with(f))
 }
 
-/// [`with_proc`] for a caller known to be a task.
+/// [`with_proc`] for the task `cx` names (the caller).
 #[inline]
-pub(crate) fn with_proc_unchecked<R>(f: impl FnOnce(&ProcState) -> R) -> R {
-    PROC.with(f)
+pub(crate) fn with_proc_cx<R>(cx: task::TaskCx<'_>, f: impl FnOnce(&ProcState) -> R) -> R {
+    PROC.with_cx(cx, f)
 }
 
 impl ProcState {

@@ -117,8 +117,12 @@ impl ServerObj {
         self.alive.store(false, Ordering::Release);
     }
 
+    /// Whether calls are accepted. The owning process's exit unregisters
+    /// its servers (`CapTable::exit`), and a registration that races with
+    /// the exit re-checks after adding itself (see [`ServerBuilder::register`]),
+    /// so the flag alone answers: one load on the call path.
     fn is_alive(&self) -> bool {
-        self.alive.load(Ordering::Acquire) && !self.table.is_dead()
+        self.alive.load(Ordering::Acquire)
     }
 }
 
@@ -190,6 +194,12 @@ impl ServerBuilder {
             estacks: Mutex::new(Vec::new()),
         });
         table.add_server(&server);
+        // The process may have exited meanwhile: `exit` marks the table dead
+        // and then takes the server list under its lock, so either it saw
+        // this server (and unregistered it) or this load sees `dead`.
+        if table.is_dead() {
+            server.unregister();
+        }
         cap::create(Object::Server(server))
     }
 }
@@ -335,101 +345,106 @@ impl Connection {
         if !server.is_alive() {
             return Err(Errno::ESRCH);
         }
-        // The stack check doubles as the "called from a task" check.
-        let on_task_stack = if server.own_stack.is_none() {
-            match task::stack_remaining() {
-                Some(left) if left < server.stack_need + CALL_PATH_STACK => {
-                    return Err(Errno::ENOMEM);
-                }
-                Some(_) => true,
-                None => false,
-            }
-        } else {
-            false
-        };
-        if !on_task_stack && !task::in_task() {
-            return Err(Errno::ESRCH);
-        }
-        // Stage outgoing capabilities from the caller's table (step 4).
-        let has_out = msg.ncaps > 0;
-        if has_out {
-            if !conn.grant {
-                return Err(Errno::EPERM);
-            }
-            msg.stage(false)?;
-        } else if msg.has_in {
-            msg.clear_caps();
-        }
-        msg.badge = conn.badge;
-        let r = cap::with_proc_unchecked(|p| {
-            // The linkage record (step 5), popped on every exit.
-            let record = Linkage {
-                prev: p.link.get(),
-                table: cap::table_ptr(&server.table),
-                client: task::identity(),
-                badge: conn.badge,
-            };
-            struct Pop<'a> {
-                p: &'a cap::ProcState,
-                prev: *const Linkage,
-            }
-            impl Drop for Pop<'_> {
-                fn drop(&mut self) {
-                    self.p.link.set(self.prev);
-                }
-            }
-            let _pop = Pop {
-                p,
-                prev: record.prev,
-            };
-            task::with_identity(server.identity, || {
-                p.link.set(&record);
-                let body = || {
-                    if has_out {
-                        msg.install(&server.table);
-                    }
-                    let ret = (server.dispatcher)(msg);
-                    // Stage the reply's capabilities (step 7); moved ones
-                    // leave the server's table now.
-                    if msg.ncaps > 0 {
-                        let _ = msg.stage(true);
-                    } else if msg.has_in {
-                        msg.clear_caps();
-                    }
-                    ret
-                };
-                match server.own_stack {
-                    None => Ok(catch_unwind(AssertUnwindSafe(body))),
-                    Some(size) => run_on_estack(server, size, body),
-                }
-            })
-        });
-        let ret = match r {
-            // No execution stack: nothing was delivered.
-            Err(e) => {
-                msg.drop_staged();
-                return Err(e);
-            }
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(payload)) => {
-                if !is_plain_panic(&*payload) {
-                    resume_unwind(payload)
-                }
-                msg.drop_staged();
-                Err(Errno::EFAULT)
-            }
-        };
-        if has_out {
-            // Delivered: moved capabilities leave the caller's table.
-            for c in msg.moved.iter_mut().filter_map(Option::take) {
-                cap::finish_stage(Some(c));
-            }
-        }
-        if msg.nxfer > 0 {
-            cap::with_table(|t| msg.install(t))?;
-        }
-        ret
+        // The running task is looked up once (a non-inlined thread-local
+        // read) and handed down: the stack check, the task-local state, the
+        // caller's identity and the identity switch all use it.
+        task::with_cx(|cx| call_as(cx, conn, server, msg)).unwrap_or(Err(Errno::ESRCH))
     }
+}
+
+/// The body of [`Connection::ipc_call`] once the message and server are
+/// checked; `cx` is the calling task.
+#[inline]
+fn call_as(
+    cx: task::TaskCx<'_>,
+    conn: &ConnShared,
+    server: &ServerObj,
+    msg: &mut IpcMsg<'_>,
+) -> Result<u64, Errno> {
+    // Stack budget (step 3): `None` means not on the task's own stack (an
+    // E-stack), where the check cannot be made.
+    if server.own_stack.is_none() {
+        if let Some(left) = cx.stack_remaining() {
+            if left < server.stack_need + CALL_PATH_STACK {
+                return Err(Errno::ENOMEM);
+            }
+        }
+    }
+    // Stage outgoing capabilities from the caller's table (step 4).
+    let has_out = msg.ncaps > 0;
+    if has_out {
+        if !conn.grant {
+            return Err(Errno::EPERM);
+        }
+        msg.stage(false)?;
+    } else if msg.has_in {
+        msg.forget_caps();
+    }
+    msg.badge = conn.badge;
+    let r = cap::with_proc_cx(cx, |p| {
+        // The linkage record (step 5), popped on every exit.
+        let record = Linkage {
+            prev: p.link.get(),
+            table: cap::table_ptr(&server.table),
+            client: cx.identity(),
+            badge: conn.badge,
+        };
+        struct Pop<'a> {
+            p: &'a cap::ProcState,
+            prev: *const Linkage,
+        }
+        impl Drop for Pop<'_> {
+            fn drop(&mut self) {
+                self.p.link.set(self.prev);
+            }
+        }
+        let _pop = Pop {
+            p,
+            prev: record.prev,
+        };
+        cx.with_identity(server.identity, || {
+            p.link.set(&record);
+            let body = || {
+                if has_out {
+                    msg.install(&server.table);
+                }
+                let ret = (server.dispatcher)(msg);
+                if msg.ncaps > 0 || msg.has_in {
+                    msg.stage_reply();
+                }
+                ret
+            };
+            match server.own_stack {
+                None => Ok(catch_unwind(AssertUnwindSafe(body))),
+                Some(size) => run_on_estack(server, size, body),
+            }
+        })
+    });
+    let ret = match r {
+        // No execution stack: nothing was delivered.
+        Err(e) => {
+            msg.drop_staged();
+            return Err(e);
+        }
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(payload)) => {
+            if !is_plain_panic(&*payload) {
+                resume_unwind(payload)
+            }
+            msg.drop_staged();
+            Err(Errno::EFAULT)
+        }
+    };
+    if has_out {
+        // Delivered: moved capabilities leave the caller's table.
+        for c in msg.moved.iter_mut().filter_map(Option::take) {
+            cap::finish_stage(Some(c));
+        }
+    }
+    if msg.nxfer > 0 {
+        cap::with_proc_cx(cx, |p| p.with_current(|t| msg.install(t)));
+    }
+    ret
 }
 
 /// Whether an unwind payload is an ordinary `panic!` (`&str` / `String`),
@@ -557,7 +572,27 @@ impl<'a> IpcMsg<'a> {
         r
     }
 
+    /// Stages the reply's capabilities (step 7; moved ones leave the
+    /// server's table now), or forgets the ones that arrived with the call.
+    /// Out of line: the null call has none.
+    #[inline(never)]
+    fn stage_reply(&mut self) {
+        if self.ncaps > 0 {
+            let _ = self.stage(true);
+        } else {
+            self.clear_caps();
+        }
+    }
+
+    /// [`clear_caps`](Self::clear_caps), out of line (off the null call's
+    /// path).
+    #[inline(never)]
+    fn forget_caps(&mut self) {
+        self.clear_caps();
+    }
+
     /// Installs the staged capabilities in `table` as arrived ones.
+    #[inline(never)]
     fn install(&mut self, table: &CapTable) {
         for i in 0..std::mem::take(&mut self.nxfer) {
             if let Some(node) = self.xfer[i].take() {

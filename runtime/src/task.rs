@@ -737,6 +737,12 @@ pub fn identity() -> Identity {
 /// affinity stay the caller's (`current().pid()` is the real pid).
 /// Panics outside a greenos task.
 pub fn with_identity<R>(id: Identity, f: impl FnOnce() -> R) -> R {
+    with_identity_on(executor::current_task("with_identity"), id, f)
+}
+
+/// [`with_identity`] on `task`, which must be the calling task.
+#[inline]
+fn with_identity_on<R>(task: &TaskCb, id: Identity, f: impl FnOnce() -> R) -> R {
     struct Restore<'a> {
         task: &'a executor::task::Task,
         prev: *const Identity,
@@ -746,13 +752,76 @@ pub fn with_identity<R>(id: Identity, f: impl FnOnce() -> R) -> R {
             self.task.ident.set(self.prev);
         }
     }
-    let task = executor::current_task("with_identity");
     let frame = id;
     let _restore = Restore {
         task,
         prev: task.ident.replace(&frame),
     };
     f()
+}
+
+/// The running task, looked up once and handed to a closure (see
+/// [`with_cx`]): for hot paths that would otherwise look the current task
+/// up several times (migrating RPC asks for the stack left, the identity,
+/// a task-local and an identity switch on every call). Each lookup goes
+/// through a non-inlined thread-local read (reference/coroutines.md §2.2:
+/// a TLS *address* must not be cached across a switch); the task itself,
+/// unlike the thread-local, stays the same across a switch, so holding it
+/// is sound for as long as the task's own code runs — which the lifetime
+/// `'a` (bound to one [`with_cx`] call) and `!Send` enforce.
+#[derive(Clone, Copy)]
+pub struct TaskCx<'a> {
+    task: &'a TaskCb,
+    _not_send: PhantomData<*const ()>,
+}
+
+impl fmt::Debug for TaskCx<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TaskCx")
+            .field("pid", &self.task.pid)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Runs `f` with a handle on the calling task ([`TaskCx`]), or returns
+/// `None` outside a greenos task (without running `f`).
+#[inline]
+pub fn with_cx<R>(f: impl for<'a> FnOnce(TaskCx<'a>) -> R) -> Option<R> {
+    let t = executor::current_task_ptr();
+    if t.is_null() {
+        return None;
+    }
+    // SAFETY: a non-null current task pointer is the task running this
+    // code; a counted reference to it is held (by its worker, or the
+    // shutdown path) while it runs, and `f` runs as this task. The borrow
+    // cannot leave `f` (higher-ranked lifetime, `TaskCx` is `!Send` and
+    // not `'static`), so it is never used by another task.
+    let task = unsafe { &*t };
+    Some(f(TaskCx {
+        task,
+        _not_send: PhantomData,
+    }))
+}
+
+impl<'a> TaskCx<'a> {
+    /// [`identity`] for this task.
+    #[inline]
+    pub fn identity(self) -> Identity {
+        identity_of(self.task)
+    }
+
+    /// [`with_identity`] for this task.
+    #[inline]
+    pub fn with_identity<R>(self, id: Identity, f: impl FnOnce() -> R) -> R {
+        with_identity_on(self.task, id, f)
+    }
+
+    /// [`stack_remaining`] for this task, measured at the caller's frame
+    /// (this is inlined into it).
+    #[inline(always)]
+    pub fn stack_remaining(self) -> Option<usize> {
+        stack_left(self.task)
+    }
 }
 
 /// Whether the caller is a greenos task (the cheap form of
@@ -774,7 +843,13 @@ pub fn stack_remaining() -> Option<usize> {
         return None;
     }
     // SAFETY: CURRENT is the running task (see current_task).
-    let t = unsafe { &*t };
+    stack_left(unsafe { &*t })
+}
+
+/// Bytes of stack left below the caller's frame on `t`'s stack (`t` is the
+/// calling task); see [`stack_remaining`].
+#[inline(always)]
+fn stack_left(t: &TaskCb) -> Option<usize> {
     let marker = 0u8;
     let sp = std::hint::black_box(&marker) as *const u8 as usize;
     let bottom = t.stack_bottom.load(Ordering::Relaxed);
@@ -865,41 +940,64 @@ impl<T: 'static> LocalKey<T> {
 
     /// Runs `f` with this task's value. Panics outside a greenos task.
     pub fn with<R>(&'static self, f: impl FnOnce(&T) -> R) -> R {
-        let task = executor::current_task("task_local::with");
+        self.with_on(executor::current_task("task_local::with"), f)
+    }
+
+    /// [`with`](Self::with) for the task `cx` names (no second lookup of
+    /// the current task).
+    #[inline]
+    pub fn with_cx<R>(&'static self, cx: TaskCx<'_>, f: impl FnOnce(&T) -> R) -> R {
+        self.with_on(cx.task, f)
+    }
+
+    /// [`with`](Self::with) on `task`, which must be the calling task.
+    #[inline]
+    fn with_on<R>(&'static self, task: &TaskCb, f: impl FnOnce(&T) -> R) -> R {
         let slot = self.slot();
         let locals = task.locals.get();
         // SAFETY: only the running task touches its locals; values are boxed
         // and never moved or freed before the task ends, so the reference we
         // hand out stays valid even if `f` touches other keys (which may grow
         // the vector of pointers, not the values).
+        let existing = unsafe {
+            (*locals)
+                .as_ref()
+                .and_then(|v| v.get(slot).copied().flatten())
+        };
+        let ptr = match existing {
+            Some(p) => p,
+            None => self.init_slot(task, slot),
+        };
+        // The slot is this key's alone (`slot` hands each key its own index)
+        // and only this key stores into it, always a `Box<T>`: the data
+        // pointer of that `dyn Any` is a `T`, so no type check (a `type_id`
+        // call through the vtable) is needed.
+        // SAFETY: as just said, `ptr` points at a live `T`, alive until the
+        // task ends (see above).
         unsafe {
-            let existing = {
-                let v = (*locals).get_or_insert_with(Box::default);
-                if v.len() <= slot {
-                    v.resize(slot + 1, None);
-                }
-                v[slot]
-            };
-            let ptr = match existing {
-                Some(p) => p,
-                None => {
-                    // `init` may itself use task-locals, so no borrow of the
-                    // vector is held across it.
-                    let v: Box<dyn Any> = Box::new((self.init)());
-                    let p = NonNull::new_unchecked(Box::into_raw(v));
-                    let v = (*locals).get_or_insert_with(Box::default);
-                    if v.len() <= slot {
-                        v.resize(slot + 1, None);
-                    }
-                    v[slot] = Some(p);
-                    p
-                }
-            };
-            let v = (*ptr.as_ptr())
-                .downcast_ref::<T>()
-                .expect("task-local slot holds its key's type");
-            f(v)
+            debug_assert!((*ptr.as_ptr()).is::<T>());
+            f(&*(ptr.as_ptr() as *const T))
         }
+    }
+
+    /// First use of this key by `task` (the calling task): creates the
+    /// value and stores it in slot `slot`.
+    #[cold]
+    #[inline(never)]
+    fn init_slot(&'static self, task: &TaskCb, slot: usize) -> NonNull<dyn Any> {
+        // `init` may itself use task-locals, so no borrow of the vector is
+        // held across it.
+        let v: Box<dyn Any> = Box::new((self.init)());
+        // SAFETY: Box::into_raw is never null.
+        let p = unsafe { NonNull::new_unchecked(Box::into_raw(v)) };
+        // SAFETY: only the running task (the caller) touches its locals, and
+        // no borrow of the vector is alive here.
+        let v = unsafe { (*task.locals.get()).get_or_insert_with(Box::default) };
+        if v.len() <= slot {
+            v.resize(slot + 1, None);
+        }
+        v[slot] = Some(p);
+        p
     }
 }
 
