@@ -9,6 +9,7 @@
 //! | channel ping-pong    | a u64 bounced over two channels, 1 and 2 workers; ns/rt |
 //! | shmring_*            | ShmRing vs rtrb, ArrayQueue, channels, pipe, socket (bench/shm_ring.rs) |
 //! | ping-pong pairs      | one pair per worker, all workers; ns per round trip    |
+//! | pick_*               | greenos only: pick+requeue per policy at 10/1k/10k tasks |
 //!
 //! Then the scaling runs: the throughput benchmarks (pairs, spawn, skynet)
 //! at 1, 2, 4, ... workers (`--workers`), for every implementation, with
@@ -42,6 +43,8 @@ mod makespan;
 mod os;
 #[path = "bench/pairs.rs"]
 mod pairs;
+#[path = "bench/pick_cost.rs"]
+mod pick_cost;
 #[path = "bench/ping_pong.rs"]
 mod ping_pong;
 #[path = "bench/report.rs"]
@@ -71,7 +74,8 @@ usage: bench [--full] [--only NAME[,NAME..]] [--json] [--csv] [--timeout SECS]
   --full        more repetitions (11 / 5 for 1M-task benchmarks) and larger N
   --only NAMES  run only benchmarks whose name contains one of NAMES
                 (yield, yield_traced, spawn, skynet, pingpong1, pingpong2, pairs,
-                makespan,
+                makespan, pick (pick cost per policy: pick_on, pick_o1,
+                pick_cfs, pick_eevdf; _10, _1k, _10k runnable tasks),
                 rpc, shmring; ipc_ for the IPC rows against the kernel's objects:
                 ipc_pipe, ipc_pipebw, ipc_msg, ipc_sem, each 1 = one CPU,
                 2x = two CPUs)
@@ -100,6 +104,7 @@ fn specs() -> Vec<Spec> {
         pairs::spec(),
         makespan::spec(),
     ];
+    specs.extend(pick_cost::specs());
     specs.extend(rpc::specs());
     specs.extend(shm_ring::specs());
     specs.extend(ipc_kernel::specs());
