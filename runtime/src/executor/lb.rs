@@ -391,13 +391,18 @@ impl WorkerLocal {
     /// publishes them when they changed.
     #[inline]
     pub(crate) fn update_rq_avg(&mut self, now: u64, running: bool) {
+        // Within the current 1024 ns unit there is nothing to add: one
+        // compare on the switch path.
+        if now.wrapping_sub(self.lb.avg.last_update_time) >= 1024 {
+            self.update_rq_avg_slow(now, running);
+        }
+    }
+
+    #[inline(never)]
+    fn update_rq_avg_slow(&mut self, now: u64, running: bool) {
         let ws = &self.shared().workers[self.index()];
         if let Some(mut r) = ws.removed.take() {
             self.lb.avg.apply_removed(&mut r);
-        }
-        if now.wrapping_sub(self.lb.avg.last_update_time) < 1024 {
-            // Within the current 1024 ns unit: nothing to add yet.
-            return;
         }
         let load = self.rq.load_weight();
         let nr = self.rq.nr_running() as u64;

@@ -623,7 +623,6 @@ impl WorkerCell {
                     continue;
                 }
                 l.now = now;
-                l.update_rq_avg(now, false);
                 l.fire_timers(now);
                 l.pull_inbox();
                 l.pull_staging();
@@ -655,7 +654,10 @@ impl WorkerCell {
                 None => {
                     self.idle(now);
                     let t = clock::now_ns();
-                    self.local().lb.note_idle(t.saturating_sub(now));
+                    let l = self.local();
+                    l.lb.note_idle(t.saturating_sub(now));
+                    // The idle time, in the queue's series.
+                    l.update_rq_avg(t, false);
                     now = t;
                 }
             }
