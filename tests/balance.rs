@@ -72,8 +72,9 @@ fn pelt_follows_a_busy_cpu_and_decays_on_an_idle_one() {
     );
     assert!(
         m.cpus[0].util_avg < 300,
-        "idle CPU 0 util {}",
-        m.cpus[0].util_avg
+        "idle CPU 0 util {}: {:?}",
+        m.cpus[0].util_avg,
+        m.cpus[0]
     );
     stop.store(true, Ordering::Relaxed);
     busy.join().unwrap();

@@ -352,9 +352,14 @@ pub(crate) struct LbLocal {
 }
 
 impl LbLocal {
-    pub(crate) fn new(levels: usize) -> LbLocal {
+    /// The state of a CPU starting at clock time `now` (its series starts
+    /// empty there, not at time 0).
+    pub(crate) fn new(levels: usize, now: u64) -> LbLocal {
         LbLocal {
-            avg: SchedAvg::default(),
+            avg: SchedAvg {
+                last_update_time: now & !1023,
+                ..SchedAvg::default()
+            },
             stats: Vec::new(),
             next_at: vec![0; levels],
             next_balance: 0,

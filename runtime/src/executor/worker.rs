@@ -593,7 +593,7 @@ pub(crate) fn run_worker(shared: Arc<Shared>, index: usize, staging: Deque<TaskR
             direct_next: None,
             last_pid: 0,
             last_reason: 0,
-            lb: super::lb::LbLocal::new(levels),
+            lb: super::lb::LbLocal::new(levels, clock::now_ns()),
         }),
     };
     super::set_current_worker(&cell);
