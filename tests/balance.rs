@@ -180,6 +180,8 @@ fn a_pinned_task_is_never_moved_and_an_idle_cpu_gets_work() {
     let pulled: u64 = c0.domains.iter().map(|d| d.tasks_pulled).sum();
     let attempts: u64 = c0.domains.iter().map(|d| d.balance_attempts).sum();
     assert!(pulled > 0, "CPU 0 pulled nothing: {c0:?}");
+    let sent: u64 = m.cpus[1].domains.iter().map(|d| d.migrations_out).sum();
+    assert!(sent > 0, "CPU 1 counted no migration out: {:?}", m.cpus[1]);
     assert!(attempts > 0, "CPU 0 never balanced: {c0:?}");
 }
 
@@ -283,4 +285,60 @@ fn balanced_nodes_see_no_cross_node_migrations() {
         "tasks crossed nodes in steady state although the nodes were balanced: \
          before {before:?} after {m:?}"
     );
+}
+
+#[test]
+fn remote_wakeups_unparks_and_policies_are_counted() {
+    let _w = Watchdog::new("remote_wakeups", Duration::from_secs(120));
+    let rt = builder(2).build().unwrap();
+    rt.block_on(|| {
+        let (to_b, from_a) = greenos::sync::mpsc::channel::<u32>();
+        let (to_a, from_b) = greenos::sync::mpsc::channel::<u32>();
+        let b = Builder::new()
+            .affinity(CpuSet::from_iter([1]))
+            .spawn(move || {
+                while let Ok(v) = from_a.recv() {
+                    if to_a.send(v).is_err() {
+                        break;
+                    }
+                }
+            })
+            .unwrap();
+        let a = Builder::new()
+            .affinity(CpuSet::from_iter([0]))
+            .spawn(move || {
+                for i in 0..50 {
+                    to_b.send(i).unwrap();
+                    assert_eq!(from_b.recv().unwrap(), i);
+                    // Long enough for the other CPU to go to sleep in the
+                    // OS (its idle spin is 100 µs).
+                    greenos::sleep(Duration::from_millis(1));
+                }
+            })
+            .unwrap();
+        a.join().unwrap();
+        b.join().unwrap();
+    });
+    let m = rt.metrics();
+    let remote: u64 = m.cpus.iter().map(|c| c.wakeups_remote).sum();
+    let unparks: u64 = m.cpus.iter().map(|c| c.unparks).sum();
+    assert!(remote >= 1, "no remote wakeup counted: {m:?}");
+    assert!(unparks >= 1, "no unpark counted: {m:?}");
+    // Per-task metrics carry the policy.
+    let t = rt.block_on(|| {
+        let h = Builder::new()
+            .policy(greenos::SchedPolicy::Batch)
+            .spawn(|| greenos::sleep(Duration::from_millis(50)))
+            .unwrap();
+        let pid = h.task().pid();
+        (h, pid)
+    });
+    let (h, pid) = t;
+    let seen = rt
+        .task_metrics()
+        .into_iter()
+        .find(|x| x.pid == pid)
+        .map(|x| x.policy);
+    h.join().unwrap();
+    assert_eq!(seen, Some(greenos::SchedPolicy::Batch));
 }

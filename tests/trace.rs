@@ -189,3 +189,56 @@ fn task_metrics_count_switches_and_state() {
     );
     assert!(b.pid > Pid(1));
 }
+
+/// A task blocked on an IPC object says which kind (and which object) in
+/// its block event: a pipe reader, a message-queue receiver.
+#[test]
+fn ipc_blocks_name_their_object() {
+    use std::io::{Read, Write};
+    let rt = common::builder(2)
+        .trace(TraceConfig::new(1 << 12))
+        .build()
+        .unwrap();
+    let (reader_pid, receiver_pid) = rt.block_on(|| {
+        let (mut r, mut w) = greenos::ipc::pipe().unwrap();
+        let reader = greenos::spawn(move || {
+            let mut b = [0u8; 1];
+            r.read_exact(&mut b).unwrap();
+            b[0]
+        });
+        let q = greenos::ipc::msgget(
+            greenos::ipc::Key::PRIVATE,
+            greenos::ipc::IpcFlags::CREAT | greenos::ipc::IpcFlags::mode(0o600),
+        )
+        .unwrap();
+        let receiver = greenos::spawn(move || {
+            let mut buf = [0u8; 8];
+            greenos::ipc::msgrcv(q, &mut buf, 0, greenos::ipc::MsgFlags::NONE)
+                .unwrap()
+                .0
+        });
+        // Both block before anything arrives (their CPUs find nothing).
+        greenos::sleep(Duration::from_millis(20));
+        w.write_all(&[7]).unwrap();
+        greenos::ipc::msgsnd(q, 3, b"x", greenos::ipc::MsgFlags::NONE).unwrap();
+        let pids = (reader.task().pid().0, receiver.task().pid().0);
+        assert_eq!(reader.join().unwrap(), 7);
+        assert_eq!(receiver.join().unwrap(), 3);
+        pids
+    });
+    let trace = rt.trace().expect("tracing is on");
+    let blocked_on = |pid: u64, kind: BlockOn| {
+        trace
+            .events
+            .iter()
+            .any(|e| e.kind == EventKind::Block && e.pid == pid && e.other == kind as u64)
+    };
+    assert!(
+        blocked_on(reader_pid, BlockOn::Pipe),
+        "reader blocked on a pipe"
+    );
+    assert!(
+        blocked_on(receiver_pid, BlockOn::MsgQueue),
+        "receiver blocked on a message queue"
+    );
+}

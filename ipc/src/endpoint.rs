@@ -94,6 +94,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use greenos_runtime::task::{self, Task};
+use greenos_runtime::trace::BlockOn;
 use greenos_runtime::wait::{WaitQueue, WaitResult};
 use parking_lot::Mutex;
 
@@ -308,7 +309,7 @@ impl Port {
 
 greenos_runtime::task_local! {
     static PORT: Arc<Port> = Arc::new(Port {
-        wq: WaitQueue::new(),
+        wq: WaitQueue::with_label(BlockOn::Endpoint, 0),
         st: Mutex::new(PortState { op: 0 }),
         inbox: UnsafeCell::new(Delivery::default()),
         phase: PhaseCell(AtomicU8::new(0)),

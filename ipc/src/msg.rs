@@ -36,6 +36,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use greenos_runtime::trace::BlockOn;
 use greenos_runtime::wait::{before_park, WaitQueue};
 use parking_lot::Mutex;
 
@@ -273,6 +274,9 @@ pub fn msgget(key: Key, flags: IpcFlags) -> io::Result<MsqId> {
         flags,
         &cred,
         |perm| {
+            // Block events name the queue by its key (the id is assigned
+            // after this closure).
+            let label = perm.key.0 as u32 as u64;
             Ok(MsgQueue {
                 state: Mutex::new(State {
                     perm,
@@ -287,8 +291,8 @@ pub fn msgget(key: Key, flags: IpcFlags) -> io::Result<MsqId> {
                     removed: false,
                 }),
                 sends: AtomicU64::new(0),
-                recv_wq: WaitQueue::new(),
-                send_wq: WaitQueue::new(),
+                recv_wq: WaitQueue::with_label(BlockOn::MsgQueue, label),
+                send_wq: WaitQueue::with_label(BlockOn::MsgQueue, label),
                 poll: PollList::new(),
             })
         },

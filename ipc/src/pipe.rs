@@ -60,10 +60,11 @@
 //!   when nothing moved in time; an interrupted wait is `EINTR`.
 
 use std::io::{self, Read, Write};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use greenos_runtime::trace::BlockOn;
 use greenos_runtime::wait::{before_park, WaitQueue};
 use parking_lot::Mutex;
 
@@ -212,6 +213,9 @@ pub(crate) struct Pipe {
 
 impl Pipe {
     pub(crate) fn new(cap: usize) -> Arc<Pipe> {
+        // Block events name a pipe by its number (in creation order).
+        static NEXT_PIPE: AtomicU64 = AtomicU64::new(1);
+        let label = NEXT_PIPE.fetch_add(1, Ordering::Relaxed);
         Arc::new(Pipe {
             state: Mutex::new(State {
                 ring: Ring::new(cap),
@@ -221,9 +225,9 @@ impl Pipe {
                 w_counter: 0,
             }),
             avail: AtomicUsize::new(0),
-            read_wq: WaitQueue::new(),
-            write_wq: WaitQueue::new(),
-            open_wq: WaitQueue::new(),
+            read_wq: WaitQueue::with_label(BlockOn::Pipe, label),
+            write_wq: WaitQueue::with_label(BlockOn::Pipe, label),
+            open_wq: WaitQueue::with_label(BlockOn::Pipe, label),
             poll: PollList::new(),
         })
     }

@@ -42,6 +42,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Weak};
 use std::time::Duration;
 
+use greenos_runtime::trace::BlockOn;
 use greenos_runtime::wait::{before_park, WaitQueue};
 use parking_lot::Mutex;
 
@@ -344,7 +345,8 @@ pub fn semget(key: Key, nsems: i32, flags: IpcFlags) -> io::Result<SemId> {
                     undo: HashMap::new(),
                 }),
                 changes: AtomicU64::new(0),
-                wq: WaitQueue::new(),
+                // Block events name the set by its key.
+                wq: WaitQueue::with_label(BlockOn::Semaphore, perm.key.0 as u32 as u64),
             })
         },
         |set| {

@@ -27,6 +27,10 @@ pub struct CpuMetrics {
     pub forced_switches: u64,
     /// Wakeups queued locally on this CPU.
     pub wakeups_local: u64,
+    /// Wakeups this CPU sent to another CPU (`ttwu` remote).
+    pub wakeups_remote: u64,
+    /// Times this CPU's thread woke from sleeping in the OS (park/unpark).
+    pub unparks: u64,
     /// Tasks this CPU stole from another CPU's staging deque.
     pub steals: u64,
     /// Runnable tasks that arrived here from another CPU.
@@ -78,6 +82,9 @@ pub struct DomainMetrics {
     /// Tasks that arrived from a CPU whose nearest common domain is this
     /// level, by any path (wakeup placement, balancing, stealing).
     pub migrations_in: u64,
+    /// Tasks that left for a CPU whose nearest common domain is this level
+    /// (pushed, pulled away, woken elsewhere).
+    pub migrations_out: u64,
 }
 
 /// A snapshot of a runtime's counters.
@@ -108,6 +115,8 @@ impl Metrics {
                         voluntary_switches: r(&c.voluntary_switches),
                         forced_switches: r(&c.forced_switches),
                         wakeups_local: r(&c.wakeups_local),
+                        wakeups_remote: r(&c.wakeups_remote),
+                        unparks: r(&c.unparks),
                         steals: r(&c.steals),
                         migrations_in: r(&c.migrations_in),
                         migrations_out: r(&c.migrations_out),
@@ -134,6 +143,7 @@ impl Metrics {
                                     balance_failed: r(&lc.failed),
                                     steals: r(&lc.steals),
                                     migrations_in: r(&lc.migrations_in),
+                                    migrations_out: r(&lc.migrations_out),
                                 }
                             })
                             .collect(),
@@ -187,6 +197,8 @@ pub struct TaskMetrics {
     pub switches: u64,
     /// Times it arrived runnable on another CPU.
     pub migrations: u64,
+    /// Scheduling policy.
+    pub policy: crate::SchedPolicy,
 }
 
 impl TaskMetrics {
@@ -222,6 +234,7 @@ impl TaskMetrics {
                     wait_time: t.wait_sum_ns.load(Ordering::Relaxed),
                     switches: t.nr_switches.load(Ordering::Relaxed),
                     migrations: t.nr_migrations.load(Ordering::Relaxed),
+                    policy: t.policy(),
                 }
             })
             .collect()

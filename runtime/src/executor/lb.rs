@@ -76,6 +76,9 @@ pub(crate) struct LevelCounters {
     /// Tasks that arrived from a CPU whose nearest common domain is this
     /// level (any path: wakeup placement, push, pull, steal).
     pub(crate) migrations_in: AtomicU64,
+    /// Tasks that left for a CPU whose nearest common domain with this one
+    /// is this level (pushed, pulled away, woken elsewhere, forwarded).
+    pub(crate) migrations_out: AtomicU64,
 }
 
 /// `cfs_rq->removed` for one CPU: averages of sleeping tasks that a waker
@@ -668,6 +671,8 @@ impl WorkerLocal {
             }
             dst_counters.pulled.fetch_add(moved, Ordering::Relaxed);
             bump(&self.ws_counters().migrations_out, moved);
+            let out_lvl = self.doms().level_of(req.dst);
+            bump(&self.ws_counters().lb[out_lvl].migrations_out, moved);
             shared.workers[req.dst].notify();
         }
     }

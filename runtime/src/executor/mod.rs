@@ -80,6 +80,10 @@ pub(crate) struct CpuCounters {
     pub(crate) idle_ns: AtomicU64,
     pub(crate) tasks_exited: AtomicU64,
     pub(crate) direct_switches: AtomicU64,
+    /// Wakeups this CPU sent to another CPU's inbox.
+    pub(crate) wakeups_remote: AtomicU64,
+    /// Times this CPU's thread woke from sleeping in the OS.
+    pub(crate) unparks: AtomicU64,
     /// Balance counters per domain level (`lb::MAX_LEVELS`).
     pub(crate) lb: [lb::LevelCounters; lb::MAX_LEVELS],
 }
@@ -712,6 +716,10 @@ pub(crate) fn enqueue_woken_owned(l: &mut worker::WorkerLocal, task: TaskRef) {
     }
     if l.index() == target {
         if target != prev {
+            let lvl = l.shared().domains[prev].level_of(target);
+            l.shared().workers[prev].counters.lb[lvl]
+                .migrations_out
+                .fetch_add(1, Ordering::Relaxed);
             l.count_migration_in();
             l.count_arrival(prev);
             bump(&task.nr_migrations, 1);
@@ -719,6 +727,14 @@ pub(crate) fn enqueue_woken_owned(l: &mut worker::WorkerLocal, task: TaskRef) {
         }
         l.enqueue_wakeup(task);
     } else {
+        bump(&l.shared().workers[l.index()].counters.wakeups_remote, 1);
+        if target != prev {
+            // The task leaves prev's queue for `target`'s.
+            let lvl = l.shared().domains[prev].level_of(target);
+            l.shared().workers[prev].counters.lb[lvl]
+                .migrations_out
+                .fetch_add(1, Ordering::Relaxed);
+        }
         // No Arc clone here: the runtime's count is one shared cache
         // line that every CPU would bounce on each remote wakeup.
         l.shared().send_to(target, task);

@@ -418,6 +418,7 @@ impl WorkerLocal {
             moved += 1;
         }
         bump(&self.ws().counters.migrations_out, moved as u64);
+        bump(&self.ws().counters.lb[lvl].migrations_out, moved as u64);
         shared.workers[cpu].counters.lb[lvl]
             .pulled
             .fetch_add(moved as u64, Ordering::Relaxed);
@@ -898,6 +899,7 @@ impl WorkerCell {
             }
         }
         self.shared.monitor.worker_wakes();
+        bump(&ws.counters.unparks, 1);
         self.leave_idle(SLEEPING);
         bump(&ws.counters.idle_ns, clock::now_ns().saturating_sub(now));
     }
