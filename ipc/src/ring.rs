@@ -88,6 +88,7 @@ use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Weak};
 use std::time::{Duration, Instant};
 
+use greenos_runtime::trace::BlockOn;
 use greenos_runtime::wait::{WaitQueue, WaitResult};
 use parking_lot::Mutex;
 
@@ -186,7 +187,6 @@ struct Header {
 const _: () = assert!(size_of::<Header>() == HEADER_SIZE);
 
 /// The process-local half of a ring: its wait queues.
-#[derive(Default)]
 struct LocalWaiters {
     not_empty: WaitQueue,
     not_full: WaitQueue,
@@ -201,7 +201,12 @@ fn local_waiters(key: (u64, u64)) -> Arc<LocalWaiters> {
         return w;
     }
     t.retain(|_, w| w.strong_count() > 0);
-    let w = Arc::new(LocalWaiters::default());
+    // Block events name the ring by the first word of its key (the
+    // segment's identity).
+    let w = Arc::new(LocalWaiters {
+        not_empty: WaitQueue::with_label(BlockOn::ShmRing, key.0),
+        not_full: WaitQueue::with_label(BlockOn::ShmRing, key.0),
+    });
     t.insert(key, Arc::downgrade(&w));
     w
 }
