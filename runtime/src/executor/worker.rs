@@ -403,7 +403,10 @@ impl WorkerLocal {
             return false;
         };
         let mut moved = 0;
-        let want = self.rq.nr_queued() / 2;
+        // Half the backlog, at most `sched_nr_migrate` tasks per pass (as
+        // `detach_tasks` bounds a pull): the rest follows at the next
+        // turns if the other CPU is still idle by then.
+        let want = (self.rq.nr_queued() / 2).min(crate::sched::balance::SCHED_NR_MIGRATE);
         while moved < want && self.rightmost_movable(Some(cpu), now) {
             let Some(task) = self.rq.pop_coldest() else {
                 break;
