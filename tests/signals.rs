@@ -449,6 +449,21 @@ fn ipc_reads_get_eintr_or_restart() {
                     greenos::yield_now();
                 }
                 kill(reader.task().pid(), SIGUSR1).unwrap();
+                if !restart {
+                    // A signal that arrived before the read blocked was
+                    // handled without interrupting anything; keep
+                    // signalling until the read itself is interrupted (on
+                    // a loaded machine the reader may be slow to block).
+                    while !reader.is_finished() {
+                        for _ in 0..50 {
+                            greenos::yield_now();
+                        }
+                        if !reader.is_finished() {
+                            // It may finish in between (ESRCH then).
+                            let _ = kill(reader.task().pid(), SIGUSR1);
+                        }
+                    }
+                }
                 if restart {
                     for _ in 0..50 {
                         greenos::yield_now();
