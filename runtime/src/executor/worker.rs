@@ -729,10 +729,17 @@ impl WorkerCell {
             }
         }
         self.set_current(&*task);
+        // A `tracing` span per run of the task, at debug level: what the
+        // task logs is inside it, and a subscriber sees each run. Disabled
+        // (the default), this is one level check; the fields are not
+        // evaluated.
+        let span = tracing::debug_span!("task", pid = task.pid.0, name = task.name_or_dash());
+        let entered = span.enter();
         // SAFETY: we own the task, the slot holds a live coroutine (filled
         // above), and no other borrow of it exists: the task's own code never
         // touches its coroutine slot.
         let result = unsafe { (*task.coro_slot()).as_mut().unwrap_unchecked().resume(()) };
+        drop(entered);
         self.set_current(std::ptr::null());
         ws.curr_pid.store(0, Ordering::Relaxed);
         let now = clock::now_ns();
