@@ -45,6 +45,8 @@ mod os;
 mod pairs;
 #[path = "bench/pick_cost.rs"]
 mod pick_cost;
+#[path = "bench/pick_ops.rs"]
+mod pick_ops;
 #[path = "bench/ping_pong.rs"]
 mod ping_pong;
 #[path = "bench/report.rs"]

@@ -22,51 +22,20 @@
 //! `target/pick_cost.svg`, or to the path given as the first argument.
 //! Run: `cargo run --release --example pick_cost`.
 
-use std::fmt::Write as _;
-use std::hint::black_box;
-use std::time::Instant;
+#[path = "bench/pick_ops.rs"]
+mod pick_ops;
 
-use greenos_runtime::sched::{EnqueueFlags, FairRq, Policy, SchedClass, SchedPolicy, TaskEntity};
+use std::fmt::Write as _;
+
+use greenos_runtime::sched::Policy;
+use pick_ops::{batch, setup};
 
 const SIZES: [usize; 5] = [10, 100, 1_000, 10_000, 100_000];
-/// Largest run time charged per pick.
-const MAX_STEP_NS: u64 = 200_000;
 const BATCHES: usize = 7;
 
-/// Builds a queue of `n` runnable tasks.
-fn setup(policy: Policy, n: usize) -> (FairRq<u32>, Vec<TaskEntity>, u64) {
-    let mut q = FairRq::new(policy, 1);
-    let mut es: Vec<TaskEntity> = Vec::with_capacity(n);
-    for i in 0..n {
-        let mut e = TaskEntity::new(0, SchedPolicy::Normal);
-        q.task_fork(None, &mut e);
-        es.push(e);
-        q.enqueue(&mut es[i], i as u32, EnqueueFlags::INITIAL, 0);
-    }
-    (q, es, 0)
-}
-
-/// `iters` pick + requeue operations; returns the elapsed ns.
-fn batch(q: &mut FairRq<u32>, es: &mut [TaskEntity], now: &mut u64, iters: usize) -> u64 {
-    // xorshift64: the same charge sequence for every class and size.
-    let mut rng = 0x9E37_79B9_7F4A_7C15u64 ^ *now;
-    let start = Instant::now();
-    for _ in 0..iters {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        let t = q.pick_next(None).expect("tasks are queued") as usize;
-        let e = &mut es[t];
-        q.set_next(e, *now);
-        *now += 1_000 + rng % MAX_STEP_NS;
-        q.update_curr(e, *now);
-        q.put_prev(e, black_box(t as u32));
-    }
-    start.elapsed().as_nanos() as u64
-}
-
 fn measure(policy: Policy, n: usize) -> f64 {
-    let (mut q, mut es, mut now) = setup(policy, n);
+    let (mut q, mut es) = setup(policy, n);
+    let mut now = 0;
     // Keep each batch near 20 ms whatever the cost per operation.
     let iters = match policy {
         Policy::ON => (2_000_000 / n).max(20),
