@@ -102,6 +102,7 @@ fn run(policy: Policy, p: &Params) -> Sample {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use greenos::sched::SchedClass;
 
     /// Every row has a unique key and measures a positive cost; each
     /// policy's queue keeps all its tasks through the batch.
