@@ -318,14 +318,20 @@ fn select_wake_cpu_with(
     )
 }
 
-/// Unbinds a sleeping task that a waker moves from `prev` to another CPU:
+/// Unbinds a sleeping task that a waker moves from `prev` to `target`:
 /// its vruntime is re-based from `prev`'s published `min_vruntime` (read
-/// without a lock, as `migrate_task_rq_fair` reads `min_vruntime_copy`) and
-/// its averages go to `prev`'s `removed` words.
-pub(crate) fn wake_migrate(w: &super::WorkerShared, sp: &mut SchedPart) {
+/// without a lock, as `migrate_task_rq_fair` reads `min_vruntime_copy`), its
+/// averages go to `prev`'s `removed` words, and `prev` counts a migration
+/// out at the level it shares with `target`.
+pub(crate) fn wake_migrate(shared: &Shared, sp: &mut SchedPart, prev: usize, target: usize) {
     if sp.vruntime_relative {
         return;
     }
+    let w = &shared.workers[prev];
+    let lvl = shared.domains[prev].level_of(target);
+    w.counters.lb[lvl]
+        .migrations_out
+        .fetch_add(1, Ordering::Relaxed);
     if !sp.ent.policy.is_rt() {
         let src_min = w.min_vruntime.load(Ordering::Relaxed);
         sp.ent.se.vruntime = sp.ent.se.vruntime.wrapping_sub(src_min);
@@ -468,11 +474,13 @@ impl WorkerLocal {
         sp.vruntime_relative = true;
     }
 
-    /// Counts a task that arrived from CPU `from` at its domain level.
+    /// Counts a task that arrived from CPU `from`: in the CPU's total and
+    /// at the domain level the two CPUs share.
     pub(crate) fn count_arrival(&self, from: usize) {
         if from == self.index() || from >= self.shared().nr_cpus() {
             return;
         }
+        bump(&self.ws_counters().migrations_in, 1);
         let lvl = self.doms().level_of(from);
         bump(&self.ws_counters().lb[lvl].migrations_in, 1);
     }

@@ -419,8 +419,10 @@ impl Shared {
         false
     }
 
+    /// Queues a runnable task in CPU `cpu`'s inbox and wakes that CPU.
+    /// `task.cpu` is left as it is: the receiver swaps in its own number on
+    /// arrival and reads the old one as where the task came from.
     pub(crate) fn send_to(&self, cpu: usize, task: TaskRef) {
-        task.cpu.store(cpu, Ordering::Relaxed);
         let w = &self.workers[cpu];
         w.inbox.push(task);
         w.notify();
@@ -712,15 +714,10 @@ pub(crate) fn enqueue_woken_owned(l: &mut worker::WorkerLocal, task: TaskRef) {
     if target != prev {
         // SAFETY: we won the task's wakeup: we own it.
         let sp = unsafe { task.sched() };
-        lb::wake_migrate(&l.shared().workers[prev], sp);
+        lb::wake_migrate(l.shared(), sp, prev, target);
     }
     if l.index() == target {
         if target != prev {
-            let lvl = l.shared().domains[prev].level_of(target);
-            l.shared().workers[prev].counters.lb[lvl]
-                .migrations_out
-                .fetch_add(1, Ordering::Relaxed);
-            l.count_migration_in();
             l.count_arrival(prev);
             bump(&task.nr_migrations, 1);
             task.cpu.store(target, Ordering::Relaxed);
@@ -728,13 +725,6 @@ pub(crate) fn enqueue_woken_owned(l: &mut worker::WorkerLocal, task: TaskRef) {
         l.enqueue_wakeup(task);
     } else {
         bump(&l.shared().workers[l.index()].counters.wakeups_remote, 1);
-        if target != prev {
-            // The task leaves prev's queue for `target`'s.
-            let lvl = l.shared().domains[prev].level_of(target);
-            l.shared().workers[prev].counters.lb[lvl]
-                .migrations_out
-                .fetch_add(1, Ordering::Relaxed);
-        }
         // No Arc clone here: the runtime's count is one shared cache
         // line that every CPU would bounce on each remote wakeup.
         l.shared().send_to(target, task);
@@ -783,9 +773,8 @@ pub(crate) fn wake_task_sync(task: TaskRef) {
             // its averages to the old queue's `removed`.
             // SAFETY: we won PARKED -> RUNNABLE: we own the task.
             let sp = unsafe { task.sched() };
-            lb::wake_migrate(&l.shared().workers[prev], sp);
+            lb::wake_migrate(l.shared(), sp, prev, here);
             task.cpu.store(here, Ordering::Relaxed);
-            l.count_migration_in();
             l.count_arrival(prev);
         }
         l.enqueue_wakeup(task);

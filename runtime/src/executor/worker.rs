@@ -148,11 +148,6 @@ impl WorkerLocal {
         self.rq.nr_queued() == 0 && self.staging.is_empty() && self.ws().inbox.is_empty()
     }
 
-    /// Counts a task that migrated here.
-    pub(crate) fn count_migration_in(&self) {
-        bump(&self.ws().counters.migrations_in, 1);
-    }
-
     /// Allocates a pid from this CPU's batch.
     pub(crate) fn alloc_pid(&mut self) -> std::io::Result<crate::Pid> {
         let shared = self.shared.clone();
@@ -283,7 +278,7 @@ impl WorkerLocal {
             // Woken by another thread: on its own CPU, or stolen from
             // another CPU's inbox (then still bound to that queue).
             if from != self.index && from < self.shared.nr_cpus() {
-                super::lb::wake_migrate(&self.shared.workers[from], sp);
+                super::lb::wake_migrate(&self.shared, sp, from, self.index);
             }
             EnqueueFlags::WAKEUP
         };
@@ -291,7 +286,6 @@ impl WorkerLocal {
             let initial = flags == EnqueueFlags::INITIAL;
             self.bind_here(sp, initial, flags == EnqueueFlags::NONE, self.now);
             if !initial {
-                bump(&self.ws().counters.migrations_in, 1);
                 self.count_arrival(from);
                 bump(&task.nr_migrations, 1);
                 if let Some(tr) = &self.shared.trace {
@@ -984,7 +978,7 @@ impl WorkerLocal {
         let prev = target.cpu.load(Ordering::Relaxed);
         if prev != self.index && prev < self.shared.nr_cpus() {
             // Asleep on another queue: unbind it from there first.
-            super::lb::wake_migrate(&self.shared.workers[prev], sp);
+            super::lb::wake_migrate(&self.shared, sp, prev, self.index);
         }
         if sp.vruntime_relative {
             self.bind_here(sp, false, false, now);
@@ -996,8 +990,8 @@ impl WorkerLocal {
             // an ordinary wakeup here.
             return self.enqueue_wakeup(target);
         }
-        if target.cpu.load(Ordering::Relaxed) != self.index {
-            self.count_migration_in();
+        if prev != self.index {
+            self.count_arrival(prev);
             bump(&target.nr_migrations, 1);
         }
         bump(&self.ws().counters.wakeups_local, 1);
