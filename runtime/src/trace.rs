@@ -583,7 +583,9 @@ fn xml_escape(s: &str) -> String {
         .replace('>', "&gt;")
 }
 
-fn json_str(s: &str) -> String {
+/// `s` as a JSON string literal, quotes included (the JSON exports here and
+/// in `sim`).
+pub(crate) fn json_str(s: &str) -> String {
     let mut o = String::with_capacity(s.len() + 2);
     o.push('"');
     for c in s.chars() {

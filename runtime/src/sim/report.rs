@@ -9,6 +9,7 @@ use std::fmt::{self, Write as _};
 use super::engine::{Cause, Sim};
 use super::rng::FmtNs;
 use crate::sched::Policy;
+use crate::trace::json_str;
 
 /// A log-linear histogram of ns values: exact below 128, then 64
 /// sub-buckets per power of two (≤ 1.6 % relative error), so memory is
@@ -637,23 +638,6 @@ fn rec_buckets(r: &Recorder) -> usize {
     r.buckets
 }
 
-fn json_str(s: &str) -> String {
-    let mut o = String::with_capacity(s.len() + 2);
-    o.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => o.push_str("\\\""),
-            '\\' => o.push_str("\\\\"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(o, "\\u{:04x}", c as u32);
-            }
-            c => o.push(c),
-        }
-    }
-    o.push('"');
-    o
-}
-
 fn json_f(v: f64) -> String {
     if v.is_finite() {
         format!("{v:.6}")
@@ -662,6 +646,7 @@ fn json_f(v: f64) -> String {
     }
 }
 
+/// `s` escaped for XML text and attribute values.
 fn xml(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
