@@ -71,8 +71,8 @@ use harness::{Imp, Outcome, Params, Spec};
 use report::BenchResult;
 
 const USAGE: &str = "\
-usage: bench [--full] [--only NAME[,NAME..]] [--json] [--csv] [--timeout SECS]
-             [--workers N[,N..]] [--no-scaling] [--plot OUT.svg]
+usage: bench [--full] [--only NAME[,NAME..]] [--imps IMP[,IMP..]] [--json] [--csv]
+             [--timeout SECS] [--workers N[,N..]] [--no-scaling] [--plot OUT.svg]
   --full        more repetitions (11 / 5 for 1M-task benchmarks) and larger N
   --only NAMES  run only benchmarks whose name contains one of NAMES
                 (yield, yield_traced, spawn, skynet, pingpong1, pingpong2, pairs,
@@ -81,6 +81,8 @@ usage: bench [--full] [--only NAME[,NAME..]] [--json] [--csv] [--timeout SECS]
                 rpc, shmring; ipc_ for the IPC rows against the kernel's objects:
                 ipc_pipe, ipc_pipebw, ipc_msg, ipc_sem, each 1 = one CPU,
                 2x = two CPUs)
+  --imps IMPS   run only these implementations (greenos, tokio, may, threads);
+                the kernel's IPC peers and greenos-only rows always run
   --json        also print the results as one JSON document
   --timeout S   per-child time limit in seconds (default: 15 / 30 for 1M-task
                 benchmarks, 4x that with --full)
@@ -117,6 +119,8 @@ fn specs() -> Vec<Spec> {
 struct Options {
     full: bool,
     only: Vec<String>,
+    /// `--imps`: the implementations to run (empty: all).
+    imps: Vec<Imp>,
     json: bool,
     timeout: Option<u64>,
     /// Child mode: run this cell and print its `RESULT` line.
@@ -165,6 +169,14 @@ impl Options {
                         .filter(|s| !s.is_empty())
                         .map(str::to_string),
                 ),
+                "--imps" => {
+                    for name in value("--imps")?.split(',').filter(|s| !s.is_empty()) {
+                        o.imps.push(
+                            Imp::parse(name)
+                                .ok_or_else(|| format!("--imps: unknown implementation {name}"))?,
+                        );
+                    }
+                }
                 "--timeout" => o.timeout = Some(parse_num(&value("--timeout")?)?),
                 "--n" => o.n = Some(parse_num(&value("--n")?)?),
                 "--reps" => o.reps = Some(parse_num(&value("--reps")?)?),
@@ -233,6 +245,20 @@ fn parent(opts: &Options) -> ExitCode {
     let selected: Vec<Spec> = specs()
         .into_iter()
         .filter(|s| opts.only.is_empty() || opts.only.iter().any(|o| s.key.contains(o.as_str())))
+        .map(|mut s| {
+            if !opts.imps.is_empty() {
+                // Greenos-only rows keep their one implementation.
+                let kept: Vec<Imp> = s
+                    .imps
+                    .iter()
+                    .copied()
+                    .filter(|i| opts.imps.contains(i) || s.imps.len() == 1)
+                    .collect();
+                s.imps = Box::leak(kept.into_boxed_slice());
+            }
+            s
+        })
+        .filter(|s| !s.imps.is_empty())
         .collect();
     if selected.is_empty() {
         eprintln!("bench: --only matched no benchmark\n{USAGE}");

@@ -165,3 +165,66 @@ fn three_weights_share_in_proportion() {
         }
     });
 }
+
+// ------------------------------------------------------------ fork-join order
+
+/// Started-but-unfinished nodes of a fork-join tree, and the most seen.
+struct Live {
+    now: AtomicU64,
+    max: AtomicU64,
+}
+
+/// A skynet node: spawns `FANOUT` children down to single leaves and joins
+/// them in order; counts itself live while it runs (it holds a stack).
+fn fork_join_node(live: &Arc<Live>, size: u64) -> u64 {
+    let n = live.now.fetch_add(1, Ordering::Relaxed) + 1;
+    live.max.fetch_max(n, Ordering::Relaxed);
+    let sum = if size == 1 {
+        1
+    } else {
+        let children: Vec<_> = (0..10)
+            .map(|_| {
+                let live = live.clone();
+                greenos::spawn(move || fork_join_node(&live, size / 10))
+            })
+            .collect();
+        children.into_iter().map(|h| h.join().unwrap()).sum()
+    };
+    live.now.fetch_sub(1, Ordering::Relaxed);
+    sum
+}
+
+/// A join is a directed yield (the joined task is the NEXT buddy) and a
+/// finishing task makes its joiner the NEXT buddy, so a fork-join tree runs
+/// depth-first on one CPU: about one started node per level is live at a
+/// time, not every started node of the tree (breadth-first, as plain
+/// START_DEBIT placement orders it, would start all 1,111 inner nodes
+/// before the first leaf level finishes). The bound leaves room for a
+/// few tick preemptions, each of which may start one more path.
+///
+/// CFS only: EEVDF honours the buddy only while it is eligible (PICK_BUDDY),
+/// and a child placed at the average V turns ineligible when its parent,
+/// which ran past V, blocks and leaves the average. (The kernel's
+/// DELAY_DEQUEUE keeps such a parent in the tree, and V with it; greenos
+/// models DELAY_DEQUEUE by its effect on lag only, so under EEVDF a
+/// fork-join tree still runs breadth-first.)
+#[test]
+fn fork_join_trees_run_depth_first() {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _dog = Watchdog::new("fork_join_trees_run_depth_first", Duration::from_secs(120));
+    let policy = greenos::Policy::Cfs;
+    let rt = common::builder(1).policy(policy).build().unwrap();
+    let live = Arc::new(Live {
+        now: AtomicU64::new(0),
+        max: AtomicU64::new(0),
+    });
+    let l = live.clone();
+    let leaves = rt.block_on(move || fork_join_node(&l, 10_000));
+    assert_eq!(leaves, 10_000);
+    let max = live.max.load(Ordering::Relaxed);
+    // Depth 5 (root + 4 levels): one path is 5 nodes.
+    assert!(
+        max <= 40,
+        "{policy:?}: {max} tree nodes were live at once (depth-first keeps ~5)"
+    );
+}

@@ -230,11 +230,7 @@ impl MsgQueue {
     fn wake_receivers(&self) {
         // One waiter (a ping-pong peer): a sync wakeup; several: all look,
         // since each waits for its own type.
-        if self.recv_wq.len() == 1 {
-            self.recv_wq.wake_one_sync();
-        } else {
-            self.recv_wq.wake_all();
-        }
+        self.recv_wq.wake_all_sync();
     }
 }
 

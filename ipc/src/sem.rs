@@ -224,11 +224,7 @@ impl IpcObject for SemSet {
 
 impl SemSet {
     fn wake(&self) {
-        if self.wq.len() == 1 {
-            self.wq.wake_one_sync();
-        } else {
-            self.wq.wake_all();
-        }
+        self.wq.wake_all_sync();
     }
 }
 

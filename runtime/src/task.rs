@@ -72,7 +72,9 @@ impl<T> Packet<T> {
         // `done` is published; nobody reads `result` before that.
         unsafe { *self.result.get() = Some(r) };
         self.done.store(true, Ordering::Release);
-        self.joiners.wake_all();
+        executor::wake_joiners(|| {
+            self.joiners.wake_all();
+        });
     }
 
     fn is_done(&self) -> bool {
@@ -217,7 +219,7 @@ impl<T> JoinHandle<T> {
     /// thread this parks the task (its CPU runs others); on an OS thread it
     /// blocks the thread.
     pub fn join(self) -> Result<T, JoinError> {
-        self.packet().wait(None);
+        executor::joining(&self.task.inner, || self.packet().wait(None));
         if !self.packet().is_done() {
             return Err(JoinError::Cancelled);
         }
@@ -227,7 +229,7 @@ impl<T> JoinHandle<T> {
     /// Like [`join`](Self::join) but gives up after `timeout`, handing the
     /// handle back.
     pub fn join_timeout(self, timeout: Duration) -> Result<Result<T, JoinError>, JoinHandle<T>> {
-        if self.packet().wait(Some(timeout)) {
+        if executor::joining(&self.task.inner, || self.packet().wait(Some(timeout))) {
             Ok(self.packet().take())
         } else {
             Err(self)

@@ -585,14 +585,55 @@ impl WaitQueue {
         self.wake_n(usize::MAX)
     }
 
+    /// Wakes every waiter, like [`wake_all`](Self::wake_all); when exactly
+    /// one waits (counted under the queue lock), wakes it as
+    /// [`wake_one_sync`](Self::wake_one_sync) does. For objects whose
+    /// waiters wait for different conditions (message types, semaphore
+    /// values), where waking only the longest waiter could wake the wrong
+    /// one: deciding from [`len`](Self::len) before taking the lock could
+    /// miss a waiter linked meanwhile and lose its wakeup.
+    pub fn wake_all_sync(&self) -> usize {
+        fence(Ordering::SeqCst);
+        if self.waiters.load(Ordering::SeqCst) == 0 {
+            return 0;
+        }
+        let l = self.list.lock();
+        // The count changes only under the lock we hold.
+        if self.waiters.load(Ordering::Relaxed) != 1 {
+            return self.wake_locked(l, usize::MAX);
+        }
+        let mut l = l;
+        let Some(node) = l.pop_front() else {
+            return 0;
+        };
+        self.count_out();
+        // SAFETY: as in take_one_fenced.
+        let waker = unsafe {
+            let w = (*node).waker.take();
+            (*node).status.store(NOTIFIED, Ordering::Release);
+            w
+        };
+        drop(l);
+        match waker {
+            Some(Waker::Task(t)) => executor::wake_task_sync(t),
+            Some(w) => w.wake(),
+            None => {}
+        }
+        1
+    }
+
     /// Wakes up to `n` waiters, longest first. Returns how many.
     pub fn wake_n(&self, n: usize) -> usize {
         fence(Ordering::SeqCst);
         if n == 0 || self.waiters.load(Ordering::SeqCst) == 0 {
             return 0;
         }
+        self.wake_locked(self.list.lock(), n)
+    }
+
+    /// The loop of [`wake_n`](Self::wake_n), under the list lock `l`.
+    fn wake_locked(&self, mut l: parking_lot::MutexGuard<'_, List>, n: usize) -> usize {
         let mut woken = 0;
-        let mut l = self.list.lock();
         while woken < n {
             let Some(node) = l.pop_front() else { break };
             self.count_out();

@@ -731,6 +731,44 @@ pub(crate) fn enqueue_woken_owned(l: &mut worker::WorkerLocal, task: TaskRef) {
     }
 }
 
+/// Runs `wait` (the running green task waiting for `target` to finish)
+/// with `target` recorded as the task it joins: each time the caller parks,
+/// its CPU runs `target` next if `target` waits in its run queue and the
+/// class finds that fair enough (a directed yield, the kernel's
+/// `yield_to()`, which sets the NEXT buddy). With the joiner woken as the
+/// NEXT buddy when `target` finishes ([`wake_joiners`]), a fork-join tree
+/// runs depth-first: only the tasks on the current path hold stacks, not
+/// every started node of the tree. Outside a task this just runs `wait`.
+pub(crate) fn joining<R>(target: &Task, wait: impl FnOnce() -> R) -> R {
+    let cur = current_task_ptr();
+    if cur.is_null() || std::ptr::eq(cur, target) {
+        return wait();
+    }
+    /// Clears the record even if the wait unwinds (a killed task).
+    struct Clear<'a>(&'a Task);
+    impl Drop for Clear<'_> {
+        fn drop(&mut self) {
+            self.0.join_target.set(std::ptr::null());
+        }
+    }
+    // SAFETY: `cur` is the task running this code; it lives while it runs.
+    let cur = unsafe { &*cur };
+    cur.join_target.set(target);
+    let _clear = Clear(cur);
+    wait()
+}
+
+/// Runs `wake` (a finishing task waking its joiners) so that a joiner
+/// queued on this CPU becomes the NEXT buddy: the parent resumes at once
+/// and joins its next child (see [`joining`]).
+pub(crate) fn wake_joiners(wake: impl FnOnce()) {
+    if current_task_ptr().is_null() || with_local(|l| l.buddy_wakeup = true).is_none() {
+        return wake();
+    }
+    wake();
+    with_local(|l| l.buddy_wakeup = false);
+}
+
 /// Wakes a task (any thread may call it).
 pub(crate) fn wake_task(task: TaskRef) {
     if task.state.wake() != Wake::Enqueue {

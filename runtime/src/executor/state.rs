@@ -83,10 +83,12 @@ impl TaskState {
             Ok(_) => BeginPark::Switch,
             Err(cur) => {
                 debug_assert_eq!(cur, RUNNABLE | NOTIFIED, "begin_park from state {cur}");
-                // Only the task clears NOTIFIED while RUNNABLE; wakers only
-                // set it, so a plain store cannot lose a wakeup: the one we
-                // consume is the one we return for.
-                self.0.store(RUNNABLE, Ordering::Release);
+                // Consume the flag with a read-modify-write, not a plain
+                // store: an RMW reads the latest value, so it synchronizes
+                // with every waker whose own RMW on this word came before
+                // (see `wake`), and the caller's re-check then sees what
+                // those wakers published.
+                self.0.swap(RUNNABLE, Ordering::AcqRel);
                 BeginPark::Notified
             }
         }
@@ -101,7 +103,8 @@ impl TaskState {
             Ok(_) => FinishPark::Parked,
             Err(cur) => {
                 debug_assert_eq!(cur, PARKING | NOTIFIED, "finish_park from state {cur}");
-                self.0.store(RUNNABLE, Ordering::Release);
+                // An RMW, as in `begin_park`.
+                self.0.swap(RUNNABLE, Ordering::AcqRel);
                 FinishPark::Notified
             }
         }
@@ -112,9 +115,15 @@ impl TaskState {
     pub(crate) fn wake(&self) -> Wake {
         let mut cur = self.0.load(Ordering::Acquire);
         loop {
+            // Already notified: still write the word (the same value). A
+            // waker that only read the flag would not be ordered before
+            // the task consuming it, and the task could then miss what
+            // this waker published before waking (its wait node's
+            // NOTIFIED status) and sleep for good: a store-buffering race
+            // that lost wakeups under load (a stale flag from an earlier
+            // spurious wakeup is common with wake-all queues).
             let next = match cur & BASE {
                 PARKED => RUNNABLE,
-                _ if cur & NOTIFIED != 0 => return Wake::Noop,
                 _ => cur | NOTIFIED,
             };
             match self

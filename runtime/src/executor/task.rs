@@ -190,7 +190,21 @@ pub(crate) struct Task {
     pub(crate) stack_bottom: AtomicUsize,
     /// Top (highest address) of the task's stack; 0 before first run.
     pub(crate) stack_top: AtomicUsize,
+    /// The CPU whose run-queue tree holds this task ([`NOT_QUEUED`]: none;
+    /// not in a tree while it runs, sleeps or travels). Only that CPU's
+    /// worker writes it, at every insertion into and removal from its tree,
+    /// so a worker that reads its own index here owns the task (the check
+    /// a directed yield makes before touching a task it did not pick).
+    pub(crate) rq_cpu: AtomicU32,
+    /// The task this one is joining (null otherwise): set by
+    /// `JoinHandle::join` around its wait, read by the worker when the
+    /// joiner parks, to run the joined task next (a directed yield). The
+    /// joiner's handle keeps the target alive for as long as it is set.
+    pub(crate) join_target: Cell<*const Task>,
 }
+
+/// [`Task::rq_cpu`] of a task in no run-queue tree.
+pub(crate) const NOT_QUEUED: u32 = u32::MAX;
 
 // SAFETY: the `UnsafeCell`/`Cell` fields follow the ownership rules in the
 // module doc: `sched` and `yielder` are touched only by the single worker that
@@ -275,6 +289,8 @@ impl Task {
             locals: UnsafeCell::new(None),
             stack_bottom: AtomicUsize::new(0),
             stack_top: AtomicUsize::new(0),
+            rq_cpu: AtomicU32::new(NOT_QUEUED),
+            join_target: Cell::new(std::ptr::null()),
         })
     }
 
@@ -405,14 +421,16 @@ mod tests {
     /// switch: a million live tasks pay for each byte (the spawn benchmark's
     /// page faults grew with it once, when every class kept its own state
     /// in every task). Growing it past this budget should be a decision.
-    /// (The last one: 64 B for the task's PELT series, the kernel's
-    /// `struct sched_avg` size too.)
+    /// (64 B for the task's PELT series, the kernel's `struct sched_avg`
+    /// size too; then 16 B for the directed yield of a join, `rq_cpu` and
+    /// `join_target`, which keeps fork-join trees depth-first and so cut
+    /// skynet's peak RSS by far more than 16 B per task.)
     #[test]
     fn control_block_stays_small() {
         let task = std::mem::size_of::<super::Task>();
         let entity = std::mem::size_of::<crate::sched::TaskEntity>();
         eprintln!("Task {task} B, TaskEntity {entity} B");
         assert!(entity <= 160, "TaskEntity is {entity} B");
-        assert!(task <= 544, "Task is {task} B");
+        assert!(task <= 560, "Task is {task} B");
     }
 }

@@ -39,7 +39,7 @@ use crossbeam_deque::{Steal, Worker as Deque};
 use super::monitor::{BUDGET_CFS, BUDGET_NONE};
 use super::stack::StackPool;
 use super::state::FinishPark;
-use super::task::{Coro, Request, Task, TaskRef};
+use super::task::{Coro, Request, Task, TaskRef, NOT_QUEUED};
 use super::timer::TimerHeap;
 use super::{bump, clock, Shared, WorkerShared, BUSY, SLEEPING, SPINNING};
 use crate::sched::balance::{MIGRATION_COST_NS, NUMA_IMBALANCE_MIN};
@@ -80,6 +80,13 @@ pub(crate) struct WorkerLocal {
     last_reason: u64,
     /// PELT of this queue and the balancer's state (see `executor::lb`).
     pub(crate) lb: super::lb::LbLocal,
+    /// Address of a joined task that may still be in this CPU's staging
+    /// deque (0: none): when it arrives in the tree this pass, it becomes the
+    /// NEXT buddy. Compared, never dereferenced.
+    pending_buddy: usize,
+    /// Set while a finishing task wakes its joiners: a joiner queued here
+    /// becomes the NEXT buddy (see `executor::wake_joiners`).
+    pub(crate) buddy_wakeup: bool,
 }
 
 /// A worker's private state plus the shared handle, pinned on its thread.
@@ -184,8 +191,13 @@ impl WorkerLocal {
             sp.avg.update(now, 0, 0, 0, sp.ent.se.load.weight);
         }
         let wakee: *const TaskEntity = &sp.ent;
+        self.mark_queued(&task);
         self.rq
             .enqueue(&mut sp.ent, task, EnqueueFlags::WAKEUP, now);
+        if self.buddy_wakeup {
+            // SAFETY: `wakee` is the entity of the task just queued here.
+            self.rq.set_next_buddy(unsafe { &*wakee });
+        }
         bump(&self.ws().counters.wakeups_local, 1);
         if !cur.is_null() {
             // SAFETY: the running task is owned by this worker; its code is
@@ -303,7 +315,36 @@ impl WorkerLocal {
             // Woken on its own CPU by another thread: decay over the sleep.
             sp.avg.update(self.now, 0, 0, 0, sp.ent.se.load.weight);
         }
+        let buddy = self.pending_buddy == Arc::as_ptr(&task) as usize;
+        self.mark_queued(&task);
+        let ent: *const TaskEntity = &sp.ent;
         self.rq.enqueue(&mut sp.ent, task, flags, self.now);
+        if buddy {
+            self.pending_buddy = 0;
+            // SAFETY: `ent` is the entity of the task just queued here.
+            self.rq.set_next_buddy(unsafe { &*ent });
+        }
+    }
+
+    /// Records that `task` is in this CPU's tree now ([`Task::rq_cpu`]).
+    #[inline]
+    fn mark_queued(&self, task: &Task) {
+        task.rq_cpu.store(self.index as u32, Ordering::Relaxed);
+    }
+
+    /// A directed yield (kernel `yield_to()`): the task parking here is
+    /// joining `target`, so `target` should run next if it waits in this
+    /// CPU's tree, or arrives there from the staging deque this pass.
+    fn yield_to(&mut self, target: &Task) {
+        if target.rq_cpu.load(Ordering::Relaxed) == self.index as u32 {
+            // SAFETY: only this worker marks and unmarks tasks in its own
+            // tree (`Task::rq_cpu`), and it is here: the task is queued in
+            // our tree, so we own it.
+            let sp = unsafe { target.sched() };
+            self.rq.set_next_buddy(&sp.ent);
+        } else if target.cpu.load(Ordering::Relaxed) == self.index {
+            self.pending_buddy = target as *const Task as usize;
+        }
     }
 
     fn fire_timers(&mut self, now: u64) {
@@ -405,6 +446,7 @@ impl WorkerLocal {
             let Some(task) = self.rq.pop_coldest() else {
                 break;
             };
+            task.rq_cpu.store(NOT_QUEUED, Ordering::Relaxed);
             // SAFETY: the task was in our tree; we own it.
             let sp = unsafe { task.sched() };
             sp.ent.se.on_rq = false;
@@ -545,6 +587,7 @@ impl WorkerLocal {
         } else {
             EnqueueFlags::NONE
         };
+        self.mark_queued(&task);
         self.rq.enqueue(&mut sp.ent, task, flags, now);
     }
 
@@ -592,6 +635,8 @@ pub(crate) fn run_worker(shared: Arc<Shared>, index: usize, staging: Deque<TaskR
             last_pid: 0,
             last_reason: 0,
             lb: super::lb::LbLocal::new(levels, clock::now_ns()),
+            pending_buddy: 0,
+            buddy_wakeup: false,
         }),
     };
     super::set_current_worker(&cell);
@@ -639,8 +684,13 @@ impl WorkerCell {
                     // and nothing took it out since (a push clears `skip`).
                     unsafe { &(*t).sched().ent as *const TaskEntity }
                 });
+                l.pending_buddy = 0;
                 // SAFETY: see above; the entity outlives this call.
-                l.rq.pick_next(skip_se.map(|p| unsafe { &*p }))
+                let picked = l.rq.pick_next(skip_se.map(|p| unsafe { &*p }));
+                if let Some(t) = &picked {
+                    t.rq_cpu.store(NOT_QUEUED, Ordering::Relaxed);
+                }
+                picked
             };
             skip = None;
             match picked {
@@ -763,6 +813,7 @@ impl WorkerCell {
                 }
                 let p: *const Task = &*task;
                 l.rq.yield_task(&mut sp.ent);
+                l.mark_queued(&task);
                 l.rq.put_prev(&mut sp.ent, task);
                 (Some(p), now)
             }
@@ -773,6 +824,7 @@ impl WorkerCell {
                 if task.sched_dirty.load(Ordering::Relaxed) {
                     l.requeue_changed(task, now);
                 } else {
+                    l.mark_queued(&task);
                     l.rq.put_prev(&mut sp.ent, task);
                 }
                 (None, now)
@@ -783,6 +835,13 @@ impl WorkerCell {
                 l.last_reason = 1;
                 l.rq.dequeue(&mut sp.ent);
                 task.apply_sched_change(sp);
+                let target = task.join_target.get();
+                if !target.is_null() {
+                    // SAFETY: the joiner set it inside `JoinHandle::join`,
+                    // whose handle keeps the target alive; the joiner cannot
+                    // leave that call before `finish_park` below.
+                    l.yield_to(unsafe { &*target });
+                }
                 match task.state.finish_park() {
                     // Whoever wakes it holds its own reference.
                     FinishPark::Parked => drop(task),
@@ -1004,6 +1063,7 @@ impl WorkerLocal {
     fn enqueue_arrived_woken(&mut self, task: TaskRef) {
         // SAFETY: finish_park returned Notified: the worker still owns it.
         let sp = unsafe { task.sched() };
+        self.mark_queued(&task);
         self.rq
             .enqueue(&mut sp.ent, task, EnqueueFlags::NONE, self.now);
     }

@@ -288,6 +288,12 @@ pub struct CfsRq<T> {
     tree: Timeline<T>,
     /// Next insertion sequence number (unique per queue).
     next_seq: u64,
+    /// The NEXT buddy (fair.c `cfs_rq->next`): the tree key of a queued
+    /// entity that should run next if that is fair enough (see
+    /// [`set_next_buddy`](Self::set_next_buddy)). Keys are unique per
+    /// insertion, so a key that left the tree can never name another
+    /// entity; it is simply not found.
+    next: Option<TreeKey>,
 }
 
 impl<T> Default for CfsRq<T> {
@@ -306,6 +312,7 @@ impl<T> CfsRq<T> {
             curr: None,
             tree: Timeline::new(),
             next_seq: 0,
+            next: None,
         }
     }
 
@@ -564,6 +571,27 @@ impl<T> CfsRq<T> {
         // goes from the tree's slots straight into `curr` (merging two
         // paths' entries through the stack cost a store-forwarding stall
         // per switch).
+        // NEXT buddy: preferred over the leftmost (or the second) if that
+        // costs at most one wakeup granularity of unfairness
+        // (`wakeup_preempt_entity(next, left) < 1`, §1.9).
+        if let Some(next) = self.next {
+            if next != left_key
+                && self.wakeup_preempt_raw(next.vruntime(), left_key.vruntime(), left_weight) < 1
+            {
+                if let Some(entry) = self.tree.remove(next) {
+                    self.next = None;
+                    self.curr = Some(Curr {
+                        key: entry.key,
+                        vruntime: entry.key.vruntime(),
+                        weight: entry.weight,
+                    });
+                    return Some(entry.task);
+                }
+            }
+            // Picked below (it is the leftmost), too far ahead, or gone:
+            // clear_buddies().
+            self.next = None;
+        }
         let pos = match skip {
             Some(s) if s.rq_key == Some(left_key) => {
                 usize::from(self.skip_takes_second(left_key, left_weight))
@@ -577,6 +605,20 @@ impl<T> CfsRq<T> {
             weight: entry.weight,
         });
         Some(entry.task)
+    }
+
+    /// Makes the queued `se` the NEXT buddy: the next
+    /// [`pick_next_entity`](Self::pick_next_entity) takes it instead of the
+    /// leftmost if it is at most one wakeup granularity behind it (fair.c:
+    /// `set_next_buddy()`, as `yield_to_task_fair()` uses it for a directed
+    /// yield, §1.9). The buddy lasts one pick; an entity that is current or
+    /// not queued here is ignored.
+    pub fn set_next_buddy(&mut self, se: &SchedEntity) {
+        if !se.on_rq || self.is_curr_key(se.rq_key) {
+            return;
+        }
+        // A key that left the tree since is not found at the pick.
+        self.next = se.rq_key;
     }
 
     /// The SKIP-buddy test of [`pick_next_entity`](Self::pick_next_entity):

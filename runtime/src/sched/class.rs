@@ -266,6 +266,11 @@ pub trait SchedClass<T> {
     /// `skip` argument of [`pick_next`](Self::pick_next) do nothing.
     fn yield_task(&mut self, _e: &mut TaskEntity) {}
 
+    /// Asks that the queued `e` run next, if the class finds that fair
+    /// enough (the kernel's NEXT buddy, set by `yield_to()`). Classes
+    /// without buddies (O(1), O(N), RT) ignore it; the hint lasts one pick.
+    fn set_next_buddy(&mut self, _e: &TaskEntity) {}
+
     /// Charges the current task for the time since it was last charged
     /// (the tick's accounting: vruntime, counters, timeslices).
     fn update_curr(&mut self, e: &mut TaskEntity, now: u64);
@@ -349,6 +354,11 @@ impl<T> SchedClass<T> for CfsRq<T> {
     #[inline(always)]
     fn put_prev(&mut self, e: &mut TaskEntity, task: T) {
         self.put_prev_entity(&mut e.se, task);
+    }
+
+    #[inline]
+    fn set_next_buddy(&mut self, e: &TaskEntity) {
+        CfsRq::set_next_buddy(self, &e.se);
     }
 
     #[inline(always)]

@@ -176,6 +176,11 @@ pub struct EevdfRq<T> {
     avg_load: u64,
     /// `Σ w` over tree and current.
     load: u64,
+    /// The NEXT buddy's tree node (NIL: none): picked before the earliest
+    /// eligible deadline if it is eligible itself (PICK_BUDDY, §2.4 step 2).
+    /// Cleared when that node leaves the tree, so a reused node id never
+    /// names another entity.
+    next: u32,
 }
 
 impl<T> Default for EevdfRq<T> {
@@ -195,6 +200,7 @@ impl<T> EevdfRq<T> {
             avg_sum: 0,
             avg_load: 0,
             load: 0,
+            next: NIL,
         }
     }
 
@@ -292,6 +298,10 @@ impl<T> EevdfRq<T> {
     }
 
     fn tree_remove(&mut self, node: u32) -> T {
+        if node == self.next {
+            // clear_buddies()
+            self.next = NIL;
+        }
         let (info, task) = self.tree.remove(node);
         self.avg_sum -= self.key(info.vruntime) * i128::from(info.weight);
         self.avg_load -= info.weight;
@@ -440,6 +450,8 @@ impl<T> SchedClass<T> for EevdfRq<T> {
         debug_assert!(self.curr.is_none(), "eevdf pick: put_prev first");
         let node = if self.tree.len() == 1 {
             self.tree.first()
+        } else if self.next != NIL && self.vruntime_eligible(self.tree.info(self.next).vruntime) {
+            Some(self.next)
         } else {
             // V's own position is always eligible, so this finds one; the
             // fallback only guards against a rounding surprise.
@@ -447,6 +459,8 @@ impl<T> SchedClass<T> for EevdfRq<T> {
                 .pick_eligible(self.eligible_test())
                 .or_else(|| self.tree.first())
         }?;
+        // The buddy lasts one pick (clear_buddies() in set_next_entity()).
+        self.next = NIL;
         let info = self.tree.info(node);
         let task = self.tree_remove(node);
         self.curr = Some(Curr {
@@ -479,6 +493,13 @@ impl<T> SchedClass<T> for EevdfRq<T> {
         debug_assert!(e.se.on_rq, "eevdf put_prev: dequeued");
         self.curr = None;
         self.tree_insert(e, task);
+    }
+
+    fn set_next_buddy(&mut self, e: &TaskEntity) {
+        let node = e.eevdf().node;
+        if e.se.on_rq && node != NIL {
+            self.next = node;
+        }
     }
 
     fn yield_task(&mut self, e: &mut TaskEntity) {

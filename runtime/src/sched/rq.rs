@@ -105,6 +105,10 @@ impl<T> SchedClass<T> for FairRq<T> {
     fn yield_task(&mut self, e: &mut TaskEntity) {
         fair_dispatch!(self, q => q.yield_task(e))
     }
+    #[inline]
+    fn set_next_buddy(&mut self, e: &TaskEntity) {
+        fair_dispatch!(self, q => SchedClass::set_next_buddy(q, e))
+    }
     #[inline(always)]
     fn update_curr(&mut self, e: &mut TaskEntity, now: u64) {
         fair_dispatch!(self, q => SchedClass::update_curr(q, e, now))
@@ -292,6 +296,13 @@ impl<T> SchedClass<T> for RunQueue<T> {
             self.rt.yield_task(e)
         } else {
             self.fair.yield_task(e)
+        }
+    }
+
+    #[inline]
+    fn set_next_buddy(&mut self, e: &TaskEntity) {
+        if !e.policy.is_rt() {
+            self.fair.set_next_buddy(e)
         }
     }
 

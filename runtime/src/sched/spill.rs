@@ -10,18 +10,19 @@
 //!
 //! Invariants: the run is strictly increasing; a key is in at most one of
 //! the two (their key ranges may interleave: reads merge them). An insert
-//! that does not extend the run goes to the map, except that a short run
-//! is first folded into the map and restarted at the new key. The smallest entry is the smaller of the two heads, the largest
-//! the larger of the two tails. Removing from the middle of the run is
-//! O(n) (a binary search and a shift); it happens only for a task taken off
-//! a queue out of order (affinity changes, reweighting lookups), never on
-//! the switch path.
+//! that does not extend the run goes into it in place when that moves at
+//! most [`SHORT_RUN`] entries (near either end), else to the map. The
+//! smallest entry is the smaller of the two heads, the largest the larger
+//! of the two tails. Removing from the run is a binary search and a shift
+//! of the shorter side: a task taken off a queue out of order (the NEXT
+//! buddy of a join, affinity changes, reweighting lookups).
 
 use std::collections::{btree_map, vec_deque, BTreeMap, VecDeque};
 
 use super::timeline::TreeKey;
 
-/// A run this short is folded into the map when an insert breaks it.
+/// An insert into the run moves at most this many entries; one that would
+/// move more goes to the map.
 const SHORT_RUN: usize = 64;
 
 /// Overflow entries in key order.
@@ -55,42 +56,27 @@ impl<T> Spill<T> {
 
     /// Inserts; returns the old value if `key` was present (a caller bug).
     pub(crate) fn insert(&mut self, key: TreeKey, value: (u64, T)) -> Option<(u64, T)> {
-        match self.run.back() {
-            None => {
-                if self.map.contains_key(&key) {
-                    return Some(value);
-                }
-                self.run.push_back((key, value));
-                None
+        let extends_run = self.run.back().is_none_or(|(last, _)| key > *last);
+        let pos = if extends_run {
+            self.run.len()
+        } else {
+            match self.run_position(&key) {
+                Ok(_) => return Some(value),
+                Err(pos) => pos,
             }
-            Some((last, _)) if key > *last => {
-                if self.map.contains_key(&key) {
-                    return Some(value);
-                }
-                self.run.push_back((key, value));
-                None
-            }
-            Some(_) => {
-                if self.run_position(&key).is_ok() {
-                    return Some(value);
-                }
-                if self.run.len() <= SHORT_RUN {
-                    // A short run is probably a few early outliers (the
-                    // first tasks of a burst get larger slices): fold it
-                    // into the map and start a new run here, so the rest of
-                    // the burst appends in O(1).
-                    for (k, v) in self.run.drain(..) {
-                        self.map.insert(k, v);
-                    }
-                    if self.map.contains_key(&key) {
-                        return Some(value);
-                    }
-                    self.run.push_back((key, value));
-                    return None;
-                }
-                self.map.insert(key, value)
-            }
+        };
+        // `VecDeque::insert` shifts the shorter side: near either end of
+        // the run (the first tasks of a spawn burst got larger slices and
+        // sit at the back; a fork-join tree works at the back too) that is
+        // a short move, and the run stays one sorted sequence.
+        if pos.min(self.run.len() - pos) > SHORT_RUN {
+            return self.map.insert(key, value);
         }
+        if !self.map.is_empty() && self.map.contains_key(&key) {
+            return Some(value);
+        }
+        self.run.insert(pos, (key, value));
+        None
     }
 
     fn run_position(&self, key: &TreeKey) -> Result<usize, usize> {
@@ -250,6 +236,31 @@ mod tests {
     }
 
     #[test]
+    fn inserts_near_the_back_of_a_long_run_stay_in_the_run() {
+        // A fork-join tree's pattern: a long run, and keys taken out of and
+        // put back near its end.
+        let mut sp = Spill::new();
+        for i in 0..500u64 {
+            sp.insert(key(i as i64 * 10, i), (1, i as i64));
+        }
+        for i in 0..200u64 {
+            let k = key(4_900 - (i % 7) as i64 * 10 - 5, 1_000 + i);
+            sp.insert(k, (1, 0));
+            assert_eq!(sp.remove(&k).map(|(w, _)| w), Some(1));
+        }
+        assert!(
+            sp.map.is_empty(),
+            "{} entries went to the map",
+            sp.map.len()
+        );
+        // Far from both ends: the map.
+        sp.insert(key(2_505, 5_000), (1, 0));
+        assert_eq!(sp.map.len(), 1);
+        let keys: Vec<TreeKey> = sp.iter().map(|(k, _)| *k).collect();
+        assert!(keys.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
     fn early_outliers_do_not_send_a_burst_to_the_map() {
         let mut sp = Spill::new();
         // A few large keys first, then a long increasing burst below them.
@@ -260,7 +271,7 @@ mod tests {
             sp.insert(key(50, 10 + i), (1, 50));
         }
         assert!(sp.map.len() <= 3, "burst went to the map: {}", sp.map.len());
-        assert_eq!(sp.run.len(), 1000);
+        assert_eq!(sp.run.len() + sp.map.len(), 1003);
         let order: Vec<(i64, u64)> = sp.iter().map(|(k, _)| (k.vruntime() as i64, 0)).collect();
         assert!(order.windows(2).all(|w| w[0].0 <= w[1].0));
         assert_eq!(sp.pop_first().map(|(_, (_, v))| v), Some(50));

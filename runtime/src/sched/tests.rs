@@ -616,6 +616,64 @@ fn yield_skips_to_second_within_wakeup_gran() {
     assert_eq!(rq.pick_next_entity(Some(&ents[0])), Some(0));
 }
 
+#[test]
+fn next_buddy_runs_first_within_wakeup_gran() {
+    // One CPU: wakeup gran 1 ms for nice 0. The leftmost is at 10 ms; the
+    // buddy at `buddy_v` runs first iff buddy_v - 10 ms <= 1 ms.
+    for (buddy_v, expect) in [
+        (10 * MS, 1),
+        (10 * MS + MS / 2, 1),
+        (11 * MS, 1),
+        (11 * MS + 1, 0),
+        (40 * MS, 0),
+    ] {
+        let mut rq = rq(1);
+        let mut ents = [se_at(0, 10 * MS), se_at(0, buddy_v), se_at(0, 10 * MS + 1)];
+        for (i, e) in ents.iter_mut().enumerate() {
+            rq.enqueue_entity(e, i as u32, EnqueueFlags::NONE);
+        }
+        rq.set_next_buddy(&ents[1]);
+        assert_eq!(
+            rq.pick_next_entity(None),
+            Some(expect),
+            "buddy at {buddy_v}"
+        );
+        rq.assert_invariants();
+        // One pick only: the next pick is plain leftmost order again.
+        let first = expect as usize;
+        rq.set_next_entity(&mut ents[first], 0);
+        assert_eq!(rq.dequeue_entity(&mut ents[first]), None);
+        let rest: Vec<usize> = (0..3).filter(|&i| i != first).collect();
+        let leftmost = *rest.iter().min_by_key(|&&i| (ents[i].vruntime, i)).unwrap();
+        assert_eq!(rq.pick_next_entity(None), Some(leftmost as u32));
+    }
+}
+
+#[test]
+fn next_buddy_that_left_the_tree_is_forgotten() {
+    let mut rq = rq(1);
+    let mut ents = [
+        se_at(0, 10 * MS),
+        se_at(0, 10 * MS + 1),
+        se_at(0, 10 * MS + 2),
+    ];
+    for (i, e) in ents.iter_mut().enumerate() {
+        rq.enqueue_entity(e, i as u32, EnqueueFlags::NONE);
+    }
+    rq.set_next_buddy(&ents[2]);
+    // It leaves (stolen by a balancer) and comes back with a new key: the
+    // old key names nothing, and the buddy is not honoured.
+    assert_eq!(rq.dequeue_entity(&mut ents[2]), Some(2));
+    rq.enqueue_entity(&mut ents[2], 2, EnqueueFlags::NONE);
+    assert_eq!(rq.pick_next_entity(None), Some(0));
+    rq.assert_invariants();
+    // A buddy that is not queued (or is current) is ignored.
+    rq.set_next_entity(&mut ents[0], 0);
+    rq.set_next_buddy(&ents[0]);
+    rq.put_prev_entity(&mut ents[0], 0);
+    assert_eq!(rq.pick_next_entity(None), Some(0));
+}
+
 // --------------------------------------------------------------- migration
 
 #[test]

@@ -255,6 +255,58 @@ fn eevdf_new_task_gets_half_a_slice_and_v_at_average() {
 }
 
 #[test]
+fn eevdf_next_buddy_is_picked_only_while_eligible() {
+    // A, B, C nice 0 at v = 0. A runs 3 ms and is put back: V = 1 ms. The
+    // buddy C (v = 0, eligible, but not the earliest deadline: B's is
+    // earlier by insertion) runs next; the buddy lasts that one pick.
+    let mut cpu = eevdf8();
+    let a = cpu.add_with(0, SchedPolicy::Normal, EnqueueFlags::NONE);
+    let b = cpu.add_with(0, SchedPolicy::Normal, EnqueueFlags::NONE);
+    let c = cpu.add_with(0, SchedPolicy::Normal, EnqueueFlags::NONE);
+    cpu.pick(None);
+    assert_eq!(cpu.curr, Some(a));
+    cpu.now = 3 * MS;
+    cpu.schedule(false);
+    assert_eq!(cpu.curr, Some(b), "without a buddy B runs");
+    cpu.now = 4 * MS;
+    cpu.schedule(false);
+    assert_eq!(cpu.curr, Some(c));
+    // Now A is at v = 3 ms, B at 1 ms, C ran 1 ms too. Put C back and make
+    // A (v = 3 ms > V) the buddy: not eligible, so the deadline order holds.
+    cpu.now = 5 * MS;
+    cpu.q.update_curr(&mut cpu.es[c], cpu.now);
+    cpu.close_seg(c);
+    cpu.q.put_prev(&mut cpu.es[c], c);
+    cpu.curr = None;
+    assert!(!cpu.q.vruntime_eligible(cpu.es[a].se.vruntime));
+    cpu.q.set_next_buddy(&cpu.es[a]);
+    cpu.pick(None);
+    assert_ne!(cpu.curr, Some(a), "an ineligible buddy waits its turn");
+    // An eligible buddy that is not the earliest deadline is taken.
+    let other = [b, c].into_iter().find(|&t| Some(t) != cpu.curr).unwrap();
+    let running = cpu.curr.unwrap();
+    cpu.q.update_curr(&mut cpu.es[running], cpu.now);
+    cpu.q.put_prev(&mut cpu.es[running], running);
+    cpu.curr = None;
+    assert!(cpu.q.vruntime_eligible(cpu.es[other].se.vruntime));
+    cpu.q.set_next_buddy(&cpu.es[other]);
+    cpu.pick(None);
+    assert_eq!(cpu.curr, Some(other));
+    cpu.q.assert_invariants();
+}
+
+#[test]
+fn classes_without_buddies_ignore_the_hint() {
+    // O(1): the hint changes nothing; the highest priority runs.
+    let mut cpu = Cpu::new(O1Rq::<usize>::new());
+    let hi = cpu.add(-5);
+    let lo = cpu.add(5);
+    cpu.q.set_next_buddy(&cpu.es[lo]);
+    cpu.pick(None);
+    assert_eq!(cpu.curr, Some(hi));
+}
+
+#[test]
 fn eevdf_lag_survives_sleep() {
     // A and B nice 0 at v = 0 (A first by insertion order); A runs 3 ms and
     // blocks: V = (3e6 + 0)/2, vlag_A = −1.5 ms. B runs. A wakes at once:
