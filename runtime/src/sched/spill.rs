@@ -25,6 +25,10 @@ use super::timeline::TreeKey;
 /// move more goes to the map.
 const SHORT_RUN: usize = 64;
 
+/// Entries at the end of the run compared one by one before a binary
+/// search (see `Spill::run_position`).
+const TAIL_PROBE: usize = 8;
+
 /// Overflow entries in key order.
 #[derive(Debug)]
 pub(crate) struct Spill<T> {
@@ -79,7 +83,22 @@ impl<T> Spill<T> {
         None
     }
 
+    /// Where `key` is (`Ok`) or would go (`Err`) in the run. The last
+    /// [`TAIL_PROBE`] entries are tried first, linearly: inserts and
+    /// removals cluster there (a spawn burst lands just before a few
+    /// early outliers; a fork-join tree takes its buddies from there), and
+    /// the tail's cache lines are hot where a binary search over a long
+    /// run would miss on every step.
     fn run_position(&self, key: &TreeKey) -> Result<usize, usize> {
+        let len = self.run.len();
+        for back in 1..=TAIL_PROBE.min(len) {
+            let i = len - back;
+            match self.run[i].0.cmp(key) {
+                std::cmp::Ordering::Less => return Err(i + 1),
+                std::cmp::Ordering::Equal => return Ok(i),
+                std::cmp::Ordering::Greater => {}
+            }
+        }
         self.run.binary_search_by(|(k, _)| k.cmp(key))
     }
 
