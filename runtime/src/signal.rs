@@ -8,7 +8,7 @@
 //!   [`SigHandler`], [`SigAction`], [`SaFlags`], [`SigHow`], and the calls
 //!   [`kill`], [`raise`], [`signal`], [`sigaction`], [`sigprocmask`],
 //!   [`sigpending`] (and `Runtime::kill` for OS threads).
-//! - [`TaskSignals`], the per-task state inside the task control block:
+//! - `TaskSignals`, the per-task state inside the task control block:
 //!   `pending` and `blocked` bit sets, the dispositions, the stop flag and the
 //!   kill state.
 //!

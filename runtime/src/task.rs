@@ -218,6 +218,15 @@ impl<T> JoinHandle<T> {
     /// task comes back as `Err(JoinError::Panic(payload))`. In a green
     /// thread this parks the task (its CPU runs others); on an OS thread it
     /// blocks the thread.
+    ///
+    /// From a green thread the wait is a directed yield (the kernel's
+    /// `yield_to()`): if the joined task waits in this CPU's run queue it
+    /// becomes the NEXT buddy and runs next when the scheduling class
+    /// finds that fair enough (CFS: within one wakeup granularity of the
+    /// leftmost; EEVDF: if it is eligible); when it finishes, the joiner
+    /// it wakes here becomes the NEXT buddy in turn. A fork-join tree
+    /// therefore runs depth-first under CFS, and only the tasks on the
+    /// current path hold stacks.
     pub fn join(self) -> Result<T, JoinError> {
         executor::joining(&self.task.inner, || self.packet().wait(None));
         if !self.packet().is_done() {

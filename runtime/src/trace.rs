@@ -181,7 +181,7 @@ struct Slot([AtomicU64; 4]);
 /// A fixed-size ring of events with one writer (see the module doc).
 ///
 /// Each slot is a seqlock whose sequence is the slot's header word: 0 while
-/// being written, then [`header`] of the event's index. 39 bits of the
+/// being written, then `header` of the event's index. 39 bits of the
 /// index are kept: a reader could only be fooled by a writer that laps the
 /// ring 2^39 events (hours of switching) while it copies three words.
 pub struct TraceRing {
