@@ -32,3 +32,51 @@ fn idle_runtime_uses_no_cpu() {
     );
     drop(rt);
 }
+
+/// Timers of timed waits that ended early (the waiter was woken first) are
+/// dropped before an idle CPU sleeps, instead of waking it when they come
+/// due: after request/response traffic with timeouts, an idle runtime stays
+/// asleep.
+#[test]
+fn ended_timed_waits_do_not_wake_idle_cpus() {
+    use std::time::Duration;
+    let rt = greenos::Runtime::builder().workers(2).build().unwrap();
+    const ROUNDS: usize = 1000;
+    let timeout = Duration::from_millis(300);
+    rt.block_on(move || {
+        let (to_b, b_rx) = greenos::sync::mpsc::channel::<usize>();
+        let (to_a, a_rx) = greenos::sync::mpsc::channel::<usize>();
+        let b = greenos::task::Builder::new()
+            .affinity(greenos::CpuSet::from_iter([1]))
+            .spawn(move || {
+                for _ in 0..ROUNDS {
+                    let v = b_rx.recv().expect("request");
+                    // A slow server: the client's timed wait really sleeps.
+                    greenos::sleep(Duration::from_micros(50));
+                    to_a.send(v).unwrap();
+                }
+            })
+            .unwrap();
+        let a = greenos::task::Builder::new()
+            .affinity(greenos::CpuSet::from_iter([0]))
+            .spawn(move || {
+                for i in 0..ROUNDS {
+                    to_b.send(i).unwrap();
+                    assert_eq!(a_rx.recv_timeout(timeout).expect("reply"), i);
+                }
+            })
+            .unwrap();
+        a.join().unwrap();
+        b.join().unwrap();
+    });
+    let unparks =
+        |rt: &greenos::Runtime| -> u64 { rt.metrics().cpus.iter().map(|c| c.unparks).sum() };
+    let before = unparks(&rt);
+    // Every timer armed above comes due within this window.
+    std::thread::sleep(timeout + Duration::from_millis(400));
+    let woken = unparks(&rt) - before;
+    assert!(
+        woken < 5,
+        "idle CPUs woke {woken} times for timers of waits that had ended ({ROUNDS} timed waits)"
+    );
+}

@@ -389,6 +389,12 @@ impl Task {
             .is_ok()
     }
 
+    /// Whether wait `gen` is still the current timed wait, not yet timed
+    /// out (its timer may still matter).
+    pub(crate) fn timed_wait_pending(&self, gen: u64) -> bool {
+        self.wait_word.load(Ordering::Acquire) == gen << 1
+    }
+
     /// Whether wait `gen` has timed out.
     pub(crate) fn timed_out(&self, gen: u64) -> bool {
         self.wait_word.load(Ordering::Acquire) == (gen << 1 | 1)

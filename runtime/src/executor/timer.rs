@@ -9,6 +9,8 @@
 //! generation and does nothing, so cancelling a timer is free: stale entries
 //! simply expire. This is the kernel's "timer wheel entries die on their own"
 //! trade: no removal cost on the fast path, memory held until the deadline.
+//! Before the worker publishes its next deadline or sleeps, stale entries at
+//! the front are dropped (`purge_ended`), so they wake nobody.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -62,6 +64,21 @@ impl TimerHeap {
             task,
             gen,
         }));
+    }
+
+    /// Drops the timers at the front whose wait has ended (the waiter was
+    /// woken first, or has begun a newer wait): they would fire as no-ops,
+    /// but an idle CPU would wake up for each and the monitor would
+    /// interrupt a busy one. A wait that ended never becomes current again
+    /// (generations only grow), so dropping on a stale read is safe; a
+    /// live-looking one is kept.
+    pub(crate) fn purge_ended(&mut self) {
+        while let Some(Reverse(e)) = self.heap.peek() {
+            if e.task.timed_wait_pending(e.gen) {
+                break;
+            }
+            self.heap.pop();
+        }
     }
 
     /// The earliest deadline, if any.

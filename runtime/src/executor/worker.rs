@@ -364,7 +364,8 @@ impl WorkerLocal {
     /// running task when it is due (the timer interrupt's preemption
     /// point). Kept current at arm and fire time; a cancelled wait's entry
     /// stays until due, costing at most one needless switch.
-    fn publish_next_timer(&self) {
+    fn publish_next_timer(&mut self) {
+        self.timers.purge_ended();
         let next = self.timers.next_deadline().unwrap_or(u64::MAX);
         self.ws().next_timer.store(next, Ordering::Relaxed);
     }
@@ -950,7 +951,9 @@ impl WorkerCell {
         }
         fence(Ordering::SeqCst);
         if ws.inbox.is_empty() && !self.shared.shutdown.load(Ordering::SeqCst) {
-            let next = self.local().timers.next_deadline();
+            let timers = &mut self.local().timers;
+            timers.purge_ended();
+            let next = timers.next_deadline();
             match next {
                 Some(d) => {
                     let now = clock::now_ns();
