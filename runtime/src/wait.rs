@@ -555,7 +555,13 @@ impl WaitQueue {
         if self.waiters.load(Ordering::SeqCst) == 0 {
             return None;
         }
-        let mut l = self.list.lock();
+        self.pop_notified(&mut self.list.lock())
+    }
+
+    /// Unlinks the longest waiter from `l` (this queue's list, locked),
+    /// counts it out and marks it notified: `None` if there was none, else
+    /// its waker, for the caller to wake.
+    fn pop_notified(&self, l: &mut List) -> Option<Option<Waker>> {
         let n = l.pop_front()?;
         self.count_out();
         // SAFETY: a node popped under the lock is valid until we store
@@ -572,11 +578,7 @@ impl WaitQueue {
         let Some(waker) = self.take_one() else {
             return false;
         };
-        match waker {
-            Some(Waker::Task(t)) if sync => executor::wake_task_sync(t),
-            Some(w) => w.wake(),
-            None => {}
-        }
+        wake_waker(waker, sync);
         true
     }
 
@@ -597,29 +599,20 @@ impl WaitQueue {
         if self.waiters.load(Ordering::SeqCst) == 0 {
             return 0;
         }
-        let l = self.list.lock();
+        let mut l = self.list.lock();
         // The count changes only under the lock we hold.
         if self.waiters.load(Ordering::Relaxed) != 1 {
             return self.wake_locked(l, usize::MAX);
         }
-        let mut l = l;
-        let Some(node) = l.pop_front() else {
-            return 0;
-        };
-        self.count_out();
-        // SAFETY: as in take_one_fenced.
-        let waker = unsafe {
-            let w = (*node).waker.take();
-            (*node).status.store(NOTIFIED, Ordering::Release);
-            w
-        };
+        let waker = self.pop_notified(&mut l);
         drop(l);
         match waker {
-            Some(Waker::Task(t)) => executor::wake_task_sync(t),
-            Some(w) => w.wake(),
-            None => {}
+            Some(w) => {
+                wake_waker(w, true);
+                1
+            }
+            None => 0,
         }
-        1
     }
 
     /// Wakes up to `n` waiters, longest first. Returns how many.
@@ -635,21 +628,25 @@ impl WaitQueue {
     fn wake_locked(&self, mut l: parking_lot::MutexGuard<'_, List>, n: usize) -> usize {
         let mut woken = 0;
         while woken < n {
-            let Some(node) = l.pop_front() else { break };
-            self.count_out();
-            // SAFETY: as in wake_one. Waking under the lock is fine: waking
-            // never takes a wait-queue lock.
-            let w = unsafe {
-                let w = (*node).waker.take();
-                (*node).status.store(NOTIFIED, Ordering::Release);
-                w
+            let Some(w) = self.pop_notified(&mut l) else {
+                break;
             };
-            if let Some(w) = w {
-                w.wake();
-            }
+            // Waking under the lock is fine: waking never takes a
+            // wait-queue lock.
+            wake_waker(w, false);
             woken += 1;
         }
         woken
+    }
+}
+
+/// Wakes a popped waiter: with `sync`, a task as a sync wakeup
+/// (`executor::wake_task_sync`); a thread, or without `sync`, plainly.
+fn wake_waker(waker: Option<Waker>, sync: bool) {
+    match waker {
+        Some(Waker::Task(t)) if sync => executor::wake_task_sync(t),
+        Some(w) => w.wake(),
+        None => {}
     }
 }
 

@@ -46,7 +46,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use super::task::{SchedPart, Task, TaskRef, NOT_QUEUED};
+use super::task::{SchedPart, Task, TaskRef};
 use super::worker::WorkerLocal;
 use super::{bump, Shared, BUSY};
 use crate::cpuset::CpuSet;
@@ -594,7 +594,7 @@ impl WorkerLocal {
         while popped.len() < balance::SCHED_NR_MIGRATE {
             match self.rq.pop_coldest() {
                 Some(t) => {
-                    t.rq_cpu.store(NOT_QUEUED, Ordering::Relaxed);
+                    t.mark_dequeued();
                     popped.push(t)
                 }
                 None => break,
@@ -667,7 +667,7 @@ impl WorkerLocal {
             } else {
                 self.rq.migrate_out(&mut sp.ent);
                 self.rq.migrate_in(&mut sp.ent);
-                task.rq_cpu.store(self.index() as u32, Ordering::Relaxed);
+                task.mark_queued(self.index());
                 self.rq.enqueue(&mut sp.ent, task, EnqueueFlags::NONE, now);
             }
         }

@@ -389,6 +389,26 @@ impl Task {
             .is_ok()
     }
 
+    /// Records that the task is now in CPU `cpu`'s run-queue tree (see
+    /// [`rq_cpu`](Self::rq_cpu); only that CPU's worker calls this).
+    #[inline]
+    pub(crate) fn mark_queued(&self, cpu: usize) {
+        self.rq_cpu.store(cpu as u32, Ordering::Relaxed);
+    }
+
+    /// Whether the task is in CPU `cpu`'s run-queue tree: read by that
+    /// CPU's worker, for which a yes means it owns the task.
+    #[inline]
+    pub(crate) fn queued_on(&self, cpu: usize) -> bool {
+        self.rq_cpu.load(Ordering::Relaxed) == cpu as u32
+    }
+
+    /// Records that the task left its CPU's run-queue tree.
+    #[inline]
+    pub(crate) fn mark_dequeued(&self) {
+        self.rq_cpu.store(NOT_QUEUED, Ordering::Relaxed);
+    }
+
     /// Whether wait `gen` is still the current timed wait, not yet timed
     /// out (its timer may still matter).
     pub(crate) fn timed_wait_pending(&self, gen: u64) -> bool {

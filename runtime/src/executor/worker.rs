@@ -39,7 +39,7 @@ use crossbeam_deque::{Steal, Worker as Deque};
 use super::monitor::{BUDGET_CFS, BUDGET_NONE};
 use super::stack::StackPool;
 use super::state::FinishPark;
-use super::task::{Coro, Request, Task, TaskRef, NOT_QUEUED};
+use super::task::{Coro, Request, Task, TaskRef};
 use super::timer::TimerHeap;
 use super::{bump, clock, Shared, WorkerShared, BUSY, SLEEPING, SPINNING};
 use crate::sched::balance::{MIGRATION_COST_NS, NUMA_IMBALANCE_MIN};
@@ -191,7 +191,7 @@ impl WorkerLocal {
             sp.avg.update(now, 0, 0, 0, sp.ent.se.load.weight);
         }
         let wakee: *const TaskEntity = &sp.ent;
-        self.mark_queued(&task);
+        task.mark_queued(self.index);
         self.rq
             .enqueue(&mut sp.ent, task, EnqueueFlags::WAKEUP, now);
         if self.buddy_wakeup {
@@ -316,7 +316,7 @@ impl WorkerLocal {
             sp.avg.update(self.now, 0, 0, 0, sp.ent.se.load.weight);
         }
         let buddy = self.pending_buddy == Arc::as_ptr(&task) as usize;
-        self.mark_queued(&task);
+        task.mark_queued(self.index);
         let ent: *const TaskEntity = &sp.ent;
         self.rq.enqueue(&mut sp.ent, task, flags, self.now);
         if buddy {
@@ -326,17 +326,11 @@ impl WorkerLocal {
         }
     }
 
-    /// Records that `task` is in this CPU's tree now ([`Task::rq_cpu`]).
-    #[inline]
-    fn mark_queued(&self, task: &Task) {
-        task.rq_cpu.store(self.index as u32, Ordering::Relaxed);
-    }
-
     /// A directed yield (kernel `yield_to()`): the task parking here is
     /// joining `target`, so `target` should run next if it waits in this
     /// CPU's tree, or arrives there from the staging deque this pass.
     fn yield_to(&mut self, target: &Task) {
-        if target.rq_cpu.load(Ordering::Relaxed) == self.index as u32 {
+        if target.queued_on(self.index) {
             // SAFETY: only this worker marks and unmarks tasks in its own
             // tree (`Task::rq_cpu`), and it is here: the task is queued in
             // our tree, so we own it.
@@ -447,7 +441,7 @@ impl WorkerLocal {
             let Some(task) = self.rq.pop_coldest() else {
                 break;
             };
-            task.rq_cpu.store(NOT_QUEUED, Ordering::Relaxed);
+            task.mark_dequeued();
             // SAFETY: the task was in our tree; we own it.
             let sp = unsafe { task.sched() };
             sp.ent.se.on_rq = false;
@@ -588,7 +582,7 @@ impl WorkerLocal {
         } else {
             EnqueueFlags::NONE
         };
-        self.mark_queued(&task);
+        task.mark_queued(self.index);
         self.rq.enqueue(&mut sp.ent, task, flags, now);
     }
 
@@ -689,7 +683,7 @@ impl WorkerCell {
                 // SAFETY: see above; the entity outlives this call.
                 let picked = l.rq.pick_next(skip_se.map(|p| unsafe { &*p }));
                 if let Some(t) = &picked {
-                    t.rq_cpu.store(NOT_QUEUED, Ordering::Relaxed);
+                    t.mark_dequeued();
                 }
                 picked
             };
@@ -814,7 +808,7 @@ impl WorkerCell {
                 }
                 let p: *const Task = &*task;
                 l.rq.yield_task(&mut sp.ent);
-                l.mark_queued(&task);
+                task.mark_queued(l.index);
                 l.rq.put_prev(&mut sp.ent, task);
                 (Some(p), now)
             }
@@ -825,7 +819,7 @@ impl WorkerCell {
                 if task.sched_dirty.load(Ordering::Relaxed) {
                     l.requeue_changed(task, now);
                 } else {
-                    l.mark_queued(&task);
+                    task.mark_queued(l.index);
                     l.rq.put_prev(&mut sp.ent, task);
                 }
                 (None, now)
@@ -1066,7 +1060,7 @@ impl WorkerLocal {
     fn enqueue_arrived_woken(&mut self, task: TaskRef) {
         // SAFETY: finish_park returned Notified: the worker still owns it.
         let sp = unsafe { task.sched() };
-        self.mark_queued(&task);
+        task.mark_queued(self.index);
         self.rq
             .enqueue(&mut sp.ent, task, EnqueueFlags::NONE, self.now);
     }

@@ -22,7 +22,7 @@
 //! boundary, never a corrupted tree: `i64` order is a total order, and every
 //! other comparison stays wrap-safe.
 
-use super::timeline::{Timeline, TreeKey};
+use super::timeline::{Entry, Timeline, TreeKey};
 use super::weights::{calc_delta_fair, fair_delta, mul_div, LoadWeight};
 
 /// Whether vruntime `a` is before `b`, wrap-safe: `(a - b) as i64 < 0`
@@ -566,32 +566,25 @@ impl<T> CfsRq<T> {
             "pick_next_entity: put_prev_entity or dequeue_entity the current entity first"
         );
         let (left_key, left_weight) = self.tree.first()?;
+        // NEXT buddy: preferred over the leftmost (or the second) if that
+        // costs at most one wakeup granularity of unfairness
+        // (`wakeup_preempt_entity(next, left) < 1`, §1.9).
+        if let Some(next) = self.next.take() {
+            if next != left_key
+                && self.wakeup_preempt_raw(next.vruntime(), left_key.vruntime(), left_weight) < 1
+            {
+                if let Some(entry) = self.tree.remove(next) {
+                    return Some(self.take_as_curr(entry));
+                }
+            }
+            // Otherwise it is the leftmost (picked below), too far ahead,
+            // or gone; either way the buddy is spent (clear_buddies()).
+        }
         // SKIP buddy: pass over a yielding leftmost if the second is within
         // the wakeup granularity. One pop for both outcomes, so the entry
         // goes from the tree's slots straight into `curr` (merging two
         // paths' entries through the stack cost a store-forwarding stall
         // per switch).
-        // NEXT buddy: preferred over the leftmost (or the second) if that
-        // costs at most one wakeup granularity of unfairness
-        // (`wakeup_preempt_entity(next, left) < 1`, §1.9).
-        if let Some(next) = self.next {
-            if next != left_key
-                && self.wakeup_preempt_raw(next.vruntime(), left_key.vruntime(), left_weight) < 1
-            {
-                if let Some(entry) = self.tree.remove(next) {
-                    self.next = None;
-                    self.curr = Some(Curr {
-                        key: entry.key,
-                        vruntime: entry.key.vruntime(),
-                        weight: entry.weight,
-                    });
-                    return Some(entry.task);
-                }
-            }
-            // Picked below (it is the leftmost), too far ahead, or gone:
-            // clear_buddies().
-            self.next = None;
-        }
         let pos = match skip {
             Some(s) if s.rq_key == Some(left_key) => {
                 usize::from(self.skip_takes_second(left_key, left_weight))
@@ -599,12 +592,18 @@ impl<T> CfsRq<T> {
             _ => 0,
         };
         let entry = self.tree.pop_at(pos).expect("tree has a leftmost");
+        Some(self.take_as_curr(entry))
+    }
+
+    /// Makes a tree entry just taken out the current one; returns its handle.
+    #[inline(always)]
+    fn take_as_curr(&mut self, entry: Entry<T>) -> T {
         self.curr = Some(Curr {
             key: entry.key,
             vruntime: entry.key.vruntime(),
             weight: entry.weight,
         });
-        Some(entry.task)
+        entry.task
     }
 
     /// Makes the queued `se` the NEXT buddy: the next

@@ -76,7 +76,7 @@ impl<T> Spill<T> {
         if pos.min(self.run.len() - pos) > SHORT_RUN {
             return self.map.insert(key, value);
         }
-        if !self.map.is_empty() && self.map.contains_key(&key) {
+        if self.map.contains_key(&key) {
             return Some(value);
         }
         self.run.insert(pos, (key, value));
