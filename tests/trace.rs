@@ -242,3 +242,46 @@ fn ipc_blocks_name_their_object() {
         "receiver blocked on a message queue"
     );
 }
+
+/// Each wakeup of a sleeping task is followed by its own switch-in, before
+/// it blocks again: a switch is stamped when it happens, after the timer
+/// that woke the task fired (it used to carry the time the previous task
+/// switched out, earlier than the wakeup, so every wakeup was matched with
+/// the switch-in one sleep later). Holds whatever the machine's speed.
+#[test]
+fn every_timer_wakeup_is_measured_to_its_own_switch_in() {
+    const SLEEPS: usize = 20;
+    let rt = common::builder(1)
+        .trace(TraceConfig::new(1 << 14))
+        .build()
+        .unwrap();
+    let pid = rt.block_on(|| {
+        let h = greenos::task::Builder::new()
+            .name("napper")
+            .spawn(|| {
+                for _ in 0..SLEEPS {
+                    greenos::sleep(Duration::from_micros(300));
+                }
+            })
+            .unwrap();
+        let pid = h.task().pid().0;
+        h.join().unwrap();
+        pid
+    });
+    let trace = rt.trace().unwrap();
+    let lat: Vec<_> = trace
+        .wakeup_latencies()
+        .into_iter()
+        .filter(|w| w.pid == pid)
+        .collect();
+    assert_eq!(lat.len(), SLEEPS, "one measured wakeup per sleep");
+    for w in &lat {
+        let blocked_between = trace.events.iter().any(|e| {
+            e.kind == EventKind::Block
+                && e.pid == pid
+                && e.ts_ns > w.woken_ns
+                && e.ts_ns < w.woken_ns + w.latency_ns
+        });
+        assert!(!blocked_between, "{w:?} spans a later sleep");
+    }
+}

@@ -742,9 +742,12 @@ impl WorkerCell {
                 task.queued_at.store(0, Ordering::Relaxed);
             }
             if let Some(tr) = &self.shared.trace {
+                // A fresh clock read, not `now` (when the previous task
+                // switched out): the timers fired and the wakeups recorded
+                // since must come before this switch in the trace.
                 l.trace_push(
                     tr,
-                    now,
+                    clock::now_ns(),
                     EventKind::Switch,
                     task.pid.0,
                     l.last_pid,
@@ -1020,6 +1023,9 @@ impl WorkerLocal {
             // Not parked yet (its own CPU re-queues it on seeing the
             // notification), or already woken by someone else.
             return;
+        }
+        if super::ANY_TRACING.load(Ordering::Relaxed) {
+            super::trace_wakeup(&target);
         }
         let runnable_here = target.allowed_on(self.index)
             && target.rt_id == self.shared.id
