@@ -230,8 +230,8 @@ impl Builder {
             tunables: Tunables::for_cpus(workers),
             shutdown: AtomicBool::new(false),
             table: executor::pid::PidTable::new(),
-            nr_idle: AtomicUsize::new(0),
-            outside_cursor: AtomicUsize::new(0),
+            nr_idle: CachePadded::new(AtomicUsize::new(0)),
+            outside_cursor: CachePadded::new(AtomicUsize::new(0)),
             monitor: monitor::MonitorShared::default(),
         });
         executor::runtimes()

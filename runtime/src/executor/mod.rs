@@ -194,10 +194,12 @@ pub(crate) struct Shared {
     pub(crate) shutdown: AtomicBool,
     /// Every live task by pid.
     pub(crate) table: pid::PidTable,
-    /// Workers currently `SPINNING` or `SLEEPING`.
-    pub(crate) nr_idle: AtomicUsize,
+    /// Workers currently `SPINNING` or `SLEEPING`. On its own cache line
+    /// (it changes at every idle transition; the fields around it are read
+    /// by every worker at every switch).
+    pub(crate) nr_idle: CachePadded<AtomicUsize>,
     /// Round-robin cursor for work submitted from outside the runtime.
-    pub(crate) outside_cursor: AtomicUsize,
+    pub(crate) outside_cursor: CachePadded<AtomicUsize>,
     pub(crate) monitor: monitor::MonitorShared,
     /// Some task of this runtime has caught SIGCHLD: exits must notify
     /// parents (false: an exit skips the parent lookup).

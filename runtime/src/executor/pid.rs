@@ -22,6 +22,8 @@
 use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use crossbeam_utils::CachePadded;
+
 use super::task::{Task, TaskRef};
 use crate::Pid;
 
@@ -56,11 +58,30 @@ fn slot_in_page(pid: u64) -> usize {
     (low % lines) * LINE_SLOTS + low / lines
 }
 
+/// Shards of the live-task count. A spawn counts up on the spawner's
+/// shard and the exit counts down on the exiting CPU's: one shared counter
+/// bounced its cache line between the spawner and every CPU that ran a
+/// child, a miss per spawn.
+const LIVE_SHARDS: usize = 16;
+
+thread_local! {
+    /// This thread's shard of the live-task counts (assigned round robin).
+    static LIVE_SHARD: usize = {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        NEXT.fetch_add(1, Ordering::Relaxed) % LIVE_SHARDS
+    };
+}
+
 /// Every live task of a runtime, by pid.
 pub(crate) struct PidTable {
     pages: Box<[AtomicPtr<Page>]>,
-    next: AtomicU64,
-    live: AtomicUsize,
+    /// The shared pid counter (CPUs take `PID_BATCH` at a time). On its own
+    /// cache line, like `live`: workers read the runtime's other fields on
+    /// every switch.
+    next: CachePadded<AtomicU64>,
+    /// Live tasks: insertions minus removals, per shard (wrapping; only the
+    /// sum means anything).
+    live: Box<[CachePadded<AtomicUsize>]>,
 }
 
 impl PidTable {
@@ -69,8 +90,10 @@ impl PidTable {
             pages: (0..PAGES)
                 .map(|_| AtomicPtr::new(std::ptr::null_mut()))
                 .collect(),
-            next: AtomicU64::new(0),
-            live: AtomicUsize::new(0),
+            next: CachePadded::new(AtomicU64::new(0)),
+            live: (0..LIVE_SHARDS)
+                .map(|_| CachePadded::new(AtomicUsize::new(0)))
+                .collect(),
         }
     }
 
@@ -151,7 +174,13 @@ impl PidTable {
         let s = self.slot(pid).expect("inserted pid is below PID_MAX");
         let prev = s.swap(ptr, Ordering::AcqRel);
         debug_assert_eq!(prev, RESERVED, "pid {pid} was not reserved");
-        self.live.fetch_add(1, Ordering::Relaxed);
+        self.live_shard().fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The calling thread's shard of the live count.
+    #[inline]
+    fn live_shard(&self) -> &AtomicUsize {
+        &self.live[LIVE_SHARD.with(|s| *s)]
     }
 
     /// Waits out a reader's lock bit, then swaps the slot's task pointer for
@@ -178,7 +207,7 @@ impl PidTable {
     pub(crate) fn remove(&self, pid: Pid) -> Option<TaskRef> {
         let s = self.existing_slot(pid.0)?;
         let ptr = Self::take_slot(s, |_| EMPTY)?;
-        self.live.fetch_sub(1, Ordering::Relaxed);
+        self.live_shard().fetch_sub(1, Ordering::Relaxed);
         // SAFETY: the word held a pointer from Arc::into_raw (the table's
         // count), and we took it out exactly once.
         Some(unsafe { Arc::from_raw(ptr as *const Task) })
@@ -201,7 +230,9 @@ impl PidTable {
 
     /// Number of live tasks.
     pub(crate) fn len(&self) -> usize {
-        self.live.load(Ordering::Relaxed)
+        self.live
+            .iter()
+            .fold(0usize, |n, s| n.wrapping_add(s.load(Ordering::Relaxed)))
     }
 
     /// Every live task, in pid order (each looked up as `get` does).
