@@ -87,6 +87,12 @@ pub(crate) struct WorkerLocal {
     /// Set while a finishing task wakes its joiners: a joiner queued here
     /// becomes the NEXT buddy (see `executor::wake_joiners`).
     pub(crate) buddy_wakeup: bool,
+    /// A task arrived or was woken (and so may have recorded a trace event
+    /// later than the pass's clock reading) since the last switch: a traced
+    /// switch then reads the clock afresh, so that it comes after those
+    /// events in the trace. Without it the switch keeps the pass's reading
+    /// (one clock read per switch, as untraced).
+    trace_fresh: bool,
 }
 
 /// A worker's private state plus the shared handle, pinned on its thread.
@@ -171,6 +177,7 @@ impl WorkerLocal {
     /// `need_resched` if it should preempt the running task (CFS wakeup
     /// preemption).
     pub(crate) fn enqueue_wakeup(&mut self, task: TaskRef) {
+        self.trace_fresh = true;
         if !task.allowed_on(self.index) {
             return self.forward(task);
         }
@@ -273,6 +280,7 @@ impl WorkerLocal {
 
     /// Enqueues a task taken from the inbox, staging or a steal.
     fn enqueue_arrived(&mut self, task: TaskRef) {
+        self.trace_fresh = true;
         if !task.allowed_on(self.index) {
             return self.forward(task);
         }
@@ -632,6 +640,7 @@ pub(crate) fn run_worker(shared: Arc<Shared>, index: usize, staging: Deque<TaskR
             lb: super::lb::LbLocal::new(levels, clock::now_ns()),
             pending_buddy: 0,
             buddy_wakeup: false,
+            trace_fresh: false,
         }),
     };
     super::set_current_worker(&cell);
@@ -742,12 +751,17 @@ impl WorkerCell {
                 task.queued_at.store(0, Ordering::Relaxed);
             }
             if let Some(tr) = &self.shared.trace {
-                // A fresh clock read, not `now` (when the previous task
-                // switched out): the timers fired and the wakeups recorded
-                // since must come before this switch in the trace.
+                // `now` is when the previous task switched out; events
+                // recorded since (timers fired, wakeups pulled or handed
+                // over in this pass) must come before this switch.
+                let ts = if std::mem::take(&mut l.trace_fresh) {
+                    clock::now_ns()
+                } else {
+                    now
+                };
                 l.trace_push(
                     tr,
-                    clock::now_ns(),
+                    ts,
                     EventKind::Switch,
                     task.pid.0,
                     l.last_pid,
@@ -1026,6 +1040,7 @@ impl WorkerLocal {
         }
         if super::ANY_TRACING.load(Ordering::Relaxed) {
             super::trace_wakeup(&target);
+            self.trace_fresh = true;
         }
         let runnable_here = target.allowed_on(self.index)
             && target.rt_id == self.shared.id
