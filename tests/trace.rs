@@ -243,11 +243,31 @@ fn ipc_blocks_name_their_object() {
     );
 }
 
+/// Asserts that each of `pid`'s wakeups in `trace` is measured to its own
+/// switch-in: no block of `pid` lies between the two. Returns how many.
+fn wakeups_measured_to_own_switch_in(trace: &greenos::trace::Trace, pid: u64) -> usize {
+    let lat: Vec<_> = trace
+        .wakeup_latencies()
+        .into_iter()
+        .filter(|w| w.pid == pid)
+        .collect();
+    for w in &lat {
+        let blocked_between = trace.events.iter().any(|e| {
+            e.kind == EventKind::Block
+                && e.pid == pid
+                && e.ts_ns > w.woken_ns
+                && e.ts_ns < w.woken_ns + w.latency_ns
+        });
+        assert!(!blocked_between, "{w:?} spans a later block");
+    }
+    lat.len()
+}
+
 /// Each wakeup of a sleeping task is followed by its own switch-in, before
-/// it blocks again: a switch is stamped when it happens, after the timer
-/// that woke the task fired (it used to carry the time the previous task
-/// switched out, earlier than the wakeup, so every wakeup was matched with
-/// the switch-in one sleep later). Holds whatever the machine's speed.
+/// it blocks again: a switch is stamped after the timer that woke the task
+/// fired (it used to carry the time the previous task switched out,
+/// earlier than the wakeup, so every wakeup was matched with the switch-in
+/// one sleep later). Holds whatever the machine's speed.
 #[test]
 fn every_timer_wakeup_is_measured_to_its_own_switch_in() {
     const SLEEPS: usize = 20;
@@ -269,19 +289,64 @@ fn every_timer_wakeup_is_measured_to_its_own_switch_in() {
         pid
     });
     let trace = rt.trace().unwrap();
-    let lat: Vec<_> = trace
-        .wakeup_latencies()
-        .into_iter()
-        .filter(|w| w.pid == pid)
-        .collect();
-    assert_eq!(lat.len(), SLEEPS, "one measured wakeup per sleep");
-    for w in &lat {
-        let blocked_between = trace.events.iter().any(|e| {
-            e.kind == EventKind::Block
-                && e.pid == pid
-                && e.ts_ns > w.woken_ns
-                && e.ts_ns < w.woken_ns + w.latency_ns
-        });
-        assert!(!blocked_between, "{w:?} spans a later sleep");
-    }
+    assert_eq!(
+        wakeups_measured_to_own_switch_in(&trace, pid),
+        SLEEPS,
+        "one measured wakeup per sleep"
+    );
+}
+
+/// The same across CPUs: a task on CPU 1 woken by one on CPU 0 (the wakeup
+/// is recorded on CPU 0 and reaches CPU 1 through its inbox). The sender
+/// waits 100 µs before each send, far longer than a receiver spins before
+/// it parks, so the receiver is asleep when each value comes.
+#[test]
+fn cross_cpu_wakeups_are_measured_to_their_own_switch_in() {
+    const ROUNDS: u64 = 50;
+    let rt = common::builder(2)
+        .trace(TraceConfig::new(1 << 15))
+        .build()
+        .unwrap();
+    let on = |cpu| {
+        let mut set = greenos::CpuSet::new();
+        set.set(cpu);
+        greenos::task::Builder::new().affinity(set)
+    };
+    let pid = rt.block_on(|| {
+        let (to_b, from_a) = mpsc::channel::<u64>();
+        let (to_a, from_b) = mpsc::channel::<u64>();
+        let b = on(1)
+            .name("b")
+            .spawn(move || {
+                while let Ok(v) = from_a.recv() {
+                    if to_a.send(v + 1).is_err() {
+                        break;
+                    }
+                }
+            })
+            .unwrap();
+        let a = on(0)
+            .name("a")
+            .spawn(move || {
+                let mut v = 0;
+                for _ in 0..ROUNDS {
+                    greenos::sleep(Duration::from_micros(100));
+                    to_b.send(v).unwrap();
+                    v = from_b.recv().unwrap();
+                }
+                v
+            })
+            .unwrap();
+        let pid = b.task().pid().0;
+        assert_eq!(a.join().unwrap(), ROUNDS);
+        b.join().unwrap();
+        pid
+    });
+    let trace = rt.trace().unwrap();
+    assert!(trace.overwritten == 0, "ring large enough");
+    let n = wakeups_measured_to_own_switch_in(&trace, pid);
+    assert!(
+        n >= ROUNDS as usize / 2,
+        "b was woken across CPUs {n} times"
+    );
 }

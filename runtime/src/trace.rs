@@ -26,9 +26,10 @@
 //!   sees the sequence it expects before and after copying has a consistent
 //!   event, so a snapshot taken while the runtime runs may miss events that
 //!   are being overwritten but never returns a torn one.
-//! - A CPU's events are in clock order: a switch is stamped when it
-//!   happens, after the timers fired and the wakeups recorded in the
-//!   scheduler pass that chose the task, so that the wakeup-to-switch-in
+//! - A CPU's events are in clock order, and a switch comes after the
+//!   events that made its task runnable: a switch is stamped after every
+//!   event recorded since the previous one (on this CPU, or on the CPU or
+//!   thread that handed this one a task), so that the wakeup-to-switch-in
 //!   latency of every wakeup is measurable.
 //! - Recording off (the default) costs one predictable branch on a
 //!   per-runtime `Option` at each hook; nothing is allocated.

@@ -251,7 +251,14 @@ pub(crate) fn trace_event(
     let Some(tr) = &shared.trace else {
         return;
     };
-    let here = with_local(|l| (l.shared().id == shared.id).then(|| l.index())).flatten();
+    let here = with_local(|l| {
+        (l.shared().id == shared.id).then(|| {
+            // The next switch on this CPU must be stamped after this.
+            l.trace_fresh = true;
+            l.index()
+        })
+    })
+    .flatten();
     let ev = |cpu: u16| crate::trace::Event {
         ts_ns: clock::now_ns(),
         kind,

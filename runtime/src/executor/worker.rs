@@ -87,12 +87,13 @@ pub(crate) struct WorkerLocal {
     /// Set while a finishing task wakes its joiners: a joiner queued here
     /// becomes the NEXT buddy (see `executor::wake_joiners`).
     pub(crate) buddy_wakeup: bool,
-    /// A task arrived or was woken (and so may have recorded a trace event
-    /// later than the pass's clock reading) since the last switch: a traced
-    /// switch then reads the clock afresh, so that it comes after those
-    /// events in the trace. Without it the switch keeps the pass's reading
-    /// (one clock read per switch, as untraced).
-    trace_fresh: bool,
+    /// Since the last switch this CPU recorded a trace event, or a task
+    /// arrived from another CPU or thread (whose events were stamped by
+    /// that one's clock reading): either may be later than the pass's
+    /// clock reading, so a traced switch then reads the clock afresh and
+    /// comes after them. Otherwise the switch keeps the pass's reading (one
+    /// clock read per switch, as untraced).
+    pub(crate) trace_fresh: bool,
 }
 
 /// A worker's private state plus the shared handle, pinned on its thread.
@@ -177,7 +178,6 @@ impl WorkerLocal {
     /// `need_resched` if it should preempt the running task (CFS wakeup
     /// preemption).
     pub(crate) fn enqueue_wakeup(&mut self, task: TaskRef) {
-        self.trace_fresh = true;
         if !task.allowed_on(self.index) {
             return self.forward(task);
         }
@@ -896,7 +896,9 @@ impl WorkerCell {
         ws.curr_pid.store(0, Ordering::Relaxed);
         if let Some(tr) = &self.shared.trace {
             let l = self.local();
-            l.trace_push(tr, now, EventKind::Idle, 0, l.last_pid, l.last_reason);
+            // After what this pass recorded (see `trace_fresh`).
+            let ts = if l.trace_fresh { clock::now_ns() } else { now };
+            l.trace_push(tr, ts, EventKind::Idle, 0, l.last_pid, l.last_reason);
             l.last_pid = 0;
         }
         self.local().publish();
@@ -1040,7 +1042,6 @@ impl WorkerLocal {
         }
         if super::ANY_TRACING.load(Ordering::Relaxed) {
             super::trace_wakeup(&target);
-            self.trace_fresh = true;
         }
         let runnable_here = target.allowed_on(self.index)
             && target.rt_id == self.shared.id
