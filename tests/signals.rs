@@ -230,6 +230,49 @@ fn handlers_interrupt_waits_unless_restart() {
 
 /// A blocked signal stays pending (and does not wake the target); unblocking
 /// delivers it before `sigprocmask` returns.
+/// A spawned task inherits its parent's ignored dispositions (and its
+/// children theirs), not its handlers (execve(2)'s rule, as greenos spawns).
+#[test]
+fn ignored_dispositions_are_inherited_and_handlers_are_not() {
+    within("inherited_dispositions", LIMIT, || {
+        let rt = rt(1);
+        rt.block_on(|| {
+            signal::signal(SIGUSR1, SigHandler::Ignore).unwrap();
+            signal::signal(SIGUSR2, SigHandler::new(|_| {})).unwrap();
+            let ready = Arc::new(AtomicUsize::new(0));
+            let r = ready.clone();
+            let grandchild = greenos::spawn(move || {
+                let r2 = r.clone();
+                let grandchild = greenos::spawn(move || {
+                    r2.fetch_add(1, Ordering::SeqCst);
+                    loop {
+                        greenos::yield_now();
+                    }
+                });
+                r.fetch_add(1, Ordering::SeqCst);
+                grandchild
+            })
+            .join()
+            .unwrap();
+            yield_until(|| ready.load(Ordering::SeqCst) == 2);
+            let pid = grandchild.task().pid();
+            kill(pid, SIGUSR1).unwrap();
+            for _ in 0..10 {
+                greenos::yield_now();
+            }
+            assert!(
+                !grandchild.is_finished(),
+                "SIGUSR1 is ignored two spawns down"
+            );
+            kill(pid, SIGUSR2).unwrap();
+            assert!(
+                matches!(grandchild.join(), Err(JoinError::Killed(s)) if s == SIGUSR2),
+                "the handler is not inherited: SIGUSR2's default terminates"
+            );
+        });
+    });
+}
+
 #[test]
 fn blocked_signals_stay_pending_until_unblocked() {
     within("blocked_signals", LIMIT, || {

@@ -347,6 +347,10 @@ pub(crate) struct TaskSignals {
     /// Dispositions that are not `SIG_DFL`, indexed by `signal - 1`; `None`
     /// until the first `sigaction` (most tasks never call it).
     actions: Mutex<Option<Box<[SigAction; SIGMAX as usize]>>>,
+    /// `actions` has been filled (set by the task itself in `sigaction`,
+    /// never cleared): a spawn from a task that never called `sigaction`
+    /// inherits nothing and skips the lock.
+    has_actions: AtomicBool,
 }
 
 impl fmt::Debug for TaskSignals {
@@ -366,7 +370,15 @@ impl TaskSignals {
         if let Some(p) = parent {
             s.blocked
                 .store(p.blocked.load(Ordering::Relaxed), Ordering::Relaxed);
-            if let Some(acts) = p.actions.lock().as_ref() {
+            // Only a task installs its own actions (`sigaction`), and
+            // `inherit` runs on the spawning parent itself: the flag is read
+            // by the task that wrote it (a migration in between is ordered
+            // by the run-queue handoff), so Relaxed suffices.
+            let acts = p
+                .has_actions
+                .load(Ordering::Relaxed)
+                .then(|| p.actions.lock());
+            if let Some(acts) = acts.as_ref().and_then(|g| g.as_ref()) {
                 if acts.iter().any(|a| matches!(a.handler, SigHandler::Ignore)) {
                     let mut mine: Box<[SigAction; SIGMAX as usize]> =
                         Box::new(std::array::from_fn(|_| SigAction::default()));
@@ -376,6 +388,7 @@ impl TaskSignals {
                         }
                     }
                     *s.actions.lock() = Some(mine);
+                    s.has_actions.store(true, Ordering::Relaxed);
                 }
             }
         }
@@ -734,6 +747,7 @@ pub fn sigaction(sig: Signal, act: Option<SigAction>) -> io::Result<SigAction> {
     }
     let mut g = me.sig.actions.lock();
     let table = g.get_or_insert_with(|| Box::new(std::array::from_fn(|_| SigAction::default())));
+    me.sig.has_actions.store(true, Ordering::Relaxed);
     let old = std::mem::replace(&mut table[(sig.0 - 1) as usize], act);
     drop(g);
     if ignored {
