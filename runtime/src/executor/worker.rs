@@ -164,8 +164,14 @@ impl WorkerLocal {
 
     /// Allocates a pid from this CPU's batch.
     pub(crate) fn alloc_pid(&mut self) -> std::io::Result<crate::Pid> {
-        let shared = self.shared.clone();
-        shared.alloc_pid_from(&mut self.pid_next, &mut self.pid_end)
+        // Disjoint field borrows: no clone of the runtime's `Arc` per spawn.
+        let WorkerLocal {
+            shared,
+            pid_next,
+            pid_end,
+            ..
+        } = self;
+        shared.alloc_pid_from(pid_next, pid_end)
     }
 
     /// Arms a timer on this CPU.
