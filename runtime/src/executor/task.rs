@@ -443,6 +443,13 @@ impl std::fmt::Debug for Task {
 
 #[cfg(test)]
 mod tests {
+    /// The runtime's shared state starts on its own pair of cache lines, so
+    /// the `Arc`'s reference counts in front of it share no line with it.
+    #[test]
+    fn runtime_state_is_line_aligned() {
+        assert!(std::mem::align_of::<super::super::Shared>() >= 128);
+    }
+
     /// The control block is allocated once per task and touched at every
     /// switch: a million live tasks pay for each byte (the spawn benchmark's
     /// page faults grew with it once, when every class kept its own state
@@ -451,13 +458,6 @@ mod tests {
     /// size too; then 16 B for the directed yield of a join, `rq_cpu` and
     /// `join_target`, which keeps fork-join trees depth-first and so cut
     /// skynet's peak RSS by far more than 16 B per task.)
-    /// The runtime's shared state starts on its own pair of cache lines, so
-    /// the `Arc`'s reference counts in front of it share no line with it.
-    #[test]
-    fn runtime_state_is_line_aligned() {
-        assert!(std::mem::align_of::<super::super::Shared>() >= 128);
-    }
-
     #[test]
     fn control_block_stays_small() {
         let task = std::mem::size_of::<super::Task>();
