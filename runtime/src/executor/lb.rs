@@ -592,11 +592,8 @@ impl WorkerLocal {
         let nr_running = self.rq.nr_running() as u64;
         let mut popped: Vec<TaskRef> = Vec::new();
         while popped.len() < balance::SCHED_NR_MIGRATE {
-            match self.rq.pop_coldest() {
-                Some(t) => {
-                    t.mark_dequeued();
-                    popped.push(t)
-                }
+            match self.rq_pop_coldest() {
+                Some(t) => popped.push(t),
                 None => break,
             }
         }
@@ -667,8 +664,7 @@ impl WorkerLocal {
             } else {
                 self.rq.migrate_out(&mut sp.ent);
                 self.rq.migrate_in(&mut sp.ent);
-                task.mark_queued(self.index());
-                self.rq.enqueue(&mut sp.ent, task, EnqueueFlags::NONE, now);
+                self.rq_enqueue(&mut sp.ent, task, EnqueueFlags::NONE, now);
             }
         }
         let dst_counters = &shared.workers[req.dst].counters.lb[slot];

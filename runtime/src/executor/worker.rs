@@ -180,6 +180,49 @@ impl WorkerLocal {
         self.publish_next_timer();
     }
 
+    /// Inserts `task` (whose entity is `ent`) into this CPU's tree and
+    /// records that it is there (`Task::rq_cpu`). Every insertion goes
+    /// through here or [`rq_put_prev`](Self::rq_put_prev), and every
+    /// removal of a queued task through
+    /// [`rq_pick_next`](Self::rq_pick_next) or
+    /// [`rq_pop_coldest`](Self::rq_pop_coldest), so that the record is
+    /// always right.
+    pub(super) fn rq_enqueue(
+        &mut self,
+        ent: &mut TaskEntity,
+        task: TaskRef,
+        flags: EnqueueFlags,
+        now: u64,
+    ) {
+        task.mark_queued(self.index);
+        self.rq.enqueue(ent, task, flags, now);
+    }
+
+    /// Puts the task that just ran back into this CPU's tree (see
+    /// [`rq_enqueue`](Self::rq_enqueue)).
+    #[inline]
+    fn rq_put_prev(&mut self, ent: &mut TaskEntity, task: TaskRef) {
+        task.mark_queued(self.index);
+        self.rq.put_prev(ent, task);
+    }
+
+    /// Picks the next task to run out of this CPU's tree (see
+    /// [`rq_enqueue`](Self::rq_enqueue)).
+    #[inline]
+    fn rq_pick_next(&mut self, skip: Option<&TaskEntity>) -> Option<TaskRef> {
+        let t = self.rq.pick_next(skip)?;
+        t.mark_dequeued();
+        Some(t)
+    }
+
+    /// Takes the coldest queued task out of this CPU's tree (see
+    /// [`rq_enqueue`](Self::rq_enqueue)).
+    pub(super) fn rq_pop_coldest(&mut self) -> Option<TaskRef> {
+        let t = self.rq.pop_coldest()?;
+        t.mark_dequeued();
+        Some(t)
+    }
+
     /// Places and queues a task that was woken on this CPU; raises
     /// `need_resched` if it should preempt the running task (CFS wakeup
     /// preemption).
@@ -204,9 +247,7 @@ impl WorkerLocal {
             sp.avg.update(now, 0, 0, 0, sp.ent.se.load.weight);
         }
         let wakee: *const TaskEntity = &sp.ent;
-        task.mark_queued(self.index);
-        self.rq
-            .enqueue(&mut sp.ent, task, EnqueueFlags::WAKEUP, now);
+        self.rq_enqueue(&mut sp.ent, task, EnqueueFlags::WAKEUP, now);
         if self.buddy_wakeup {
             // SAFETY: `wakee` is the entity of the task just queued here.
             self.rq.set_next_buddy(unsafe { &*wakee });
@@ -330,9 +371,8 @@ impl WorkerLocal {
             sp.avg.update(self.now, 0, 0, 0, sp.ent.se.load.weight);
         }
         let buddy = self.pending_buddy == Arc::as_ptr(&task) as usize;
-        task.mark_queued(self.index);
         let ent: *const TaskEntity = &sp.ent;
-        self.rq.enqueue(&mut sp.ent, task, flags, self.now);
+        self.rq_enqueue(&mut sp.ent, task, flags, self.now);
         if buddy {
             self.pending_buddy = 0;
             // SAFETY: `ent` is the entity of the task just queued here.
@@ -452,10 +492,9 @@ impl WorkerLocal {
         // turns if the other CPU is still idle by then.
         let want = (self.rq.nr_queued() / 2).min(crate::sched::balance::SCHED_NR_MIGRATE);
         while moved < want && self.rightmost_movable(Some(cpu), now) {
-            let Some(task) = self.rq.pop_coldest() else {
+            let Some(task) = self.rq_pop_coldest() else {
                 break;
             };
-            task.mark_dequeued();
             // SAFETY: the task was in our tree; we own it.
             let sp = unsafe { task.sched() };
             sp.ent.se.on_rq = false;
@@ -596,8 +635,7 @@ impl WorkerLocal {
         } else {
             EnqueueFlags::NONE
         };
-        task.mark_queued(self.index);
-        self.rq.enqueue(&mut sp.ent, task, flags, now);
+        self.rq_enqueue(&mut sp.ent, task, flags, now);
     }
 
     fn publish(&self) {
@@ -696,11 +734,7 @@ impl WorkerCell {
                 });
                 l.pending_buddy = 0;
                 // SAFETY: see above; the entity outlives this call.
-                let picked = l.rq.pick_next(skip_se.map(|p| unsafe { &*p }));
-                if let Some(t) = &picked {
-                    t.mark_dequeued();
-                }
-                picked
+                l.rq_pick_next(skip_se.map(|p| unsafe { &*p }))
             };
             skip = None;
             match picked {
@@ -831,8 +865,7 @@ impl WorkerCell {
                 }
                 let p: *const Task = &*task;
                 l.rq.yield_task(&mut sp.ent);
-                task.mark_queued(l.index);
-                l.rq.put_prev(&mut sp.ent, task);
+                l.rq_put_prev(&mut sp.ent, task);
                 (Some(p), now)
             }
             CoroutineResult::Yield(Request::Preempt) => {
@@ -842,8 +875,7 @@ impl WorkerCell {
                 if task.sched_dirty.load(Ordering::Relaxed) {
                     l.requeue_changed(task, now);
                 } else {
-                    task.mark_queued(l.index);
-                    l.rq.put_prev(&mut sp.ent, task);
+                    l.rq_put_prev(&mut sp.ent, task);
                 }
                 (None, now)
             }
@@ -1088,9 +1120,7 @@ impl WorkerLocal {
     fn enqueue_arrived_woken(&mut self, task: TaskRef) {
         // SAFETY: finish_park returned Notified: the worker still owns it.
         let sp = unsafe { task.sched() };
-        task.mark_queued(self.index);
-        self.rq
-            .enqueue(&mut sp.ent, task, EnqueueFlags::NONE, self.now);
+        self.rq_enqueue(&mut sp.ent, task, EnqueueFlags::NONE, self.now);
     }
 }
 
