@@ -2,7 +2,8 @@
 //! direct process switch. Correct answers on one CPU (where every call and
 //! reply should switch directly), across CPUs (where none can), between an
 //! OS thread and a task, with many pairs at once while work moves between
-//! CPUs, and with timeouts.
+//! CPUs, and with timeouts. The same step with `wait::park_until` and
+//! `Task::unpark`, where the waiter is named by its task (no queue).
 //!
 //! Nothing is timed; a lost wakeup is a hang, caught by `within`.
 
@@ -228,6 +229,135 @@ fn timeouts_and_invalid() {
                 b.wake_one_and_wait(&a, || false, None),
                 (false, WaitResult::Invalid),
                 "nobody to wake"
+            );
+        });
+    });
+}
+
+// ---------------------------------------------------------------------------
+// `wait::park_until` / `Task::unpark`: the same step with no wait queue,
+// the waiter named by its task handle (what IPC ports use).
+
+/// A request/reply pair over two flags, each side parked by name.
+struct Named {
+    slot: AtomicU64,
+    has_request: AtomicBool,
+    has_reply: AtomicBool,
+}
+
+const ON: (greenos::trace::BlockOn, u64) = (greenos::trace::BlockOn::WaitQueue, 0);
+
+fn named_pair(n: u64, set: Option<(greenos::CpuSet, greenos::CpuSet)>, direct: bool) {
+    let ch = Arc::new(Named {
+        slot: AtomicU64::new(0),
+        has_request: AtomicBool::new(false),
+        has_reply: AtomicBool::new(false),
+    });
+    let (server_set, client_set) = match set {
+        Some((s, c)) => (Some(s), Some(c)),
+        None => (None, None),
+    };
+    let (to_server, server_rx) = greenos::sync::mpsc::channel::<greenos::Task>();
+    let (to_client, client_rx) = greenos::sync::mpsc::channel::<greenos::Task>();
+    let cs = ch.clone();
+    let mut sb = greenos::task::Builder::new().name("server");
+    if let Some(s) = server_set {
+        sb = sb.affinity(s);
+    }
+    let server = sb
+        .spawn(move || {
+            let client = server_rx.recv().unwrap();
+            for _ in 0..n {
+                let r =
+                    greenos::wait::park_until(ON, || cs.has_request.load(Ordering::SeqCst), None);
+                assert!(matches!(r, WaitResult::Notified | WaitResult::Invalid));
+                cs.has_request.store(false, Ordering::SeqCst);
+                let v = cs.slot.load(Ordering::SeqCst);
+                cs.slot.store(v * 2 + 1, Ordering::SeqCst);
+                cs.has_reply.store(true, Ordering::SeqCst);
+                client.unpark();
+            }
+        })
+        .unwrap();
+    let mut cb = greenos::task::Builder::new().name("client");
+    if let Some(s) = client_set {
+        cb = cb.affinity(s);
+    }
+    let client = cb
+        .spawn(move || {
+            let server = client_rx.recv().unwrap();
+            for v in 0..n {
+                ch.slot.store(v, Ordering::SeqCst);
+                ch.has_request.store(true, Ordering::SeqCst);
+                let done = || ch.has_reply.load(Ordering::SeqCst);
+                let r = if direct {
+                    greenos::wait::unpark_and_park_until(&server, ON, done, None)
+                } else {
+                    server.unpark();
+                    greenos::wait::park_until(ON, done, None)
+                };
+                assert!(matches!(r, WaitResult::Notified | WaitResult::Invalid));
+                ch.has_reply.store(false, Ordering::SeqCst);
+                assert_eq!(ch.slot.load(Ordering::SeqCst), v * 2 + 1);
+            }
+        })
+        .unwrap();
+    to_server.send(client.task().clone()).unwrap();
+    to_client.send(server.task().clone()).unwrap();
+    client.join().unwrap();
+    server.join().unwrap();
+}
+
+/// On one CPU the client's unpark-and-park passes the CPU straight to the
+/// server; across CPUs, plain and direct forms alike, no wakeup is lost
+/// (a lost one hangs, caught by `within`).
+#[test]
+fn park_until_by_name_switches_directly_and_loses_nothing() {
+    within("park_until_by_name", LIMIT, || {
+        let rt = common::rt(1);
+        let n = 20_000;
+        rt.block_on(move || named_pair(n, None, true));
+        let direct = rt.metrics().total(|c| c.direct_switches);
+        assert!(
+            direct >= n - 1,
+            "expected a direct switch per call, got {direct}"
+        );
+        let rt = common::rt(2);
+        for direct in [false, true] {
+            rt.block_on(move || named_pair(20_000, Some((cpus(&[0]), cpus(&[1]))), direct));
+            rt.block_on(move || named_pair(20_000, None, direct));
+        }
+    });
+}
+
+/// Done on entry: `Invalid`, no sleep. Not done and never unparked:
+/// `TimedOut`. A condition published (and unparked) by another task
+/// before the park is seen at once.
+#[test]
+fn park_until_timeouts_invalid_and_early_unpark() {
+    within("park_until_timeouts", LIMIT, || {
+        let rt = common::rt(2);
+        rt.block_on(|| {
+            assert_eq!(
+                greenos::wait::park_until(ON, || true, None),
+                WaitResult::Invalid
+            );
+            assert_eq!(
+                greenos::wait::park_until(ON, || false, Some(Duration::from_millis(2))),
+                WaitResult::TimedOut
+            );
+            let flag = Arc::new(AtomicBool::new(false));
+            let f = flag.clone();
+            let me = greenos::current();
+            let waker = greenos::spawn(move || {
+                f.store(true, Ordering::SeqCst);
+                me.unpark();
+            });
+            waker.join().unwrap();
+            // Published and unparked before parking: no sleep.
+            assert_eq!(
+                greenos::wait::park_until(ON, || flag.load(Ordering::SeqCst), None),
+                WaitResult::Invalid
             );
         });
     });

@@ -374,3 +374,138 @@ fn a_killed_receiver_leaves_the_queue_and_fails_the_call_it_held() {
         assert_eq!(ep.dropped().unwrap(), 1);
     });
 }
+
+/// Callers giving up (tiny timeouts) race servers replying, across two
+/// CPUs: a reply is accepted exactly when its call returns it. A reply
+/// that wins the race is never lost and a call that gave up never gets a
+/// late reply (the port's `AwaitReply` is claimed by exactly one side).
+#[test]
+fn racing_timeouts_and_replies_agree() {
+    let _w = Watchdog::new("racing_timeouts_and_replies_agree", LIMIT);
+    common::rt(2).block_on(|| {
+        let ep = Endpoint::new().unwrap();
+        let srv_cap = cap::copy(ep.cap(), Rights::RECV).unwrap();
+        let server = cap::spawn_with_caps(
+            greenos::task::Builder::new().affinity(common::cpus(&[1])),
+            &[(srv_cap, Rights::ALL)],
+            |caps| {
+                let e = Endpoint::from_cap(caps[0]);
+                let (mut accepted, mut refused) = (0u64, 0u64);
+                loop {
+                    let (m, reply) = e.recv().unwrap();
+                    if m.tag.label == 0 {
+                        reply.unwrap().reply(&Msg::new(0, &[])).unwrap();
+                        return (accepted, refused);
+                    }
+                    // Vary the service time so that some replies come
+                    // before the caller's deadline and some after.
+                    for _ in 0..(m.mr[0] % 7) {
+                        greenos::yield_now();
+                    }
+                    match reply.unwrap().reply(&Msg::new(m.tag.label + 1, &[m.mr[0]])) {
+                        Ok(()) => accepted += 1,
+                        Err(e) => {
+                            assert_eq!(e.raw_os_error(), Some(libc::ESRCH));
+                            refused += 1;
+                        }
+                    }
+                }
+            },
+        )
+        .unwrap();
+        let clients: Vec<_> = (0..4u64)
+            .map(|c| {
+                let cl_cap = cap::copy(ep.cap(), Rights::CALL).unwrap();
+                cap::spawn_with_caps(
+                    greenos::task::Builder::new().affinity(common::cpus(&[(c % 2) as usize])),
+                    &[(cl_cap, Rights::ALL)],
+                    move |caps| {
+                        let e = Endpoint::from_cap(caps[0]);
+                        let (mut ok, mut timed_out) = (0u64, 0u64);
+                        for i in 0..2_000u64 {
+                            let t = Duration::from_micros(1 + (i * 37 + c) % 200);
+                            match e.call_timeout(&Msg::new(5, &[i]), t) {
+                                Ok(m) => {
+                                    assert_eq!((m.tag.label, m.mr[0]), (6, i));
+                                    ok += 1;
+                                }
+                                Err(err) => {
+                                    assert_eq!(err.raw_os_error(), Some(libc::ETIMEDOUT));
+                                    timed_out += 1;
+                                }
+                            }
+                        }
+                        (ok, timed_out)
+                    },
+                )
+                .unwrap()
+            })
+            .collect();
+        let (mut ok, mut timed_out) = (0, 0);
+        for c in clients {
+            let (o, t) = c.join().unwrap();
+            ok += o;
+            timed_out += t;
+        }
+        assert_eq!(ok + timed_out, 8_000);
+        ep.call(&Msg::new(0, &[])).unwrap();
+        let (accepted, refused) = server.join().unwrap();
+        assert_eq!(accepted, ok, "accepted replies vs calls that got one");
+        // A refused reply belongs to a call that timed out after delivery.
+        assert!(
+            refused <= timed_out,
+            "{refused} refused > {timed_out} timed out"
+        );
+    });
+}
+
+/// A signal handler interrupts a blocked `recv` with EINTR; with
+/// SA_RESTART the receive goes on and gets the message.
+#[test]
+fn a_handled_signal_interrupts_recv_unless_restart() {
+    use greenos::signal::{kill, sigaction, SaFlags, SigAction, SigHandler, SIGUSR1};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let _w = Watchdog::new("a_handled_signal_interrupts_recv", LIMIT);
+    common::rt(2).block_on(|| {
+        for restart in [false, true] {
+            let ep = Endpoint::new().unwrap();
+            let srv_cap = cap::copy(ep.cap(), Rights::RECV).unwrap();
+            let armed = Arc::new(AtomicBool::new(false));
+            let a = armed.clone();
+            let receiver = cap::spawn_with_caps(
+                greenos::task::Builder::new(),
+                &[(srv_cap, Rights::ALL)],
+                move |caps| {
+                    let flags = if restart {
+                        SaFlags::RESTART
+                    } else {
+                        SaFlags::NONE
+                    };
+                    sigaction(
+                        SIGUSR1,
+                        Some(SigAction::new(SigHandler::new(|_| {})).flags(flags)),
+                    )
+                    .unwrap();
+                    a.store(true, Ordering::SeqCst);
+                    Endpoint::from_cap(caps[0]).recv().map(|(m, _)| m.mr[0])
+                },
+            )
+            .unwrap();
+            while !armed.load(Ordering::SeqCst) || ep.queued().unwrap() != (0, 1) {
+                greenos::yield_now();
+            }
+            kill(receiver.task().pid(), SIGUSR1).unwrap();
+            if restart {
+                // Still (or again) waiting: the message reaches it.
+                ep.send(&Msg::new(1, &[42])).unwrap();
+                assert_eq!(receiver.join().unwrap().unwrap(), 42);
+            } else {
+                let e = receiver.join().unwrap().unwrap_err();
+                assert_eq!(e.raw_os_error(), Some(libc::EINTR), "{e}");
+                // It left the queue.
+                assert_eq!(ep.queued().unwrap(), (0, 0));
+            }
+        }
+    });
+}

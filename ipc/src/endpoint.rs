@@ -68,34 +68,39 @@
 //! blocking), the reply fits the fast registers with no capabilities, and
 //! the caller satisfies 6 and 10.
 //!
-//! The switch itself is the runtime's job: `WaitQueue::wake_one_and_wait`
-//! queues the caller on its own port, wakes the partner and, when the
+//! The switch itself is the runtime's job: `wait::unpark_and_park_until`
+//! parks the caller on its own port, wakes the partner and, when the
 //! partner is parked on this CPU, switches straight to it without the run
-//! queue (the partner runs on the rest of the caller's turn). With
+//! queue (the partner runs on the rest of the caller's turn). As in seL4,
+//! where a blocked thread's state lives in its TCB and the endpoint queues
+//! TCBs, a port has exactly one waiter, its task, and wakers name it: no
+//! wait queue sits between them (`wait::park_until` / `Task::unpark`). With
 //! [`SwitchMode::Lazy`] the partner is woken the ordinary way (through its
 //! CPU's run queue), for comparison ([`set_default_switch_mode`] chooses
 //! for endpoints created afterwards: the process-wide option).
 //!
 //! # Locking
 //!
-//! Order: endpoint queue lock → a port's state lock; a wait queue's lock →
-//! a port's state lock (the `validate` closures). Wakeups are issued after
-//! the endpoint lock is released. A blocked party's slot is its task's
-//! `Port`, which outlives any queue entry (entries hold an `Arc`); each
-//! blocking operation has a fresh generation (`op`), so a late reply or
-//! wakeup for an operation that gave up is recognised and ignored.
+//! One lock per endpoint (its queues); a port has none: its state word
+//! (generation and phase) is claimed by compare-and-swap where two parties
+//! can race for it (a reply against the caller giving up), and stored
+//! otherwise (see `PortWord`). Wakeups are issued after the endpoint lock
+//! is released. A blocked party's slot is its task's `Port`, which
+//! outlives any queue entry (entries hold an `Arc`); each blocking
+//! operation has a fresh generation (`op`), so a late reply or wakeup for
+//! an operation that gave up is recognised and ignored.
 
 use std::cell::UnsafeCell;
 use std::collections::VecDeque;
 use std::fmt;
 use std::io;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use greenos_runtime::task::{self, Task};
 use greenos_runtime::trace::BlockOn;
-use greenos_runtime::wait::{WaitQueue, WaitResult};
+use greenos_runtime::wait::{self, WaitResult};
 use parking_lot::Mutex;
 
 use crate::cap::{self, Cap, CapNode, Object, Rights, Staged, Transfer};
@@ -137,9 +142,22 @@ pub struct Msg {
     pub mr: [u64; FAST_MRS],
     /// On receive: the badge of the sender's capability (0: unbadged).
     pub badge: u64,
-    out: [Option<(Cap, Transfer)>; MAX_EXTRA_CAPS],
-    caps_in: [Option<Cap>; MAX_EXTRA_CAPS],
-    badges_in: [u64; MAX_EXTRA_CAPS],
+    caps: [CapSlot; MAX_EXTRA_CAPS],
+}
+
+/// One capability slot of a [`Msg`]: staged to send, or what arrived.
+/// (One array for both directions keeps a message at 128 bytes: it is
+/// copied on every call and receive.)
+#[derive(Clone, Copy, Debug, Default)]
+enum CapSlot {
+    #[default]
+    Empty,
+    /// To send, and how.
+    Out(Cap, Transfer),
+    /// Arrived: installed at this index of the receiver's table.
+    In(Cap),
+    /// Arrived unwrapped (it named the endpoint it came through): its badge.
+    Unwrapped(u64),
 }
 
 impl Msg {
@@ -161,19 +179,28 @@ impl Msg {
         if i >= MAX_EXTRA_CAPS {
             return Err(Errno::EINVAL.into());
         }
-        self.out[i] = Some((cap, how));
+        self.caps[i] = CapSlot::Out(cap, how);
         Ok(())
     }
 
     /// On receive: the capability that arrived in slot `i` (an index in the
     /// receiver's current table), if any.
     pub fn cap(&self, i: usize) -> Option<Cap> {
-        self.caps_in.get(i).copied().flatten()
+        match self.caps.get(i)? {
+            CapSlot::In(c) => Some(*c),
+            _ => None,
+        }
     }
 
     /// On receive: the badge of unwrapped capability `i`.
     pub fn unwrapped_badge(&self, i: usize) -> Option<u64> {
-        (i < MAX_EXTRA_CAPS && self.tag.caps_unwrapped & (1 << i) != 0).then(|| self.badges_in[i])
+        if i >= MAX_EXTRA_CAPS || self.tag.caps_unwrapped & (1 << i) == 0 {
+            return None;
+        }
+        match self.caps[i] {
+            CapSlot::Unwrapped(b) => Some(b),
+            _ => None,
+        }
     }
 }
 
@@ -209,6 +236,9 @@ enum Phase {
     QueuedRecv,
     /// A call delivered; waiting for the reply.
     AwaitReply,
+    /// A replier won the reply (`AwaitReply` -> `Delivering` by CAS) and is
+    /// writing the inbox; `Done` follows.
+    Delivering,
     /// The operation completed (message taken, delivered or replied).
     Done,
     /// A delivered call whose caller gave up waiting for the reply.
@@ -230,42 +260,76 @@ struct Delivery {
     broken: bool,
 }
 
-struct PortState {
-    op: u64,
-}
+/// A port's state word: the generation of its current operation (`op`,
+/// the high 56 bits) and that operation's [`Phase`] (the low 8 bits), in
+/// one atomic so that a replier can check "this call, still awaiting its
+/// reply" and claim it in one compare-and-swap, with no lock.
+///
+/// Who writes it: the port's own task starts an operation (`begin`, a
+/// store: no other party acts on a port before it is queued, and a stale
+/// replier's CAS names an older generation and fails); a deliverer that
+/// popped the port from an endpoint queue (under that endpoint's lock,
+/// which also serialises the owner's `withdraw`) stores the next phase of
+/// the popped generation; a replier claims `AwaitReply` by CAS. Written
+/// with Release after the inbox, read with Acquire.
+struct PortWord(AtomicU64);
 
-/// The phase word of a port: written under the port's state lock (after
-/// the inbox, Release), read without it (Acquire) by its own task's waits.
-struct PhaseCell(AtomicU8);
+impl PortWord {
+    const PHASE_BITS: u32 = 8;
 
-impl PhaseCell {
-    fn get(&self) -> Phase {
-        match self.0.load(Ordering::Acquire) {
+    fn pack(op: u64, p: Phase) -> u64 {
+        (op << Self::PHASE_BITS) | p as u64
+    }
+
+    fn unpack_phase(w: u64) -> Phase {
+        match w as u8 {
             0 => Phase::Idle,
             1 => Phase::QueuedSend,
             2 => Phase::QueuedRecv,
             3 => Phase::AwaitReply,
-            4 => Phase::Done,
+            4 => Phase::Delivering,
+            5 => Phase::Done,
             _ => Phase::Abandoned,
         }
     }
 
-    fn set(&self, p: Phase) {
-        self.0.store(p as u8, Ordering::Release);
+    fn phase(&self) -> Phase {
+        Self::unpack_phase(self.0.load(Ordering::Acquire))
+    }
+
+    fn op(&self) -> u64 {
+        self.0.load(Ordering::Acquire) >> Self::PHASE_BITS
+    }
+
+    /// Sets `phase` for generation `op` (see the type doc for who may).
+    fn set(&self, op: u64, p: Phase) {
+        self.0.store(Self::pack(op, p), Ordering::Release);
+    }
+
+    /// Moves generation `op` from phase `from` to `to` if it is there now.
+    /// On failure returns the word found.
+    fn transition(&self, op: u64, from: Phase, to: Phase) -> Result<(), u64> {
+        self.0
+            .compare_exchange(
+                Self::pack(op, from),
+                Self::pack(op, to),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .map(|_| ())
     }
 }
 
-/// A task's IPC port: the wait queue it blocks on, its state and its IPC
-/// buffer (the virtual message registers).
+/// A task's IPC port: its state, its inbox and its IPC buffer (the virtual
+/// message registers). Its task blocks on it with `wait::park_until`.
 pub(crate) struct Port {
-    wq: WaitQueue,
-    st: Mutex<PortState>,
-    phase: PhaseCell,
+    /// The current operation's generation and phase.
+    word: PortWord,
     /// What arrives. Written only by the one party that completes the
     /// port's current operation — the deliverer that popped this port from
-    /// an endpoint's receiver queue (under that endpoint's lock and this
-    /// port's `st` lock), the replier whose `op` matches while the phase is
-    /// `AwaitReply` (under `st`), or the port's own task (`take_sender`,
+    /// an endpoint's receiver queue (under that endpoint's lock), the
+    /// replier that moved the word from `AwaitReply` to `Delivering` for
+    /// the current generation, or the port's own task (`take_sender`,
     /// while it runs) — and always *before* the phase becomes `Done`
     /// (Release). Read, and reset, only by the port's own task after it
     /// observed `Done` (Acquire), when no party can write it any more until
@@ -277,8 +341,8 @@ pub(crate) struct Port {
 
 // SAFETY: every field but `inbox` is Send + Sync on its own; `inbox` is
 // written and read under the protocol in its field comment, which admits
-// one accessor at a time, ordered by the `st` lock and the phase word's
-// Release/Acquire (the values inside are `Send`: `Arc`s of Send + Sync
+// one accessor at a time, ordered by the endpoint lock, the state word's
+// CAS and its Release/Acquire (the values inside are `Send`: `Arc`s of Send + Sync
 // objects and plain words).
 unsafe impl Sync for Port {}
 // SAFETY: as for Sync.
@@ -309,10 +373,8 @@ impl Port {
 
 greenos_runtime::task_local! {
     static PORT: Arc<Port> = Arc::new(Port {
-        wq: WaitQueue::with_label(BlockOn::Endpoint, 0),
-        st: Mutex::new(PortState { op: 0 }),
+        word: PortWord(AtomicU64::new(0)),
         inbox: UnsafeCell::new(Delivery::default()),
-        phase: PhaseCell(AtomicU8::new(0)),
         buf: std::array::from_fn(|_| AtomicU64::new(0)),
         task: greenos_runtime::current(),
     });
@@ -335,16 +397,35 @@ fn my_port<'a>() -> Result<&'a Arc<Port>, Errno> {
 }
 
 impl Port {
-    /// Starts a new blocking operation in `phase` (caller holds `st`);
-    /// returns its generation.
-    fn begin(&self, st: &mut PortState, phase: Phase) -> u64 {
-        st.op = st.op.wrapping_add(1);
-        self.phase.set(phase);
-        st.op
+    /// Starts the port's next operation in `phase` (its own task, while
+    /// the port is in no endpoint queue); returns its generation.
+    fn begin(&self, phase: Phase) -> u64 {
+        let op = self.word.op().wrapping_add(1) & (u64::MAX >> PortWord::PHASE_BITS);
+        self.word.set(op, phase);
+        op
     }
 
     fn phase(&self) -> Phase {
-        self.phase.get()
+        self.word.phase()
+    }
+
+    /// Claims the reply to generation `op`: true if it was still awaited
+    /// (the word is now `Delivering`; the caller writes the inbox and sets
+    /// `Done`), false if the caller gave up or the reply is stale.
+    fn claim_reply(&self, op: u64) -> bool {
+        self.word
+            .transition(op, Phase::AwaitReply, Phase::Delivering)
+            .is_ok()
+    }
+
+    /// Completes generation `op` (the inbox is written).
+    fn done(&self, op: u64) {
+        self.word.set(op, Phase::Done);
+    }
+
+    /// Back to idle after the own task read the inbox.
+    fn idle(&self) {
+        self.word.set(self.word.op(), Phase::Idle);
     }
 }
 
@@ -433,19 +514,17 @@ impl Drop for Reply {
         if !self.live {
             return;
         }
-        let st = self.port.st.lock();
-        if st.op == self.op && self.port.phase() == Phase::AwaitReply {
-            // SAFETY: the one party completing this operation (see
-            // `Port::inbox`), before the phase becomes `Done`.
+        if self.port.claim_reply(self.op) {
+            // SAFETY: the claim makes us the one party completing this
+            // operation (see `Port::inbox`), before the phase becomes `Done`.
             unsafe {
                 self.port.put(Delivery {
                     broken: true,
                     ..Delivery::default()
                 })
             };
-            self.port.phase.set(Phase::Done);
-            drop(st);
-            self.port.wq.wake_one();
+            self.port.done(self.op);
+            self.port.task.unpark();
         }
     }
 }
@@ -487,8 +566,8 @@ fn stage_caps(msg: &Msg, rights: Rights) -> Result<StagedCaps, Errno> {
     let mut nodes: [Option<Arc<CapNode>>; MAX_EXTRA_CAPS] = Default::default();
     let mut moved = [None; MAX_EXTRA_CAPS];
     let mut n = 0u8;
-    for (i, o) in msg.out.iter().enumerate() {
-        if let Some((c, how)) = *o {
+    for (i, o) in msg.caps.iter().enumerate() {
+        if let CapSlot::Out(c, how) = *o {
             if !rights.contains(Rights::GRANT) {
                 return Err(Errno::EPERM);
             }
@@ -623,7 +702,7 @@ impl Endpoint {
         let mut tag = msg.tag;
         tag.extra_caps = ncaps;
         let mut q = ep.q.lock();
-        if let Some((r, _rop)) = q.receivers.pop_front() {
+        if let Some((r, rop)) = q.receivers.pop_front() {
             {
                 // `r` left the receiver queue under the endpoint lock we
                 // hold: only we may complete its receive (a timing-out `r`
@@ -642,7 +721,7 @@ impl Endpoint {
                         broken: false,
                     })
                 };
-                r.phase.set(Phase::Done);
+                r.done(rop);
             }
             drop(q);
             finish_moves(&moved);
@@ -650,9 +729,9 @@ impl Endpoint {
             // receiver is woken (sync in direct mode: the sender is likely
             // to block soon, as a pipe writer is).
             if ep.mode == SwitchMode::Direct {
-                r.wq.wake_one_sync();
+                r.task.unpark_sync();
             } else {
-                r.wq.wake_one();
+                r.task.unpark();
             }
             return Ok(());
         }
@@ -660,7 +739,7 @@ impl Endpoint {
             ep.dropped.fetch_add(1, Ordering::Relaxed);
             return Ok(());
         }
-        let op = me.begin(&mut me.st.lock(), Phase::QueuedSend);
+        let op = me.begin(Phase::QueuedSend);
         q.senders.push_back(SendEntry {
             port: me.clone(),
             op,
@@ -727,21 +806,21 @@ impl Endpoint {
         if !q.senders.is_empty() {
             self.take_sender(ep, me, q)?;
             if let Some(c) = switch_to {
-                c.wq.wake_one();
+                c.task.unpark();
             }
             return self.finish_recv(me);
         }
-        let op = me.begin(&mut me.st.lock(), Phase::QueuedRecv);
+        let op = me.begin(Phase::QueuedRecv);
         q.receivers.push_back((me.clone(), op));
         drop(q);
         match (switch_to, fast_back) {
             // ReplyRecv's fastpath: hand the CPU back to the caller.
             (Some(c), true) => {
                 ep.count_direct_switch();
-                wait_done(me, ep, dl, Some(&c.wq))?;
+                wait_done(me, ep, dl, Some(&c.task))?;
             }
             (Some(c), false) => {
-                c.wq.wake_one();
+                c.task.unpark();
                 wait_done(me, ep, dl, None)?;
             }
             (None, _) => wait_done(me, ep, dl, None)?,
@@ -758,37 +837,32 @@ impl Endpoint {
     ) -> Result<(), Errno> {
         let s = q.senders.pop_front().expect("checked non-empty");
         copy_long(&s.port, me, s.tag.length);
-        {
-            let mut st = me.st.lock();
-            me.begin(&mut st, Phase::Done);
-            // SAFETY: the one party completing this operation (see
-            // `Port::inbox`), before the phase becomes `Done`.
-            unsafe {
-                me.put(Delivery {
-                    tag: s.tag,
-                    mr: s.mr,
-                    badge: s.badge,
-                    caps: s.caps,
-                    via: Arc::as_ptr(ep) as usize,
-                    reply: s.is_call.then(|| (s.port.clone(), s.op)),
-                    broken: false,
-                })
-            };
-        }
-        let wake = {
-            let sst = s.port.st.lock();
-            debug_assert_eq!(sst.op, s.op);
-            if s.is_call {
-                s.port.phase.set(Phase::AwaitReply);
-                false
-            } else {
-                s.port.phase.set(Phase::Done);
-                true
-            }
+        // SAFETY: our own port, in no queue: we complete its operation.
+        unsafe {
+            me.put(Delivery {
+                tag: s.tag,
+                mr: s.mr,
+                badge: s.badge,
+                caps: s.caps,
+                via: Arc::as_ptr(ep) as usize,
+                reply: s.is_call.then(|| (s.port.clone(), s.op)),
+                broken: false,
+            })
+        };
+        me.begin(Phase::Done);
+        // Popped under the endpoint lock we still hold: the sender's own
+        // `withdraw` waits for it, so a store is enough.
+        debug_assert_eq!(s.port.word.op(), s.op);
+        let wake = if s.is_call {
+            s.port.word.set(s.op, Phase::AwaitReply);
+            false
+        } else {
+            s.port.done(s.op);
+            true
         };
         drop(q);
         if wake {
-            s.port.wq.wake_one();
+            s.port.task.unpark();
         }
         Ok(())
     }
@@ -799,7 +873,7 @@ impl Endpoint {
         debug_assert_eq!(me.phase(), Phase::Done);
         // SAFETY: this is the port's own task, and its operation is `Done`.
         let d = unsafe { me.take_inbox() };
-        me.phase.set(Phase::Idle);
+        me.idle();
         if d.broken {
             return Err(Errno::ESRCH);
         }
@@ -818,11 +892,11 @@ impl Endpoint {
                 _ => false,
             };
             if unwrap {
-                m.badges_in[i] = node.badge;
+                m.caps[i] = CapSlot::Unwrapped(node.badge);
                 m.tag.caps_unwrapped |= 1 << i;
             } else {
                 match cap::install(node) {
-                    Ok(c) => m.caps_in[i] = Some(c),
+                    Ok(c) => m.caps[i] = CapSlot::In(c),
                     // A full table stops the transfer, not the IPC.
                     Err(_) => break,
                 }
@@ -861,8 +935,8 @@ impl Endpoint {
         let mut q = ep.q.lock();
         let op;
         let mut handoff = None;
-        if let Some((r, _rop)) = q.receivers.pop_front() {
-            op = me.begin(&mut me.st.lock(), Phase::AwaitReply);
+        if let Some((r, rop)) = q.receivers.pop_front() {
+            op = me.begin(Phase::AwaitReply);
             {
                 // As in `send_inner`: popped under the endpoint lock we
                 // hold, so no port lock.
@@ -880,7 +954,7 @@ impl Endpoint {
                         broken: false,
                     })
                 };
-                r.phase.set(Phase::Done);
+                r.done(rop);
             }
             drop(q);
             finish_moves(&moved);
@@ -894,10 +968,10 @@ impl Endpoint {
                 ep.count_direct_switch();
                 handoff = Some(r);
             } else {
-                r.wq.wake_one();
+                r.task.unpark();
             }
         } else {
-            op = me.begin(&mut me.st.lock(), Phase::QueuedSend);
+            op = me.begin(Phase::QueuedSend);
             q.senders.push_back(SendEntry {
                 port: me.clone(),
                 op,
@@ -910,7 +984,7 @@ impl Endpoint {
             drop(q);
         }
         let _ = op;
-        let r = wait_done(me, ep, dl, handoff.as_ref().map(|p: &Arc<Port>| &p.wq));
+        let r = wait_done(me, ep, dl, handoff.as_ref().map(|p: &Arc<Port>| &p.task));
         // Delivered (taken by a receiver) even if the reply never came.
         if r.is_ok() || me.phase() == Phase::Abandoned {
             finish_moves(&moved);
@@ -947,16 +1021,14 @@ impl Endpoint {
         let node = self.resolve(Rights::RECV)?;
         let ep = ep_of(&node);
         let me = my_port()?;
-        let caller = reply.port.clone();
         let fast = ep.mode == SwitchMode::Direct
             && reply_msg.tag.length as usize <= FAST_MRS
-            && reply_msg.out.iter().all(Option::is_none)
-            && may_switch_to(me, &caller.task);
+            && !reply_msg.caps.iter().any(|c| matches!(c, CapSlot::Out(..)))
+            && may_switch_to(me, &reply.port.task);
         // Deliver without waking; the receive below wakes the caller (and
         // switches to it when it blocks).
-        let delivered = reply.deliver(reply_msg)?;
+        let switch_to = reply.deliver(reply_msg, me)?;
         let q = ep.q.lock();
-        let switch_to = delivered.then_some(caller);
         // No sender waiting is checked by recv_locked (it takes that
         // message instead of blocking, and wakes the caller normally).
         self.recv_locked(ep, me, q, deadline(timeout), switch_to, fast)
@@ -967,12 +1039,12 @@ impl Reply {
     /// Answers the call (seL4 `Reply`; never blocks). `ESRCH` if the caller
     /// gave up (timeout, signal) or this reply is stale.
     pub fn reply(self, msg: &Msg) -> io::Result<()> {
-        let port = self.port.clone();
-        if self.deliver(msg)? {
-            port.wq.wake_one();
-            Ok(())
-        } else {
-            Err(Errno::ESRCH.into())
+        match self.deliver(msg, my_port()?)? {
+            Some(port) => {
+                port.task.unpark();
+                Ok(())
+            }
+            None => Err(Errno::ESRCH.into()),
         }
     }
 
@@ -981,18 +1053,17 @@ impl Reply {
         self.port.task.pid()
     }
 
-    /// Puts the reply in the caller's port; false if the caller is gone.
-    fn deliver(mut self, msg: &Msg) -> Result<bool, Errno> {
+    /// Puts the reply in the caller's port (`me` is the replier's); returns
+    /// that port, for the caller to wake, or `None` if the caller is gone.
+    fn deliver(mut self, msg: &Msg, me: &Port) -> Result<Option<Arc<Port>>, Errno> {
         check_len(msg)?;
         let (caps, moved, ncaps) = stage_caps(msg, Rights::GRANT)?;
-        let me = my_port()?;
         let mut tag = msg.tag;
         tag.extra_caps = ncaps;
         {
-            let st = self.port.st.lock();
-            if st.op != self.op || self.port.phase() != Phase::AwaitReply {
+            if !self.port.claim_reply(self.op) {
                 self.live = false;
-                return Ok(false);
+                return Ok(None);
             }
             copy_long(me, &self.port, tag.length);
             // SAFETY: the one party completing this operation (see
@@ -1008,11 +1079,15 @@ impl Reply {
                     broken: false,
                 })
             };
-            self.port.phase.set(Phase::Done);
+            self.port.done(self.op);
         }
-        self.live = false;
         finish_moves(&moved);
-        Ok(true)
+        // Answered: nothing is left for `Drop` to do but release the port,
+        // which moves to the caller of `deliver` instead (no count taken).
+        let this = std::mem::ManuallyDrop::new(self);
+        // SAFETY: `this` is never used or dropped again, so the `Arc` is
+        // moved out exactly once.
+        Ok(Some(unsafe { std::ptr::read(&this.port) }))
     }
 }
 
@@ -1025,13 +1100,13 @@ fn finish_moves(moved: &[Option<Cap>; MAX_EXTRA_CAPS]) {
 /// Waits until `me`'s current operation is done; on timeout or
 /// interruption, withdraws it from `ep`'s queues (unless it completed
 /// meanwhile: then it succeeded). With `handoff`, the first wait also wakes
-/// that queue's waiter and, where the runtime can, switches straight to it
-/// (`WaitQueue::wake_one_and_wait`: the direct process switch).
+/// that task and, where the runtime can, switches straight to it
+/// (`wait::unpark_and_park_until`: the direct process switch).
 fn wait_done(
     me: &Arc<Port>,
     ep: &EndpointObj,
     dl: Option<Instant>,
-    handoff: Option<&WaitQueue>,
+    handoff: Option<&Task>,
 ) -> Result<(), Errno> {
     let guard = UnwindWithdraw { me, ep };
     let r = wait_done_inner(me, ep, dl, handoff);
@@ -1054,7 +1129,7 @@ impl Drop for UnwindWithdraw<'_> {
         if withdraw(self.me, self.ep, Errno::EINTR).is_ok() {
             // SAFETY: our own port, and its operation is `Done`.
             let d = unsafe { self.me.take_inbox() };
-            self.me.phase.set(Phase::Idle);
+            self.me.idle();
             if let Some((port, op)) = d.reply {
                 drop(Reply {
                     port,
@@ -1070,40 +1145,35 @@ fn wait_done_inner(
     me: &Arc<Port>,
     ep: &EndpointObj,
     dl: Option<Instant>,
-    mut handoff: Option<&WaitQueue>,
+    handoff: Option<&Task>,
 ) -> Result<(), Errno> {
-    loop {
-        let t = match left(dl) {
-            Ok(t) => t,
-            Err(e) => {
-                if let Some(h) = handoff {
-                    h.wake_one();
-                }
-                return withdraw(me, ep, e);
+    let t = match left(dl) {
+        Ok(t) => t,
+        Err(e) => {
+            if let Some(h) = handoff {
+                h.unpark();
             }
-        };
-        let validate = || me.phase() != Phase::Done;
-        let r = match handoff.take() {
-            Some(h) => me.wq.wake_one_and_wait(h, validate, t).1,
-            None => me.wq.wait(validate, t),
-        };
-        match r {
-            WaitResult::Invalid => return Ok(()),
-            WaitResult::Notified => {
-                if me.phase() == Phase::Done {
-                    return Ok(());
-                }
-            }
-            WaitResult::TimedOut => return withdraw(me, ep, Errno::ETIMEDOUT),
-            WaitResult::Cancelled => return withdraw(me, ep, Errno::EINTR),
+            return withdraw(me, ep, e);
         }
+    };
+    // `park_until` returns only once the operation is done, or with why
+    // it gave up.
+    let done = || me.phase() == Phase::Done;
+    let on = (BlockOn::Endpoint, Arc::as_ptr(me) as u64);
+    let r = match handoff {
+        Some(h) => wait::unpark_and_park_until(h, on, done, t),
+        None => wait::park_until(on, done, t),
+    };
+    match r {
+        WaitResult::Invalid | WaitResult::Notified => Ok(()),
+        WaitResult::TimedOut => withdraw(me, ep, Errno::ETIMEDOUT),
+        WaitResult::Cancelled => withdraw(me, ep, Errno::EINTR),
     }
 }
 
 fn withdraw(me: &Arc<Port>, ep: &EndpointObj, why: Errno) -> Result<(), Errno> {
     let mut q = ep.q.lock();
-    let st = me.st.lock();
-    let op = st.op;
+    let op = me.word.op();
     match me.phase() {
         Phase::Done => return Ok(()),
         Phase::QueuedSend => q
@@ -1112,13 +1182,22 @@ fn withdraw(me: &Arc<Port>, ep: &EndpointObj, why: Errno) -> Result<(), Errno> {
         Phase::QueuedRecv => q
             .receivers
             .retain(|(p, o)| !(Arc::ptr_eq(p, me) && *o == op)),
-        Phase::AwaitReply => {
-            // Delivered; a late reply sees the phase and is refused.
-            me.phase.set(Phase::Abandoned);
-            return Err(why);
+        Phase::AwaitReply | Phase::Delivering => {
+            drop(q);
+            // Delivered. Either the reply is claimed first (then it is
+            // being written: wait the few instructions until `Done`, and
+            // the call succeeded) or we are, and a late reply finds the
+            // call abandoned and is refused.
+            loop {
+                match me.word.transition(op, Phase::AwaitReply, Phase::Abandoned) {
+                    Ok(()) => return Err(why),
+                    Err(w) if PortWord::unpack_phase(w) == Phase::Done => return Ok(()),
+                    Err(_) => std::thread::yield_now(),
+                }
+            }
         }
         Phase::Idle | Phase::Abandoned => {}
     }
-    me.phase.set(Phase::Idle);
+    me.word.set(op, Phase::Idle);
     Err(why)
 }

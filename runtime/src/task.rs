@@ -275,6 +275,29 @@ pub struct Task {
 }
 
 impl Task {
+    /// Wakes the task if it is parked in
+    /// [`wait::park_until`](crate::wait::park_until), or makes its next
+    /// park there return at once (what `std::thread::Thread::unpark` is to `park`). Publish what
+    /// the waiter checks before calling it. A task blocked in anything else
+    /// (a wait queue, `sleep`) sees a spurious wakeup and goes back to
+    /// sleep; an exited task ignores it.
+    pub fn unpark(&self) {
+        executor::unpark_task(&self.inner, false);
+    }
+
+    /// [`unpark`](Self::unpark) from a caller that is about to block
+    /// itself (the kernel's `WF_SYNC`, as
+    /// [`WaitQueue::wake_one_sync`](crate::wait::WaitQueue::wake_one_sync)):
+    /// when the caller's CPU runs nothing else, the task is placed there.
+    pub fn unpark_sync(&self) {
+        executor::unpark_task(&self.inner, true);
+    }
+
+    /// The runtime's reference behind the handle.
+    pub(crate) fn task_ref(&self) -> &TaskRef {
+        &self.inner
+    }
+
     /// The task's process id.
     pub fn pid(&self) -> Pid {
         self.inner.pid

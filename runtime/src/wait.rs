@@ -683,3 +683,145 @@ pub fn before_park(ready: impl Fn() -> bool) {
         }
     }
 }
+
+// ---------------------------------------------------------------------------
+// Parking by name: one known waiter, no queue.
+
+/// Blocks the calling task until `done()` holds, without a wait queue.
+///
+/// For objects with exactly one waiter that its wakers know by name — an
+/// IPC port (an L4 endpoint's caller waiting for its reply, seL4's thread
+/// state in the TCB), a completion owned by one task. A waker publishes
+/// what `done` reads (Release, or under a lock), then calls
+/// [`Task::unpark`](crate::Task::unpark) on the waiter. No lost wakeup: the
+/// task's state word keeps an unpark that arrives before the task parks,
+/// and the park that follows returns at once (the protocol
+/// `std::thread::park` has); `done` is checked after every return, so
+/// spurious returns are harmless.
+///
+/// Returns as an interruptible [`WaitQueue::wait`] does: `Invalid` if
+/// `done()` held on entry, `Notified` once it holds, `TimedOut`, or
+/// `Cancelled` (shutdown, a kill, or a signal handler that interrupts).
+/// `on` labels the wait in traces and the `top` view (what, and which
+/// object).
+///
+/// # Panics
+/// Outside a greenos task (a plain thread has no task state to park on).
+pub fn park_until<F: Fn() -> bool>(
+    on: (crate::trace::BlockOn, u64),
+    done: F,
+    timeout: Option<Duration>,
+) -> WaitResult {
+    park_until_inner(on, done, timeout, None)
+}
+
+/// [`park_until`], first handing the CPU to `to` — a task parked in
+/// `park_until` whose condition the caller has just made true, but not
+/// yet woken: the direct process switch of synchronous IPC (seL4's
+/// fastpath). When `to` last ran on this CPU and may run here, it runs
+/// next, on the rest of the caller's turn, without passing through the run
+/// queue; otherwise it is unparked the ordinary way. Either way `to` is
+/// woken exactly as by [`Task::unpark`](crate::Task::unpark), also when
+/// the caller does not sleep after all.
+///
+/// # Panics
+/// Outside a greenos task.
+pub fn unpark_and_park_until<F: Fn() -> bool>(
+    to: &crate::Task,
+    on: (crate::trace::BlockOn, u64),
+    done: F,
+    timeout: Option<Duration>,
+) -> WaitResult {
+    park_until_inner(on, done, timeout, Some(to))
+}
+
+fn park_until_inner<F: Fn() -> bool>(
+    on: (crate::trace::BlockOn, u64),
+    done: F,
+    timeout: Option<Duration>,
+    handoff: Option<&crate::Task>,
+) -> WaitResult {
+    let wake_plain = |to: Option<&crate::Task>| {
+        if let Some(to) = to {
+            to.unpark();
+        }
+    };
+    let t = executor::current_task("park_until");
+    // A blocking call is a delivery point, as in `WaitQueue::wait_inner`.
+    if crate::signal::deliverable_pending(t)
+        && crate::signal::deliver(t) == crate::signal::Delivered::Interrupt
+    {
+        wake_plain(handoff);
+        crate::signal::unwind_if_killed(t);
+        return WaitResult::Cancelled;
+    }
+    crate::signal::checkpoint(t);
+    if t.cancelled.load(Ordering::Relaxed) || crate::signal::must_die(t) {
+        wake_plain(handoff);
+        return WaitResult::Cancelled;
+    }
+    if done() {
+        wake_plain(handoff);
+        return WaitResult::Invalid;
+    }
+    let mut direct = None;
+    if let Some(to) = handoff {
+        let r = to.task_ref();
+        if executor::can_switch_to(r) {
+            direct = Some(r.clone());
+        } else {
+            to.unpark();
+        }
+    }
+    let deadline = deadline_ns(timeout);
+    let gen = deadline.map(|d| {
+        let gen = t.begin_timed_wait();
+        if !executor::arm_timer(t, d, gen) {
+            t.end_timed_wait(gen);
+        }
+        gen
+    });
+    if executor::ANY_TRACING.load(Ordering::Relaxed) {
+        executor::trace_block(t, on.0, on.1);
+    }
+    let mut signalled = crate::signal::deliverable_pending(t);
+    let result = loop {
+        if done() {
+            break WaitResult::Notified;
+        }
+        if t.cancelled.load(Ordering::Relaxed) || crate::signal::must_die(t) {
+            break WaitResult::Cancelled;
+        }
+        if gen.is_some_and(|g| t.timed_out(g)) {
+            break WaitResult::TimedOut;
+        }
+        if signalled {
+            if crate::signal::deliver(t) == crate::signal::Delivered::Interrupt {
+                break WaitResult::Cancelled;
+            }
+        } else {
+            match direct.take() {
+                Some(to) => executor::park_and_switch_to(t, to),
+                None => executor::park_current(t),
+            }
+        }
+        signalled = crate::signal::deliverable_pending(t);
+    };
+    // A wakeup that raced with leaving early wins, as in `finish_early`.
+    let result = if result != WaitResult::Notified && done() {
+        WaitResult::Notified
+    } else {
+        result
+    };
+    if let Some(to) = direct {
+        // Left before switching (cancelled, timed out): wake it plainly.
+        executor::wake_task(to);
+    }
+    if let Some(g) = gen {
+        t.end_timed_wait(g);
+    }
+    if result == WaitResult::Cancelled {
+        crate::signal::unwind_if_killed(t);
+    }
+    result
+}

@@ -795,6 +795,23 @@ pub(crate) fn wake_task(task: TaskRef) {
     enqueue_woken(task);
 }
 
+/// [`wake_task`] for a task named by a borrowed reference: a reference
+/// is cloned only when the wakeup has a task to enqueue.
+/// With `sync`, as [`wake_task_sync`].
+pub(crate) fn unpark_task(task: &TaskRef, sync: bool) {
+    if sync {
+        // Rare (a send that does not block): the plain path's clone.
+        return wake_task_sync(task.clone());
+    }
+    if task.state.wake() != Wake::Enqueue {
+        return;
+    }
+    if ANY_TRACING.load(Ordering::Relaxed) {
+        trace_wakeup(task);
+    }
+    enqueue_woken(task.clone());
+}
+
 /// A wakeup from a task that is about to block (`WF_SYNC`): if the waker's
 /// CPU runs nothing but the waker, the wakee joins it there
 /// (fair.c `wake_affine_idle`: `sync && nr_running == 1` picks this CPU).
