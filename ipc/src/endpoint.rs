@@ -164,13 +164,22 @@ impl Msg {
     /// A message with `label` and the fast registers `words` (length =
     /// `words.len()`, at most [`FAST_MRS`]; longer messages set
     /// `tag.length` and the buffer registers).
+    #[inline]
     pub fn new(label: u64, words: &[u64]) -> Msg {
-        let mut m = Msg::default();
-        m.tag.label = label;
         let n = words.len().min(FAST_MRS);
-        m.mr[..n].copy_from_slice(&words[..n]);
-        m.tag.length = n as u8;
-        m
+        let mut mr = [0; FAST_MRS];
+        mr[..n].copy_from_slice(&words[..n]);
+        Msg {
+            tag: MsgTag {
+                label,
+                length: n as u8,
+                extra_caps: 0,
+                caps_unwrapped: 0,
+            },
+            mr,
+            badge: 0,
+            caps: [CapSlot::Empty; MAX_EXTRA_CAPS],
+        }
     }
 
     /// Stages capability `cap` in slot `i` (< [`MAX_EXTRA_CAPS`], else
