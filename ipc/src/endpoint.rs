@@ -1171,7 +1171,14 @@ fn wait_done_inner(
     let on = (BlockOn::Endpoint, Arc::as_ptr(me) as u64);
     let r = match handoff {
         Some(h) => wait::unpark_and_park_until(h, on, done, t),
-        None => wait::park_until(on, done, t),
+        None => {
+            // A pinned caller alone on its CPU: its partner is on another
+            // CPU and usually answers within a short spin, which saves
+            // this CPU a sleep and the partner a cross-CPU wakeup (as
+            // pipes and channels do before they park).
+            wait::spin_before_park(done);
+            wait::park_until(on, done, t)
+        }
     };
     match r {
         WaitResult::Invalid | WaitResult::Notified => Ok(()),

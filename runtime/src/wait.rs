@@ -668,7 +668,21 @@ pub fn before_park(ready: impl Fn() -> bool) {
         executor::yield_now();
         return;
     }
-    if !executor::current_task_cannot_move() && executor::on_worker() {
+    spin_before_park(ready);
+}
+
+/// The spinning half of [`before_park`], without its yield: when nothing
+/// else is runnable on this CPU and the caller cannot move (a pinned task,
+/// or an OS thread), spins for at most
+/// [`RECV_SPIN_NS`](crate::sync::mpsc::RECV_SPIN_NS) watching `ready`;
+/// otherwise returns at once. For blocking calls whose partner on this
+/// CPU is woken another way (an L4 endpoint's direct switch or run-queue
+/// wakeup): a partner on another CPU usually answers within the spin, and
+/// the caller's CPU then neither sleeps nor needs a cross-CPU wakeup.
+pub fn spin_before_park(ready: impl Fn() -> bool) {
+    if executor::on_worker()
+        && (executor::cpu_has_other_runnable() || !executor::current_task_cannot_move())
+    {
         return;
     }
     let start = crate::clock::now_ns();
