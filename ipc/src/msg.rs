@@ -236,8 +236,13 @@ impl MsgQueue {
 
 static QUEUES: LazyLock<Registry<MsgQueue>> = LazyLock::new(|| Registry::new(MSGMNI));
 
+greenos_runtime::task_local! {
+    /// The calling task's last queue lookup (see `Registry::lookup_cached`).
+    static LAST_QUEUE: crate::sysv::LookupCache<MsgQueue> = std::cell::RefCell::new(None);
+}
+
 pub(crate) fn lookup(id: MsqId) -> Result<Arc<MsgQueue>, Errno> {
-    QUEUES.lookup(id.0)
+    QUEUES.lookup_cached(id.0, &LAST_QUEUE)
 }
 
 /// Seconds since the epoch, for the `*_time` fields: the coarse clock

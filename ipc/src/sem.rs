@@ -230,6 +230,11 @@ impl SemSet {
 
 static SETS: LazyLock<Registry<SemSet>> = LazyLock::new(|| Registry::new(SEMMNI));
 
+greenos_runtime::task_local! {
+    /// The calling task's last set lookup (see `Registry::lookup_cached`).
+    static LAST_SET: crate::sysv::LookupCache<SemSet> = std::cell::RefCell::new(None);
+}
+
 // ---------------------------------------------------------------------------
 // Undo lists.
 
@@ -517,7 +522,7 @@ fn op(id: SemId, sops: &[Sembuf], dl: Deadline) -> Result<(), Errno> {
     let max = sops.iter().map(|s| s.sem_num as usize).max().unwrap_or(0);
     let alter = sops.iter().any(|s| s.sem_op != 0);
     let undo = sops.iter().any(|s| s.sem_flg.contains(SemFlags::UNDO));
-    let set = SETS.lookup(id.0)?;
+    let set = SETS.lookup_cached(id.0, &LAST_SET)?;
     let cred = Cred::current();
     let access = if alter { ACCESS_WRITE } else { ACCESS_READ };
     let mut owner = None;
@@ -605,7 +610,7 @@ fn ctl(id: SemId, cmd: SemCtl) -> Result<SemCtlOut, Errno> {
     if id.0 < 0 {
         return Err(Errno::EINVAL);
     }
-    let set = SETS.lookup(id.0)?;
+    let set = SETS.lookup_cached(id.0, &LAST_SET)?;
     let cred = Cred::current();
     let mut s = set.state.lock();
     if s.removed {

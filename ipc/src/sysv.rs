@@ -11,7 +11,10 @@
 //!   `CAP_IPC_OWNER` does).
 //! - [`Cred`]: pid, uid and gid of the caller — the green task's when called
 //!   from one, the OS process's otherwise.
-//! - [`Registry`]: one per object kind; maps ids and keys to objects.
+//! - [`Registry`]: one per object kind; maps ids and keys to objects, under
+//!   one lock; [`Registry::lookup_cached`] with a task's [`LookupCache`]
+//!   serves repeated lookups of one id without it (what RCU does for the
+//!   kernel's `ipc_obtain_object_check`).
 //!
 //! # Invariants
 //!
@@ -20,8 +23,13 @@
 //!   slot's sequence number moves on.
 //! - Removing an object frees its key at once (a new `get` with the same key
 //!   creates a new object) even while callers still hold the `Arc`.
+//! - A cached lookup is used only while the registry's removal count is the
+//!   one it was made under: after any removal, ids resolve through the
+//!   table again (so a removed id is EINVAL, never a stale hit).
 
+use std::cell::RefCell;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -96,15 +104,12 @@ impl Cred {
     /// Inside a migrating call (`greenos::task::with_identity`) it is the
     /// identity the call runs under, as every permission check must see.
     pub fn current() -> Cred {
-        match greenos_runtime::task::try_current() {
-            Some(_) => {
-                let id = greenos_runtime::task::identity();
-                Cred {
-                    pid: id.pid.0,
-                    uid: id.uid,
-                    gid: id.gid,
-                }
-            }
+        match greenos_runtime::task::with_cx(|cx| cx.identity()) {
+            Some(id) => Cred {
+                pid: id.pid.0,
+                uid: id.uid,
+                gid: id.gid,
+            },
             // SAFETY: geteuid/getegid cannot fail and touch no memory.
             None => unsafe {
                 Cred {
@@ -215,7 +220,19 @@ struct RegistryInner<T> {
 pub struct Registry<T> {
     inner: Mutex<RegistryInner<T>>,
     max_objects: usize,
+    /// Bumped (under `inner`) by every [`remove`](Registry::remove): a
+    /// task's cached lookup made before it is stale
+    /// ([`lookup_cached`](Registry::lookup_cached)).
+    removals: AtomicU64,
 }
+
+/// A task's one-entry cache of one registry's lookups: the id, the
+/// registry's removal count when it was looked up, and the object. The
+/// stand-in for the kernel's RCU lookup (`ipc_obtain_object_check`): a
+/// task that uses one queue or semaphore set over and over takes no global
+/// lock per operation. Declare one per registry with
+/// `greenos_runtime::task_local!`.
+pub type LookupCache<T> = RefCell<Option<(i32, u64, Arc<T>)>>;
 
 impl<T> std::fmt::Debug for Registry<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -242,6 +259,7 @@ impl<T: IpcObject> Registry<T> {
             } else {
                 max_objects
             },
+            removals: AtomicU64::new(0),
         }
     }
 
@@ -303,6 +321,42 @@ impl<T: IpcObject> Registry<T> {
         Ok((build_id(seq, idx), obj))
     }
 
+    /// [`lookup`](Self::lookup) through the calling task's one-entry
+    /// `cache` (a plain lookup off a task): no registry lock when the task
+    /// looks up the same id again and nothing was removed from the registry
+    /// since. The removal count is read before the locked lookup it
+    /// guards, so a removal that races with it leaves the entry stale. An
+    /// object removed after a cache hit is seen as removed under its own
+    /// lock (EIDRM), as an operation that found it just before an
+    /// `IPC_RMID` does in Linux. A cached object stays allocated until the
+    /// entry is replaced or the task ends: not for objects that own
+    /// resources past their removal (shared memory segments).
+    pub fn lookup_cached(
+        &self,
+        id: i32,
+        cache: &'static greenos_runtime::task::LocalKey<LookupCache<T>>,
+    ) -> Result<Arc<T>, Errno> {
+        if !greenos_runtime::task::in_task() {
+            return self.lookup(id);
+        }
+        let removals = self.removals.load(Ordering::Acquire);
+        let hit = cache.with(|c| {
+            c.borrow()
+                .as_ref()
+                .and_then(|(i, r, o)| (*i == id && *r == removals).then(|| o.clone()))
+        });
+        if let Some(o) = hit {
+            return Ok(o);
+        }
+        let o = self.lookup(id)?;
+        cache.with(|c| {
+            if let Ok(mut c) = c.try_borrow_mut() {
+                *c = Some((id, removals, o.clone()));
+            }
+        });
+        Ok(o)
+    }
+
     /// The object with this id; EINVAL for an id that names none (never
     /// created, or removed).
     pub fn lookup(&self, id: i32) -> Result<Arc<T>, Errno> {
@@ -335,6 +389,7 @@ impl<T: IpcObject> Registry<T> {
             g.by_key.remove(&key.0);
         }
         g.free.push(idx);
+        self.removals.fetch_add(1, Ordering::Release);
         Ok(obj)
     }
 

@@ -367,3 +367,33 @@ fn no_lost_wakeups_in_a_typed_ping_pong_across_cpus_and_threads() {
     t.join().unwrap();
     rm(id);
 }
+
+/// A task's cached lookup never outlives a removal: a task that used a
+/// queue (so its lookup is cached) gets EINVAL once another task removed
+/// it, and a new queue under the same key is a different object.
+#[test]
+fn a_cached_lookup_sees_removal_by_another_task() {
+    rt().block_on(|| {
+        let k = key(60);
+        let id = msgget(k, IpcFlags::CREAT | IpcFlags::mode(0o600)).unwrap();
+        msgsnd(id, 1, b"a", NW).unwrap();
+        let mut buf = [0u8; 4];
+        assert_eq!(msgrcv(id, &mut buf, 0, NW).unwrap(), (1, 1));
+        // Another task removes it (and an unrelated queue is removed too).
+        let other = private();
+        greenos_runtime::spawn(move || {
+            rm(id);
+            rm(other);
+        })
+        .join()
+        .unwrap();
+        assert_eq!(errno(msgsnd(id, 1, b"x", NW)), libc::EINVAL);
+        assert_eq!(errno(msgrcv(id, &mut buf, 0, NW)), libc::EINVAL);
+        let id2 = msgget(k, IpcFlags::CREAT | IpcFlags::mode(0o600)).unwrap();
+        assert_ne!(id2, id);
+        msgsnd(id2, 2, b"b", NW).unwrap();
+        assert_eq!(msgrcv(id2, &mut buf, 0, NW).unwrap(), (2, 1));
+        assert_eq!(errno(msgrcv(id, &mut buf, 0, NW)), libc::EINVAL);
+        rm(id2);
+    });
+}

@@ -492,3 +492,17 @@ fn semget_checks_nsems_before_permission_as_linux_does() {
     assert_eq!(r, (libc::EINVAL, libc::EACCES));
     rm(id);
 }
+
+/// A task's cached set lookup never outlives a removal (as for queues):
+/// EINVAL once another task removed the set.
+#[test]
+fn a_cached_lookup_sees_removal_by_another_task() {
+    rt().block_on(|| {
+        let id = semget(Key::PRIVATE, 1, IpcFlags::mode(0o600)).unwrap();
+        semop(id, &[op(0, 1, SemFlags::NONE)]).unwrap();
+        assert_eq!(val(id, 0), 1);
+        greenos_runtime::spawn(move || rm(id)).join().unwrap();
+        assert_eq!(errno(semop(id, &[op(0, 1, SemFlags::NONE)])), libc::EINVAL);
+        assert_eq!(errno(semctl(id, SemCtl::GetVal(0))), libc::EINVAL);
+    });
+}
