@@ -56,7 +56,7 @@ fn check_name(name: &str) -> Result<(), Errno> {
 
 /// The caller's credentials (its current identity).
 fn cred() -> Result<Cred, Errno> {
-    if greenos_runtime::task::try_current().is_none() {
+    if !greenos_runtime::task::in_task() {
         return Err(Errno::ESRCH);
     }
     let id = greenos_runtime::task::identity();

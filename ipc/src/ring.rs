@@ -633,7 +633,7 @@ impl<T> ShmRing<T> {
         deadline: Option<Instant>,
         ready: impl Fn() -> bool,
     ) -> Result<(), Errno> {
-        let in_task = greenos_runtime::task::try_current().is_some();
+        let in_task = greenos_runtime::task::in_task();
         if in_task && !self.cross.get() {
             // On one worker the peer can only run if we step aside; spinning
             // would only delay it.

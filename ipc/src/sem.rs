@@ -307,7 +307,7 @@ thread_local! {
 
 /// Registers `set` on the caller's undo list; returns the list's owner key.
 fn undo_owner(id: i32, set: &Arc<SemSet>) -> u64 {
-    if greenos_runtime::task::try_current().is_some() {
+    if greenos_runtime::task::in_task() {
         TASK_UNDO.with(|u| u.enlist(id, set))
     } else {
         THREAD_UNDO.with(|u| u.enlist(id, set))
