@@ -205,11 +205,16 @@ fn every_worker_runs_on_its_pinned_os_cpu() {
                 let os = os.clone();
                 let s = s.clone();
                 greenos::spawn(move || {
-                    for _ in 0..50 {
+                    // At least 50 rounds, and on until both workers have run
+                    // some task (under load the OS may run the second worker
+                    // thread late; the watchdog bounds the wait).
+                    let mut rounds = 0;
+                    while rounds < 50 || s.iter().any(|c| c.load(Ordering::Relaxed) == 0) {
                         let cpu = greenos::current_cpu();
                         assert_eq!(os_cpu(), os[cpu], "worker {cpu}");
                         s[cpu].fetch_add(1, Ordering::Relaxed);
                         greenos::yield_now();
+                        rounds += 1;
                     }
                 })
             })

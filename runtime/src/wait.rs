@@ -30,6 +30,19 @@
 //! count *before* `validate` reads the condition, and wakers issue a SeqCst
 //! fence between publishing the condition and reading the count; so either
 //! the waker sees the waiter, or the waiter's `validate` sees the condition.
+//!
+//! # Parking by name
+//! An object with exactly one waiter that its wakers can name (an L4
+//! endpoint's port: seL4 keeps a blocked thread's state in its TCB, not in
+//! a queue) needs no queue: [`park_until`] parks the calling task until its
+//! condition holds, and a waker publishes the condition, then calls
+//! [`Task::unpark`](crate::Task::unpark). The task's state word carries an
+//! unpark that arrives before the park (its NOTIFIED bit, as
+//! `std::thread::park` keeps a token), so none is lost; the condition is
+//! re-checked after every return. [`unpark_and_park_until`] hands the CPU
+//! straight to the task it unparks when that task is parked on this CPU
+//! (the direct process switch). Timeouts, signals and cancellation behave
+//! as in an interruptible [`WaitQueue::wait`].
 
 use std::cell::UnsafeCell;
 use std::fmt;
@@ -40,7 +53,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use crate::executor::{self, task::TaskRef};
+use crate::executor::{self, task::TaskRef, SwitchTarget};
 
 /// Why `wait` returned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -460,7 +473,7 @@ impl WaitQueue {
                 }
             } else {
                 match direct.take() {
-                    Some(to) => executor::park_and_switch_to(task, to),
+                    Some(to) => executor::park_and_switch_to(task, SwitchTarget::owned(to)),
                     None => executor::park_current(task),
                 }
             }
@@ -782,7 +795,7 @@ fn park_until_inner<F: Fn() -> bool>(
     if let Some(to) = handoff {
         let r = to.task_ref();
         if executor::can_switch_to(r) {
-            direct = Some(r.clone());
+            direct = Some(r);
         } else {
             to.unpark();
         }
@@ -815,7 +828,9 @@ fn park_until_inner<F: Fn() -> bool>(
             }
         } else {
             match direct.take() {
-                Some(to) => executor::park_and_switch_to(t, to),
+                // `to` is borrowed from our caller, whose frame (this one's
+                // parent) outlives the switch.
+                Some(to) => executor::park_and_switch_to(t, SwitchTarget::named(to)),
                 None => executor::park_current(t),
             }
         }
@@ -829,7 +844,7 @@ fn park_until_inner<F: Fn() -> bool>(
     };
     if let Some(to) = direct {
         // Left before switching (cancelled, timed out): wake it plainly.
-        executor::wake_task(to);
+        executor::unpark_task(to, false);
     }
     if let Some(g) = gen {
         t.end_timed_wait(g);

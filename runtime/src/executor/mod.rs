@@ -682,12 +682,12 @@ pub(crate) fn park_current(task: &Task) {
 /// If the caller need not sleep after all (a wakeup of its own already
 /// arrived) or cannot switch, `target` is woken the ordinary way. May
 /// return spuriously, like `park_current`.
-pub(crate) fn park_and_switch_to(task: &Task, target: TaskRef) {
+pub(crate) fn park_and_switch_to(task: &Task, target: SwitchTarget) {
     if task.cancelled.load(Ordering::Relaxed) || current_worker_ptr().is_null() {
-        return wake_task(target);
+        return target.wake();
     }
     match task.state.begin_park() {
-        state::BeginPark::Notified => wake_task(target),
+        state::BeginPark::Notified => target.wake(),
         state::BeginPark::Switch => {
             let left = with_local(|l| l.handoff = Some(target));
             debug_assert!(left.is_some(), "checked: on a worker");
@@ -784,32 +784,88 @@ pub(crate) fn wake_joiners(wake: impl FnOnce()) {
     with_local(|l| l.buddy_wakeup = false);
 }
 
-/// Wakes a task (any thread may call it).
-pub(crate) fn wake_task(task: TaskRef) {
-    if task.state.wake() != Wake::Enqueue {
-        return;
-    }
-    if ANY_TRACING.load(Ordering::Relaxed) {
-        trace_wakeup(&task);
-    }
-    enqueue_woken(task);
+/// The task a direct process switch hands the CPU to
+/// (`park_and_switch_to`): a counted reference the waker holds (a wait
+/// queue node's), or one borrowed from the parking task's frame (a task
+/// named by a handle, `wait::unpark_and_park_until`). A borrowed target
+/// stays alive while the parking task cannot run, that is until its worker
+/// completes the park (`finish_park`), which is why the worker takes the
+/// handoff first.
+pub(crate) struct SwitchTarget {
+    task: *const Task,
+    /// The waker's own reference, if it has one (dropped once the wakeup
+    /// is decided).
+    keep: Option<TaskRef>,
 }
 
-/// [`wake_task`] for a task named by a borrowed reference: a reference
-/// is cloned only when the wakeup has a task to enqueue.
+impl SwitchTarget {
+    /// A target the waker holds a reference to.
+    pub(crate) fn owned(t: TaskRef) -> SwitchTarget {
+        SwitchTarget {
+            task: Arc::as_ptr(&t),
+            keep: Some(t),
+        }
+    }
+
+    /// A target borrowed from the caller of `park_and_switch_to`, whose
+    /// frame outlives the handoff (see the type doc).
+    pub(crate) fn named(t: &TaskRef) -> SwitchTarget {
+        SwitchTarget {
+            task: Arc::as_ptr(t),
+            keep: None,
+        }
+    }
+
+    /// Tries PARKED -> RUNNABLE on the target: on success returns the
+    /// reference the parked task kept, now the caller's to enqueue.
+    fn win_wakeup(self) -> Option<TaskRef> {
+        let SwitchTarget { task, keep } = self;
+        // SAFETY: the target is alive: `keep` holds it, or the parking
+        // task's frame borrows it (type doc).
+        let t = unsafe { &*task };
+        let won = t.state.wake() == Wake::Enqueue;
+        if won && ANY_TRACING.load(Ordering::Relaxed) {
+            trace_wakeup(t);
+        }
+        // SAFETY: we won PARKED -> RUNNABLE just now (and `t` is alive:
+        // the parked reference itself holds it from here).
+        let parked = won.then(|| unsafe { t.take_parked_ref() });
+        // The waker's own reference, if any, is not needed any more.
+        drop(keep);
+        parked
+    }
+
+    /// Wakes the target the ordinary way.
+    pub(crate) fn wake(self) {
+        if let Some(t) = self.win_wakeup() {
+            enqueue_woken(t);
+        }
+    }
+}
+
+/// Wakes a task (any thread may call it). The caller's reference is
+/// dropped: a parked task is enqueued with the reference it kept.
+pub(crate) fn wake_task(task: TaskRef) {
+    unpark_task(&task, false);
+}
+
+/// [`wake_task`] for a task named by a borrowed reference: no reference
+/// count changes (the parked task's own reference is enqueued).
 /// With `sync`, as [`wake_task_sync`].
 pub(crate) fn unpark_task(task: &TaskRef, sync: bool) {
-    if sync {
-        // Rare (a send that does not block): the plain path's clone.
-        return wake_task_sync(task.clone());
-    }
     if task.state.wake() != Wake::Enqueue {
         return;
     }
     if ANY_TRACING.load(Ordering::Relaxed) {
         trace_wakeup(task);
     }
-    enqueue_woken(task.clone());
+    // SAFETY: we won PARKED -> RUNNABLE just now.
+    let parked = unsafe { task.take_parked_ref() };
+    if sync {
+        enqueue_woken_sync(parked);
+    } else {
+        enqueue_woken(parked);
+    }
 }
 
 /// A wakeup from a task that is about to block (`WF_SYNC`): if the waker's
@@ -824,12 +880,11 @@ pub(crate) fn unpark_task(task: &TaskRef, sync: bool) {
 /// pays that anyway for every wakeup. Tasks whose mask excludes this CPU are
 /// woken where they were.
 pub(crate) fn wake_task_sync(task: TaskRef) {
-    if task.state.wake() != Wake::Enqueue {
-        return;
-    }
-    if ANY_TRACING.load(Ordering::Relaxed) {
-        trace_wakeup(&task);
-    }
+    unpark_task(&task, true);
+}
+
+/// The enqueue half of [`wake_task_sync`], for the waker that won.
+fn enqueue_woken_sync(task: TaskRef) {
     let r = with_local_or(task, |l, task| {
         let here = l.index();
         if l.shared().id != task.rt_id || !task.allowed_on(here) || !l.runs_only_current() {
@@ -1011,6 +1066,13 @@ pub(crate) fn submit_new(shared: &Arc<Shared>, task: TaskRef) {
 /// on this thread so destructors run, or drops its unrun body.
 pub(crate) fn cancel_task(task: TaskRef) {
     task.cancelled.store(true, Ordering::SeqCst);
+    // A parked task still holds the reference its worker left it
+    // (`Task::take_parked_ref`): nobody will wake it now, so take it back
+    // here, or its control block would leak.
+    if task.state.wake() == Wake::Enqueue {
+        // SAFETY: we won PARKED -> RUNNABLE just now.
+        drop(unsafe { task.take_parked_ref() });
+    }
     // SAFETY: every worker has stopped; the shutdown thread is the only one
     // touching tasks now.
     let coro = unsafe { (*task.coro_slot()).take() };

@@ -9,6 +9,12 @@
 //!   an inbox or a steal, each of which is a release/acquire hand-off, so
 //!   there is never a concurrent access. A parked task is owned by nobody
 //!   until the waker that wins `PARKED -> RUNNABLE` enqueues it.
+//! - References: a running or queued task's reference is held by its CPU
+//!   (or the queue). When a park completes, the parked task keeps that
+//!   reference itself (leaked with `into_raw`), and the waker that wins
+//!   `PARKED -> RUNNABLE` takes it over (`take_parked_ref`): a park and its
+//!   wakeup touch no reference count. Shutdown takes it back from tasks
+//!   that are still parked (`executor::cancel_task`).
 //! - `wait_word`: atomic; timed waits (see `crate::wait`).
 //! - `locals`: only the task itself, while it runs.
 
@@ -310,6 +316,21 @@ impl Task {
         unsafe { &mut *self.sched.get() }
     }
 
+    /// The reference a parked task kept when its worker completed the park
+    /// (`FinishPark::Parked`), taken over by the waker that won the task's
+    /// PARKED -> RUNNABLE: a park and its wakeup touch no reference count.
+    ///
+    /// # Safety
+    /// The caller's [`TaskState::wake`] returned `Enqueue` for this task
+    /// (or, at shutdown, the caller otherwise took the task out of
+    /// PARKED), and it takes the reference exactly once.
+    pub(crate) unsafe fn take_parked_ref(&self) -> TaskRef {
+        // SAFETY: the worker leaked exactly this `Arc` (`TaskRef::into_raw`)
+        // when the park completed; winning PARKED -> RUNNABLE makes the
+        // caller its only taker.
+        unsafe { Arc::from_raw(self as *const Task) }
+    }
+
     /// Whether the task may run on `cpu`.
     #[inline]
     pub(crate) fn allowed_on(&self, cpu: usize) -> bool {
@@ -458,6 +479,66 @@ mod tests {
     /// size too; then 16 B for the directed yield of a join, `rq_cpu` and
     /// `join_target`, which keeps fork-join trees depth-first and so cut
     /// skynet's peak RSS by far more than 16 B per task.)
+    /// A parked task keeps its worker's reference, and the waker that wins
+    /// its wakeup takes it over (`Task::take_parked_ref`). Off by one
+    /// either way is a leak or a use after free; these count.
+    #[test]
+    fn parked_references_are_handed_over_not_leaked() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::Arc;
+        const ON: (crate::trace::BlockOn, u64) = (crate::trace::BlockOn::WaitQueue, 0);
+        let rt = crate::Runtime::builder().workers(2).build().unwrap();
+        let (cycled, parked_forever) = rt.block_on(|| {
+            // Parked and woken many times (plain, direct-switch and wait
+            // queue wakeups), then exits.
+            let flag = Arc::new(AtomicBool::new(false));
+            let f = flag.clone();
+            let me = crate::current();
+            let worker = crate::spawn(move || {
+                for _ in 0..1000 {
+                    let _ = crate::wait::park_until(ON, || f.swap(false, Ordering::SeqCst), None);
+                    me.unpark();
+                }
+            });
+            let w = worker.task().clone();
+            for i in 0..1000 {
+                flag.store(true, Ordering::SeqCst);
+                if i % 2 == 0 {
+                    w.unpark();
+                    let _ = crate::wait::park_until(ON, || !flag.load(Ordering::SeqCst), None);
+                } else {
+                    let _ = crate::wait::unpark_and_park_until(
+                        &w,
+                        ON,
+                        || !flag.load(Ordering::SeqCst),
+                        None,
+                    );
+                }
+            }
+            let cycled = Arc::downgrade(w.task_ref());
+            drop(w);
+            worker.join().unwrap();
+            // Parked for good when the runtime shuts down.
+            let forever = crate::spawn(|| {
+                let _ = crate::wait::park_until(ON, || false, None);
+            });
+            for _ in 0..100 {
+                crate::yield_now();
+            }
+            let parked_forever = Arc::downgrade(forever.task().task_ref());
+            drop(forever);
+            (cycled, parked_forever)
+        });
+        // After the workers stopped: an exiting task's last references are
+        // dropped by its worker after the joiner may already run.
+        drop(rt);
+        assert!(cycled.upgrade().is_none(), "a woken task's block leaked");
+        assert!(
+            parked_forever.upgrade().is_none(),
+            "a task parked at shutdown leaked its block"
+        );
+    }
+
     #[test]
     fn control_block_stays_small() {
         let task = std::mem::size_of::<super::Task>();

@@ -70,7 +70,7 @@ pub(crate) struct WorkerLocal {
     pid_end: u64,
     /// Set by a task that parks to hand the CPU straight to the task it
     /// woke (`park_and_switch_to`); taken when its park completes.
-    pub(crate) handoff: Option<TaskRef>,
+    pub(crate) handoff: Option<super::SwitchTarget>,
     /// A task won by a handoff, already made current on `rq`: the next
     /// task to run, before any pick.
     direct_next: Option<TaskRef>,
@@ -892,13 +892,20 @@ impl WorkerCell {
                     // leave that call before `finish_park` below.
                     l.yield_to(unsafe { &*target });
                 }
-                match task.state.finish_park() {
-                    // Whoever wakes it holds its own reference.
-                    FinishPark::Parked => drop(task),
-                    FinishPark::Notified => l.enqueue_arrived_woken(task),
-                }
+                // Before `finish_park`: until then the parking task cannot
+                // run anywhere, so a target it only borrows stays alive.
                 if let Some(target) = l.handoff.take() {
                     l.take_handoff(target, now);
+                }
+                match task.state.finish_park() {
+                    // The parked task keeps this reference; the waker that
+                    // wins its PARKED -> RUNNABLE takes it over
+                    // (`Task::take_parked_ref`), so a park and its wakeup
+                    // touch no reference count.
+                    FinishPark::Parked => {
+                        let _ = TaskRef::into_raw(task);
+                    }
+                    FinishPark::Notified => l.enqueue_arrived_woken(task),
                 }
                 (None, now)
             }
@@ -1068,16 +1075,18 @@ impl WorkerLocal {
         unsafe { tr.rings[self.index].push(&ev) };
     }
 
-    /// Completes a direct process switch to `target`, which the parked
+    /// Completes a direct process switch to `target`, which the parking
     /// task woke: if this CPU wins `target`'s PARKED -> RUNNABLE and may run
     /// it, it becomes current here without entering the tree and runs next
     /// (`direct_next`). Otherwise `target` is woken the ordinary way.
-    fn take_handoff(&mut self, target: TaskRef, now: u64) {
-        if target.state.wake() != super::state::Wake::Enqueue {
+    /// Called before the parking task's `finish_park` (see
+    /// [`super::SwitchTarget`]).
+    fn take_handoff(&mut self, target: super::SwitchTarget, now: u64) {
+        let Some(target) = target.win_wakeup() else {
             // Not parked yet (its own CPU re-queues it on seeing the
             // notification), or already woken by someone else.
             return;
-        }
+        };
         if super::ANY_TRACING.load(Ordering::Relaxed) {
             super::trace_wakeup(&target);
         }
