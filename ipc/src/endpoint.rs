@@ -612,10 +612,11 @@ fn ep_of(n: &CapNode) -> &Arc<EndpointObj> {
 }
 
 /// Whether the fastpath's priority and placement rules (6 and 10) let
-/// `me` hand its CPU to `to`. (That `to` may run here is checked again by
-/// `wake_one_and_wait`, which falls back to an ordinary wakeup.)
+/// `me` (the running task's port) hand its CPU to `to`: `to` last ran on
+/// the CPU `me` runs on. (That `to` may run here is checked again by
+/// `wait::unpark_and_park_until`, which falls back to an ordinary wakeup.)
 fn may_switch_to(me: &Port, to: &Task) -> bool {
-    to.nice() <= me.task.nice() && to.cpu() == greenos_runtime::current_cpu()
+    to.nice() <= me.task.nice() && to.cpu() == me.task.cpu()
 }
 
 impl Endpoint {
