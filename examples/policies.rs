@@ -15,8 +15,10 @@
 //! time, and the CPU's context switches. The `EEVDF*` row repeats EEVDF with the
 //! interactive task requesting a 0.1 ms slice (`Builder::slice`).
 //!
-//! Run: `cargo run --release --example policies [-- SECONDS]` (default 3 s
-//! per policy). Wall-clock measurements on a shared machine: other load
+//! Run: `cargo run --release --example policies [-- SECONDS [SLEEP_US
+//! RUN_US]]` (default 3 s per policy and the 9 ms / 1 ms cycle above;
+//! `-- 2 500 50` runs a task that sleeps 0.5 ms and runs 50 µs, within
+//! its slice). Wall-clock measurements on a shared machine: other load
 //! shows up as latency and is charged to whichever task was running.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -39,7 +41,14 @@ struct Outcome {
     switches: u64,
 }
 
-fn run(policy: Policy, slice: Option<Duration>, wall: Duration) -> Outcome {
+/// The interactive task's cycle: it sleeps `sleep`, then runs `burst`.
+#[derive(Clone, Copy)]
+struct Cycle {
+    sleep: Duration,
+    burst: Duration,
+}
+
+fn run(policy: Policy, slice: Option<Duration>, wall: Duration, cycle: Cycle) -> Outcome {
     let rt = greenos::Runtime::builder()
         .workers(1)
         .policy(policy)
@@ -77,10 +86,10 @@ fn run(policy: Policy, slice: Option<Duration>, wall: Duration) -> Outcome {
             .spawn(move || {
                 let mut lat = Vec::new();
                 while !s.load(Ordering::Relaxed) {
-                    let due = Instant::now() + Duration::from_millis(9);
-                    greenos::sleep(Duration::from_millis(9));
+                    let due = Instant::now() + cycle.sleep;
+                    greenos::sleep(cycle.sleep);
                     lat.push(Instant::now().saturating_duration_since(due).as_secs_f64() * 1e6);
-                    let until = Instant::now() + Duration::from_millis(1);
+                    let until = Instant::now() + cycle.burst;
                     while Instant::now() < until {
                         greenos::maybe_yield();
                     }
@@ -133,12 +142,29 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(3.0);
     let wall = Duration::from_secs_f64(secs);
+    let arg_us = |i: usize, default: u64| {
+        Duration::from_micros(
+            std::env::args()
+                .nth(i)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(default),
+        )
+    };
+    let cycle = Cycle {
+        sleep: arg_us(2, 9_000),
+        burst: arg_us(3, 1_000),
+    };
     let weights: Vec<f64> = NICES
         .iter()
         .map(|&n| greenos::sched::SCHED_PRIO_TO_WEIGHT[(n + 20) as usize] as f64)
         .collect();
     let wsum: f64 = weights.iter().sum();
-    println!("one worker, {secs} s per policy; shares of the CPU-bound tasks' time");
+    println!(
+        "one worker, {secs} s per policy; the interactive task sleeps {} us, runs {} us; \
+         shares of the CPU-bound tasks' time",
+        cycle.sleep.as_micros(),
+        cycle.burst.as_micros()
+    );
     print!("{:<7}", "policy");
     for (n, w) in NICES.iter().zip(&weights) {
         print!("{:>18}", format!("nice {n} ({:.1}%)", 100.0 * w / wsum));
@@ -155,7 +181,7 @@ fn main() {
         (Policy::ON, None, "O(N)"),
     ];
     for (policy, slice, name) in rows {
-        let mut o = run(policy, slice, wall);
+        let mut o = run(policy, slice, wall, cycle);
         let total: u64 = o.hog_ns.iter().sum();
         print!("{name:<7}");
         for ns in &o.hog_ns {
