@@ -13,7 +13,9 @@
 //!   least `sched_min_granularity`, or
 //! - one of the CPU's timers is due (timers fire in the run loop, so this is
 //!   the timer interrupt's preemption point; the woken task then competes
-//!   by its class's rules), or
+//!   by its class's rules; the monitor sleeps until the earliest such timer
+//!   if that comes before its tick, and a busy CPU that arms an earlier one
+//!   wakes it, so a timer fires within a thread wakeup of its deadline), or
 //! - another CPU is idle while this one has a task waiting and the running
 //!   task has had `sched_min_granularity`: the switch lets this CPU push
 //!   work to the idle one (the idle CPU's pull, done for it; a pair of tasks
@@ -29,7 +31,7 @@
 //! With every CPU asleep the monitor sleeps too (no tick, ~0% CPU); the first
 //! CPU to wake unparks it.
 
-use std::sync::atomic::{fence, AtomicBool, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::thread::Thread;
 use std::time::Duration;
@@ -45,10 +47,25 @@ pub(crate) const BUDGET_CFS: u64 = u64::MAX;
 pub(crate) const BUDGET_NONE: u64 = u64::MAX - 1;
 
 /// The monitor's side of its sleep protocol.
-#[derive(Default)]
 pub(crate) struct MonitorShared {
     parked: AtomicBool,
     thread: OnceLock<Thread>,
+    /// When the monitor's current sleep ends (runtime clock, ns; `u64::MAX`
+    /// while it is parked with every CPU asleep). A CPU that arms a timer
+    /// due earlier wakes it (`timer_armed`), so that the timer fires within
+    /// a thread wakeup of its deadline, as an hrtimer would, not up to a
+    /// tick late.
+    wake_at: AtomicU64,
+}
+
+impl Default for MonitorShared {
+    fn default() -> MonitorShared {
+        MonitorShared {
+            parked: AtomicBool::new(false),
+            thread: OnceLock::new(),
+            wake_at: AtomicU64::new(0),
+        }
+    }
 }
 
 impl MonitorShared {
@@ -60,6 +77,25 @@ impl MonitorShared {
             if let Some(t) = self.thread.get() {
                 t.unpark();
             }
+        }
+    }
+
+    /// Called by a CPU that armed a timer due at `deadline` while it has
+    /// other work to run (an idle CPU sleeps until its own next timer): if
+    /// the monitor would sleep past the deadline, wake it now so that it
+    /// interrupts the running task in time.
+    ///
+    /// A race with the monitor choosing its next sleep (it read this CPU's
+    /// `next_timer` before the arm, and publishes `wake_at` after our
+    /// check) can still let one timer wait for the tick; it costs latency
+    /// only, as before this check existed.
+    #[inline]
+    pub(crate) fn timer_armed(&self, deadline: u64) {
+        if deadline < self.wake_at.load(Ordering::Relaxed) {
+            // Now it wakes for this one; later arms at or after it do not
+            // unpark again.
+            self.wake_at.store(deadline, Ordering::Relaxed);
+            self.unpark();
         }
     }
 
@@ -160,6 +196,7 @@ pub(crate) fn run_monitor(shared: Arc<Shared>) {
             .iter()
             .all(|w| w.idle.load(Ordering::SeqCst) == SLEEPING);
         if all_asleep {
+            shared.monitor.wake_at.store(u64::MAX, Ordering::Relaxed);
             shared.monitor.parked.store(true, Ordering::SeqCst);
             fence(Ordering::SeqCst);
             let still = shared
@@ -176,7 +213,14 @@ pub(crate) fn run_monitor(shared: Arc<Shared>) {
             shared.monitor.parked.store(false, Ordering::SeqCst);
         } else {
             let until_due = Duration::from_nanos(next_due.saturating_sub(now));
-            std::thread::sleep(tick.min(until_due).max(MIN_SLEEP));
+            let nap = tick.min(until_due).max(MIN_SLEEP);
+            shared
+                .monitor
+                .wake_at
+                .store(now.saturating_add(nap.as_nanos() as u64), Ordering::Relaxed);
+            // Woken early by `timer_armed` (or a stale token): the loop
+            // just looks again.
+            std::thread::park_timeout(nap);
         }
     }
 }

@@ -178,6 +178,12 @@ impl WorkerLocal {
     pub(crate) fn arm_timer(&mut self, deadline: u64, task: TaskRef, gen: u64) {
         self.timers.arm(deadline, task, gen);
         self.publish_next_timer();
+        // This CPU stays busy (the arming task will park, others are
+        // queued): only the monitor can interrupt them when the timer is
+        // due. (An idle CPU sleeps until its next timer by itself.)
+        if self.rq.nr_running() > 1 {
+            self.shared.monitor.timer_armed(deadline);
+        }
     }
 
     /// Inserts `task` (whose entity is `ent`) into this CPU's tree and
