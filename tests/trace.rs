@@ -350,3 +350,67 @@ fn cross_cpu_wakeups_are_measured_to_their_own_switch_in() {
         "b was woken across CPUs {n} times"
     );
 }
+
+/// A wakeup is recorded once: a task cannot be woken (PARKED → RUNNABLE)
+/// twice without running in between, so two wakeup events of one task with
+/// no switch-in between would be one wakeup recorded twice. Exercised on
+/// the direct-switch handoff (`wait::unpark_and_park_until`), where the
+/// worker completes the wakeup.
+#[test]
+fn each_wakeup_is_recorded_once_on_direct_switches() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    const ON: (BlockOn, u64) = (BlockOn::WaitQueue, 0);
+    const ROUNDS: usize = 200;
+    let rt = common::builder(1)
+        .trace(TraceConfig::new(1 << 14))
+        .build()
+        .unwrap();
+    let server_pid = rt.block_on(|| {
+        let request = Arc::new(AtomicBool::new(false));
+        let reply = Arc::new(AtomicBool::new(false));
+        let (rq, rp) = (request.clone(), reply.clone());
+        let client = greenos::current();
+        let server = greenos::spawn(move || {
+            for _ in 0..ROUNDS {
+                let _ = greenos::wait::park_until(ON, || rq.swap(false, Ordering::SeqCst), None);
+                rp.store(true, Ordering::SeqCst);
+                client.unpark();
+            }
+        });
+        let s = server.task().clone();
+        for _ in 0..ROUNDS {
+            request.store(true, Ordering::SeqCst);
+            let _ = greenos::wait::unpark_and_park_until(
+                &s,
+                ON,
+                || reply.swap(false, Ordering::SeqCst),
+                None,
+            );
+        }
+        server.join().unwrap();
+        s.pid().0
+    });
+    assert!(
+        rt.metrics().total(|c| c.direct_switches) > 0,
+        "the handoff path was taken"
+    );
+    let trace = rt.trace().unwrap();
+    let mut woken = false;
+    let mut wakeups = 0;
+    for e in trace.events.iter().filter(|e| e.pid == server_pid) {
+        match e.kind {
+            EventKind::Wakeup => {
+                assert!(!woken, "a wakeup recorded twice at {} ns", e.ts_ns);
+                woken = true;
+                wakeups += 1;
+            }
+            EventKind::Switch => woken = false,
+            _ => {}
+        }
+    }
+    assert!(
+        wakeups >= ROUNDS - 1,
+        "{wakeups} wakeups for {ROUNDS} rounds"
+    );
+}

@@ -1093,9 +1093,7 @@ impl WorkerLocal {
             // notification), or already woken by someone else.
             return;
         };
-        if super::ANY_TRACING.load(Ordering::Relaxed) {
-            super::trace_wakeup(&target);
-        }
+        // (`win_wakeup` recorded the wakeup.)
         let runnable_here = target.allowed_on(self.index)
             && target.rt_id == self.shared.id
             && self.rq.nr_running() == self.rq.nr_queued()
