@@ -433,60 +433,23 @@ impl WaitQueue {
         notified: impl Fn() -> bool,
         timeout: Option<Duration>,
         interruptible: bool,
-        mut direct: Option<TaskRef>,
+        direct: Option<TaskRef>,
     ) -> WaitResult {
-        let deadline = deadline_ns(timeout);
-        let gen = deadline.map(|d| {
-            let gen = task.begin_timed_wait();
-            if !executor::arm_timer(task, d, gen) {
-                // Not on a worker (cancellation path): cannot time out.
-                task.end_timed_wait(gen);
-            }
-            gen
-        });
-        let mut signalled = interruptible && crate::signal::deliverable_pending(task);
-        if executor::ANY_TRACING.load(Ordering::Relaxed) {
-            let id = match self.label.1 {
-                0 => self as *const WaitQueue as u64,
-                id => id,
-            };
-            executor::trace_block(task, self.label.0, id);
-        }
-        let result = loop {
-            if notified() {
-                break WaitResult::Notified;
-            }
-            if task.cancelled.load(Ordering::Relaxed) || crate::signal::must_die(task) {
-                break self.finish_early(node, notified, WaitResult::Cancelled);
-            }
-            if gen.is_some_and(|g| task.timed_out(g)) {
-                break self.finish_early(node, notified, WaitResult::TimedOut);
-            }
-            if signalled {
-                // Handlers run with the node still queued, so a wakeup that
-                // comes meanwhile is kept (and wins below).
-                match crate::signal::deliver(task) {
-                    crate::signal::Delivered::Interrupt => {
-                        break self.finish_early(node, notified, WaitResult::Cancelled);
-                    }
-                    crate::signal::Delivered::Restart | crate::signal::Delivered::Nothing => {}
-                }
-            } else {
-                match direct.take() {
-                    Some(to) => executor::park_and_switch_to(task, SwitchTarget::owned(to)),
-                    None => executor::park_current(task),
-                }
-            }
-            signalled = interruptible && crate::signal::deliverable_pending(task);
+        let id = match self.label.1 {
+            0 => self as *const WaitQueue as u64,
+            id => id,
         };
-        if let Some(to) = direct {
-            // Left before switching (cancelled, timed out): wake it plainly.
-            executor::wake_task(to);
-        }
-        if let Some(g) = gen {
-            task.end_timed_wait(g);
-        }
-        result
+        // Handlers run with the node still queued, so a wakeup that comes
+        // meanwhile is kept (and wins in `finish_early`).
+        park_task_until(
+            task,
+            &notified,
+            timeout,
+            interruptible,
+            (self.label.0, id),
+            direct.map(SwitchTarget::owned),
+            |why| self.finish_early(node, &notified, why),
+        )
     }
 
     fn wait_thread(
@@ -795,62 +758,88 @@ fn park_until_inner<F: Fn() -> bool>(
     if let Some(to) = handoff {
         let r = to.task_ref();
         if executor::can_switch_to(r) {
-            direct = Some(r);
+            // Borrowed from our caller, whose frame outlives the switch.
+            direct = Some(SwitchTarget::named(r));
         } else {
             to.unpark();
         }
     }
+    // A wakeup that raced with leaving early wins, as in `finish_early`.
+    let result = park_task_until(t, &done, timeout, true, on, direct, |why| {
+        if done() {
+            WaitResult::Notified
+        } else {
+            why
+        }
+    });
+    if result == WaitResult::Cancelled {
+        crate::signal::unwind_if_killed(t);
+    }
+    result
+}
+
+/// The sleep every green wait shares (`WaitQueue`'s and `park_until`'s):
+/// arms the timeout, records the block for tracing (`on`: what, which
+/// object), then parks, handing the CPU to `direct` the first time when
+/// given, until `notified()` holds, the task is cancelled or must die, the
+/// timeout passes, or (`interruptible`) a signal handler interrupts.
+/// `leave_early(why)` settles a departure that is not a notification (a
+/// wakeup that raced in wins there). A `direct` target not switched to is
+/// woken plainly. Does not unwind a killed task: the caller does, once its
+/// own state is tidy.
+fn park_task_until(
+    task: &executor::task::Task,
+    notified: impl Fn() -> bool,
+    timeout: Option<Duration>,
+    interruptible: bool,
+    on: (crate::trace::BlockOn, u64),
+    mut direct: Option<SwitchTarget>,
+    leave_early: impl Fn(WaitResult) -> WaitResult,
+) -> WaitResult {
     let deadline = deadline_ns(timeout);
     let gen = deadline.map(|d| {
-        let gen = t.begin_timed_wait();
-        if !executor::arm_timer(t, d, gen) {
-            t.end_timed_wait(gen);
+        let gen = task.begin_timed_wait();
+        if !executor::arm_timer(task, d, gen) {
+            // Not on a worker (cancellation path): cannot time out.
+            task.end_timed_wait(gen);
         }
         gen
     });
+    let mut signalled = interruptible && crate::signal::deliverable_pending(task);
     if executor::ANY_TRACING.load(Ordering::Relaxed) {
-        executor::trace_block(t, on.0, on.1);
+        executor::trace_block(task, on.0, on.1);
     }
-    let mut signalled = crate::signal::deliverable_pending(t);
     let result = loop {
-        if done() {
+        if notified() {
             break WaitResult::Notified;
         }
-        if t.cancelled.load(Ordering::Relaxed) || crate::signal::must_die(t) {
-            break WaitResult::Cancelled;
+        if task.cancelled.load(Ordering::Relaxed) || crate::signal::must_die(task) {
+            break leave_early(WaitResult::Cancelled);
         }
-        if gen.is_some_and(|g| t.timed_out(g)) {
-            break WaitResult::TimedOut;
+        if gen.is_some_and(|g| task.timed_out(g)) {
+            break leave_early(WaitResult::TimedOut);
         }
         if signalled {
-            if crate::signal::deliver(t) == crate::signal::Delivered::Interrupt {
-                break WaitResult::Cancelled;
+            match crate::signal::deliver(task) {
+                crate::signal::Delivered::Interrupt => {
+                    break leave_early(WaitResult::Cancelled);
+                }
+                crate::signal::Delivered::Restart | crate::signal::Delivered::Nothing => {}
             }
         } else {
             match direct.take() {
-                // `to` is borrowed from our caller, whose frame (this one's
-                // parent) outlives the switch.
-                Some(to) => executor::park_and_switch_to(t, SwitchTarget::named(to)),
-                None => executor::park_current(t),
+                Some(to) => executor::park_and_switch_to(task, to),
+                None => executor::park_current(task),
             }
         }
-        signalled = crate::signal::deliverable_pending(t);
-    };
-    // A wakeup that raced with leaving early wins, as in `finish_early`.
-    let result = if result != WaitResult::Notified && done() {
-        WaitResult::Notified
-    } else {
-        result
+        signalled = interruptible && crate::signal::deliverable_pending(task);
     };
     if let Some(to) = direct {
         // Left before switching (cancelled, timed out): wake it plainly.
-        executor::unpark_task(to, false);
+        to.wake();
     }
     if let Some(g) = gen {
-        t.end_timed_wait(g);
-    }
-    if result == WaitResult::Cancelled {
-        crate::signal::unwind_if_killed(t);
+        task.end_timed_wait(g);
     }
     result
 }
