@@ -733,6 +733,21 @@ pub enum Transfer {
     Move,
 }
 
+/// One capability slot of a message (an endpoint's `Msg`, a connection's
+/// `IpcMsg`): staged to send, or what arrived.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) enum CapSlot {
+    #[default]
+    Empty,
+    /// Staged by the sender, to travel, and how.
+    Out(Cap, Transfer),
+    /// Arrived: an index in the receiver's current table.
+    In(Cap),
+    /// Arrived unwrapped, as its badge: an endpoint capability that named
+    /// the endpoint it came through (endpoints only).
+    Unwrapped(u64),
+}
+
 /// A capability staged for transfer: taken from the sender's table when
 /// the message is built, installed in the receiver's when it arrives.
 pub(crate) struct Staged {

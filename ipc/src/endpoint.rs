@@ -103,7 +103,7 @@ use greenos_runtime::trace::BlockOn;
 use greenos_runtime::wait::{self, WaitResult};
 use parking_lot::Mutex;
 
-use crate::cap::{self, Cap, CapNode, Object, Rights, Staged, Transfer};
+use crate::cap::{self, Cap, CapNode, CapSlot, Object, Rights, Staged, Transfer};
 use crate::errno::Errno;
 
 /// Message registers passed in the switch itself (seL4
@@ -142,22 +142,10 @@ pub struct Msg {
     pub mr: [u64; FAST_MRS],
     /// On receive: the badge of the sender's capability (0: unbadged).
     pub badge: u64,
+    /// Staged to send, or what arrived (one array for both directions
+    /// keeps a message at 128 bytes: it is copied on every call and
+    /// receive).
     caps: [CapSlot; MAX_EXTRA_CAPS],
-}
-
-/// One capability slot of a [`Msg`]: staged to send, or what arrived.
-/// (One array for both directions keeps a message at 128 bytes: it is
-/// copied on every call and receive.)
-#[derive(Clone, Copy, Debug, Default)]
-enum CapSlot {
-    #[default]
-    Empty,
-    /// To send, and how.
-    Out(Cap, Transfer),
-    /// Arrived: installed at this index of the receiver's table.
-    In(Cap),
-    /// Arrived unwrapped (it named the endpoint it came through): its badge.
-    Unwrapped(u64),
 }
 
 impl Msg {

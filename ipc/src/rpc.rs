@@ -70,7 +70,7 @@ use greenos_runtime::task::{self, Identity};
 use greenos_runtime::Pid;
 use parking_lot::Mutex;
 
-use crate::cap::{self, Cap, CapTable, Linkage, Object, Rights, Transfer};
+use crate::cap::{self, Cap, CapSlot, CapTable, Linkage, Object, Rights, Transfer};
 use crate::errno::Errno;
 
 /// Bytes in a connection's argument buffer: ChCore's `IPC_PER_SHM_SIZE`
@@ -476,16 +476,6 @@ fn run_on_estack<R>(
 
 // ---------------------------------------------------------------------------
 // Messages.
-
-#[derive(Clone, Copy, Debug, Default)]
-enum CapSlot {
-    #[default]
-    Empty,
-    /// Staged by the sender, to travel.
-    Out(Cap, Transfer),
-    /// Arrived: an index in the receiver's current table.
-    In(Cap),
-}
 
 /// A message on a connection: a label, a length and the connection's
 /// argument buffer (held for the message's lifetime), plus capabilities.
