@@ -463,7 +463,7 @@ fn racing_timeouts_and_replies_agree() {
 /// SA_RESTART the receive goes on and gets the message.
 #[test]
 fn a_handled_signal_interrupts_recv_unless_restart() {
-    use greenos::signal::{kill, sigaction, SaFlags, SigAction, SigHandler, SIGUSR1};
+    use greenos::signal::{kill, SIGUSR1};
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
     let _w = Watchdog::new("a_handled_signal_interrupts_recv", LIMIT);
@@ -477,16 +477,7 @@ fn a_handled_signal_interrupts_recv_unless_restart() {
                 greenos::task::Builder::new(),
                 &[(srv_cap, Rights::ALL)],
                 move |caps| {
-                    let flags = if restart {
-                        SaFlags::RESTART
-                    } else {
-                        SaFlags::NONE
-                    };
-                    sigaction(
-                        SIGUSR1,
-                        Some(SigAction::new(SigHandler::new(|_| {})).flags(flags)),
-                    )
-                    .unwrap();
+                    common::catch_sigusr1(restart);
                     a.store(true, Ordering::SeqCst);
                     Endpoint::from_cap(caps[0]).recv().map(|(m, _)| m.mr[0])
                 },

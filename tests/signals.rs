@@ -470,16 +470,7 @@ fn ipc_reads_get_eintr_or_restart() {
                 let armed = Arc::new(AtomicBool::new(false));
                 let a = armed.clone();
                 let reader = greenos::spawn(move || {
-                    let flags = if restart {
-                        SaFlags::RESTART
-                    } else {
-                        SaFlags::NONE
-                    };
-                    sigaction(
-                        SIGUSR1,
-                        Some(SigAction::new(SigHandler::new(|_| {})).flags(flags)),
-                    )
-                    .unwrap();
+                    common::catch_sigusr1(restart);
                     a.store(true, Ordering::SeqCst);
                     let mut buf = [0u8; 4];
                     r.read(&mut buf).map(|n| buf[..n].to_vec())

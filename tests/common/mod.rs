@@ -176,3 +176,20 @@ pub fn panic_text(p: &(dyn std::any::Any + Send)) -> Option<&str> {
         .copied()
         .or_else(|| p.downcast_ref::<String>().map(String::as_str))
 }
+
+/// Installs a SIGUSR1 handler that does nothing, with `SA_RESTART` when
+/// `restart`: the calling task's interruptible waits are then interrupted
+/// by a SIGUSR1 (EINTR), or go on.
+pub fn catch_sigusr1(restart: bool) {
+    use greenos::signal::{sigaction, SaFlags, SigAction, SigHandler, SIGUSR1};
+    let flags = if restart {
+        SaFlags::RESTART
+    } else {
+        SaFlags::NONE
+    };
+    sigaction(
+        SIGUSR1,
+        Some(SigAction::new(SigHandler::new(|_| {})).flags(flags)),
+    )
+    .unwrap();
+}
