@@ -500,3 +500,51 @@ fn a_handled_signal_interrupts_recv_unless_restart() {
         }
     });
 }
+
+/// A client and a server calling each other by direct process switch on
+/// one CPU do not keep that CPU from a third task queued there: the
+/// fastpath hands over only when the scheduler would pick the partner
+/// anyway. The client calls until the spinner has run (at most until the
+/// watchdog's limit: without the check, it never would).
+#[test]
+fn direct_switch_ping_pong_leaves_the_cpu_to_other_tasks() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+    let _w = Watchdog::new("direct_switch_ping_pong_leaves_the_cpu", LIMIT);
+    common::rt(1).block_on(|| {
+        let ep = Endpoint::with_mode(SwitchMode::Direct).unwrap();
+        let spins = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (s2, stop2) = (spins.clone(), stop.clone());
+        let spinner = greenos::spawn(move || {
+            while !stop2.load(Ordering::Relaxed) {
+                s2.fetch_add(1, Ordering::Relaxed);
+                greenos::maybe_yield();
+            }
+        });
+        let recv_cap = cap::copy(ep.cap(), Rights::RECV).unwrap();
+        let server = cap::spawn_with_caps(
+            greenos::task::Builder::new(),
+            &[(recv_cap, Rights::ALL)],
+            |caps| serve(Endpoint::from_cap(caps[0])),
+        )
+        .unwrap();
+        // Let both start and the server block in recv.
+        greenos::yield_now();
+        greenos::yield_now();
+        let before = spins.load(Ordering::Relaxed);
+        let mut calls = 0u64;
+        while spins.load(Ordering::Relaxed) < before + 100 {
+            let r = ep.call(&Msg::new(1, &[calls])).unwrap();
+            assert_eq!(r.mr[0], 2 * calls);
+            calls += 1;
+        }
+        assert!(calls > 0);
+        ep.call(&Msg::new(0, &[])).unwrap();
+        assert_eq!(server.join().unwrap(), calls);
+        stop.store(true, Ordering::Relaxed);
+        spinner.join().unwrap();
+        // The calls did switch directly while the spinner waited its turn.
+        assert!(ep.direct_switches().unwrap() > 0);
+    });
+}

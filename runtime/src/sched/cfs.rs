@@ -493,10 +493,41 @@ impl<T> CfsRq<T> {
     /// is placed like a wakeup (sleeper credit) and marked running from
     /// `now`. The previous current entity must have been put back or
     /// dequeued. The driver then runs it exactly as a picked entity.
-    pub fn enqueue_curr(&mut self, se: &mut SchedEntity, now: u64) {
+    ///
+    /// Refused (false; `se` is placed but not queued: enqueue it as a
+    /// wakeup) when the leftmost queued entity is owed the CPU: when `se`
+    /// is more than one wakeup granularity ahead of it
+    /// (`wakeup_preempt_entity(se, leftmost) == 1`, the NEXT-buddy rule of
+    /// §1.9, which is how the kernel lets a sync wakee run next). seL4's
+    /// fastpath likewise switches only to a receiver the scheduler would
+    /// choose; without this test two tasks calling each other would keep
+    /// the CPU from everything else queued here.
+    pub fn enqueue_curr(&mut self, se: &mut SchedEntity, now: u64) -> bool {
         debug_assert!(!se.on_rq, "enqueue_curr: entity already on a queue");
         debug_assert!(self.curr.is_none(), "enqueue_curr: a current entity exists");
         self.place_entity(se, false);
+        if let Some((left, left_weight)) = self.tree.first() {
+            if self.wakeup_preempt_raw(se.vruntime, left.vruntime(), left_weight) > 0 {
+                return false;
+            }
+        }
+        self.set_curr_placed(se, now);
+        true
+    }
+
+    /// [`enqueue_curr`](Self::enqueue_curr) without the fairness test: for
+    /// an entity that is running already and must become the accounted
+    /// one (the executor ending a lent scheduling context: the borrower
+    /// takes over as the current entity).
+    pub fn enqueue_curr_forced(&mut self, se: &mut SchedEntity, now: u64) {
+        debug_assert!(!se.on_rq, "enqueue_curr: entity already on a queue");
+        debug_assert!(self.curr.is_none(), "enqueue_curr: a current entity exists");
+        self.place_entity(se, false);
+        self.set_curr_placed(se, now);
+    }
+
+    #[inline]
+    fn set_curr_placed(&mut self, se: &mut SchedEntity, now: u64) {
         let key = self.next_key(se.vruntime);
         self.load += se.load.weight;
         se.rq_key = Some(key);

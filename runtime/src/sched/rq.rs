@@ -210,15 +210,31 @@ impl<T> RunQueue<T> {
     /// `e` and makes it the current task at once, without queueing it, if
     /// the fair class supports that (CFS) and nothing of a higher class is
     /// runnable — seL4's fastpath requires the receiver to be the highest
-    /// priority runnable thread. Returns false, changing nothing, otherwise
-    /// (the caller then enqueues it as a wakeup). No task may be current.
+    /// priority runnable thread — and the leftmost queued fair task is not
+    /// owed the CPU first (see [`CfsRq::enqueue_curr`]). Returns false
+    /// otherwise, leaving `e` unqueued (the caller then enqueues it as a
+    /// wakeup). No task may be current.
     pub fn enqueue_curr(&mut self, e: &mut TaskEntity, now: u64) -> bool {
         if e.policy.is_rt() || self.rt.nr_running() > 0 {
             return false;
         }
         match &mut self.fair {
+            FairRq::Cfs(q) => q.enqueue_curr(&mut e.se, now),
+            _ => false,
+        }
+    }
+
+    /// Makes the fair entity `e`, which is running already (a borrower of
+    /// a lent scheduling context), the current one whatever is queued; see
+    /// [`CfsRq::enqueue_curr_forced`]. CFS only (the only class that lends;
+    /// false, changing nothing, otherwise). No task may be current.
+    pub fn enqueue_curr_forced(&mut self, e: &mut TaskEntity, now: u64) -> bool {
+        if e.policy.is_rt() {
+            return false;
+        }
+        match &mut self.fair {
             FairRq::Cfs(q) => {
-                q.enqueue_curr(&mut e.se, now);
+                q.enqueue_curr_forced(&mut e.se, now);
                 true
             }
             _ => false,

@@ -923,3 +923,37 @@ fn switch_cost() {
         println!("{n:3} tasks: {best:6.2} ns per switch (best batch)");
     }
 }
+
+// ------------------------------------------------------- direct switches
+
+#[test]
+fn enqueue_curr_refuses_when_the_leftmost_is_owed_the_cpu() {
+    let mut q = rq(1);
+    let gran = q.tunables().sched_wakeup_granularity_ns;
+    assert_eq!(gran, MS, "1 CPU: the base 1 ms (§1.4)");
+    let v = 100 * MS;
+    advance_min_vruntime(&mut q, v);
+    let mut queued = se_at(0, v);
+    q.enqueue_entity(&mut queued, 1, EnqueueFlags::NONE);
+    // More than one granularity ahead of the leftmost: refused, placed
+    // (its own vruntime kept: it is past the sleeper credit) but not queued.
+    let mut far = se_at(0, v + gran + 1);
+    assert!(!q.enqueue_curr(&mut far, 5));
+    assert!(!far.on_rq);
+    assert_eq!(far.vruntime, v + gran + 1);
+    assert_eq!(q.nr_running(), 1);
+    q.assert_invariants();
+    // Within one granularity: it becomes the current entity at once.
+    let mut near = se_at(0, v + gran);
+    assert!(q.enqueue_curr(&mut near, 7));
+    assert!(near.on_rq);
+    assert_eq!(near.exec_start, 7);
+    assert_eq!(q.nr_running(), 2);
+    // The forced form ignores the queue (a borrower taking over).
+    assert_eq!(q.dequeue_entity(&mut near), None);
+    let mut forced = se_at(0, v + 10 * gran);
+    q.enqueue_curr_forced(&mut forced, 9);
+    assert!(forced.on_rq);
+    assert_eq!(forced.exec_start, 9);
+    q.assert_invariants();
+}
