@@ -548,3 +548,166 @@ fn direct_switch_ping_pong_leaves_the_cpu_to_other_tasks() {
         assert!(ep.direct_switches().unwrap() > 0);
     });
 }
+
+/// Labels of the lending tests' server: what its handler does before it
+/// replies, each while running on its caller's lent scheduling context.
+const PLAIN: u64 = 1;
+const YIELD: u64 = 2;
+const SLEEP: u64 = 3;
+const SPAWN_JOIN: u64 = 4;
+const NESTED: u64 = 5;
+const WAKE_LOCAL: u64 = 6;
+const PANIC: u64 = 7;
+
+/// The lending tests' server: answers `mr[0] + label`, after doing what the
+/// label says; `inner` is a second server for nested calls, `local` a
+/// channel to a task parked on the same CPU.
+fn lending_server(ep: Endpoint, inner: Endpoint, local: mpsc::Sender<u64>) {
+    let (mut msg, mut reply) = ep.recv().unwrap();
+    while msg.tag.label != 0 {
+        let v = msg.mr[0];
+        let answer = match msg.tag.label {
+            PLAIN => v + PLAIN,
+            YIELD => {
+                greenos::yield_now();
+                v + YIELD
+            }
+            SLEEP => {
+                greenos::sleep(Duration::from_micros(200));
+                v + SLEEP
+            }
+            SPAWN_JOIN => greenos::spawn(move || v + SPAWN_JOIN).join().unwrap(),
+            // The inner server doubles: 2v - v.
+            NESTED => inner.call(&Msg::new(PLAIN, &[v])).unwrap().mr[0] - v + NESTED,
+            WAKE_LOCAL => {
+                local.send(v).unwrap();
+                v + WAKE_LOCAL
+            }
+            PANIC => panic!("the handler fails on purpose"),
+            other => unreachable!("label {other}"),
+        };
+        let r = reply.take().expect("a call");
+        (msg, reply) = ep.reply_recv(r, &Msg::new(1, &[answer])).unwrap();
+    }
+    if let Some(r) = reply {
+        r.reply(&Msg::new(0, &[])).unwrap();
+    }
+}
+
+/// On one CPU a server runs its handlers on the caller's lent scheduling
+/// context (the direct switch's fastpath) and may do anything there:
+/// yield, sleep, spawn and join, call another server (which then runs on
+/// its context), wake a task queued on the same CPU, or die. Every call
+/// gets its answer (a dead server's caller gets ESRCH), in an interleaving
+/// that exercises every way a loan ends.
+#[test]
+fn a_server_on_a_lent_context_may_block_yield_spawn_nest_and_die() {
+    let _w = Watchdog::new("a_server_on_a_lent_context", LIMIT);
+    common::rt(1).block_on(|| {
+        let ep = Endpoint::with_mode(SwitchMode::Direct).unwrap();
+        let inner = Endpoint::with_mode(SwitchMode::Direct).unwrap();
+        let inner_server = {
+            let c = cap::copy(inner.cap(), Rights::RECV).unwrap();
+            cap::spawn_with_caps(greenos::task::Builder::new(), &[(c, Rights::ALL)], |caps| {
+                serve(Endpoint::from_cap(caps[0]))
+            })
+            .unwrap()
+        };
+        let (tx, rx) = mpsc::channel::<u64>();
+        let listener = greenos::spawn(move || rx.iter().sum::<u64>());
+        let start_server = |tx: mpsc::Sender<u64>| {
+            let c = cap::copy(ep.cap(), Rights::RECV).unwrap();
+            let i = cap::copy(inner.cap(), Rights::CALL).unwrap();
+            cap::spawn_with_caps(
+                greenos::task::Builder::new(),
+                &[(c, Rights::ALL), (i, Rights::ALL)],
+                move |caps| {
+                    lending_server(Endpoint::from_cap(caps[0]), Endpoint::from_cap(caps[1]), tx)
+                },
+            )
+            .unwrap()
+        };
+        let mut server = start_server(tx.clone());
+        let mut woken = 0;
+        for round in 0..2_000u64 {
+            // Mostly plain calls (the loans that end by the reply), the
+            // other handlers in a fixed pseudo-random order.
+            let label = match (round * 2_654_435_761) % 23 {
+                0 => YIELD,
+                1 => SLEEP,
+                2 => SPAWN_JOIN,
+                3 => NESTED,
+                4 => WAKE_LOCAL,
+                5 if round % 5 == 0 => PANIC,
+                _ => PLAIN,
+            };
+            let r = ep.call(&Msg::new(label, &[round]));
+            if label == PANIC {
+                assert_eq!(r.unwrap_err().raw_os_error(), Some(libc::ESRCH));
+                assert!(matches!(server.join(), Err(greenos::JoinError::Panic(_))));
+                server = start_server(tx.clone());
+                continue;
+            }
+            assert_eq!(
+                r.unwrap().mr[0],
+                round + label,
+                "round {round} label {label}"
+            );
+            if label == WAKE_LOCAL {
+                woken += round;
+            }
+        }
+        ep.call(&Msg::new(0, &[])).unwrap();
+        server.join().unwrap();
+        inner.call(&Msg::new(0, &[])).unwrap();
+        inner_server.join().unwrap();
+        drop(tx);
+        assert_eq!(listener.join().unwrap(), woken);
+        assert!(ep.direct_switches().unwrap() > 0);
+    });
+}
+
+/// The time a server spends on a call it took by direct switch is the
+/// caller's (seL4 MCS donation; LRPC): a handler that computes for 30 ms
+/// without a yield point adds those 30 ms to the caller's CPU time, not
+/// its own. (A call may find a preemption pending and switch the ordinary
+/// way, which charges the server; one of a few tries is enough.)
+#[test]
+fn the_caller_is_charged_for_the_time_its_server_runs_for_it() {
+    let _w = Watchdog::new("the_caller_is_charged", LIMIT);
+    common::rt(1).block_on(|| {
+        let ep = Endpoint::with_mode(SwitchMode::Direct).unwrap();
+        let c = cap::copy(ep.cap(), Rights::RECV).unwrap();
+        let server =
+            cap::spawn_with_caps(greenos::task::Builder::new(), &[(c, Rights::ALL)], |caps| {
+                let ep = Endpoint::from_cap(caps[0]);
+                let (mut msg, mut reply) = ep.recv().unwrap();
+                while msg.tag.label != 0 {
+                    let spin = Duration::from_millis(msg.mr[0]);
+                    let t = std::time::Instant::now();
+                    while t.elapsed() < spin {
+                        std::hint::spin_loop();
+                    }
+                    let r = reply.take().expect("a call");
+                    (msg, reply) = ep.reply_recv(r, &Msg::new(1, &[])).unwrap();
+                }
+                reply.unwrap().reply(&Msg::new(0, &[])).unwrap();
+            })
+            .unwrap();
+        let me = greenos::current();
+        let spin = Duration::from_millis(30);
+        ep.call(&Msg::new(1, &[0])).unwrap();
+        let charged = (0..5).any(|_| {
+            let (mine, its) = (me.cpu_time(), server.task().cpu_time());
+            ep.call(&Msg::new(1, &[30])).unwrap();
+            let (mine, its) = (me.cpu_time() - mine, server.task().cpu_time() - its);
+            mine >= spin && its < spin
+        });
+        ep.call(&Msg::new(0, &[])).unwrap();
+        server.join().unwrap();
+        assert!(
+            charged,
+            "the server's 30 ms were never charged to its caller"
+        );
+    });
+}

@@ -60,7 +60,8 @@
 //! 7. (Grant for the reply capability: greenos's reply needs no grant —
 //!    always true);
 //! 8. (scheduling domain: none in greenos — always true);
-//! 9. (MCS scheduling contexts: none — always true);
+//! 9. (MCS scheduling contexts: the caller's is donated, see below —
+//!    always true);
 //! 10. the receiver last ran on the caller's CPU and may run there.
 //!
 //! `reply_recv` switches straight back under the matching list: no sender
@@ -71,7 +72,17 @@
 //! The switch itself is the runtime's job: `wait::unpark_and_park_until`
 //! parks the caller on its own port, wakes the partner and, when the
 //! partner is parked on this CPU, switches straight to it without the run
-//! queue (the partner runs on the rest of the caller's turn). As in seL4,
+//! queue. The partner runs on the caller's scheduling context, as with
+//! seL4 MCS's donation on `Call` and LRPC's "the server runs on the
+//! client's time": CFS keeps the caller as its running entity and charges
+//! it for the server's work, and a reply that switches straight back costs
+//! no scheduler work at all. If the server does anything else (blocks
+//! elsewhere, yields, is preempted, exits) or the caller's turn runs out,
+//! the runtime settles: the caller is charged up to then and sleeps, the
+//! server becomes the running task. The partner is switched to only when
+//! CFS would pick it next anyway (not more than a wakeup granularity ahead
+//! of the leftmost queued task), so a calling pair never keeps its CPU
+//! from other tasks. As in seL4,
 //! where a blocked thread's state lives in its TCB and the endpoint queues
 //! TCBs, a port has exactly one waiter, its task, and wakers name it: no
 //! wait queue sits between them (`wait::park_until` / `Task::unpark`). With

@@ -816,6 +816,11 @@ impl SwitchTarget {
         }
     }
 
+    /// Whether the target is `t`.
+    pub(crate) fn is(&self, t: &Task) -> bool {
+        std::ptr::eq(self.task, t)
+    }
+
     /// Tries PARKED -> RUNNABLE on the target: on success returns the
     /// reference the parked task kept, now the caller's to enqueue.
     fn win_wakeup(self) -> Option<TaskRef> {

@@ -109,6 +109,18 @@ impl TaskState {
             }
         }
     }
+    /// Undoes a park in progress (PARKING, notified or not) back to
+    /// RUNNABLE: the task's own worker resumes it at once instead of
+    /// completing the park (a lent scheduling context coming back to its
+    /// lender). A notification is consumed, as by
+    /// [`finish_park`](Self::finish_park) returning `Notified`: the task
+    /// re-checks what it waits for when it resumes. Only the worker that
+    /// holds the parking task may call it; wakers meanwhile only ever set
+    /// NOTIFIED (the task is not PARKED), so none can have taken it over.
+    pub(crate) fn cancel_park(&self) {
+        let prev = self.0.swap(RUNNABLE, Ordering::AcqRel);
+        debug_assert_eq!(prev & BASE, PARKING, "cancel_park from state {prev}");
+    }
 
     /// A wakeup. Exactly one concurrent caller gets `Enqueue` for a parked
     /// task.

@@ -74,6 +74,17 @@ pub(crate) struct WorkerLocal {
     /// A task won by a handoff, already made current on `rq`: the next
     /// task to run, before any pick.
     direct_next: Option<TaskRef>,
+    /// A handoff target already won (PARKED -> RUNNABLE) that could not
+    /// borrow its waker's scheduling context: the waker's park hands over
+    /// to it the ordinary way.
+    handoff_won: Option<TaskRef>,
+    /// The lender while a scheduling context is lent (see `run_task`):
+    /// the parked task whose entity is still `rq`'s current one, charged
+    /// for the time the running task (the borrower) runs. Null otherwise.
+    /// Code that accounts "the current task" from inside a task (a
+    /// wakeup's `update_curr` and preemption check) uses it instead of the
+    /// running task.
+    lender: *const Task,
     /// The task that ran last here and why it left (0 yield/preempt,
     /// 1 block, 2 exit): the `other`/`arg` of the next switch event.
     last_pid: u64,
@@ -240,7 +251,11 @@ impl WorkerLocal {
         // our inbox), so this worker owns the task now.
         let sp = unsafe { task.sched() };
         task.apply_sched_change(sp);
-        let cur = super::current_task_ptr();
+        let mut cur = super::current_task_ptr();
+        if !cur.is_null() && !self.lender.is_null() {
+            // A borrower runs: the lender's entity is the current one.
+            cur = self.lender;
+        }
         let now = if cur.is_null() {
             self.now
         } else {
@@ -685,6 +700,8 @@ pub(crate) fn run_worker(shared: Arc<Shared>, index: usize, staging: Deque<TaskR
             pid_end: 0,
             handoff: None,
             direct_next: None,
+            handoff_won: None,
+            lender: std::ptr::null(),
             last_pid: 0,
             last_reason: 0,
             lb: super::lb::LbLocal::new(levels, clock::now_ns()),
@@ -840,11 +857,51 @@ impl WorkerCell {
         // SAFETY: we own the task, the slot holds a live coroutine (filled
         // above), and no other borrow of it exists: the task's own code never
         // touches its coroutine slot.
-        let result = unsafe { (*task.coro_slot()).as_mut().unwrap_unchecked().resume(()) };
+        let mut result = unsafe { resume(&task) };
+        // Lent scheduling contexts (see `try_lend`): while `borrower` runs,
+        // `task` stays the accounted one.
+        let mut borrower: Option<TaskRef> = None;
+        loop {
+            match borrower.take() {
+                None => match self.try_lend(&task, &result) {
+                    Some(b) => {
+                        self.local().lender = Arc::as_ptr(&task);
+                        ws.curr_pid.store(b.pid.0, Ordering::Relaxed);
+                        bump(&b.nr_switches, 1);
+                        self.set_current(&*b);
+                        // SAFETY: won PARKED -> RUNNABLE: we own `b`, whose
+                        // coroutine is suspended in its park (checked).
+                        result = unsafe { resume(&b) };
+                        borrower = Some(b);
+                    }
+                    None => break,
+                },
+                Some(b) => match self.end_loan(&task, b, &result) {
+                    Ok(()) => {
+                        ws.curr_pid.store(task.pid.0, Ordering::Relaxed);
+                        bump(&task.nr_switches, 1);
+                        self.set_current(&*task);
+                        // SAFETY: as for the first resume: we own `task`
+                        // again (its park was cancelled).
+                        result = unsafe { resume(&task) };
+                    }
+                    Err(b) => {
+                        borrower = Some(b);
+                        break;
+                    }
+                },
+            }
+        }
         drop(entered);
         self.set_current(std::ptr::null());
         ws.curr_pid.store(0, Ordering::Relaxed);
         let now = clock::now_ns();
+        let task = match borrower {
+            // The borrower took a path of its own: it becomes the
+            // accounted task from here, the lender parks.
+            Some(b) => self.settle_loan(task, b, now),
+            None => task,
+        };
         let l = self.local();
         // SAFETY: the task switched out; we own it again.
         let sp = unsafe { task.sched() };
@@ -900,7 +957,9 @@ impl WorkerCell {
                 }
                 // Before `finish_park`: until then the parking task cannot
                 // run anywhere, so a target it only borrows stays alive.
-                if let Some(target) = l.handoff.take() {
+                if let Some(won) = l.handoff_won.take() {
+                    l.take_won_handoff(won, now);
+                } else if let Some(target) = l.handoff.take() {
                     l.take_handoff(target, now);
                 }
                 match task.state.finish_park() {
@@ -940,6 +999,150 @@ impl WorkerCell {
                 (None, now)
             }
         }
+    }
+
+    /// Lends the scheduling context of `task`, which just parked handing
+    /// its CPU to another task (`park_and_switch_to`, the IPC direct
+    /// process switch), to that task: seL4 MCS's scheduling-context
+    /// donation and LRPC's "the server runs on the caller's time". The
+    /// borrower runs at once without any scheduler work: `task`'s entity
+    /// stays `rq`'s current one and is charged for everything the borrower
+    /// runs; `task`'s park is left in progress (PARKING), so a wakeup of
+    /// it only sets NOTIFIED and nobody else can take it over. The loan
+    /// ends in [`end_loan`](Self::end_loan) (the borrower hands the CPU
+    /// straight back: `task` resumes, no scheduler work either) or in
+    /// [`settle_loan`](Self::settle_loan) (anything else: the books are
+    /// made as if the borrower had been switched to the ordinary way).
+    ///
+    /// Returns the borrower (won PARKED -> RUNNABLE) if all of these hold:
+    /// CFS (the class whose current entity can be handed over), no tracing
+    /// (every switch would need its event and clock reading), no preemption
+    /// pending (`need_resched`: then the scheduler must choose), no RT task
+    /// queued, neither task RT, the lender not joining (its directed yield
+    /// needs the scheduler), not shutting down, and the borrower parked on
+    /// this CPU, bound to this queue and allowed here (seL4 fastpath rule
+    /// 10). A target won but not lendable goes to `handoff_won` for the
+    /// ordinary direct switch.
+    fn try_lend(&self, task: &TaskRef, result: &CoroutineResult<Request, ()>) -> Option<TaskRef> {
+        if !matches!(result, CoroutineResult::Yield(Request::Park)) {
+            return None;
+        }
+        let l = self.local();
+        let ws = self.worker_shared();
+        if l.handoff.is_none()
+            || !l.cfs
+            || self.shared.trace.is_some()
+            || ws.need_resched.load(Ordering::Relaxed)
+            || l.rq.rt.nr_running() > 0
+            || !task.join_target.get().is_null()
+            || self.shared.shutdown.load(Ordering::Relaxed)
+        {
+            return None;
+        }
+        // SAFETY: `task` just switched out on this CPU; we own it.
+        if unsafe { task.sched() }.ent.policy.is_rt() {
+            return None;
+        }
+        let b = l.handoff.take()?.win_wakeup()?;
+        // SAFETY: we won `b`'s PARKED -> RUNNABLE: this worker owns it.
+        let bsp = unsafe { b.sched() };
+        let lendable = b.rt_id == self.shared.id
+            && b.cpu.load(Ordering::Relaxed) == self.index
+            && b.allowed_on(self.index)
+            && !bsp.vruntime_relative
+            && !bsp.ent.policy.is_rt()
+            // SAFETY: owned (above); only the worker touches the slot.
+            && unsafe { (*b.coro_slot()).is_some() };
+        if !lendable {
+            l.handoff_won = Some(b);
+            return None;
+        }
+        bump(&ws.counters.wakeups_local, 1);
+        bump(&ws.counters.direct_switches, 1);
+        Some(b)
+    }
+
+    /// The borrower `b` switched out with `result`: if it parked handing
+    /// the CPU straight back to the lender `task` and no preemption is
+    /// pending, completes `b`'s park, cancels `task`'s and returns Ok: the
+    /// loan is over and `task` runs on. Otherwise gives `b` back (the loan
+    /// must be settled).
+    fn end_loan(
+        &self,
+        task: &TaskRef,
+        b: TaskRef,
+        result: &CoroutineResult<Request, ()>,
+    ) -> Result<(), TaskRef> {
+        let l = self.local();
+        let back = matches!(result, CoroutineResult::Yield(Request::Park))
+            && l.handoff.as_ref().is_some_and(|t| t.is(task))
+            && b.join_target.get().is_null()
+            && !self.worker_shared().need_resched.load(Ordering::Relaxed);
+        if !back {
+            return Err(b);
+        }
+        // The lender is not woken through its state word: its worker
+        // cancels its park below (the target holds at most a reference).
+        drop(l.handoff.take());
+        l.lender = std::ptr::null();
+        self.set_current(std::ptr::null());
+        // SAFETY: `b` switched out on this CPU; we own it until its park
+        // completes.
+        let bsp = unsafe { b.sched() };
+        b.apply_sched_change(bsp);
+        match b.state.finish_park() {
+            // It keeps our reference, as any parked task (`run_task`).
+            FinishPark::Parked => {
+                let _ = TaskRef::into_raw(b);
+            }
+            // Woken meanwhile: it slept in the scheduler's eyes (its run
+            // was the lender's), so it is queued as a wakeup.
+            FinishPark::Notified => l.enqueue_wakeup(b),
+        }
+        task.state.cancel_park();
+        let ws = self.worker_shared();
+        bump(&ws.counters.wakeups_local, 1);
+        bump(&ws.counters.direct_switches, 1);
+        Ok(())
+    }
+
+    /// Ends a loan the ordinary way at `now`: the lender `task` is charged
+    /// for the whole lent time and parks (completing the park it began),
+    /// and the borrower `b` becomes `rq`'s current entity, placed as a
+    /// task woken now (its own PELT series saw it asleep: its run was the
+    /// lender's). Returns `b`, whose switch-out the caller then processes
+    /// like any task's.
+    fn settle_loan(&self, task: TaskRef, b: TaskRef, now: u64) -> TaskRef {
+        let ws = self.worker_shared();
+        let l = self.local();
+        l.lender = std::ptr::null();
+        {
+            // SAFETY: the lender's park is in progress on this CPU; we own it.
+            let sp = unsafe { task.sched() };
+            l.rq.update_curr(&mut sp.ent, now);
+            sp.avg.update(now, 1, 1, 1, sp.ent.se.load.weight);
+            task.sum_exec_ns
+                .store(sp.ent.se.sum_exec_runtime, Ordering::Relaxed);
+            task.vruntime_seen
+                .store(sp.ent.se.vruntime, Ordering::Relaxed);
+            bump(&ws.counters.switches, 1);
+            bump(&ws.counters.voluntary_switches, 1);
+            bump(&ws.counters.parks, 1);
+            l.rq.dequeue(&mut sp.ent);
+            task.apply_sched_change(sp);
+        }
+        match task.state.finish_park() {
+            FinishPark::Parked => {
+                let _ = TaskRef::into_raw(task);
+            }
+            FinishPark::Notified => l.enqueue_arrived_woken(task),
+        }
+        // SAFETY: won at the loan's start; we own it while it is switched out.
+        let bsp = unsafe { b.sched() };
+        bsp.avg.update(now, 0, 0, 0, bsp.ent.se.load.weight);
+        let made_current = l.rq.enqueue_curr_forced(&mut bsp.ent, now);
+        debug_assert!(made_current, "a borrower is a CFS task (try_lend)");
+        b
     }
 
     fn idle(&self, now: u64) {
@@ -1094,6 +1297,11 @@ impl WorkerLocal {
             return;
         };
         // (`win_wakeup` recorded the wakeup.)
+        self.take_won_handoff(target, now);
+    }
+
+    /// [`take_handoff`](Self::take_handoff) once its target is won.
+    fn take_won_handoff(&mut self, target: TaskRef, now: u64) {
         let runnable_here = target.allowed_on(self.index)
             && target.rt_id == self.shared.id
             && self.rq.nr_running() == self.rq.nr_queued()
@@ -1171,4 +1379,16 @@ fn start_coroutine(task: &TaskRef, sp: &mut super::task::SchedPart) -> Option<Co
         // SAFETY: this is the task itself, running, with no local borrowed.
         unsafe { task.drop_locals() };
     }))
+}
+
+/// Resumes `task`'s coroutine until it switches out.
+///
+/// # Safety
+/// The caller owns `task` (this worker runs it), its slot holds a live
+/// coroutine, and no other borrow of the slot exists: the task's own code
+/// never touches its coroutine slot.
+#[inline]
+unsafe fn resume(task: &Task) -> CoroutineResult<Request, ()> {
+    // SAFETY: the caller's contract.
+    unsafe { (*task.coro_slot()).as_mut().unwrap_unchecked().resume(()) }
 }
