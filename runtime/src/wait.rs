@@ -657,7 +657,9 @@ pub fn before_park(ready: impl Fn() -> bool) {
 /// the caller's CPU then neither sleeps nor needs a cross-CPU wakeup.
 pub fn spin_before_park(ready: impl Fn() -> bool) {
     if executor::on_worker()
-        && (executor::cpu_has_other_runnable() || !executor::current_task_cannot_move())
+        && (executor::cpu_has_other_runnable()
+            || !executor::current_task_cannot_move()
+            || executor::runs_on_loan())
     {
         return;
     }

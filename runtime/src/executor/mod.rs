@@ -990,6 +990,13 @@ pub(crate) fn cpu_has_other_runnable() -> bool {
     with_local(|l| !l.runs_only_current()).unwrap_or(false)
 }
 
+/// Whether the running task runs on a lent scheduling context: its lender
+/// waits on this very CPU for it, so spinning for a peer elsewhere would
+/// only hold the lender up. False off the workers.
+pub(crate) fn runs_on_loan() -> bool {
+    with_local(|l| l.lends()).unwrap_or(false)
+}
+
 /// Whether this thread is a worker (CPU) of some runtime.
 pub(crate) fn on_worker() -> bool {
     !current_worker_ptr().is_null()

@@ -1028,35 +1028,23 @@ impl WorkerCell {
             return None;
         }
         let l = self.local();
-        let ws = self.worker_shared();
-        if l.handoff.is_none()
-            || !l.cfs
-            || self.shared.trace.is_some()
-            || ws.need_resched.load(Ordering::Relaxed)
-            || l.rq.rt.nr_running() > 0
-            || !task.join_target.get().is_null()
-            || self.shared.shutdown.load(Ordering::Relaxed)
-        {
+        if !l.may_lend(task) {
             return None;
         }
-        // SAFETY: `task` just switched out on this CPU; we own it.
-        if unsafe { task.sched() }.ent.policy.is_rt() {
+        if l.handoff.is_none() || self.worker_shared().need_resched.load(Ordering::Relaxed) {
+            // No handoff, or the scheduler must choose: then the ordinary
+            // direct switch (which checks that the target is fair to run
+            // next) or a wakeup.
             return None;
         }
-        let b = l.handoff.take()?.win_wakeup()?;
+        let target = l.handoff.take()?;
+        let b = target.win_wakeup()?;
         // SAFETY: we won `b`'s PARKED -> RUNNABLE: this worker owns it.
-        let bsp = unsafe { b.sched() };
-        let lendable = b.rt_id == self.shared.id
-            && b.cpu.load(Ordering::Relaxed) == self.index
-            && b.allowed_on(self.index)
-            && !bsp.vruntime_relative
-            && !bsp.ent.policy.is_rt()
-            // SAFETY: owned (above); only the worker touches the slot.
-            && unsafe { (*b.coro_slot()).is_some() };
-        if !lendable {
+        if !l.lendable(&b, unsafe { b.sched() }) {
             l.handoff_won = Some(b);
             return None;
         }
+        let ws = self.worker_shared();
         bump(&ws.counters.wakeups_local, 1);
         bump(&ws.counters.direct_switches, 1);
         Some(b)
@@ -1334,6 +1322,42 @@ impl WorkerLocal {
         bump(&self.ws().counters.wakeups_local, 1);
         bump(&self.ws().counters.direct_switches, 1);
         self.direct_next = Some(target);
+    }
+
+    /// Whether a scheduling context is lent now (the running task borrows).
+    pub(crate) fn lends(&self) -> bool {
+        !self.lender.is_null()
+    }
+
+    /// Whether `lender`, the task running (or just parked) here, may lend
+    /// its scheduling context (see `WorkerCell::try_lend`): CFS (the class
+    /// whose current entity can be handed over), no tracing (every switch
+    /// would need its event and clock reading), no RT task queued, not
+    /// shutting down; the lender fair and not joining (its directed yield
+    /// needs the scheduler). (`try_lend` also requires no pending
+    /// preemption.)
+    pub(crate) fn may_lend(&self, lender: &Task) -> bool {
+        self.cfs
+            && self.shared.trace.is_none()
+            && self.rq.rt.nr_running() == 0
+            && lender.join_target.get().is_null()
+            && !self.shared.shutdown.load(Ordering::Relaxed)
+            // SAFETY: the lender is this CPU's current task (or parking
+            // here): its sched part is this worker's to read.
+            && !unsafe { lender.sched() }.ent.policy.is_rt()
+    }
+
+    /// Whether the owned, runnable `b` may borrow a scheduling context
+    /// here: same runtime, last ran on this CPU and allowed here (seL4
+    /// fastpath rule 10), bound to this queue, fair, already started.
+    fn lendable(&self, b: &Task, bsp: &super::task::SchedPart) -> bool {
+        b.rt_id == self.shared.id
+            && b.cpu.load(Ordering::Relaxed) == self.index
+            && b.allowed_on(self.index)
+            && !bsp.vruntime_relative
+            && !bsp.ent.policy.is_rt()
+            // SAFETY: the caller owns `b`; only its worker touches the slot.
+            && unsafe { (*b.coro_slot()).is_some() }
     }
 
     /// Re-queues a task whose park was cancelled by a wakeup during the

@@ -327,7 +327,9 @@ impl<T> Chan<T> {
             executor::yield_now();
             return;
         }
-        if !executor::current_task_cannot_move() && executor::on_worker() {
+        if (!executor::current_task_cannot_move() || executor::runs_on_loan())
+            && executor::on_worker()
+        {
             // A task free to move parks: the sender's sync wakeup can then
             // bring it to the sender's CPU, where the next round trips cost
             // a local switch instead of a cross-CPU hand-off.
