@@ -233,4 +233,54 @@ mod tests {
         }
         assert_eq!(tokens.load(Ordering::Acquire), 1);
     }
+
+    #[test]
+    fn cancel_park_consumes_a_notification() {
+        let s = TaskState::new();
+        assert_eq!(s.begin_park(), BeginPark::Switch);
+        s.cancel_park();
+        assert_eq!(s.load(), RUNNABLE);
+        assert_eq!(s.begin_park(), BeginPark::Switch);
+        assert_eq!(s.wake(), Wake::Noop);
+        s.cancel_park();
+        assert_eq!(s.load(), RUNNABLE);
+    }
+
+    /// A lent park (begin_park, then cancel_park by the owning worker)
+    /// races wakers: none of them may ever take the task over (get
+    /// `Enqueue`), since it never becomes PARKED. Runs until the wakers
+    /// have made many wakeups during the parks.
+    #[test]
+    fn stress_lent_park_is_never_taken_over() {
+        const WAKES: usize = 20_000;
+        let s = Arc::new(TaskState::new());
+        let done = Arc::new(AtomicUsize::new(0));
+        let wakes = Arc::new(AtomicUsize::new(0));
+        let wakers: Vec<_> = (0..2)
+            .map(|_| {
+                let (s, done, wakes) = (s.clone(), done.clone(), wakes.clone());
+                std::thread::spawn(move || {
+                    while done.load(Ordering::Acquire) == 0 {
+                        assert_eq!(s.wake(), Wake::Noop, "a waker took a lent task over");
+                        wakes.fetch_add(1, Ordering::Relaxed);
+                        std::hint::spin_loop();
+                    }
+                })
+            })
+            .collect();
+        while wakes.load(Ordering::Relaxed) < WAKES {
+            if s.begin_park() == BeginPark::Switch {
+                s.cancel_park();
+            }
+        }
+        done.store(1, Ordering::Release);
+        for w in wakers {
+            w.join().unwrap();
+        }
+        // A wakeup after the last cancel is kept for the next park.
+        if s.load() != RUNNABLE {
+            assert_eq!(s.load(), RUNNABLE | NOTIFIED);
+            assert_eq!(s.begin_park(), BeginPark::Notified);
+        }
+    }
 }
