@@ -414,3 +414,106 @@ fn each_wakeup_is_recorded_once_on_direct_switches() {
         "{wakeups} wakeups for {ROUNDS} rounds"
     );
 }
+
+/// An L4 call on one CPU lends the caller's scheduling context to the
+/// server, with tracing on as off. The trace still tells each side's story:
+/// every time the client or the server blocks, exactly one wakeup of it is
+/// recorded before it switches in again, and every switch names the task
+/// that ran before it.
+#[test]
+fn lent_direct_switches_are_traced_like_any_switch() {
+    use greenos::ipc::cap::{self, Rights};
+    use greenos::ipc::endpoint::{Endpoint, Msg, SwitchMode};
+    const CALLS: u64 = 300;
+    let rt = common::builder(1)
+        .trace(TraceConfig::new(1 << 16))
+        .build()
+        .unwrap();
+    let (client_pid, server_pid) = rt.block_on(|| {
+        let ep = Endpoint::with_mode(SwitchMode::Direct).unwrap();
+        let recv_cap = cap::copy(ep.cap(), Rights::RECV).unwrap();
+        let server = cap::spawn_with_caps(
+            greenos::task::Builder::new(),
+            &[(recv_cap, Rights::ALL)],
+            |caps| {
+                let ep = Endpoint::from_cap(caps[0]);
+                let (mut msg, mut reply) = ep.recv().unwrap();
+                while msg.tag.label != 0 {
+                    let r = reply.take().unwrap();
+                    (msg, reply) = ep.reply_recv(r, &Msg::new(1, &[msg.mr[0] + 1])).unwrap();
+                }
+                reply.unwrap().reply(&Msg::new(0, &[])).unwrap();
+            },
+        )
+        .unwrap();
+        let call_cap = cap::copy(ep.cap(), Rights::CALL).unwrap();
+        let client = cap::spawn_with_caps(
+            greenos::task::Builder::new(),
+            &[(call_cap, Rights::ALL)],
+            |caps| {
+                let ep = Endpoint::from_cap(caps[0]);
+                for i in 0..CALLS {
+                    assert_eq!(ep.call(&Msg::new(1, &[i])).unwrap().mr[0], i + 1);
+                }
+                ep.call(&Msg::new(0, &[])).unwrap();
+            },
+        )
+        .unwrap();
+        let pids = (client.task().pid().0, server.task().pid().0);
+        client.join().unwrap();
+        server.join().unwrap();
+        pids
+    });
+    assert!(rt.metrics().total(|c| c.direct_switches) >= CALLS);
+    let trace = rt.trace().unwrap();
+    for pid in [client_pid, server_pid] {
+        // After a block and before the next switch-in: one wakeup.
+        let mut blocked = false;
+        let mut wakeups = 0;
+        let mut blocks = 0;
+        for e in trace.events.iter().filter(|e| e.pid == pid) {
+            match e.kind {
+                EventKind::Block => {
+                    blocked = true;
+                    blocks += 1;
+                }
+                EventKind::Wakeup => {
+                    assert!(
+                        blocked,
+                        "pid {pid}: a wakeup without a block at {} ns",
+                        e.ts_ns
+                    );
+                    wakeups += 1;
+                    blocked = false;
+                }
+                EventKind::Switch => {
+                    assert!(
+                        !blocked,
+                        "pid {pid}: switched in at {} ns with no wakeup",
+                        e.ts_ns
+                    );
+                }
+                _ => {}
+            }
+        }
+        assert!(blocks as u64 >= CALLS, "pid {pid}: {blocks} blocks");
+        assert!(
+            wakeups + 1 >= blocks,
+            "pid {pid}: {wakeups} wakeups, {blocks} blocks"
+        );
+    }
+    // Every switch names the task that ran before it on this one CPU.
+    let mut last = None;
+    for e in trace.events.iter() {
+        if e.kind == EventKind::Switch {
+            if let Some(prev) = last {
+                if e.other != 0 {
+                    assert_eq!(e.other, prev, "switch to {} at {} ns", e.pid, e.ts_ns);
+                }
+            }
+            last = Some(e.pid);
+        } else if e.kind == EventKind::Idle {
+            last = None;
+        }
+    }
+}

@@ -865,7 +865,13 @@ impl WorkerCell {
             match borrower.take() {
                 None => match self.try_lend(&task, &result) {
                     Some(b) => {
-                        self.local().lender = Arc::as_ptr(&task);
+                        let l = self.local();
+                        l.lender = Arc::as_ptr(&task);
+                        if let Some(tr) = &self.shared.trace {
+                            // The lender blocked (arg 1); the borrower runs.
+                            let ts = clock::now_ns();
+                            l.trace_push(tr, ts, EventKind::Switch, b.pid.0, task.pid.0, 1);
+                        }
                         ws.curr_pid.store(b.pid.0, Ordering::Relaxed);
                         bump(&b.nr_switches, 1);
                         self.set_current(&*b);
@@ -877,7 +883,15 @@ impl WorkerCell {
                     None => break,
                 },
                 Some(b) => match self.end_loan(&task, b, &result) {
-                    Ok(()) => {
+                    Ok(bpid) => {
+                        if let Some(tr) = &self.shared.trace {
+                            // Woken by the borrower's handoff, which then
+                            // blocked.
+                            super::trace_wakeup(&task);
+                            let ts = clock::now_ns();
+                            self.local()
+                                .trace_push(tr, ts, EventKind::Switch, task.pid.0, bpid, 1);
+                        }
                         ws.curr_pid.store(task.pid.0, Ordering::Relaxed);
                         bump(&task.nr_switches, 1);
                         self.set_current(&*task);
@@ -1015,9 +1029,9 @@ impl WorkerCell {
     /// made as if the borrower had been switched to the ordinary way).
     ///
     /// Returns the borrower (won PARKED -> RUNNABLE) if all of these hold:
-    /// CFS (the class whose current entity can be handed over), no tracing
-    /// (every switch would need its event and clock reading), no preemption
-    /// pending (`need_resched`: then the scheduler must choose), no RT task
+    /// CFS (the class whose current entity can be handed over), no
+    /// preemption pending (`need_resched`: then the scheduler must
+    /// choose), no RT task
     /// queued, neither task RT, the lender not joining (its directed yield
     /// needs the scheduler), not shutting down, and the borrower parked on
     /// this CPU, bound to this queue and allowed here (seL4 fastpath rule
@@ -1052,15 +1066,15 @@ impl WorkerCell {
 
     /// The borrower `b` switched out with `result`: if it parked handing
     /// the CPU straight back to the lender `task` and no preemption is
-    /// pending, completes `b`'s park, cancels `task`'s and returns Ok: the
-    /// loan is over and `task` runs on. Otherwise gives `b` back (the loan
-    /// must be settled).
+    /// pending, completes `b`'s park, cancels `task`'s and returns Ok
+    /// with `b`'s pid: the loan is over and `task` runs on. Otherwise
+    /// gives `b` back (the loan must be settled).
     fn end_loan(
         &self,
         task: &TaskRef,
         b: TaskRef,
         result: &CoroutineResult<Request, ()>,
-    ) -> Result<(), TaskRef> {
+    ) -> Result<u64, TaskRef> {
         let l = self.local();
         let back = matches!(result, CoroutineResult::Yield(Request::Park))
             && l.handoff.as_ref().is_some_and(|t| t.is(task))
@@ -1078,6 +1092,7 @@ impl WorkerCell {
         // completes.
         let bsp = unsafe { b.sched() };
         b.apply_sched_change(bsp);
+        let bpid = b.pid.0;
         match b.state.finish_park() {
             // It keeps our reference, as any parked task (`run_task`).
             FinishPark::Parked => {
@@ -1091,7 +1106,7 @@ impl WorkerCell {
         let ws = self.worker_shared();
         bump(&ws.counters.wakeups_local, 1);
         bump(&ws.counters.direct_switches, 1);
-        Ok(())
+        Ok(bpid)
     }
 
     /// Ends a loan the ordinary way at `now`: the lender `task` is charged
@@ -1123,8 +1138,16 @@ impl WorkerCell {
             FinishPark::Parked => {
                 let _ = TaskRef::into_raw(task);
             }
-            FinishPark::Notified => l.enqueue_arrived_woken(task),
+            FinishPark::Notified => {
+                // Its wakeup came while its park was lent (a waker only
+                // set NOTIFIED): record it now that it takes effect.
+                if self.shared.trace.is_some() {
+                    super::trace_wakeup(&task);
+                }
+                self.local().enqueue_arrived_woken(task);
+            }
         }
+        let l = self.local();
         // SAFETY: won at the loan's start; we own it while it is switched out.
         let bsp = unsafe { b.sched() };
         bsp.avg.update(now, 0, 0, 0, bsp.ent.se.load.weight);
@@ -1331,14 +1354,12 @@ impl WorkerLocal {
 
     /// Whether `lender`, the task running (or just parked) here, may lend
     /// its scheduling context (see `WorkerCell::try_lend`): CFS (the class
-    /// whose current entity can be handed over), no tracing (every switch
-    /// would need its event and clock reading), no RT task queued, not
+    /// whose current entity can be handed over), no RT task queued, not
     /// shutting down; the lender fair and not joining (its directed yield
     /// needs the scheduler). (`try_lend` also requires no pending
     /// preemption.)
     pub(crate) fn may_lend(&self, lender: &Task) -> bool {
         self.cfs
-            && self.shared.trace.is_none()
             && self.rq.rt.nr_running() == 0
             && lender.join_target.get().is_null()
             && !self.shared.shutdown.load(Ordering::Relaxed)
