@@ -1,8 +1,11 @@
 //! L4-style ping-pong: a server loops on `reply_recv`, a client `call`s it
 //! with a counter in the first message register, on one CPU (direct
 //! process switch) and on two CPUs (cross-CPU wakeups), and in lazy mode
-//! for comparison. Prints the round-trip time of each and how many calls
-//! took the direct-switch path.
+//! for comparison. Prints the round-trip time of each, how many calls
+//! took the direct-switch path, and each side's CPU time by the runtime's
+//! accounting: with the direct switch on one CPU the server runs on its
+//! caller's lent scheduling context, so its work shows in the client's
+//! time (seL4 MCS donation, LRPC).
 //!
 //! ```text
 //! cargo run --release --example l4_pingpong [ROUNDS]
@@ -66,13 +69,17 @@ fn run(workers: usize, mode: SwitchMode, rounds: u64) {
             elapsed
         })
         .expect("spawn client");
+        let (client, server) = (c.task().clone(), s.task().clone());
         let elapsed = c.join().expect("client");
         let served = s.join().expect("server");
         assert_eq!(served, rounds);
         println!(
-            "{workers} CPU(s), {mode:?}: {rounds} calls, {:.0} ns per round trip, {} direct switches",
+            "{workers} CPU(s), {mode:?}: {rounds} calls, {:.0} ns per round trip, {} direct switches; \
+             CPU time client {:.1} ms, server {:.1} ms",
             elapsed.as_nanos() as f64 / rounds as f64,
             ep.direct_switches().expect("stats"),
+            client.cpu_time().as_secs_f64() * 1e3,
+            server.cpu_time().as_secs_f64() * 1e3,
         );
     });
 }

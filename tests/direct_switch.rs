@@ -362,3 +362,68 @@ fn park_until_timeouts_invalid_and_early_unpark() {
         });
     });
 }
+
+/// A call lends the caller's scheduling context and the reply hands it
+/// back (`wait::hand_back_and_park_until`): on one CPU a round trip is two
+/// direct switches, no wakeup is lost, and the server is never
+/// charged for its client's time — here the client computes ~50 µs
+/// between calls and the server nothing, so almost all the CPU time is
+/// the client's. (Were the reply to lend as well, the roles would swap at
+/// the first settled loan and the server would pay for the client.)
+#[test]
+fn a_reply_hands_the_cpu_back_without_lending_it() {
+    within("a_reply_hands_the_cpu_back", LIMIT, || {
+        let rt = common::rt(1);
+        const N: u64 = 2_000;
+        let (client_time, server_time) = rt.block_on(|| {
+            let ch = Arc::new(Channel::default());
+            let cs = ch.clone();
+            let (to_server, server_rx) = greenos::sync::mpsc::channel::<greenos::Task>();
+            let server = greenos::spawn(move || {
+                let client = server_rx.recv().unwrap();
+                let ready = || cs.has_request.load(Ordering::SeqCst);
+                let _ = greenos::wait::park_until(ON, ready, None);
+                for i in 0..N {
+                    cs.has_request.store(false, Ordering::SeqCst);
+                    let v = cs.slot.load(Ordering::SeqCst);
+                    cs.slot.store(v * 2 + 1, Ordering::SeqCst);
+                    cs.has_reply.store(true, Ordering::SeqCst);
+                    if i + 1 == N {
+                        client.unpark();
+                    } else {
+                        let _ = greenos::wait::hand_back_and_park_until(&client, ON, ready, None);
+                    }
+                }
+            });
+            let s = server.task().clone();
+            to_server.send(greenos::current()).unwrap();
+            let me = greenos::current();
+            for v in 0..N {
+                let t = std::time::Instant::now();
+                while t.elapsed() < Duration::from_micros(50) {
+                    std::hint::spin_loop();
+                }
+                ch.slot.store(v, Ordering::SeqCst);
+                ch.has_request.store(true, Ordering::SeqCst);
+                let done = || ch.has_reply.load(Ordering::SeqCst);
+                let r = greenos::wait::unpark_and_park_until(&s, ON, done, None);
+                assert!(matches!(r, WaitResult::Notified | WaitResult::Invalid));
+                ch.has_reply.store(false, Ordering::SeqCst);
+                assert_eq!(ch.slot.load(Ordering::SeqCst), v * 2 + 1);
+            }
+            server.join().unwrap();
+            (me.cpu_time(), s.cpu_time())
+        });
+        let direct = rt.metrics().total(|c| c.direct_switches);
+        // Nearly all of both directions (a switch that finds a preemption
+        // pending goes through the scheduler instead).
+        assert!(
+            direct >= 2 * N - 100,
+            "{direct} direct switches for {N} calls"
+        );
+        assert!(
+            server_time * 4 < client_time,
+            "server charged {server_time:?}, client {client_time:?}"
+        );
+    });
+}

@@ -826,7 +826,7 @@ impl Endpoint {
             // ReplyRecv's fastpath: hand the CPU back to the caller.
             (Some(c), true) => {
                 ep.count_direct_switch();
-                wait_done(me, ep, dl, Some(&c.task))?;
+                wait_done(me, ep, dl, Some(Handoff::Reply(&c.task)))?;
             }
             (Some(c), false) => {
                 c.task.unpark();
@@ -993,7 +993,12 @@ impl Endpoint {
             drop(q);
         }
         let _ = op;
-        let r = wait_done(me, ep, dl, handoff.as_ref().map(|p: &Arc<Port>| &p.task));
+        let r = wait_done(
+            me,
+            ep,
+            dl,
+            handoff.as_ref().map(|p: &Arc<Port>| Handoff::Call(&p.task)),
+        );
         // Delivered (taken by a receiver) even if the reply never came.
         if r.is_ok() || me.phase() == Phase::Abandoned {
             finish_moves(&moved);
@@ -1111,11 +1116,30 @@ fn finish_moves(moved: &[Option<Cap>; MAX_EXTRA_CAPS]) {
 /// meanwhile: then it succeeded). With `handoff`, the first wait also wakes
 /// that task and, where the runtime can, switches straight to it
 /// (`wait::unpark_and_park_until`: the direct process switch).
+/// Whom a blocking endpoint operation hands its CPU to as it blocks.
+#[derive(Clone, Copy)]
+enum Handoff<'a> {
+    /// The server a `call` found waiting: it runs on the caller's lent
+    /// scheduling context (`wait::unpark_and_park_until`).
+    Call(&'a Task),
+    /// The caller a `reply_recv` answered: the CPU goes back to it, ending
+    /// its loan (`wait::hand_back_and_park_until`).
+    Reply(&'a Task),
+}
+
+impl<'a> Handoff<'a> {
+    fn task(self) -> &'a Task {
+        match self {
+            Handoff::Call(t) | Handoff::Reply(t) => t,
+        }
+    }
+}
+
 fn wait_done(
     me: &Arc<Port>,
     ep: &EndpointObj,
     dl: Option<Instant>,
-    handoff: Option<&Task>,
+    handoff: Option<Handoff<'_>>,
 ) -> Result<(), Errno> {
     let guard = UnwindWithdraw { me, ep };
     let r = wait_done_inner(me, ep, dl, handoff);
@@ -1154,13 +1178,13 @@ fn wait_done_inner(
     me: &Arc<Port>,
     ep: &EndpointObj,
     dl: Option<Instant>,
-    handoff: Option<&Task>,
+    handoff: Option<Handoff<'_>>,
 ) -> Result<(), Errno> {
     let t = match left(dl) {
         Ok(t) => t,
         Err(e) => {
             if let Some(h) = handoff {
-                h.unpark();
+                h.task().unpark();
             }
             return withdraw(me, ep, e);
         }
@@ -1170,7 +1194,8 @@ fn wait_done_inner(
     let done = || me.phase() == Phase::Done;
     let on = (BlockOn::Endpoint, Arc::as_ptr(me) as u64);
     let r = match handoff {
-        Some(h) => wait::unpark_and_park_until(h, on, done, t),
+        Some(Handoff::Call(h)) => wait::unpark_and_park_until(h, on, done, t),
+        Some(Handoff::Reply(h)) => wait::hand_back_and_park_until(h, on, done, t),
         None => {
             // A pinned caller alone on its CPU: its partner is on another
             // CPU and usually answers within a short spin, which saves

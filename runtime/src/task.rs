@@ -346,7 +346,10 @@ impl Task {
     }
 
     /// CPU time the task has used so far, by the runtime's own accounting
-    /// (its `sum_exec_runtime`, updated each time it switches out).
+    /// (its `sum_exec_runtime`, updated each time it switches out). Time a
+    /// task runs on a scheduling context lent to it by a direct process
+    /// switch (an L4 call, `wait::unpark_and_park_until`) is its caller's
+    /// (seL4 MCS donation, LRPC).
     pub fn cpu_time(&self) -> Duration {
         Duration::from_nanos(self.inner.sum_exec_ns.load(Ordering::Relaxed))
     }

@@ -716,6 +716,12 @@ pub fn park_until<F: Fn() -> bool>(
 /// woken exactly as by [`Task::unpark`](crate::Task::unpark), also when
 /// the caller does not sleep after all.
 ///
+/// This is the *call* form: under CFS `to` runs on the caller's
+/// scheduling context (seL4 MCS donation, LRPC): the caller stays the
+/// scheduler's running entity and is charged for `to`'s time until `to`
+/// hands the CPU back ([`hand_back_and_park_until`]) or does anything else
+/// (then the books are settled as for an ordinary switch).
+///
 /// # Panics
 /// Outside a greenos task.
 pub fn unpark_and_park_until<F: Fn() -> bool>(
@@ -724,17 +730,35 @@ pub fn unpark_and_park_until<F: Fn() -> bool>(
     done: F,
     timeout: Option<Duration>,
 ) -> WaitResult {
-    park_until_inner(on, done, timeout, Some(to))
+    park_until_inner(on, done, timeout, Some((to, true)))
+}
+
+/// [`unpark_and_park_until`] for the *reply*: hands the CPU straight to
+/// `to` without lending it this task's scheduling context. If `to` lent
+/// its context to this task (it called it), the loan ends and `to` runs on
+/// at once; otherwise `to` becomes the running task with its own
+/// accounting (the direct switch). Use it where `to` is the caller being
+/// answered, so that a server never pays for its clients' time.
+///
+/// # Panics
+/// Outside a greenos task.
+pub fn hand_back_and_park_until<F: Fn() -> bool>(
+    to: &crate::Task,
+    on: (crate::trace::BlockOn, u64),
+    done: F,
+    timeout: Option<Duration>,
+) -> WaitResult {
+    park_until_inner(on, done, timeout, Some((to, false)))
 }
 
 fn park_until_inner<F: Fn() -> bool>(
     on: (crate::trace::BlockOn, u64),
     done: F,
     timeout: Option<Duration>,
-    handoff: Option<&crate::Task>,
+    handoff: Option<(&crate::Task, bool)>,
 ) -> WaitResult {
-    let wake_plain = |to: Option<&crate::Task>| {
-        if let Some(to) = to {
+    let wake_plain = |to: Option<(&crate::Task, bool)>| {
+        if let Some((to, _)) = to {
             to.unpark();
         }
     };
@@ -757,11 +781,11 @@ fn park_until_inner<F: Fn() -> bool>(
         return WaitResult::Invalid;
     }
     let mut direct = None;
-    if let Some(to) = handoff {
+    if let Some((to, lend)) = handoff {
         let r = to.task_ref();
         if executor::can_switch_to(r) {
             // Borrowed from our caller, whose frame outlives the switch.
-            direct = Some(SwitchTarget::named(r));
+            direct = Some(SwitchTarget::named(r, lend));
         } else {
             to.unpark();
         }

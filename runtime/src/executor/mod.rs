@@ -796,6 +796,10 @@ pub(crate) struct SwitchTarget {
     /// The waker's own reference, if it has one (dropped once the wakeup
     /// is decided).
     keep: Option<TaskRef>,
+    /// The parking task lends the target its scheduling context (a call);
+    /// false for a handback (a reply), which only ends a loan the target
+    /// made (see `WorkerCell::try_lend`).
+    pub(crate) lend: bool,
 }
 
 impl SwitchTarget {
@@ -804,15 +808,17 @@ impl SwitchTarget {
         SwitchTarget {
             task: Arc::as_ptr(&t),
             keep: Some(t),
+            lend: true,
         }
     }
 
     /// A target borrowed from the caller of `park_and_switch_to`, whose
     /// frame outlives the handoff (see the type doc).
-    pub(crate) fn named(t: &TaskRef) -> SwitchTarget {
+    pub(crate) fn named(t: &TaskRef, lend: bool) -> SwitchTarget {
         SwitchTarget {
             task: Arc::as_ptr(t),
             keep: None,
+            lend,
         }
     }
 
@@ -824,7 +830,7 @@ impl SwitchTarget {
     /// Tries PARKED -> RUNNABLE on the target: on success returns the
     /// reference the parked task kept, now the caller's to enqueue.
     fn win_wakeup(self) -> Option<TaskRef> {
-        let SwitchTarget { task, keep } = self;
+        let SwitchTarget { task, keep, .. } = self;
         // SAFETY: the target is alive: `keep` holds it, or the parking
         // task's frame borrows it (type doc).
         let t = unsafe { &*task };

@@ -1045,10 +1045,13 @@ impl WorkerCell {
         if !l.may_lend(task) {
             return None;
         }
-        if l.handoff.is_none() || self.worker_shared().need_resched.load(Ordering::Relaxed) {
-            // No handoff, or the scheduler must choose: then the ordinary
-            // direct switch (which checks that the target is fair to run
-            // next) or a wakeup.
+        if !l.handoff.as_ref().is_some_and(|t| t.lend)
+            || self.worker_shared().need_resched.load(Ordering::Relaxed)
+        {
+            // No handoff, a handback (a reply: the replier does not pay
+            // for its caller), or the scheduler must choose: then the
+            // ordinary direct switch (which checks that the target is fair
+            // to run next) or a wakeup.
             return None;
         }
         let target = l.handoff.take()?;
