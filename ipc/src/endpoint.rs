@@ -70,9 +70,10 @@
 //! the caller satisfies 6 and 10.
 //!
 //! The switch itself is the runtime's job: `wait::unpark_and_park_until`
-//! parks the caller on its own port, wakes the partner and, when the
-//! partner is parked on this CPU, switches straight to it without the run
-//! queue. The partner runs on the caller's scheduling context, as with
+//! (a call) or `wait::hand_back_and_park_until` (a reply) parks the
+//! caller on its own port, wakes the partner and, when the partner is
+//! parked on this CPU, switches straight to it without the run queue. On
+//! a call the server runs on the caller's scheduling context, as with
 //! seL4 MCS's donation on `Call` and LRPC's "the server runs on the
 //! client's time": CFS keeps the caller as its running entity and charges
 //! it for the server's work, and a reply that switches straight back costs
