@@ -1029,12 +1029,13 @@ impl WorkerCell {
     /// made as if the borrower had been switched to the ordinary way).
     ///
     /// Returns the borrower (won PARKED -> RUNNABLE) if all of these hold:
-    /// CFS (the class whose current entity can be handed over), no
-    /// preemption pending (`need_resched`: then the scheduler must
-    /// choose), no RT task
-    /// queued, neither task RT, the lender not joining (its directed yield
-    /// needs the scheduler), not shutting down, and the borrower parked on
-    /// this CPU, bound to this queue and allowed here (seL4 fastpath rule
+    /// the handoff is a call (`SwitchTarget::lend`; a reply only ends a
+    /// loan), no preemption is pending (`need_resched`: then the scheduler
+    /// must choose), the lender may lend
+    /// ([`may_lend`](WorkerLocal::may_lend): CFS, no RT task queued,
+    /// neither task RT, the lender not joining, not shutting down), and the
+    /// borrower may borrow ([`lendable`](WorkerLocal::lendable): parked on
+    /// this CPU, bound to this queue and allowed here, seL4 fastpath rule
     /// 10). A target won but not lendable goes to `handoff_won` for the
     /// ordinary direct switch.
     fn try_lend(&self, task: &TaskRef, result: &CoroutineResult<Request, ()>) -> Option<TaskRef> {
@@ -1361,7 +1362,7 @@ impl WorkerLocal {
     /// shutting down; the lender fair and not joining (its directed yield
     /// needs the scheduler). (`try_lend` also requires no pending
     /// preemption.)
-    pub(crate) fn may_lend(&self, lender: &Task) -> bool {
+    fn may_lend(&self, lender: &Task) -> bool {
         self.cfs
             && self.rq.rt.nr_running() == 0
             && lender.join_target.get().is_null()
