@@ -920,14 +920,9 @@ impl WorkerCell {
         // SAFETY: the task switched out; we own it again.
         let sp = unsafe { task.sched() };
         let start = ws.run_start.load(Ordering::Relaxed);
-        l.rq.update_curr(&mut sp.ent, now);
-        // PELT: it ran until now, and the queue ran it (still counted).
-        sp.avg.update(now, 1, 1, 1, sp.ent.se.load.weight);
+        l.charge_run(&task, sp, now);
+        // The queue ran it (still counted).
         l.update_rq_avg(now, true);
-        task.sum_exec_ns
-            .store(sp.ent.se.sum_exec_runtime, Ordering::Relaxed);
-        task.vruntime_seen
-            .store(sp.ent.se.vruntime, Ordering::Relaxed);
         l.last_pid = task.pid.0;
         bump(&ws.counters.switches, 1);
         bump(&ws.counters.busy_ns, now.saturating_sub(start));
@@ -1126,12 +1121,7 @@ impl WorkerCell {
         {
             // SAFETY: the lender's park is in progress on this CPU; we own it.
             let sp = unsafe { task.sched() };
-            l.rq.update_curr(&mut sp.ent, now);
-            sp.avg.update(now, 1, 1, 1, sp.ent.se.load.weight);
-            task.sum_exec_ns
-                .store(sp.ent.se.sum_exec_runtime, Ordering::Relaxed);
-            task.vruntime_seen
-                .store(sp.ent.se.vruntime, Ordering::Relaxed);
+            l.charge_run(&task, sp, now);
             bump(&ws.counters.switches, 1);
             bump(&ws.counters.voluntary_switches, 1);
             bump(&ws.counters.parks, 1);
@@ -1349,6 +1339,20 @@ impl WorkerLocal {
         bump(&self.ws().counters.wakeups_local, 1);
         bump(&self.ws().counters.direct_switches, 1);
         self.direct_next = Some(target);
+    }
+
+    /// Charges the current task, whose run ends at `now`, for that run:
+    /// vruntime and sum_exec (`update_curr`), its PELT series as running,
+    /// and the copies other threads read (`Task::cpu_time`, the vruntime
+    /// shown by `task_metrics`).
+    fn charge_run(&mut self, task: &Task, sp: &mut super::task::SchedPart, now: u64) {
+        self.rq.update_curr(&mut sp.ent, now);
+        // PELT: it ran until now.
+        sp.avg.update(now, 1, 1, 1, sp.ent.se.load.weight);
+        task.sum_exec_ns
+            .store(sp.ent.se.sum_exec_runtime, Ordering::Relaxed);
+        task.vruntime_seen
+            .store(sp.ent.se.vruntime, Ordering::Relaxed);
     }
 
     /// Whether a scheduling context is lent now (the running task borrows).
