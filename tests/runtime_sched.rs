@@ -228,3 +228,73 @@ fn fork_join_trees_run_depth_first() {
         "{policy:?}: {max} tree nodes were live at once (depth-first keeps ~5)"
     );
 }
+
+/// The CPU's own work — a timer firing, the scheduler tick — does not
+/// switch tasks by itself: as in the kernel, the interrupted task runs on
+/// unless a wakeup preempts it (`check_preempt_wakeup`) or the tick finds
+/// its slice used up (`check_preempt_tick`). Two nice-0 CPU hogs share one
+/// CPU with a nice-19 task that sleeps 100 µs at a time. The light
+/// sleeper's wakeups never preempt a hog (CFS scales the wakeup
+/// granularity by the wakee's weight: 1 ms × 1024 / 15 ≈ 68 ms of its
+/// virtual time, far more than the 3 ms sleeper credit), so each hog keeps
+/// the CPU for its whole slice (6 ms × 1024 / 2063 ≈ 3 ms): about one
+/// switch per 3 ms of its CPU time. When every timer and tick re-picked,
+/// the hogs switched every ~1.3 ms. Counts against the runtime's own CPU
+/// time, so a slow or loaded machine only lengthens the slices.
+#[test]
+fn timers_and_ticks_do_not_switch_tasks_by_themselves() {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _dog = Watchdog::new(
+        "timers_and_ticks_do_not_switch_tasks_by_themselves",
+        Duration::from_secs(120),
+    );
+    let rt = common::builder(1).build().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let sink = Arc::new(AtomicU64::new(0));
+    let mut hs = Vec::new();
+    for i in 0..2 {
+        let (stop, sink) = (stop.clone(), sink.clone());
+        let b = Builder::new().name(format!("hog{i}"));
+        hs.push(rt.spawn_with(b, move || busy(stop, sink)).unwrap());
+    }
+    let s = stop.clone();
+    let sleeper = Builder::new().name("sleeper").nice(19);
+    hs.push(
+        rt.spawn_with(sleeper, move || {
+            let mut naps = 0;
+            while !s.load(Ordering::Relaxed) {
+                greenos::sleep(Duration::from_micros(100));
+                naps += 1;
+            }
+            naps
+        })
+        .unwrap(),
+    );
+    std::thread::sleep(Duration::from_millis(400));
+    let m = rt.task_metrics();
+    stop.store(true, Ordering::Relaxed);
+    let naps = hs.pop().unwrap().join().unwrap();
+    for h in hs {
+        h.join().unwrap();
+    }
+    // The timers did fire all along (the sleeper ran between slices).
+    assert!(naps >= 20, "the sleeper woke only {naps} times");
+    for name in ["hog0", "hog1"] {
+        let t = m
+            .iter()
+            .find(|t| t.name.as_deref() == Some(name))
+            .expect("the hog's metrics");
+        let cpu_ms = t.sum_exec_runtime as f64 / 1e6;
+        let per_ms = t.switches as f64 / cpu_ms;
+        eprintln!(
+            "{name}: {} switches in {cpu_ms:.1} ms of CPU ({per_ms:.2}/ms); sleeper {naps} naps",
+            t.switches
+        );
+        assert!(cpu_ms > 50.0, "{name} hardly ran: {cpu_ms:.1} ms");
+        assert!(
+            per_ms < 0.5,
+            "{name} switched {per_ms:.2} times per ms of CPU: something other than its \
+             slice (~3 ms) switched it"
+        );
+    }
+}

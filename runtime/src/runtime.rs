@@ -192,6 +192,8 @@ impl Builder {
                     idle: std::sync::atomic::AtomicU8::new(BUSY),
                     thread: std::sync::OnceLock::new(),
                     need_resched: AtomicBool::new(false),
+                    need_service: AtomicBool::new(false),
+                    serviced_at: AtomicU64::new(0),
                     curr_pid: AtomicU64::new(0),
                     run_start: AtomicU64::new(0),
                     curr_weight: AtomicU64::new(0),

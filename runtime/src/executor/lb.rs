@@ -555,7 +555,7 @@ impl WorkerLocal {
                 if newly_idle {
                     // Serve it at the busiest CPU's next yield point, not
                     // at the end of its slice.
-                    src.need_resched.store(true, Ordering::Relaxed);
+                    src.need_service.store(true, Ordering::Relaxed);
                 }
                 posted = true;
                 break;

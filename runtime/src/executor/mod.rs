@@ -109,9 +109,22 @@ pub(crate) struct WorkerShared {
     pub(crate) idle: AtomicU8,
     /// The worker's OS thread, to unpark it.
     pub(crate) thread: OnceLock<Thread>,
-    /// Set (by the monitor or a wakeup) when the running task should yield
-    /// at its next yield point.
+    /// `TIF_NEED_RESCHED`: set (by the monitor when the slice is used up,
+    /// or by a wakeup that preempts) when the running task should give up
+    /// the CPU at its next yield point; the scheduler then picks again.
     pub(crate) need_resched: AtomicBool,
+    /// Set (by the monitor or a balancing CPU) when this CPU has work of
+    /// its own to do between tasks — a timer due, the scheduler tick, an
+    /// inbox to drain, a pull request to serve: the running task stops at
+    /// its next yield point, as for an interrupt, and runs on after the
+    /// service pass unless that pass preempts it (a wakeup it fired, or
+    /// the tick's `check_preempt_tick`). The kernel's tick and interrupts
+    /// never switch tasks by themselves either.
+    pub(crate) need_service: AtomicBool,
+    /// Clock time of this CPU's last scheduling pass (a switch-in, or a
+    /// service pass that let the running task run on): the monitor's tick
+    /// counts from here, while a slice counts from `run_start`.
+    pub(crate) serviced_at: AtomicU64,
     /// Pid of the running task, 0 when none.
     pub(crate) curr_pid: AtomicU64,
     /// Clock time the running task was switched in.
@@ -154,6 +167,16 @@ pub(crate) struct WorkerShared {
 }
 
 impl WorkerShared {
+    /// Whether the scheduler must run before another task does: a resched
+    /// or the CPU's own work is pending (`need_resched`, `need_service`).
+    /// A direct switch that bypasses the run loop (a lent scheduling
+    /// context) must not go ahead then, or timers and the inbox would wait
+    /// for as long as the tasks keep handing the CPU to each other.
+    #[inline]
+    pub(crate) fn needs_scheduler(&self) -> bool {
+        self.need_resched.load(Ordering::Relaxed) || self.need_service.load(Ordering::Relaxed)
+    }
+
     /// Unparks the worker if it sleeps. Call after publishing work for it.
     #[inline]
     pub(crate) fn notify(&self) {
@@ -646,7 +669,7 @@ pub(crate) fn maybe_yield() -> bool {
     }
     // SAFETY: see current_shared.
     let ws = unsafe { (*w).worker_shared() };
-    if !ws.need_resched.load(Ordering::Relaxed) {
+    if !ws.needs_scheduler() {
         return false;
     }
     let t = current_task_ptr();

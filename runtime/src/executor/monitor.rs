@@ -163,15 +163,20 @@ pub(crate) fn run_monitor(shared: Arc<Shared>) {
                 // check would fire (`SchedClass::preempt_budget`).
                 ran > budget
             };
-            // A timer of this CPU is due: it fires at the next switch.
-            let timer_due = now >= w.next_timer.load(Ordering::Relaxed);
-            // The scheduler tick's own work (PELT of the queue, periodic
-            // balance, serving a pull request) runs between tasks: a task
-            // that holds its CPU gives it back once per tick period.
-            let tick_due = ran > SCHED_TICK_NS
-                || (ran > min_gran && w.pull_request.load(Ordering::Relaxed) != 0);
-            if over || timer_due || tick_due || (ran > min_gran && !w.inbox.is_empty()) {
+            if over {
                 w.need_resched.store(true, Ordering::Relaxed);
+            }
+            // The CPU's own work between tasks (`need_service`): a timer
+            // due fires at the next yield point; the scheduler tick (PELT
+            // of the queue, periodic balance, `check_preempt_tick`) and a
+            // pull request or an inbox to drain are served once per period.
+            // The task runs on afterwards unless that work preempts it.
+            let since = now.saturating_sub(w.serviced_at.load(Ordering::Relaxed));
+            let timer_due = now >= w.next_timer.load(Ordering::Relaxed);
+            let tick_due = since > SCHED_TICK_NS
+                || (since > min_gran && w.pull_request.load(Ordering::Relaxed) != 0);
+            if timer_due || tick_due || (since > min_gran && !w.inbox.is_empty()) {
+                w.need_service.store(true, Ordering::Relaxed);
             }
             let seq = w.switch_seq.load(Ordering::Relaxed);
             if ran > report && reported[cpu] != seq {

@@ -85,6 +85,16 @@ pub(crate) struct WorkerLocal {
     /// wakeup's `update_curr` and preemption check) uses it instead of the
     /// running task.
     lender: *const Task,
+    /// The task that stopped only for this CPU's own work (`need_service`:
+    /// timers, the tick, the inbox, a pull request), not for a resched:
+    /// its entity stays `rq`'s current one through the service pass, as a
+    /// task interrupted in the kernel stays `curr`, and it runs on
+    /// afterwards unless the pass preempts it (see `run_loop`). Wakeups
+    /// in the pass are checked against it (`enqueue_wakeup`). The flag is
+    /// true for a task whose run goes on, false for a direct switch's
+    /// target (`direct_next`) held before it first runs, because the CPU
+    /// had work of its own pending when it was handed over.
+    held: Option<(TaskRef, bool)>,
     /// The task that ran last here and why it left (0 yield/preempt,
     /// 1 block, 2 exit): the `other`/`arg` of the next switch event.
     last_pid: u64,
@@ -252,13 +262,17 @@ impl WorkerLocal {
         let sp = unsafe { task.sched() };
         task.apply_sched_change(sp);
         let mut cur = super::current_task_ptr();
-        if !cur.is_null() && !self.lender.is_null() {
-            // A borrower runs: the lender's entity is the current one.
-            cur = self.lender;
-        }
         let now = if cur.is_null() {
+            if let Some((h, _)) = &self.held {
+                // A service pass: the held task is the current one.
+                cur = Arc::as_ptr(h);
+            }
             self.now
         } else {
+            if !self.lender.is_null() {
+                // A borrower runs: the lender's entity is the current one.
+                cur = self.lender;
+            }
             clock::now_ns()
         };
         if sp.vruntime_relative {
@@ -702,6 +716,7 @@ pub(crate) fn run_worker(shared: Arc<Shared>, index: usize, staging: Deque<TaskR
             direct_next: None,
             handoff_won: None,
             lender: std::ptr::null(),
+            held: None,
             last_pid: 0,
             last_reason: 0,
             lb: super::lb::LbLocal::new(levels, clock::now_ns()),
@@ -725,16 +740,25 @@ impl WorkerCell {
         let mut now = clock::now_ns();
         loop {
             if self.shared.shutdown.load(Ordering::Acquire) {
+                if let Some((h, ran)) = self.local().held.take() {
+                    self.local().preempt_held(h, ran, now);
+                }
                 break;
             }
             let picked = {
                 let l = self.local();
                 if let Some(t) = l.direct_next.take() {
-                    // A direct process switch: the woken task is already
-                    // current; run it before anything else (its waker's
-                    // remaining slice), as seL4's fastpath does.
-                    (skip, now) = self.run_task(t, now);
-                    continue;
+                    if !ws.needs_scheduler() {
+                        // A direct process switch: the woken task is
+                        // already current; run it before anything else
+                        // (its waker's remaining slice), as seL4's
+                        // fastpath does.
+                        (skip, now) = self.run_task(t, now, false);
+                        continue;
+                    }
+                    // The CPU has work of its own pending: the woken task
+                    // stays current through this pass, then runs.
+                    l.held = Some((t, false));
                 }
                 l.now = now;
                 l.fire_timers(now);
@@ -749,6 +773,21 @@ impl WorkerCell {
                 }
                 if l.balance_push(now) {
                     skip = None;
+                }
+                if let Some((h, ran)) = l.held.take() {
+                    // The end of an interrupt: the task it stopped runs on
+                    // unless the pass raised need_resched (a wakeup that
+                    // preempts it) or the tick's check says its turn is
+                    // over (`scheduler_tick` -> `check_preempt_tick`).
+                    // SAFETY: the held task is this CPU's current one; we
+                    // own it.
+                    let sp = unsafe { h.sched() };
+                    if !ws.need_resched.load(Ordering::Relaxed) && !l.rq.check_preempt_tick(&sp.ent)
+                    {
+                        (skip, now) = self.run_task(h, now, ran);
+                        continue;
+                    }
+                    l.preempt_held(h, ran, now);
                 }
                 let skip_se = skip.map(|t| {
                     // SAFETY: a task that yielded was put back into our tree
@@ -765,7 +804,7 @@ impl WorkerCell {
                     // Its mask changed while it waited here: move it.
                     self.local().migrate_picked(task);
                 }
-                Some(task) => (skip, now) = self.run_task(task, now),
+                Some(task) => (skip, now) = self.run_task(task, now, false),
                 None => {
                     self.idle(now);
                     let t = clock::now_ns();
@@ -782,9 +821,29 @@ impl WorkerCell {
 
     /// Runs one task until it switches out. Returns the task to skip at the
     /// next pick if it yielded, and the clock time it switched out.
-    fn run_task(&self, task: TaskRef, now: u64) -> (Option<*const Task>, u64) {
+    /// `resumed`: the task is the one a service pass held (`held`): it is
+    /// still `rq`'s current entity and its run goes on (no switch: its
+    /// slice, switch count and trace carry on).
+    fn run_task(&self, task: TaskRef, now: u64, resumed: bool) -> (Option<*const Task>, u64) {
         let ws = self.worker_shared();
-        {
+        // This run's start (also `run_start`'s unless resumed).
+        let start = now;
+        if resumed {
+            let l = self.local();
+            // SAFETY: held by this CPU: we own it.
+            let sp = unsafe { task.sched() };
+            // The pass may have queued tasks: the slice the monitor derives
+            // (and other classes' budgets) see the queue as it is now.
+            l.publish();
+            ws.curr_pid.store(task.pid.0, Ordering::Relaxed);
+            ws.serviced_at.store(now, Ordering::Relaxed);
+            ws.rq_load.store(l.rq.load_weight(), Ordering::Relaxed);
+            if !l.cfs || sp.ent.policy.is_rt() {
+                l.publish_budget(&sp.ent, now);
+            }
+            ws.need_resched.store(false, Ordering::Relaxed);
+            ws.need_service.store(false, Ordering::Relaxed);
+        } else {
             let l = self.local();
             // SAFETY: picked from our tree: we own it.
             let sp = unsafe { task.sched() };
@@ -794,6 +853,7 @@ impl WorkerCell {
             l.publish();
             ws.curr_pid.store(task.pid.0, Ordering::Relaxed);
             ws.run_start.store(now, Ordering::Relaxed);
+            ws.serviced_at.store(now, Ordering::Relaxed);
             // The monitor derives the slice (period x weight / load) from
             // these, keeping a division off the switch path.
             ws.curr_weight
@@ -806,6 +866,7 @@ impl WorkerCell {
             }
             bump(&ws.switch_seq, 1);
             ws.need_resched.store(false, Ordering::Relaxed);
+            ws.need_service.store(false, Ordering::Relaxed);
             task.cpu.store(self.index, Ordering::Relaxed);
             bump(&task.nr_switches, 1);
             let queued = task.queued_at.load(Ordering::Relaxed);
@@ -919,13 +980,15 @@ impl WorkerCell {
         let l = self.local();
         // SAFETY: the task switched out; we own it again.
         let sp = unsafe { task.sched() };
-        let start = ws.run_start.load(Ordering::Relaxed);
         l.charge_run(&task, sp, now);
         // The queue ran it (still counted).
         l.update_rq_avg(now, true);
-        l.last_pid = task.pid.0;
-        bump(&ws.counters.switches, 1);
         bump(&ws.counters.busy_ns, now.saturating_sub(start));
+        let hold = matches!(result, CoroutineResult::Yield(Request::Preempt)) && l.may_hold(&task);
+        if !hold {
+            l.last_pid = task.pid.0;
+            bump(&ws.counters.switches, 1);
+        }
         match result {
             CoroutineResult::Yield(Request::Yield) => {
                 bump(&ws.counters.voluntary_switches, 1);
@@ -941,13 +1004,12 @@ impl WorkerCell {
                 (Some(p), now)
             }
             CoroutineResult::Yield(Request::Preempt) => {
-                bump(&ws.counters.forced_switches, 1);
-                l.last_reason = 0;
-                task.queued_at.store(now, Ordering::Relaxed);
-                if task.sched_dirty.load(Ordering::Relaxed) {
-                    l.requeue_changed(task, now);
+                if hold {
+                    // Stopped for the CPU's own work only: it stays
+                    // current through the service pass (`held`).
+                    l.held = Some((task, true));
                 } else {
-                    l.rq_put_prev(&mut sp.ent, task);
+                    l.put_preempted(task, now);
                 }
                 (None, now)
             }
@@ -1025,8 +1087,8 @@ impl WorkerCell {
     ///
     /// Returns the borrower (won PARKED -> RUNNABLE) if all of these hold:
     /// the handoff is a call (`SwitchTarget::lend`; a reply only ends a
-    /// loan), no preemption is pending (`need_resched`: then the scheduler
-    /// must choose), the lender may lend
+    /// loan), no preemption and no work of the CPU's own is pending
+    /// (`needs_scheduler`: then the scheduler must run), the lender may lend
     /// ([`may_lend`](WorkerLocal::may_lend): CFS, no RT task queued,
     /// neither task RT, the lender not joining, not shutting down), and the
     /// borrower may borrow ([`lendable`](WorkerLocal::lendable): parked on
@@ -1041,9 +1103,7 @@ impl WorkerCell {
         if !l.may_lend(task) {
             return None;
         }
-        if !l.handoff.as_ref().is_some_and(|t| t.lend)
-            || self.worker_shared().need_resched.load(Ordering::Relaxed)
-        {
+        if !l.handoff.as_ref().is_some_and(|t| t.lend) || self.worker_shared().needs_scheduler() {
             // No handoff, a handback (a reply: the replier does not pay
             // for its caller), or the scheduler must choose: then the
             // ordinary direct switch (which checks that the target is fair
@@ -1078,7 +1138,7 @@ impl WorkerCell {
         let back = matches!(result, CoroutineResult::Yield(Request::Park))
             && l.handoff.as_ref().is_some_and(|t| t.is(task))
             && b.join_target.get().is_null()
-            && !self.worker_shared().need_resched.load(Ordering::Relaxed);
+            && !self.worker_shared().needs_scheduler();
         if !back {
             return Err(b);
         }
@@ -1387,6 +1447,53 @@ impl WorkerLocal {
             && !bsp.ent.policy.is_rt()
             // SAFETY: the caller owns `b`; only its worker touches the slot.
             && unsafe { (*b.coro_slot()).is_some() }
+    }
+
+    /// Whether `task`, which stopped at a yield point (`Request::Preempt`),
+    /// stopped only for this CPU's own work (`need_service`) and may stay
+    /// the current task through the service pass (`held`): no resched is
+    /// pending, its policy or nice value did not change, it may still run
+    /// here (an affinity change stops it the same way), and the runtime is
+    /// not shutting down.
+    fn may_hold(&self, task: &Task) -> bool {
+        !self.ws().need_resched.load(Ordering::Relaxed)
+            && !task.sched_dirty.load(Ordering::Relaxed)
+            && task.allowed_on(self.index)
+            && !self.shared.shutdown.load(Ordering::Relaxed)
+    }
+
+    /// Puts back a task preempted at `now` (it stays runnable, no skip
+    /// buddy), re-queueing it if its policy or nice value changed.
+    fn put_preempted(&mut self, task: TaskRef, now: u64) {
+        bump(&self.ws().counters.forced_switches, 1);
+        self.last_reason = 0;
+        task.queued_at.store(now, Ordering::Relaxed);
+        if task.sched_dirty.load(Ordering::Relaxed) {
+            self.requeue_changed(task, now);
+        } else {
+            // SAFETY: it switched out on this CPU (or was held here): we
+            // own it.
+            let sp = unsafe { task.sched() };
+            self.rq_put_prev(&mut sp.ent, task);
+        }
+    }
+
+    /// Ends the hold of a task that a service pass preempted after all:
+    /// the switch it stopped for happens now (`ran`), or a direct switch's
+    /// target that has not run yet goes into the tree like any runnable
+    /// task.
+    fn preempt_held(&mut self, task: TaskRef, ran: bool, now: u64) {
+        if ran {
+            self.last_pid = task.pid.0;
+            bump(&self.ws().counters.switches, 1);
+            self.put_preempted(task, now);
+        } else {
+            task.queued_at.store(now, Ordering::Relaxed);
+            // SAFETY: won by this CPU's handoff and made current here: we
+            // own it.
+            let sp = unsafe { task.sched() };
+            self.rq_put_prev(&mut sp.ent, task);
+        }
     }
 
     /// Re-queues a task whose park was cancelled by a wakeup during the
