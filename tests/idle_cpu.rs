@@ -80,3 +80,53 @@ fn ended_timed_waits_do_not_wake_idle_cpus() {
         "idle CPUs woke {woken} times for timers of waits that had ended ({ROUNDS} timed waits)"
     );
 }
+
+/// The runtime's threads ask the kernel for timely timer wakeups: the
+/// monitor (the emulated timer interrupt) and the workers (an idle CPU
+/// sleeping until its next timer) set their timer slack to 1 ns, where a
+/// thread's default of 50 µs let every `greenos::sleep` end ~50 µs late.
+/// Read from `/proc/<tid>/timerslack_ns` (Linux 4.6+; skipped where the
+/// file does not exist).
+#[test]
+fn runtime_threads_sleep_without_timer_slack() {
+    let rt = greenos::Runtime::builder()
+        .workers(2)
+        .thread_name("slack-probe")
+        .build()
+        .unwrap();
+    // Both workers have run something.
+    rt.block_on(|| {
+        let hs: Vec<_> = (0..100u64).map(|i| greenos::spawn(move || i)).collect();
+        hs.into_iter().map(|h| h.join().unwrap()).sum::<u64>()
+    });
+    let mut seen = Vec::new();
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        eprintln!("no /proc/self/task: skipped");
+        return;
+    };
+    for t in tasks.flatten() {
+        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        if !comm.starts_with("slack-probe") {
+            continue;
+        }
+        // `/proc/<tid>` is a thread's own view (the task/ directory has no
+        // timerslack_ns).
+        let tid = t.file_name();
+        let Ok(slack) = std::fs::read_to_string(
+            std::path::Path::new("/proc")
+                .join(tid)
+                .join("timerslack_ns"),
+        ) else {
+            eprintln!("no timerslack_ns: skipped");
+            return;
+        };
+        seen.push((comm.trim().to_owned(), slack.trim().to_owned()));
+    }
+    eprintln!("{seen:?}");
+    // Two workers and the monitor.
+    assert_eq!(seen.len(), 3, "runtime threads found: {seen:?}");
+    for (comm, slack) in &seen {
+        assert_eq!(slack, "1", "{comm} sleeps with a timer slack of {slack} ns");
+    }
+    drop(rt);
+}

@@ -5,7 +5,7 @@
 //! Layers, bottom up (the shared `DESIGN.md` is the map):
 //! - [`sched`]: the pure scheduler core (no threads, no clock reads);
 //! - `executor`: worker threads, coroutine switching, pooled stacks, timers,
-//!   the monitor that raises `need_resched`;
+//!   the monitor that raises `need_resched` and `need_service`;
 //! - [`wait`]: the wait queue every blocking call goes through;
 //! - [`sync`]: `Mutex`, `Condvar`, `Semaphore`, `mpsc` built on it;
 //! - [`sim`]: the deterministic simulator that drives the same [`sched`]

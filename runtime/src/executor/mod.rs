@@ -4,7 +4,8 @@
 //! - `task`: the task control block; `state`: its run-ownership word;
 //! - `stack`: pooled guard-paged stacks and the overflow report;
 //! - `worker`: the per-CPU run loop, idle spinning and parking, stealing;
-//! - `timer`: per-CPU timer heaps; `monitor`: the `need_resched` raiser;
+//! - `timer`: per-CPU timer heaps; `monitor`: the scheduler tick, which
+//!   raises `need_resched` and `need_service`;
 //! - this file: the state shared by all CPUs and the calls the public API
 //!   makes (spawn, wake, park, yield).
 //!
@@ -13,7 +14,8 @@
 //! new tasks and its timer heap; nobody else touches them. Other threads
 //! reach a worker only through its `WorkerShared`: the inbox (an MPMC
 //! injector that any thread may push to), the stealer side of the staging
-//! deque, and a few atomics (idle state, `need_resched`, what it runs).
+//! deque, and a few atomics (idle state, `need_resched`, `need_service`,
+//! what it runs).
 //! Task code runs on its worker's OS thread while the worker is suspended in
 //! `resume`, so a task may use its own worker's owned state through
 //! [`with_local`], which hands out short-lived borrows and is never called
@@ -660,7 +662,9 @@ pub(crate) fn notify_parent_of_exit(task: &Task) {
     }
 }
 
-/// Yields if `need_resched` is set on this CPU. Returns whether it yielded.
+/// Stops at this yield point if `need_resched` or `need_service` is set on
+/// this CPU. Returns whether it stopped (after a service pass the task may
+/// have run on without another task running in between).
 #[inline]
 pub(crate) fn maybe_yield() -> bool {
     let w = current_worker_ptr();

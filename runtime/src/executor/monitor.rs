@@ -2,27 +2,32 @@
 //!
 //! Green tasks cannot be interrupted (cooperative preemption; see DESIGN.md),
 //! so the tick is emulated: every `monitor_tick_ns` the monitor looks at each
-//! CPU and raises its `need_resched` flag when
-//! - the running task has run longer than its ideal slice while others wait
-//!   (CFS `check_preempt_tick`, reference/scheduling.md §1.8), or, under the
-//!   other classes and for RT tasks, past the run budget its CPU published
-//!   at the switch (`SchedClass::preempt_budget`: EEVDF request consumed,
-//!   O(1) timeslice or granularity, O(N) counter, RR slice, RT throttling),
-//!   or
-//! - a wakeup is waiting in the CPU's inbox and the running task has had at
-//!   least `sched_min_granularity`, or
-//! - one of the CPU's timers is due (timers fire in the run loop, so this is
-//!   the timer interrupt's preemption point; the woken task then competes
-//!   by its class's rules; the monitor sleeps until the earliest such timer
-//!   if that comes before its tick, and a busy CPU that arms an earlier one
-//!   wakes it, so a timer fires within a thread wakeup of its deadline), or
-//! - another CPU is idle while this one has a task waiting and the running
-//!   task has had `sched_min_granularity`: the switch lets this CPU push
-//!   work to the idle one (the idle CPU's pull, done for it; a pair of tasks
-//!   that hand the CPU to each other faster than that never trigger it, so
-//!   sync wakeups keep communicating tasks together).
+//! CPU that runs a task. It raises the CPU's `need_resched` flag (the task
+//! gives up the CPU and the scheduler picks again) when the running task
+//! has run longer than its ideal slice while others wait (CFS
+//! `check_preempt_tick`, reference/scheduling.md §1.8), or, under the other
+//! classes and for RT tasks, past the run budget its CPU published at the
+//! switch (`SchedClass::preempt_budget`: EEVDF request consumed, O(1)
+//! timeslice or granularity, O(N) counter, RR slice, RT throttling).
 //!
-//! `maybe_yield()` and every greenos call honour the flag.
+//! It raises `need_service` instead — the interrupt: the task stops at its
+//! next yield point, the CPU does its own work, and the task runs on unless
+//! that work preempts it — when
+//! - one of the CPU's timers is due (timers fire in the service pass; a
+//!   woken task then preempts only by its class's wakeup rule, as from the
+//!   kernel's hrtimer interrupt; the monitor sleeps until the earliest such
+//!   timer if that comes before its tick, and a busy CPU that arms an
+//!   earlier one wakes it, so a timer fires within a thread wakeup of its
+//!   deadline), or
+//! - `SCHED_TICK_NS` passed since the CPU's last pass (the tick's own work:
+//!   PELT of the queue, periodic balance, and `check_preempt_tick`, which
+//!   may preempt), or
+//! - a wakeup is waiting in the CPU's inbox, or another CPU posted a pull
+//!   request, and `sched_min_granularity` passed since the last pass (a
+//!   pair of tasks that hand the CPU to each other faster than that never
+//!   trigger it, so sync wakeups keep communicating tasks together).
+//!
+//! `maybe_yield()` and every greenos call honour both flags.
 //!
 //! It also reports, through `tracing`, a task that has run for
 //! `overrun_report_ns` (100 ms) without reaching a yield point: such a task
@@ -121,6 +126,7 @@ const MIN_SLEEP: Duration = Duration::from_micros(20);
 /// Body of the monitor thread.
 pub(crate) fn run_monitor(shared: Arc<Shared>) {
     let _ = shared.monitor.thread.set(std::thread::current());
+    precise_timer_sleeps();
     let tick = Duration::from_nanos(shared.config.monitor_tick_ns);
     let min_gran = shared.tunables.sched_min_granularity_ns;
     let report = shared.config.overrun_report_ns;
@@ -228,4 +234,17 @@ pub(crate) fn run_monitor(shared: Arc<Shared>) {
             std::thread::park_timeout(nap);
         }
     }
+}
+
+/// Asks the kernel to wake this thread's timed sleeps on time: a thread's
+/// default timer slack (`prctl(PR_SET_TIMERSLACK)`, 50 µs) lets the kernel
+/// defer its timer expiry to batch wakeups, and every sleep of the monitor
+/// (the emulated timer interrupt) and of an idle CPU waiting for its next
+/// timer would inherit that lateness. 1 ns is the smallest slack `prctl`
+/// accepts (0 means "reset to the default"). Best effort: an error leaves
+/// the default.
+pub(crate) fn precise_timer_sleeps() {
+    // SAFETY: PR_SET_TIMERSLACK takes an unsigned long by value and only
+    // changes the calling thread's timer slack.
+    let _ = unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong) };
 }

@@ -696,6 +696,8 @@ pub(crate) fn send_to_claimed(shared: &Shared, cpu: usize, task: TaskRef) {
 
 /// Body of a worker thread.
 pub(crate) fn run_worker(shared: Arc<Shared>, index: usize, staging: Deque<TaskRef>) {
+    // An idle CPU sleeps until its next timer: on time, not 50 µs late.
+    super::monitor::precise_timer_sleeps();
     let levels = shared.domains[index].domains.len();
     let cell = WorkerCell {
         shared: shared.clone(),

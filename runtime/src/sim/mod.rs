@@ -86,9 +86,9 @@
 //!   flip counting; no group `imbalanced` flag from child domains.
 //! - Preemption is exact: a task overrunning its slice is switched at the
 //!   tick, and a wakeup preemption takes effect at once. The real executor
-//!   is cooperative (a monitor raises `need_resched`; the task switches at
-//!   its next greenos call), and its worker threads are themselves
-//!   preempted by the host OS.
+//!   is cooperative (a monitor raises `need_resched`, or `need_service` for
+//!   timers and the tick; the task stops at its next greenos call), and its
+//!   worker threads are themselves preempted by the host OS.
 //! - The real executor places and balances differently today (its own
 //!   push/steal of queued and new tasks rather than `sched::balance`), so
 //!   agreement with it is expected where placement is fixed by affinity
