@@ -41,7 +41,7 @@ use std::sync::{Arc, OnceLock};
 use std::thread::Thread;
 use std::time::Duration;
 
-use super::{clock, Shared, SLEEPING};
+use super::{clock, Shared, BUSY, SLEEPING};
 
 /// `WorkerShared::run_budget` value: the running task is a CFS task; the
 /// monitor derives its slice from `curr_weight`, `rq_load` and
@@ -90,10 +90,10 @@ impl MonitorShared {
     /// the monitor would sleep past the deadline, wake it now so that it
     /// interrupts the running task in time.
     ///
-    /// A race with the monitor choosing its next sleep (it read this CPU's
-    /// `next_timer` before the arm, and publishes `wake_at` after our
-    /// check) can still let one timer wait for the tick; it costs latency
-    /// only, as before this check existed.
+    /// While the monitor looks at the CPUs, `wake_at` is `u64::MAX`: an arm
+    /// then always unparks it, and the token makes its next sleep return
+    /// at once, so a timer published after the monitor read its CPU is
+    /// not missed.
     #[inline]
     pub(crate) fn timer_armed(&self, deadline: u64) {
         if deadline < self.wake_at.load(Ordering::Relaxed) {
@@ -133,6 +133,10 @@ pub(crate) fn run_monitor(shared: Arc<Shared>) {
     // Per CPU: the switch_seq we last reported an overrun for.
     let mut reported = vec![u64::MAX; shared.workers.len()];
     while !shared.shutdown.load(Ordering::Acquire) {
+        // Awake: a timer armed while this pass reads the CPUs must wake
+        // the monitor again (`timer_armed` compares with `wake_at`), or it
+        // could be missed until the next tick.
+        shared.monitor.wake_at.store(u64::MAX, Ordering::Relaxed);
         let now = clock::now_ns();
         // The earliest timer of a CPU that runs a task: the monitor wakes
         // for it instead of waiting for its next tick, so that a timer
@@ -140,12 +144,16 @@ pub(crate) fn run_monitor(shared: Arc<Shared>) {
         let mut next_due = u64::MAX;
         for (cpu, w) in shared.workers.iter().enumerate() {
             let pid = w.curr_pid.load(Ordering::Relaxed);
+            let timer = w.next_timer.load(Ordering::Relaxed);
+            // Also a busy CPU between two tasks: a task that arms a timer
+            // and parks wakes the monitor (`timer_armed`) just as its CPU
+            // runs no task, and that CPU then runs the next one for a whole
+            // slice. (An idle CPU sleeps until its own timers.)
+            if timer > now && (pid != 0 || w.idle.load(Ordering::Relaxed) == BUSY) {
+                next_due = next_due.min(timer);
+            }
             if pid == 0 {
                 continue;
-            }
-            let timer = w.next_timer.load(Ordering::Relaxed);
-            if timer > now {
-                next_due = next_due.min(timer);
             }
             let start = w.run_start.load(Ordering::Relaxed);
             let ran = now.saturating_sub(start);

@@ -440,6 +440,13 @@ impl WorkerLocal {
         }
         if fired {
             self.publish_next_timer();
+            // The monitor, which flagged the timers just fired, chose its
+            // sleep before it could see the next one: tell it, if this CPU
+            // goes on running tasks (as `arm_timer` does).
+            let next = self.ws().next_timer.load(Ordering::Relaxed);
+            if next != u64::MAX && self.rq.nr_running() > 0 {
+                self.shared.monitor.timer_armed(next);
+            }
         }
     }
 
