@@ -3,8 +3,17 @@
 //! wakeup latency of sleepers running beside a CPU hog.
 //!
 //! ```text
-//! cargo run --release --example sim_validate [-- --ms 1000]
+//! cargo run --release --example sim_validate [-- --ms 1000 --runs 3]
 //! ```
+//!
+//! Each policy runs `--runs` times on each side, interleaved (the
+//! simulator with seeds 1, 2, ...; the sleepers' sleeps are drawn
+//! uniformly from 1.5–2.5 ms on both sides, so no run depends on the
+//! sleepers falling into lockstep, as exact periods made them in the
+//! simulator). Two policies are ordered on a side only when their ranges
+//! over the runs do not overlap; otherwise they are tied there (the runs
+//! cannot tell them apart). The orders agree when no pair is ordered one
+//! way in the simulator and the other way on the executor.
 //!
 //! The real side depends on wall-clock timing (the sleepers' bursts are
 //! timed busy loops) and on how loaded the host is, so this is a report,
@@ -27,7 +36,9 @@ use greenos::trace::TraceConfig;
 use greenos::{CpuSet, Policy};
 
 const BURST_US: u64 = 300;
-const SLEEP_US: u64 = 2_000;
+/// The sleepers' sleep is drawn uniformly from this range on both sides.
+const SLEEP_LO_US: u64 = 1_500;
+const SLEEP_HI_US: u64 = 2_500;
 
 fn workload() -> Workload {
     let mut text = String::from("name = \"latency\"\n");
@@ -35,15 +46,16 @@ fn workload() -> Workload {
         text.push_str(&format!(
             "[[group]]\nname = \"hog{cpu}\"\ncount = 1\naffinity = \"{cpu}\"\nburst = \"inf\"\n\
              [[group]]\nname = \"sleepers{cpu}\"\ncount = 2\naffinity = \"{cpu}\"\n\
-             burst = \"const({BURST_US}us)\"\nsleep = \"const({SLEEP_US}us)\"\n"
+             burst = \"const({BURST_US}us)\"\nsleep = \"uniform({SLEEP_LO_US}us, {SLEEP_HI_US}us)\"\n"
         ));
     }
     Workload::parse(&text).unwrap()
 }
 
 /// Mean sleeper latency, ns.
-fn simulated(policy: Policy, ms: u64) -> f64 {
+fn simulated(policy: Policy, ms: u64, seed: u64) -> f64 {
     let mut cfg = SimConfig::new(policy);
+    cfg.seed = seed;
     cfg.duration_ns = ms * 1_000_000;
     cfg.costs = Costs::default();
     let r = Sim::from_desc("core:2 pu:1", &workload(), cfg)
@@ -58,7 +70,7 @@ fn simulated(policy: Policy, ms: u64) -> f64 {
 }
 
 /// Mean sleeper wakeup latency from the trace and mean oversleep, ns.
-fn real(policy: Policy, ms: u64) -> (f64, f64) {
+fn real(policy: Policy, ms: u64, run: u64) -> (f64, f64) {
     let rt = greenos::Runtime::builder()
         .workers(2)
         .policy(policy)
@@ -87,18 +99,26 @@ fn real(policy: Policy, ms: u64) -> (f64, f64) {
             })
             .unwrap(),
         );
-        for _ in 0..2 {
+        for k in 0..2u64 {
+            // A sleeper's own xorshift stream (never 0).
+            let seed = 0x9E37_79B9_7F4A_7C15u64.wrapping_mul(run * 4 + cpu as u64 * 2 + k + 1) | 1;
             let s = stop.clone();
             let late = late.clone();
             let b = greenos::task::Builder::new().affinity(set.clone());
             let h = rt
                 .spawn_with(b, move || {
+                    let mut rng = seed;
                     while !s.load(Ordering::Relaxed) {
                         let t = Instant::now();
                         while t.elapsed() < Duration::from_micros(BURST_US) {
                             greenos::maybe_yield();
                         }
-                        let want = Duration::from_micros(SLEEP_US);
+                        rng ^= rng << 13;
+                        rng ^= rng >> 7;
+                        rng ^= rng << 17;
+                        let want = Duration::from_micros(
+                            SLEEP_LO_US + rng % (SLEEP_HI_US - SLEEP_LO_US + 1),
+                        );
                         let t = Instant::now();
                         greenos::sleep(want);
                         let over = t.elapsed().saturating_sub(want).as_nanos() as u64;
@@ -136,43 +156,124 @@ fn real(policy: Policy, ms: u64) -> (f64, f64) {
     (wake, over)
 }
 
-fn rank(v: &[(Policy, f64)]) -> Vec<&'static str> {
+/// Min, median and max of `v` (not empty).
+fn spread(v: &[f64]) -> (f64, f64, f64) {
     let mut v = v.to_vec();
-    v.sort_by(|a, b| a.1.total_cmp(&b.1));
-    v.iter().map(|(p, _)| p.name()).collect()
+    v.sort_by(f64::total_cmp);
+    (v[0], v[v.len() / 2], v[v.len() - 1])
+}
+
+/// `a` is below `b` beyond the spread of the runs: the whole of `a`'s range
+/// lies under `b`'s.
+fn below(a: &[f64], b: &[f64]) -> bool {
+    spread(a).2 < spread(b).0
+}
+
+/// The policies by median, grouped into tiers: neighbours whose ranges
+/// overlap are tied ("CFS = O(N) < EEVDF < O(1)").
+fn tiers(v: &[(Policy, Vec<f64>)]) -> String {
+    let mut v: Vec<&(Policy, Vec<f64>)> = v.iter().collect();
+    v.sort_by(|a, b| spread(&a.1).1.total_cmp(&spread(&b.1).1));
+    let mut out = String::from(v[0].0.name());
+    let mut top = spread(&v[0].1).2;
+    for w in v.windows(2) {
+        let (lo, _, hi) = spread(&w[1].1);
+        out.push_str(if top < lo { " < " } else { " = " });
+        out.push_str(w[1].0.name());
+        top = top.max(hi);
+    }
+    out
 }
 
 fn main() {
     let mut ms = 1000;
+    let mut runs = 3u64;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
-        if a == "--ms" {
-            ms = args.next().and_then(|v| v.parse().ok()).unwrap_or(ms);
+        match a.as_str() {
+            "--ms" => ms = args.next().and_then(|v| v.parse().ok()).unwrap_or(ms),
+            "--runs" => {
+                runs = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(runs)
+                    .max(1)
+            }
+            _ => {}
         }
     }
     println!(
-        "2 CPUs, per CPU: 1 hog + 2 sleepers ({BURST_US} us burst, {SLEEP_US} us sleep), {ms} ms"
+        "2 CPUs, per CPU: 1 hog + 2 sleepers ({BURST_US} us burst, {SLEEP_LO_US}-{SLEEP_HI_US} us \
+         sleep), {ms} ms, {runs} runs per policy and side; median (min-max) of the runs' means"
     );
     println!(
-        "{:<8} {:>16} {:>16} {:>18}",
-        "policy", "sim mean us", "real mean us", "real oversleep us"
+        "{:<7} {:>24} {:>24} {:>20}",
+        "policy", "sim latency us", "real latency us", "real oversleep us"
     );
-    let (mut s, mut r) = (Vec::new(), Vec::new());
-    for p in [Policy::Cfs, Policy::Eevdf, Policy::O1, Policy::ON] {
-        let a = simulated(p, ms);
-        let (b, over) = real(p, ms);
-        println!(
-            "{:<8} {:>16.1} {:>16.1} {:>18.1}",
-            p.name(),
-            a / 1e3,
-            b / 1e3,
-            over / 1e3
-        );
-        s.push((p, a));
-        r.push((p, b));
+    let policies = [Policy::Cfs, Policy::Eevdf, Policy::O1, Policy::ON];
+    let (mut sim, mut exe, mut over) = (Vec::new(), Vec::new(), Vec::new());
+    for p in policies {
+        sim.push((p, Vec::new()));
+        exe.push((p, Vec::new()));
+        over.push(Vec::new());
     }
-    let (rs, rr) = (rank(&s), rank(&r));
-    println!("order by latency, sim:  {}", rs.join(" < "));
-    println!("order by latency, real: {}", rr.join(" < "));
-    println!("same order: {}", if rs == rr { "yes" } else { "no" });
+    for run in 0..runs {
+        for (i, &p) in policies.iter().enumerate() {
+            sim[i].1.push(simulated(p, ms, run + 1) / 1e3);
+            let (l, o) = real(p, ms, run);
+            exe[i].1.push(l / 1e3);
+            over[i].push(o / 1e3);
+        }
+    }
+    let cell = |v: &[f64]| {
+        let (lo, mid, hi) = spread(v);
+        format!("{mid:.1} ({lo:.1}-{hi:.1})")
+    };
+    for (i, p) in policies.iter().enumerate() {
+        println!(
+            "{:<7} {:>24} {:>24} {:>20}",
+            p.name(),
+            cell(&sim[i].1),
+            cell(&exe[i].1),
+            cell(&over[i])
+        );
+    }
+    println!("order by latency, sim:  {}", tiers(&sim));
+    println!("order by latency, real: {}", tiers(&exe));
+    let (mut both, mut one, mut against) = (0, 0, Vec::new());
+    for i in 0..policies.len() {
+        for j in i + 1..policies.len() {
+            let order = |v: &[(Policy, Vec<f64>)]| {
+                if below(&v[i].1, &v[j].1) {
+                    Some(true)
+                } else if below(&v[j].1, &v[i].1) {
+                    Some(false)
+                } else {
+                    None
+                }
+            };
+            match (order(&sim), order(&exe)) {
+                (Some(a), Some(b)) if a == b => both += 1,
+                (Some(a), Some(_)) => {
+                    let (lo, hi) = if a { (i, j) } else { (j, i) };
+                    against.push(format!("{} < {}", policies[lo].name(), policies[hi].name()));
+                }
+                (Some(_), None) | (None, Some(_)) => one += 1,
+                (None, None) => {}
+            }
+        }
+    }
+    println!(
+        "pairs ordered the same way on both sides: {both}; ordered on one side, tied on the \
+         other: {one}; ordered the opposite way: {}",
+        against.len()
+    );
+    println!(
+        "same order: {}",
+        if against.is_empty() {
+            "yes".to_owned()
+        } else {
+            format!("no (the simulator has {})", against.join(", "))
+        }
+    );
 }
