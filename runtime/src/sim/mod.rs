@@ -96,6 +96,14 @@
 //! - Program steps other than bursts take no time; the syscall, the pipe
 //!   copy and the wakeup path itself are not charged except as the switch
 //!   and remote-wakeup costs.
+//! - Ping-pong partners block and wake through the run queue. The
+//!   executor's direct process switch and lent scheduling contexts (an L4
+//!   endpoint call runs its server on the caller's slice, charged to the
+//!   caller, without a pick) are not modelled: a simulated server is
+//!   charged for its own time and competes for the CPU at each wakeup.
+//! - Timers are exact. On the executor a timer fires when the monitor
+//!   thread wakes for it and the running task reaches a yield point
+//!   (about 20–30 µs late on the development VM).
 
 pub mod engine;
 pub mod report;
