@@ -1,6 +1,14 @@
 //! With nothing runnable, the runtime uses (almost) no CPU: workers park in
 //! the OS after a short spin, and the monitor stops ticking.
 
+/// The tests here measure the whole process's CPU time or list its
+/// threads: one at a time.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn process_cpu_time() -> std::time::Duration {
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: getrusage writes into the struct we pass.
@@ -14,6 +22,7 @@ fn process_cpu_time() -> std::time::Duration {
 
 #[test]
 fn idle_runtime_uses_no_cpu() {
+    let _one = serial();
     let rt = greenos::Runtime::builder().workers(2).build().unwrap();
     // Give every CPU some work first, so all of them have been busy.
     rt.block_on(|| {
@@ -39,6 +48,7 @@ fn idle_runtime_uses_no_cpu() {
 /// asleep.
 #[test]
 fn ended_timed_waits_do_not_wake_idle_cpus() {
+    let _one = serial();
     use std::time::Duration;
     let rt = greenos::Runtime::builder().workers(2).build().unwrap();
     const ROUNDS: usize = 1000;
@@ -89,6 +99,7 @@ fn ended_timed_waits_do_not_wake_idle_cpus() {
 /// file does not exist).
 #[test]
 fn runtime_threads_sleep_without_timer_slack() {
+    let _one = serial();
     let rt = greenos::Runtime::builder()
         .workers(2)
         .thread_name("slack-probe")
@@ -99,28 +110,42 @@ fn runtime_threads_sleep_without_timer_slack() {
         let hs: Vec<_> = (0..100u64).map(|i| greenos::spawn(move || i)).collect();
         hs.into_iter().map(|h| h.join().unwrap()).sum::<u64>()
     });
-    let mut seen = Vec::new();
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        eprintln!("no /proc/self/task: skipped");
-        return;
-    };
-    for t in tasks.flatten() {
-        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
-        if !comm.starts_with("slack-probe") {
-            continue;
+    // (thread name, timer slack) of this runtime's threads; None where
+    // /proc lacks what is needed.
+    let probe = || -> Option<Vec<(String, String)>> {
+        let mut seen = Vec::new();
+        for t in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
+            let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+            if !comm.starts_with("slack-probe") {
+                continue;
+            }
+            // `/proc/<tid>` is a thread's own view (the task/ directory
+            // has no timerslack_ns).
+            let slack = std::fs::read_to_string(
+                std::path::Path::new("/proc")
+                    .join(t.file_name())
+                    .join("timerslack_ns"),
+            )
+            .ok()?;
+            seen.push((comm.trim().to_owned(), slack.trim().to_owned()));
         }
-        // `/proc/<tid>` is a thread's own view (the task/ directory has no
-        // timerslack_ns).
-        let tid = t.file_name();
-        let Ok(slack) = std::fs::read_to_string(
-            std::path::Path::new("/proc")
-                .join(tid)
-                .join("timerslack_ns"),
-        ) else {
-            eprintln!("no timerslack_ns: skipped");
-            return;
-        };
-        seen.push((comm.trim().to_owned(), slack.trim().to_owned()));
+        Some(seen)
+    };
+    // A thread takes its name, then sets its slack, when it first runs:
+    // the monitor may not have yet.
+    let mut seen = Vec::new();
+    for _ in 0..500 {
+        match probe() {
+            None => {
+                eprintln!("no /proc/<tid>/timerslack_ns: skipped");
+                return;
+            }
+            Some(s) => seen = s,
+        }
+        if seen.len() >= 3 && seen.iter().all(|(_, slack)| slack == "1") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
     }
     eprintln!("{seen:?}");
     // Two workers and the monitor.

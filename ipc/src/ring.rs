@@ -61,10 +61,18 @@
 //! futex when `futex_sleepers` is nonzero. Either the waker sees the sleeper
 //! or the sleeper's re-check sees the change (Dekker), so no wakeup is lost.
 //!
-//! Both halves of the pair are SeqCst fences. (An asymmetric pair, a
-//! compiler fence for the waker and `membarrier` for the waiter as folly's
-//! `asymmetric_thread_fence_*`, would take the fence off the hot path; it
-//! lost wakeups on the development VM, see `light_fence`.)
+//! The pair is asymmetric where the kernel allows (`Inner::light_fence`,
+//! `Inner::heavy_fence`): a waker, on every send and receive, issues only a
+//! compiler fence, and a waiter, about to sleep anyway, calls
+//! `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)`, which makes every running
+//! thread of the process execute a full barrier (folly's
+//! `asymmetric_thread_fence_heavy`, the kernel's own answer to Dekker pairs
+//! with one hot side). A full fence per operation made each send wait for
+//! its cache lines to come back from the consumer's CPU. The membarrier
+//! reaches only this process, so a ring that any handle makes
+//! cross-process ([`ShmRing::set_cross_process`]) uses SeqCst fences on
+//! both sides, in every process, from then on (a flag in its header); so
+//! does every ring where the kernel lacks the commands.
 //!
 //! # Closing
 //!
@@ -84,7 +92,7 @@ use std::io;
 use std::marker::PhantomData;
 use std::mem::{align_of, size_of};
 use std::ptr;
-use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{compiler_fence, fence, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -115,23 +123,35 @@ const SPIN_ROUNDS: u32 = 7;
 /// futex wake across vCPUs), the classic bound for spin-then-block.
 const YIELD_BUDGET: Duration = Duration::from_micros(50);
 
-/// The waker's half of the Dekker pair: after publishing, before reading
-/// `sleepers`. A full fence on both sides: an asymmetric pair (a compiler
-/// fence here, `membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED)` on the
-/// waiter's side) was tried and lost wakeups on the 2-vCPU KVM development
-/// machine (the SPSC stress test hung in about half of its runs; with full
-/// fences, in none of 12), so it is not used until that is understood.
-#[inline]
-fn light_fence() {
-    fence(Ordering::SeqCst);
+// membarrier(2) commands (include/uapi/linux/membarrier.h).
+const MEMBARRIER_CMD_QUERY: libc::c_int = 0;
+const MEMBARRIER_CMD_GLOBAL: libc::c_int = 1;
+const MEMBARRIER_CMD_PRIVATE_EXPEDITED: libc::c_int = 1 << 3;
+const MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED: libc::c_int = 1 << 4;
+
+fn membarrier(cmd: libc::c_int) -> libc::c_long {
+    // SAFETY: membarrier takes plain integers and touches no user memory.
+    unsafe { libc::syscall(libc::SYS_membarrier, cmd, 0u32, 0i32) }
 }
 
-/// The waiter's half: after counting itself in `sleepers`, before its
-/// last look at the ring.
-#[inline]
-fn heavy_fence() {
-    fence(Ordering::SeqCst);
-}
+/// Whether this process uses the asymmetric fence pair (module doc,
+/// "Blocking"): the kernel offers `MEMBARRIER_CMD_PRIVATE_EXPEDITED` and
+/// `MEMBARRIER_CMD_GLOBAL` and the registration for the first succeeded.
+/// Decided once per process, when its first ring handle is made, before
+/// any send or receive. `GREENOS_RING_SYMMETRIC` in the environment turns
+/// it off (full fences on both sides), for comparison.
+static ASYMMETRIC: LazyLock<bool> = LazyLock::new(|| {
+    if std::env::var_os("GREENOS_RING_SYMMETRIC").is_some() {
+        return false;
+    }
+    let supported = membarrier(MEMBARRIER_CMD_QUERY);
+    let need = (MEMBARRIER_CMD_GLOBAL
+        | MEMBARRIER_CMD_PRIVATE_EXPEDITED
+        | MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED) as libc::c_long;
+    supported >= 0
+        && supported & need == need
+        && membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED) == 0
+});
 
 /// Which index protocol a ring uses.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -156,6 +176,11 @@ struct Meta {
     stride: u64,
     value_offset: u64,
     type_hash: u64,
+    /// Set (never cleared) once a handle in any process turned on
+    /// [`ShmRing::set_cross_process`]: the wakers' half of the Dekker pair
+    /// is then a full fence in every process (module doc, "Blocking").
+    /// Zero in a fresh segment, so layout version 1 is unchanged.
+    cross_process: AtomicU32,
 }
 
 #[repr(C)]
@@ -468,6 +493,8 @@ impl<T: Copy + Send + 'static> ShmRing<T> {
 
 impl<T> ShmRing<T> {
     fn from_inner(inner: Arc<Inner>) -> ShmRing<T> {
+        // Register for the asymmetric fences before the first operation.
+        let _ = *ASYMMETRIC;
         ShmRing {
             inner,
             producer: Cell::new(false),
@@ -519,7 +546,29 @@ impl<T> ShmRing<T> {
     /// whose peer is in another OS process: only a futex reaches across.
     /// A futex wait blocks the OS thread; from a green task it blocks that
     /// task's worker, and it is not interrupted by cancellation.
+    ///
+    /// Turning it on for any handle also switches the ring, in every
+    /// process, from the asymmetric fence pair to full fences on both sides
+    /// (the asymmetric one reaches only this process's threads), for good;
+    /// do it before the handle's first operation. The switch waits for
+    /// `membarrier(MEMBARRIER_CMD_GLOBAL)` (every running thread of every
+    /// process passes a full barrier: a few milliseconds), so that a waker
+    /// that read the old setting has published before this handle waits.
     pub fn set_cross_process(&self, on: bool) {
+        if on
+            && *ASYMMETRIC
+            && self
+                .inner
+                .hdr()
+                .meta
+                .0
+                .cross_process
+                .swap(1, Ordering::SeqCst)
+                == 0
+        {
+            let r = membarrier(MEMBARRIER_CMD_GLOBAL);
+            assert_eq!(r, 0, "membarrier(MEMBARRIER_CMD_GLOBAL) failed");
+        }
         self.cross.set(on);
     }
 
@@ -591,6 +640,54 @@ fn futex_wake(word: &AtomicU32, n: i32) {
     }
 }
 
+impl Inner {
+    /// Whether this ring uses the asymmetric fence pair: the process does
+    /// and no handle anywhere made it cross-process.
+    #[inline]
+    fn asymmetric(&self) -> bool {
+        *ASYMMETRIC && self.hdr().meta.0.cross_process.load(Ordering::Relaxed) == 0
+    }
+
+    /// The waker's half of the Dekker pair: after publishing, before
+    /// reading `sleepers`. On the hot path, so in the asymmetric mode only
+    /// a compiler fence: the waiter's half makes every thread of this
+    /// process execute a full barrier instead.
+    #[inline]
+    fn light_fence(&self) {
+        if self.asymmetric() {
+            compiler_fence(Ordering::SeqCst);
+        } else {
+            fence(Ordering::SeqCst);
+        }
+    }
+
+    /// The waiter's half: after counting itself in `sleepers`, before its
+    /// last look at the ring. In the asymmetric mode
+    /// `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)` first: every running
+    /// thread of this process executes a full barrier before it returns,
+    /// so a waker's publish still in its store buffer is visible to the
+    /// look that follows, or its later read of `sleepers` sees us. (The
+    /// private command, not the global one: the global expedited command
+    /// skips a CPU whose run queue has not yet recorded the registration,
+    /// which on the development VM lost wakeups between green tasks.)
+    #[inline]
+    fn heavy_fence(&self) {
+        if self.asymmetric() {
+            let mut r = membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED);
+            if r != 0 {
+                // Not registered (EPERM): a process forked after the
+                // registration, on a kernel that does not carry it over.
+                // Registering is per process and idempotent.
+                membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED);
+                r = membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED);
+            }
+            // Without it the wakers' compiler fences would lose wakeups.
+            assert_eq!(r, 0, "membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) failed");
+        }
+        fence(Ordering::SeqCst);
+    }
+}
+
 impl<T> ShmRing<T> {
     fn words(&self, side: Side) -> (&WaitWords, &WaitQueue) {
         let h = self.inner.hdr();
@@ -604,7 +701,7 @@ impl<T> ShmRing<T> {
     #[inline]
     fn notify(&self, side: Side, all: bool) {
         let (w, _) = self.words(side);
-        light_fence();
+        self.inner.light_fence();
         if w.sleepers.load(Ordering::Relaxed) != 0 {
             self.notify_slow(side, all);
         }
@@ -676,7 +773,7 @@ impl<T> ShmRing<T> {
         let (w, q) = self.words(side);
         let seq = w.seq.load(Ordering::Acquire);
         w.sleepers.fetch_add(1, Ordering::SeqCst);
-        heavy_fence();
+        self.inner.heavy_fence();
         let result = if ready() {
             Ok(())
         } else if self.cross.get() {
@@ -790,6 +887,63 @@ impl<T> ShmRing<T> {
 }
 
 impl<T: Copy> ShmRing<T> {
+    /// The common case of a single-element SPSC send, inlined into the
+    /// caller: this handle already holds the producer role, the slot is
+    /// free by the head it last read, and the consumers are there. Returns
+    /// `v` back when any of that does not hold (the general path decides).
+    /// A call into [`push`](Self::push) per element saves and restores
+    /// registers on the stack, and while the ring's own stores wait for
+    /// their cache lines those stack stores queue behind them.
+    #[inline(always)]
+    fn spsc_send_fast(&self, v: T) -> Result<(), T> {
+        let inner = &*self.inner;
+        let t = self.tail.get();
+        if inner.kind != RingKind::Spsc
+            || !self.producer.get()
+            || t - self.head_seen.get() >= inner.cap
+        {
+            return Err(v);
+        }
+        let h = inner.hdr();
+        if gone(h.roles.0.cons.load(Ordering::Acquire)) {
+            return Err(v);
+        }
+        // SAFETY: slot `t` is free (the consumer is past it: head_seen >
+        // t - cap) and ours alone until we publish `tail`.
+        unsafe { inner.spsc_value::<T>(t).write(v) };
+        self.tail.set(t + 1);
+        h.tail.0.store(t + 1, Ordering::Release);
+        self.notify(Side::NotEmpty, false);
+        Ok(())
+    }
+
+    /// The receiving twin of [`spsc_send_fast`](Self::spsc_send_fast):
+    /// `None` when the general path must decide (no consumer role yet, not
+    /// SPSC, or nothing published).
+    #[inline(always)]
+    fn spsc_recv_fast(&self) -> Option<T> {
+        let inner = &*self.inner;
+        if inner.kind != RingKind::Spsc || !self.consumer.get() {
+            return None;
+        }
+        let h = inner.hdr();
+        let head = self.head.get();
+        if self.tail_seen.get() == head {
+            let t = h.tail.0.load(Ordering::Acquire);
+            self.tail_seen.set(t);
+            if t == head {
+                return None;
+            }
+        }
+        // SAFETY: slot `head` was published by the producer (tail,
+        // Acquire) and is ours until we store head.
+        let v = unsafe { inner.spsc_value::<T>(head).read() };
+        self.head.set(head + 1);
+        h.head.0.store(head + 1, Ordering::Release);
+        self.notify(Side::NotFull, false);
+        Some(v)
+    }
+
     /// Pushes as many of `vals` as fit; EAGAIN if none does, EPIPE if the
     /// consumers are gone.
     #[inline]
@@ -1040,7 +1194,11 @@ impl<T: Copy> ShmRing<T> {
 
     /// Sends `v`, waiting while the ring is full. EPIPE if the consumers
     /// are gone, EINTR if cancelled, EBUSY for a second SPSC producer.
+    #[inline]
     pub fn send(&self, v: T) -> io::Result<()> {
+        let Err(v) = self.spsc_send_fast(v) else {
+            return Ok(());
+        };
         self.send_until(std::slice::from_ref(&v), None)?;
         Ok(())
     }
@@ -1048,6 +1206,9 @@ impl<T: Copy> ShmRing<T> {
     /// Sends `v` if there is room now; EAGAIN if the ring is full.
     #[inline]
     pub fn try_send(&self, v: T) -> io::Result<()> {
+        let Err(v) = self.spsc_send_fast(v) else {
+            return Ok(());
+        };
         self.push(std::slice::from_ref(&v))?;
         Ok(())
     }
@@ -1060,7 +1221,11 @@ impl<T: Copy> ShmRing<T> {
 
     /// Receives one element, waiting while the ring is empty. EPIPE once
     /// the ring is empty and the producers are gone (or it was closed).
+    #[inline]
     pub fn recv(&self) -> io::Result<T> {
+        if let Some(v) = self.spsc_recv_fast() {
+            return Ok(v);
+        }
         let mut v = std::mem::MaybeUninit::<T>::uninit();
         self.recv_until(v.as_mut_ptr(), 1, None)?;
         // SAFETY: recv_until returned Ok(1): the element was written.
@@ -1070,6 +1235,9 @@ impl<T: Copy> ShmRing<T> {
     /// Receives one element if there is one now; EAGAIN if empty.
     #[inline]
     pub fn try_recv(&self) -> io::Result<T> {
+        if let Some(v) = self.spsc_recv_fast() {
+            return Ok(v);
+        }
         let mut v = std::mem::MaybeUninit::<T>::uninit();
         self.pop(v.as_mut_ptr(), 1)?;
         // SAFETY: pop returned Ok(n >= 1) for a one-element buffer.

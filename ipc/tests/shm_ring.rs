@@ -423,3 +423,26 @@ fn green_ping_pong_on_one_worker() {
         h.join().unwrap();
     });
 }
+
+/// The same SPSC stress with full fences on both sides of the wakeup
+/// protocol (`GREENOS_RING_SYMMETRIC`, what a kernel without
+/// `membarrier` gets): the test binary re-executes itself for it, since the
+/// mode is chosen once per process.
+#[test]
+fn spsc_stress_with_symmetric_fences() {
+    if std::env::var_os("GREENOS_RING_SYMMETRIC").is_some() {
+        return;
+    }
+    let _w = Watchdog::new("spsc symmetric", LIMIT);
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "spsc_stress_green_and_threads", "--nocapture"])
+        .env("GREENOS_RING_SYMMETRIC", "1")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("1 passed"),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
