@@ -517,3 +517,94 @@ fn lent_direct_switches_are_traced_like_any_switch() {
         }
     }
 }
+
+/// Every time a task blocks, the trace records the wakeup that ends it —
+/// also when the wakeup lands while the task is still switching out (it
+/// marked itself parking, its CPU has not finished the park), where the
+/// waker's `unpark` finds nothing to enqueue and the parking CPU requeues
+/// the task itself. Two tasks on two CPUs hand a token back and forth
+/// with `park_until` / `unpark`, so wakeups often land in that window;
+/// per task, the blocked switch-outs (the `arg` 1 of the next switch or
+/// idle event on its CPU) must equal its wakeup events.
+#[test]
+fn every_block_has_its_wakeup_recorded() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    const ROUNDS: u64 = 5_000;
+    const ON: (BlockOn, u64) = (BlockOn::WaitQueue, 0);
+    let rt = common::builder(2)
+        .trace(TraceConfig::new(1 << 18))
+        .build()
+        .unwrap();
+    let pids = rt.block_on(|| {
+        let turn = Arc::new(AtomicU64::new(0));
+        let on = |cpu| greenos::task::Builder::new().affinity(greenos::CpuSet::from_iter([cpu]));
+        let player = |me: u64, peer: Arc<std::sync::OnceLock<greenos::Task>>| {
+            let turn = turn.clone();
+            move || {
+                for i in 0..ROUNDS {
+                    let mine = 2 * i + me;
+                    let _ = greenos::wait::park_until(
+                        ON,
+                        || turn.load(Ordering::Acquire) == mine,
+                        None,
+                    );
+                    turn.store(mine + 1, Ordering::Release);
+                    peer.get().unwrap().unpark();
+                }
+            }
+        };
+        let (to_a, to_b) = (
+            Arc::new(std::sync::OnceLock::new()),
+            Arc::new(std::sync::OnceLock::new()),
+        );
+        let a = on(0).spawn(player(0, to_b.clone())).unwrap();
+        let b = on(1).spawn(player(1, to_a.clone())).unwrap();
+        let _ = to_a.set(a.task().clone());
+        let _ = to_b.set(b.task().clone());
+        // The first turn is a's.
+        a.task().unpark();
+        let pids = [a.task().pid().0, b.task().pid().0];
+        a.join().unwrap();
+        b.join().unwrap();
+        pids
+    });
+    // Let the CPUs record their last switch and idle events first: a
+    // snapshot taken while an event is being written counts it as lost.
+    std::thread::sleep(Duration::from_millis(20));
+    let trace = rt.trace().unwrap();
+    let kinds = [
+        EventKind::Switch,
+        EventKind::Wakeup,
+        EventKind::Idle,
+        EventKind::Block,
+        EventKind::Migrate,
+    ]
+    .map(|k| trace.count(k));
+    assert_eq!(
+        trace.overwritten, 0,
+        "ring large enough (switch, wakeup, idle, block, migrate: {kinds:?})"
+    );
+    for pid in pids {
+        let blocked = trace
+            .events
+            .iter()
+            .filter(|e| {
+                matches!(e.kind, EventKind::Switch | EventKind::Idle)
+                    && e.other == pid
+                    && e.arg == 1
+            })
+            .count();
+        let woken = trace
+            .events
+            .iter()
+            .filter(|e| e.kind == EventKind::Wakeup && e.pid == pid)
+            .count();
+        eprintln!("pid {pid}: blocked {blocked} times, woken {woken} times");
+        assert!(blocked > 0, "the task never blocked");
+        assert_eq!(
+            blocked, woken,
+            "pid {pid}: a block without its wakeup in the trace"
+        );
+    }
+}

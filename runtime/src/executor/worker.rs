@@ -1050,7 +1050,14 @@ impl WorkerCell {
                     FinishPark::Parked => {
                         let _ = TaskRef::into_raw(task);
                     }
-                    FinishPark::Notified => l.enqueue_arrived_woken(task),
+                    FinishPark::Notified => {
+                        // Woken while it switched out: the waker found no
+                        // parked task to enqueue and recorded nothing.
+                        if self.shared.trace.is_some() {
+                            super::trace_wakeup(&task);
+                        }
+                        self.local().enqueue_arrived_woken(task);
+                    }
                 }
                 (None, now)
             }
@@ -1167,8 +1174,14 @@ impl WorkerCell {
                 let _ = TaskRef::into_raw(b);
             }
             // Woken meanwhile: it slept in the scheduler's eyes (its run
-            // was the lender's), so it is queued as a wakeup.
-            FinishPark::Notified => l.enqueue_wakeup(b),
+            // was the lender's), so it is queued as a wakeup (recorded
+            // here: its waker found it still running).
+            FinishPark::Notified => {
+                if self.shared.trace.is_some() {
+                    super::trace_wakeup(&b);
+                }
+                l.enqueue_wakeup(b);
+            }
         }
         task.state.cancel_park();
         let ws = self.worker_shared();
