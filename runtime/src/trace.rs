@@ -259,6 +259,14 @@ impl TraceRing {
 
     /// Copies out the events still in the ring, oldest first.
     pub fn snapshot(&self) -> Vec<Event> {
+        self.snapshot_with_lost().0
+    }
+
+    /// [`snapshot`](Self::snapshot), and how many of the events recorded
+    /// before it began are not in it (overwritten by newer ones, or being
+    /// overwritten while it read them). Events recorded after it began are
+    /// neither in it nor counted.
+    pub fn snapshot_with_lost(&self) -> (Vec<Event>, u64) {
         let head = self.head.load(Ordering::Acquire);
         let cap = self.slots.len() as u64;
         let start = head.saturating_sub(cap);
@@ -287,7 +295,8 @@ impl TraceRing {
                 arg: p[2],
             });
         }
-        out
+        let lost = head - out.len() as u64;
+        (out, lost)
     }
 }
 
@@ -322,8 +331,10 @@ impl Trace {
         let mut events = Vec::new();
         let mut overwritten = 0;
         for r in rings {
-            let snap = r.snapshot();
-            overwritten += r.written() - snap.len() as u64;
+            // Counted against the snapshot's own head: an event recorded
+            // after the snapshot began is not lost, only later.
+            let (snap, lost) = r.snapshot_with_lost();
+            overwritten += lost;
             events.extend(snap);
         }
         events.sort_by_key(|e| (e.ts_ns, e.cpu));
@@ -677,6 +688,26 @@ mod tests {
         assert_eq!(snap[0].ts_ns, 24);
         assert_eq!(snap[15], ev(39, EventKind::Switch, 1, 39, 40, 2));
         assert_eq!(r.written(), 40);
+        assert_eq!(r.snapshot_with_lost().1, 24, "overwritten: the 24 oldest");
+    }
+
+    /// A trace counts as lost only what was overwritten before its
+    /// snapshot: a ring that wrapped reports the wrapped events, one that
+    /// did not reports none, whatever is recorded after.
+    #[test]
+    fn lost_counts_only_overwritten_events() {
+        let (full, part) = (TraceRing::new(16), TraceRing::new(16));
+        for i in 0..20u64 {
+            // SAFETY: this test is the only writer of each ring.
+            unsafe { full.push(&ev(i, EventKind::Wakeup, 0, i, 0, 0)) };
+        }
+        for i in 0..5u64 {
+            // SAFETY: as above.
+            unsafe { part.push(&ev(i, EventKind::Wakeup, 1, i, 0, 1)) };
+        }
+        let t = Trace::from_rings(&[&full, &part], 2, HashMap::new());
+        assert_eq!(t.events.len(), 16 + 5);
+        assert_eq!(t.overwritten, 4);
     }
 
     /// Every field survives the packing into a 32-byte slot: the widest
