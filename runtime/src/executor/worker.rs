@@ -837,82 +837,76 @@ impl WorkerCell {
         let ws = self.worker_shared();
         // This run's start (also `run_start`'s unless resumed).
         let start = now;
-        if resumed {
+        {
             let l = self.local();
-            // SAFETY: held by this CPU: we own it.
+            // SAFETY: picked from our tree, or held by this CPU: we own it.
             let sp = unsafe { task.sched() };
-            // The pass may have queued tasks: the slice the monitor derives
-            // (and other classes' budgets) see the queue as it is now.
+            if !resumed {
+                l.rq.set_next(&mut sp.ent, now);
+                // PELT: it waited queued until now.
+                sp.avg.update(now, 1, 1, 0, sp.ent.se.load.weight);
+                ws.run_start.store(now, Ordering::Relaxed);
+                // The monitor derives the slice (period x weight / load)
+                // from these, keeping a division off the switch path.
+                ws.curr_weight
+                    .store(sp.ent.se.load.weight, Ordering::Relaxed);
+            }
+            // A resumed task's pass may have queued tasks: the slice the
+            // monitor derives (and other classes' budgets) see the queue as
+            // it is now.
             l.publish();
             ws.curr_pid.store(task.pid.0, Ordering::Relaxed);
             ws.serviced_at.store(now, Ordering::Relaxed);
             ws.rq_load.store(l.rq.load_weight(), Ordering::Relaxed);
             if !l.cfs || sp.ent.policy.is_rt() {
                 l.publish_budget(&sp.ent, now);
-            }
-            ws.need_resched.store(false, Ordering::Relaxed);
-            ws.need_service.store(false, Ordering::Relaxed);
-        } else {
-            let l = self.local();
-            // SAFETY: picked from our tree: we own it.
-            let sp = unsafe { task.sched() };
-            l.rq.set_next(&mut sp.ent, now);
-            // PELT: it waited queued until now.
-            sp.avg.update(now, 1, 1, 0, sp.ent.se.load.weight);
-            l.publish();
-            ws.curr_pid.store(task.pid.0, Ordering::Relaxed);
-            ws.run_start.store(now, Ordering::Relaxed);
-            ws.serviced_at.store(now, Ordering::Relaxed);
-            // The monitor derives the slice (period x weight / load) from
-            // these, keeping a division off the switch path.
-            ws.curr_weight
-                .store(sp.ent.se.load.weight, Ordering::Relaxed);
-            ws.rq_load.store(l.rq.load_weight(), Ordering::Relaxed);
-            if l.cfs && !sp.ent.policy.is_rt() {
+            } else if !resumed {
                 ws.run_budget.store(BUDGET_CFS, Ordering::Relaxed);
-            } else {
-                l.publish_budget(&sp.ent, now);
             }
-            bump(&ws.switch_seq, 1);
             ws.need_resched.store(false, Ordering::Relaxed);
             ws.need_service.store(false, Ordering::Relaxed);
-            task.cpu.store(self.index, Ordering::Relaxed);
-            bump(&task.nr_switches, 1);
-            let queued = task.queued_at.load(Ordering::Relaxed);
-            if queued != 0 {
-                bump(&task.wait_sum_ns, now.saturating_sub(queued));
-                task.queued_at.store(0, Ordering::Relaxed);
-            }
-            if let Some(tr) = &self.shared.trace {
-                // `now` is when the previous task switched out; events
-                // recorded since (timers fired, wakeups pulled or handed
-                // over in this pass) must come before this switch.
-                let ts = if std::mem::take(&mut l.trace_fresh) {
-                    clock::now_ns()
-                } else {
-                    now
-                };
-                l.trace_push(
-                    tr,
-                    ts,
-                    EventKind::Switch,
-                    task.pid.0,
-                    l.last_pid,
-                    l.last_reason,
-                );
-            }
-            // SAFETY: we own the task; the coroutine slot is ours to fill.
-            let coro = unsafe { &mut *task.coro_slot() };
-            if coro.is_none() {
-                match start_coroutine(&task, sp) {
-                    Some(c) => *coro = Some(c),
-                    None => {
-                        // No stack could be had: the body is dropped unrun
-                        // (its join handle reports cancellation).
-                        drop(sp.entry.take());
-                        l.rq.dequeue(&mut sp.ent);
-                        self.shared.table.remove(task.pid);
-                        return (None, now);
+            // A switch (a resumed run carries its switch count and trace
+            // on).
+            if !resumed {
+                bump(&ws.switch_seq, 1);
+                task.cpu.store(self.index, Ordering::Relaxed);
+                bump(&task.nr_switches, 1);
+                let queued = task.queued_at.load(Ordering::Relaxed);
+                if queued != 0 {
+                    bump(&task.wait_sum_ns, now.saturating_sub(queued));
+                    task.queued_at.store(0, Ordering::Relaxed);
+                }
+                if let Some(tr) = &self.shared.trace {
+                    // `now` is when the previous task switched out; events
+                    // recorded since (timers fired, wakeups pulled or handed
+                    // over in this pass) must come before this switch.
+                    let ts = if std::mem::take(&mut l.trace_fresh) {
+                        clock::now_ns()
+                    } else {
+                        now
+                    };
+                    l.trace_push(
+                        tr,
+                        ts,
+                        EventKind::Switch,
+                        task.pid.0,
+                        l.last_pid,
+                        l.last_reason,
+                    );
+                }
+                // SAFETY: we own the task; the coroutine slot is ours to fill.
+                let coro = unsafe { &mut *task.coro_slot() };
+                if coro.is_none() {
+                    match start_coroutine(&task, sp) {
+                        Some(c) => *coro = Some(c),
+                        None => {
+                            // No stack could be had: the body is dropped unrun
+                            // (its join handle reports cancellation).
+                            drop(sp.entry.take());
+                            l.rq.dequeue(&mut sp.ent);
+                            self.shared.table.remove(task.pid);
+                            return (None, now);
+                        }
                     }
                 }
             }
@@ -1042,23 +1036,7 @@ impl WorkerCell {
                 } else if let Some(target) = l.handoff.take() {
                     l.take_handoff(target, now);
                 }
-                match task.state.finish_park() {
-                    // The parked task keeps this reference; the waker that
-                    // wins its PARKED -> RUNNABLE takes it over
-                    // (`Task::take_parked_ref`), so a park and its wakeup
-                    // touch no reference count.
-                    FinishPark::Parked => {
-                        let _ = TaskRef::into_raw(task);
-                    }
-                    FinishPark::Notified => {
-                        // Woken while it switched out: the waker found no
-                        // parked task to enqueue and recorded nothing.
-                        if self.shared.trace.is_some() {
-                            super::trace_wakeup(&task);
-                        }
-                        self.local().enqueue_arrived_woken(task);
-                    }
-                }
+                self.complete_park(task, false);
                 (None, now)
             }
             CoroutineResult::Return(()) => {
@@ -1168,21 +1146,9 @@ impl WorkerCell {
         let bsp = unsafe { b.sched() };
         b.apply_sched_change(bsp);
         let bpid = b.pid.0;
-        match b.state.finish_park() {
-            // It keeps our reference, as any parked task (`run_task`).
-            FinishPark::Parked => {
-                let _ = TaskRef::into_raw(b);
-            }
-            // Woken meanwhile: it slept in the scheduler's eyes (its run
-            // was the lender's), so it is queued as a wakeup (recorded
-            // here: its waker found it still running).
-            FinishPark::Notified => {
-                if self.shared.trace.is_some() {
-                    super::trace_wakeup(&b);
-                }
-                l.enqueue_wakeup(b);
-            }
-        }
+        // Woken meanwhile, it slept in the scheduler's eyes (its run was
+        // the lender's): queued as a wakeup.
+        self.complete_park(b, true);
         task.state.cancel_park();
         let ws = self.worker_shared();
         bump(&ws.counters.wakeups_local, 1);
@@ -1210,19 +1176,7 @@ impl WorkerCell {
             l.rq.dequeue(&mut sp.ent);
             task.apply_sched_change(sp);
         }
-        match task.state.finish_park() {
-            FinishPark::Parked => {
-                let _ = TaskRef::into_raw(task);
-            }
-            FinishPark::Notified => {
-                // Its wakeup came while its park was lent (a waker only
-                // set NOTIFIED): record it now that it takes effect.
-                if self.shared.trace.is_some() {
-                    super::trace_wakeup(&task);
-                }
-                self.local().enqueue_arrived_woken(task);
-            }
-        }
+        self.complete_park(task, false);
         let l = self.local();
         // SAFETY: won at the loan's start; we own it while it is switched out.
         let bsp = unsafe { b.sched() };
@@ -1230,6 +1184,34 @@ impl WorkerCell {
         let made_current = l.rq.enqueue_curr_forced(&mut bsp.ent, now);
         debug_assert!(made_current, "a borrower is a CFS task (try_lend)");
         b
+    }
+
+    /// Completes the park of `task`, which switched out on this CPU: if no
+    /// wakeup came meanwhile, the parked task keeps this reference and the
+    /// waker that wins its PARKED -> RUNNABLE takes it over
+    /// (`Task::take_parked_ref`), so a park and its wakeup touch no
+    /// reference count. If one came while it was switching out (or while
+    /// its park was lent), the waker found no parked task to enqueue and
+    /// recorded nothing: the wakeup is recorded here and the task queued
+    /// again, as a wakeup if it `slept` in the scheduler's eyes (a
+    /// borrower, whose run was its lender's), else keeping its vruntime.
+    fn complete_park(&self, task: TaskRef, slept: bool) {
+        match task.state.finish_park() {
+            FinishPark::Parked => {
+                let _ = TaskRef::into_raw(task);
+            }
+            FinishPark::Notified => {
+                if self.shared.trace.is_some() {
+                    super::trace_wakeup(&task);
+                }
+                let l = self.local();
+                if slept {
+                    l.enqueue_wakeup(task);
+                } else {
+                    l.enqueue_arrived_woken(task);
+                }
+            }
+        }
     }
 
     fn idle(&self, now: u64) {
