@@ -186,7 +186,7 @@ pub(crate) fn run_monitor(shared: Arc<Shared>) {
             // pull request or an inbox to drain are served once per period.
             // The task runs on afterwards unless that work preempts it.
             let since = now.saturating_sub(w.serviced_at.load(Ordering::Relaxed));
-            let timer_due = now >= w.next_timer.load(Ordering::Relaxed);
+            let timer_due = now >= timer;
             let tick_due = since > SCHED_TICK_NS
                 || (since > min_gran && w.pull_request.load(Ordering::Relaxed) != 0);
             if timer_due || tick_due || (since > min_gran && !w.inbox.is_empty()) {
