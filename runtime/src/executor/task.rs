@@ -9,6 +9,15 @@
 //!   an inbox or a steal, each of which is a release/acquire hand-off, so
 //!   there is never a concurrent access. A parked task is owned by nobody
 //!   until the waker that wins `PARKED -> RUNNABLE` enqueues it.
+//! - The body (`TaskBody`: the scheduler-owned part and the coroutine slot,
+//!   about half of a task's memory) is a separate allocation that its
+//!   worker frees when the task exits (`Task::free_body`), as the kernel
+//!   frees a dead task's stack and mm while its `task_struct` waits for
+//!   the parent's `wait()`: a finished task that is not joined yet (a
+//!   zombie, held by its join handle) keeps only the control block. Nothing
+//!   reaches the body of an exited task: it is in no queue, its state word
+//!   never leaves `RUNNABLE` again (so no wakeup can win it) and its pid is
+//!   out of the table (debug builds check it in `Task::sched`).
 //! - References: a running or queued task's reference is held by its CPU
 //!   (or the queue). When a park completes, the parked task keeps that
 //!   reference itself (leaked with `into_raw`), and the waker that wins
@@ -21,7 +30,7 @@
 use std::any::Any;
 use std::cell::{Cell, UnsafeCell};
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use corosensei::{Coroutine, Yielder};
@@ -116,6 +125,18 @@ pub(crate) struct SchedPart {
     pub(crate) avg: crate::sched::pelt::SchedAvg,
 }
 
+/// The part of a task that only a live task needs: the scheduler-owned
+/// state and the coroutine. Freed at exit (see the module doc).
+pub(crate) struct TaskBody {
+    /// Scheduler-owned part.
+    sched: SchedPart,
+    /// The coroutine, from first run until exit. Owned like `sched`, but
+    /// reached through its own raw pointer: the worker holds `&mut` to it
+    /// across `resume` while the task's own code may reach its scheduling
+    /// entity.
+    coro: Option<Coro>,
+}
+
 /// A green thread's control block.
 pub(crate) struct Task {
     /// Process id, unique within the runtime.
@@ -176,12 +197,10 @@ pub(crate) struct Task {
     /// (`crate::task::with_identity`), null outside one. Points into the
     /// task's own stack; only the task reads or writes it.
     pub(crate) ident: Cell<*const crate::task::Identity>,
-    /// Scheduler-owned part.
-    sched: UnsafeCell<SchedPart>,
-    /// The coroutine, from first run until exit. Owned like `sched`, but a
-    /// separate cell: the worker holds `&mut` to it across `resume` while
-    /// the task's own code may reach its scheduling entity.
-    coro: UnsafeCell<Option<Coro>>,
+    /// The body (`Box::into_raw`), null once freed at exit. Written only
+    /// by its owner (see the module doc); atomic only so that `Task` stays
+    /// `Sync` without a second `unsafe impl` argument.
+    body: AtomicPtr<TaskBody>,
     /// The yielder of the running coroutine (valid while the coroutine lives).
     pub(crate) yielder: Cell<*const TaskYielder>,
     /// Task-local storage slots (see `crate::task::LocalKey`), each a leaked
@@ -212,10 +231,112 @@ pub(crate) struct Task {
 /// [`Task::rq_cpu`] of a task in no run-queue tree.
 pub(crate) const NOT_QUEUED: u32 = u32::MAX;
 
-// SAFETY: the `UnsafeCell`/`Cell` fields follow the ownership rules in the
-// module doc: `sched` and `yielder` are touched only by the single worker that
-// owns the task at that moment (ownership is handed over with acquire/release
-// through run queues, inboxes and the `state` word); `locals` only by the task
+impl Drop for Task {
+    fn drop(&mut self) {
+        // A task that never ran to its exit on a worker (cancelled unrun,
+        // or its runtime shut down) still has its body.
+        // SAFETY: the last reference is going away: nobody else owns it.
+        unsafe { self.free_body() };
+    }
+}
+
+/// Recycles the allocations of freed task bodies: a magazine cache
+/// (Bonwick and Adams, "Magazines and Vmem", 2001). Each thread keeps up to
+/// two magazines of free bodies; full magazines go to a process-wide depot
+/// and empty threads take them back, one lock per [`MAGAZINE`] bodies.
+/// Without it a body spawned on one CPU and freed at exit on another went
+/// through glibc's arena lock both ways, which doubled the cost of a
+/// spawn+join of a million tasks on two workers.
+mod body_cache {
+    use std::cell::RefCell;
+    use std::mem::MaybeUninit;
+
+    use super::TaskBody;
+
+    /// Bodies per magazine.
+    pub(super) const MAGAZINE: usize = 64;
+    /// Full magazines the depot keeps (4096 bodies, about 1.2 MB); more
+    /// are freed.
+    const DEPOT_MAGAZINES: usize = 64;
+
+    /// A free body's allocation (its contents already dropped).
+    struct Slot(Box<MaybeUninit<TaskBody>>);
+
+    // SAFETY: a slot holds no value, only uninitialised memory of a
+    // `TaskBody`'s layout; moving that between threads moves nothing that
+    // is thread-bound.
+    unsafe impl Send for Slot {}
+
+    thread_local! {
+        static LOCAL: RefCell<Vec<Slot>> = const { RefCell::new(Vec::new()) };
+    }
+
+    static DEPOT: parking_lot::Mutex<Vec<Vec<Slot>>> = parking_lot::const_mutex(Vec::new());
+
+    /// Free bodies cached by this thread.
+    #[cfg(test)]
+    pub(super) fn local_len() -> usize {
+        LOCAL.with(|l| l.borrow().len())
+    }
+
+    /// Moves `body` into a recycled allocation (or a new one).
+    pub(super) fn alloc(body: TaskBody) -> *mut TaskBody {
+        let slot = LOCAL
+            .try_with(|l| {
+                let mut l = l.borrow_mut();
+                if l.is_empty() {
+                    if let Some(full) = DEPOT.lock().pop() {
+                        *l = full;
+                    }
+                }
+                l.pop()
+            })
+            .ok()
+            .flatten();
+        let mut b = slot.map_or_else(Box::new_uninit, |s| s.0);
+        b.write(body);
+        // SAFETY: initialised just above.
+        Box::into_raw(unsafe { b.assume_init() })
+    }
+
+    /// Drops the body and keeps its allocation for reuse.
+    ///
+    /// # Safety
+    /// `body` came from [`alloc`], is freed once, and nothing refers to it.
+    pub(super) unsafe fn free(body: *mut TaskBody) {
+        // SAFETY: caller contract: a live, unshared body from `alloc`.
+        unsafe { std::ptr::drop_in_place(body) };
+        // SAFETY: the allocation came from a `Box<TaskBody>`, whose layout
+        // `MaybeUninit<TaskBody>` shares; its value was dropped above.
+        let slot = Slot(unsafe { Box::from_raw(body.cast::<MaybeUninit<TaskBody>>()) });
+        // A thread whose cache is gone (exiting) frees the slot instead.
+        let _ = LOCAL.try_with(|l| {
+            let mut l = l.borrow_mut();
+            if l.len() >= 2 * MAGAZINE {
+                let keep = l.len() - MAGAZINE;
+                let full = l.split_off(keep);
+                let mut depot = DEPOT.lock();
+                if depot.len() < DEPOT_MAGAZINES {
+                    depot.push(full);
+                }
+            }
+            l.push(slot);
+        });
+    }
+}
+
+/// The panic of [`Task::sched`] on an exited task.
+#[cold]
+#[inline(never)]
+fn body_freed(pid: Pid) -> ! {
+    panic!("greenos: internal error: scheduler state of exited task {pid:?} used after exit");
+}
+
+// SAFETY: the `UnsafeCell`/`Cell` fields and the body behind `body` follow
+// the ownership rules in the module doc: the body and `yielder` are touched
+// only by the single worker that owns the task at that moment (ownership is
+// handed over with acquire/release through run queues, inboxes and the
+// `state` word); `locals` only by the task
 // itself while it runs. `Box<dyn Any>` in `locals` need not be `Send` for the
 // same reason a `thread_local!` need not be: only its own task reaches it, on
 // whichever CPU that task runs (the documented migration contract).
@@ -278,19 +399,21 @@ impl Task {
             wait_sum_ns: AtomicU64::new(0),
             queued_at: AtomicU64::new(0),
             vruntime_seen: AtomicU64::new(0),
-            sched: UnsafeCell::new(SchedPart {
-                ent: {
-                    let mut e = TaskEntity::new(init.nice, init.policy);
-                    e.eevdf_mut().request_slice(init.slice_ns);
-                    e
+            body: AtomicPtr::new(body_cache::alloc(TaskBody {
+                sched: SchedPart {
+                    ent: {
+                        let mut e = TaskEntity::new(init.nice, init.policy);
+                        e.eevdf_mut().request_slice(init.slice_ns);
+                        e
+                    },
+                    vruntime_relative: true,
+                    entry: Some(Entry(entry)),
+                    avg: crate::sched::pelt::SchedAvg::new_task(
+                        crate::sched::LoadWeight::from_nice(init.nice).weight,
+                    ),
                 },
-                vruntime_relative: true,
-                entry: Some(Entry(entry)),
-                avg: crate::sched::pelt::SchedAvg::new_task(
-                    crate::sched::LoadWeight::from_nice(init.nice).weight,
-                ),
-            }),
-            coro: UnsafeCell::new(None),
+                coro: None,
+            })),
             yielder: Cell::new(std::ptr::null()),
             locals: UnsafeCell::new(None),
             stack_bottom: AtomicUsize::new(0),
@@ -309,11 +432,44 @@ impl Task {
     /// at once, and must keep the task alive for `'a` (the lifetime is not
     /// tied to `&self` so that the owning `Arc` may move into a queue while
     /// the entity is still being updated; the queue then keeps it alive).
+    /// The task must not have exited (its body is freed then; debug builds
+    /// panic instead of reading freed memory).
     #[allow(clippy::mut_from_ref)]
     #[inline]
     pub(crate) unsafe fn sched<'a>(&self) -> &'a mut SchedPart {
-        // SAFETY: exclusivity is the caller's contract (see above).
-        unsafe { &mut *self.sched.get() }
+        let body = self.body_ptr();
+        // SAFETY: the body is live and exclusivity is the caller's contract
+        // (see above); the reference covers the `sched` field only, never
+        // the coroutine beside it.
+        unsafe { &mut (*body).sched }
+    }
+
+    /// The body (checked live in debug builds; see `sched`'s contract).
+    #[inline(always)]
+    fn body_ptr(&self) -> *mut TaskBody {
+        let body = self.body.load(Ordering::Relaxed);
+        if cfg!(debug_assertions) && body.is_null() {
+            body_freed(self.pid);
+        }
+        body
+    }
+
+    /// Frees the body of a task that exited (see the module doc): its
+    /// scheduling entity and its (finished, emptied) coroutine slot.
+    ///
+    /// # Safety
+    /// The caller owns the task (`sched`'s contract), the task has exited
+    /// (its coroutine returned and was taken, or never started) and is in
+    /// no run queue, and no reference from `sched` or `coro_slot` is used
+    /// after this call.
+    pub(crate) unsafe fn free_body(&self) {
+        let body = self.body.swap(std::ptr::null_mut(), Ordering::Relaxed);
+        if !body.is_null() {
+            // SAFETY: from `body_cache::alloc` in `new`, freed once
+            // (swapped out); no borrow of it outlives this call (caller
+            // contract).
+            unsafe { body_cache::free(body) };
+        }
     }
 
     /// The reference a parked task kept when its worker completed the park
@@ -340,7 +496,12 @@ impl Task {
     /// The coroutine slot; same contract as [`Task::sched`].
     #[inline]
     pub(crate) fn coro_slot(&self) -> *mut Option<Coro> {
-        self.coro.get()
+        // Pointer arithmetic only: dereferencing is the caller's business
+        // (under `sched`'s contract, the body is live).
+        self.body_ptr()
+            .cast::<u8>()
+            .wrapping_add(std::mem::offset_of!(TaskBody, coro))
+            .cast::<Option<Coro>>()
     }
 
     /// Frees the task-local values (called by the task itself as it ends).
@@ -542,9 +703,80 @@ mod tests {
     #[test]
     fn control_block_stays_small() {
         let task = std::mem::size_of::<super::Task>();
+        let body = std::mem::size_of::<super::TaskBody>();
         let entity = std::mem::size_of::<crate::sched::TaskEntity>();
-        eprintln!("Task {task} B, TaskEntity {entity} B");
+        eprintln!("Task {task} B, TaskBody {body} B, TaskEntity {entity} B");
         assert!(entity <= 160, "TaskEntity is {entity} B");
-        assert!(task <= 560, "Task is {task} B");
+        // What a zombie keeps (the body is freed at exit).
+        assert!(task <= 320, "Task is {task} B");
+        assert!(body <= 288, "TaskBody is {body} B");
+    }
+
+    /// A task that exited keeps its control block until it is joined, but
+    /// not its body (scheduler state and coroutine slot): a million
+    /// finished, unjoined tasks hold half the memory they used to.
+    #[test]
+    fn exited_task_frees_its_body_before_join() {
+        use std::sync::atomic::Ordering;
+        let rt = crate::Runtime::builder().workers(1).build().unwrap();
+        rt.block_on(|| {
+            let h = crate::spawn(|| 7);
+            let task = h.task().task_ref().clone();
+            assert!(
+                !task.body.load(Ordering::Relaxed).is_null(),
+                "a live task has a body"
+            );
+            // One worker: the child runs, exits and is reaped by the worker
+            // before this task runs again.
+            while !h.is_finished() {
+                crate::yield_now();
+            }
+            crate::yield_now();
+            assert!(
+                task.body.load(Ordering::Relaxed).is_null(),
+                "the zombie still holds its body"
+            );
+            assert_eq!(task.pid, h.task().pid());
+            assert_eq!(h.join().unwrap(), 7);
+        });
+    }
+
+    /// A freed body's allocation is reused by the next task created on the
+    /// same thread (the magazine cache), and the cache stays bounded.
+    #[test]
+    fn body_allocations_are_recycled() {
+        fn body() -> super::TaskBody {
+            struct Nop;
+            impl super::TaskEntry for Nop {
+                fn run(&self) {}
+                fn cancel(&self) {}
+            }
+            super::TaskBody {
+                sched: super::SchedPart {
+                    ent: crate::sched::TaskEntity::new(0, crate::sched::SchedPolicy::Normal),
+                    vruntime_relative: true,
+                    entry: Some(super::Entry(std::sync::Arc::new(Nop))),
+                    avg: crate::sched::pelt::SchedAvg::new_task(1024),
+                },
+                coro: None,
+            }
+        }
+        let a = super::body_cache::alloc(body());
+        // SAFETY: from alloc, freed once, unshared.
+        unsafe { super::body_cache::free(a) };
+        let b = super::body_cache::alloc(body());
+        assert_eq!(a, b, "the freed allocation is reused");
+        // SAFETY: as above.
+        unsafe { super::body_cache::free(b) };
+        // Many frees keep at most two magazines here; the rest go to the
+        // depot (or back to the allocator).
+        let many: Vec<_> = (0..1000)
+            .map(|_| super::body_cache::alloc(body()))
+            .collect();
+        for p in many {
+            // SAFETY: as above.
+            unsafe { super::body_cache::free(p) };
+        }
+        assert!(super::body_cache::local_len() <= 2 * super::body_cache::MAGAZINE);
     }
 }

@@ -905,6 +905,9 @@ impl WorkerCell {
                             drop(sp.entry.take());
                             l.rq.dequeue(&mut sp.ent);
                             self.shared.table.remove(task.pid);
+                            // SAFETY: as at exit: owned, off the queue,
+                            // never started; `sp` is not used again.
+                            unsafe { task.free_body() };
                             return (None, now);
                         }
                     }
@@ -1061,6 +1064,10 @@ impl WorkerCell {
                     l.trace_push(tr, now, EventKind::Exit, task.pid.0, 0, 0);
                 }
                 self.shared.table.remove(task.pid);
+                // The zombie keeps its control block only (until joined).
+                // SAFETY: we own the exited task; it is off the queue, its
+                // coroutine was taken above, and `sp` is not used again.
+                unsafe { task.free_body() };
                 (None, now)
             }
         }
