@@ -146,7 +146,47 @@ pub enum MsgCtl {
 
 struct Message {
     mtype: i64,
-    text: Box<[u8]>,
+    text: Text,
+}
+
+/// Texts up to this many bytes live inside the queue's entry.
+const INLINE_TEXT: usize = 30;
+const _: () = assert!(INLINE_TEXT <= u8::MAX as usize);
+
+/// A message's text: inline when short (no allocation and free per small
+/// message, as the kernel keeps a message's first bytes in its `msg_msg`
+/// header's own allocation), boxed otherwise.
+enum Text {
+    /// `bytes[..len]`.
+    Inline { len: u8, bytes: [u8; INLINE_TEXT] },
+    /// A longer text.
+    Heap(Box<[u8]>),
+}
+
+impl Text {
+    fn new(data: &[u8]) -> Text {
+        if data.len() <= INLINE_TEXT {
+            let mut bytes = [0; INLINE_TEXT];
+            bytes[..data.len()].copy_from_slice(data);
+            Text::Inline {
+                len: data.len() as u8,
+                bytes,
+            }
+        } else {
+            Text::Heap(data.into())
+        }
+    }
+}
+
+impl std::ops::Deref for Text {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            Text::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            Text::Heap(b) => b,
+        }
+    }
 }
 
 struct State {
@@ -330,7 +370,7 @@ fn send(id: MsqId, mtype: i64, data: &[u8], flags: MsgFlags, dl: Deadline) -> Re
     let cred = Cred::current();
     let mut msg = Some(Message {
         mtype,
-        text: data.into(),
+        text: Text::new(data),
     });
     loop {
         let mut s = q.state.lock();

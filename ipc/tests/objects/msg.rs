@@ -87,6 +87,45 @@ fn the_three_type_rules_and_except() {
     rm(id);
 }
 
+/// Short texts are stored inline in the queue entry and long ones boxed
+/// (`Text`): every length on both sides of the boundary, and the largest
+/// message, come back byte for byte, in order, with `cbytes` counting them.
+#[test]
+fn texts_of_every_size_come_back_exactly() {
+    let id = private();
+    let lens = [0usize, 1, 29, 30, 31, 32, 100, 4096, MSGMAX];
+    let text = |len: usize| -> Vec<u8> { (0..len).map(|i| (i * 7 + len) as u8).collect() };
+    // Two passes so that the queue never holds more than MSGMNB bytes.
+    for pass in lens.chunks(5) {
+        for &len in pass {
+            msgsnd(id, len as i64 + 1, &text(len), NW).unwrap();
+        }
+        let queued: usize = pass.iter().sum();
+        assert_eq!(msgctl_stat(id).unwrap().cbytes, queued);
+        for &len in pass {
+            let mut buf = vec![0xAAu8; MSGMAX];
+            let (mtype, n) = msgrcv(id, &mut buf, 0, NW).unwrap();
+            assert_eq!((mtype, n), (len as i64 + 1, len));
+            assert_eq!(&buf[..n], &text(len)[..], "text of {len} bytes");
+            assert!(
+                buf[n..].iter().all(|&b| b == 0xAA),
+                "nothing written past it"
+            );
+        }
+    }
+    // Truncation (NOERROR) of an inline and of a boxed text.
+    for len in [30usize, 31] {
+        msgsnd(id, 1, &text(len), NW).unwrap();
+        let mut small = [0u8; 5];
+        assert_eq!(
+            msgrcv(id, &mut small, 0, NW | MsgFlags::NOERROR).unwrap(),
+            (1, 5)
+        );
+        assert_eq!(&small[..], &text(len)[..5]);
+    }
+    rm(id);
+}
+
 #[test]
 fn too_long_messages_stay_queued_unless_noerror() {
     let id = private();
