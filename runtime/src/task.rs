@@ -743,8 +743,11 @@ pub struct Identity {
     pub gid: u32,
 }
 
+/// The identity of `t`, which must be the calling task (every caller passes
+/// the running task: its identity record lives in its body).
 pub(crate) fn identity_of(t: &executor::task::Task) -> Identity {
-    let p = t.ident.get();
+    // SAFETY: `t` is the calling task, running (see above).
+    let p = unsafe { t.ident() }.get();
     if p.is_null() {
         Identity {
             pid: t.pid,
@@ -786,13 +789,15 @@ fn with_identity_on<R>(task: &TaskCb, id: Identity, f: impl FnOnce() -> R) -> R 
     }
     impl Drop for Restore<'_> {
         fn drop(&mut self) {
-            self.task.ident.set(self.prev);
+            // SAFETY: the calling task itself (see `with_identity_on`).
+            unsafe { self.task.ident() }.set(self.prev);
         }
     }
     let frame = id;
     let _restore = Restore {
         task,
-        prev: task.ident.replace(&frame),
+        // SAFETY: `task` is the calling task, running.
+        prev: unsafe { task.ident() }.replace(&frame),
     };
     f()
 }
@@ -991,7 +996,7 @@ impl<T: 'static> LocalKey<T> {
     #[inline]
     fn with_on<R>(&'static self, task: &TaskCb, f: impl FnOnce(&T) -> R) -> R {
         let slot = self.slot();
-        let locals = task.locals.get();
+        let locals = task.locals_slot();
         // SAFETY: only the running task touches its locals; values are boxed
         // and never moved or freed before the task ends, so the reference we
         // hand out stays valid even if `f` touches other keys (which may grow
@@ -1029,7 +1034,7 @@ impl<T: 'static> LocalKey<T> {
         let p = unsafe { NonNull::new_unchecked(Box::into_raw(v)) };
         // SAFETY: only the running task (the caller) touches its locals, and
         // no borrow of the vector is alive here.
-        let v = unsafe { (*task.locals.get()).get_or_insert_with(Box::default) };
+        let v = unsafe { (*task.locals_slot()).get_or_insert_with(Box::default) };
         if v.len() <= slot {
             v.resize(slot + 1, None);
         }

@@ -790,12 +790,14 @@ pub(crate) fn joining<R>(target: &Task, wait: impl FnOnce() -> R) -> R {
     struct Clear<'a>(&'a Task);
     impl Drop for Clear<'_> {
         fn drop(&mut self) {
-            self.0.join_target.set(std::ptr::null());
+            // SAFETY: `self.0` is the task running this code (see below).
+            unsafe { self.0.join_target() }.set(std::ptr::null());
         }
     }
     // SAFETY: `cur` is the task running this code; it lives while it runs.
     let cur = unsafe { &*cur };
-    cur.join_target.set(target);
+    // SAFETY: the calling task itself, running.
+    unsafe { cur.join_target() }.set(target);
     let _clear = Clear(cur);
     wait()
 }

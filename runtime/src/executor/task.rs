@@ -28,7 +28,7 @@
 //! - `locals`: only the task itself, while it runs.
 
 use std::any::Any;
-use std::cell::{Cell, UnsafeCell};
+use std::cell::Cell;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -135,6 +135,21 @@ pub(crate) struct TaskBody {
     /// across `resume` while the task's own code may reach its scheduling
     /// entity.
     coro: Option<Coro>,
+    /// Task-local storage slots (see `crate::task::LocalKey`), each a leaked
+    /// `Box` freed when the task ends. Raw pointers, so growing the vector
+    /// never retags a value a caller still borrows. The vector itself is
+    /// boxed on first use: most tasks never use a task-local. Only the task
+    /// itself touches it, while it runs.
+    locals: Option<Box<LocalSlots>>,
+    /// The identity the task runs under inside a migrating call
+    /// (`crate::task::with_identity`), null outside one. Points into the
+    /// task's own stack; only the task reads or writes it.
+    ident: Cell<*const crate::task::Identity>,
+    /// The task this one is joining (null otherwise): set by
+    /// `JoinHandle::join` around its wait, read by the worker when the
+    /// joiner parks, to run the joined task next (a directed yield). The
+    /// joiner's handle keeps the target alive for as long as it is set.
+    join_target: Cell<*const Task>,
 }
 
 /// A green thread's control block.
@@ -193,22 +208,12 @@ pub(crate) struct Task {
     pub(crate) queued_at: AtomicU64,
     /// Its `vruntime`, mirrored at every switch-out for readers.
     pub(crate) vruntime_seen: AtomicU64,
-    /// The identity the task runs under inside a migrating call
-    /// (`crate::task::with_identity`), null outside one. Points into the
-    /// task's own stack; only the task reads or writes it.
-    pub(crate) ident: Cell<*const crate::task::Identity>,
     /// The body (`Box::into_raw`), null once freed at exit. Written only
     /// by its owner (see the module doc); atomic only so that `Task` stays
     /// `Sync` without a second `unsafe impl` argument.
     body: AtomicPtr<TaskBody>,
     /// The yielder of the running coroutine (valid while the coroutine lives).
     pub(crate) yielder: Cell<*const TaskYielder>,
-    /// Task-local storage slots (see `crate::task::LocalKey`), each a leaked
-    /// `Box` freed when the task ends. Raw pointers, so growing the vector
-    /// never retags a value a caller still borrows. The vector itself is
-    /// boxed on first use: most tasks never use a task-local, and the
-    /// control block stays a pointer smaller.
-    pub(crate) locals: UnsafeCell<Option<Box<LocalSlots>>>,
     /// Lowest usable address of the task's stack (guard page excluded), set
     /// when the stack is attached at first run; 0 before (see
     /// `crate::task::stack_remaining`).
@@ -221,11 +226,6 @@ pub(crate) struct Task {
     /// so a worker that reads its own index here owns the task (the check
     /// a directed yield makes before touching a task it did not pick).
     pub(crate) rq_cpu: AtomicU32,
-    /// The task this one is joining (null otherwise): set by
-    /// `JoinHandle::join` around its wait, read by the worker when the
-    /// joiner parks, to run the joined task next (a directed yield). The
-    /// joiner's handle keeps the target alive for as long as it is set.
-    pub(crate) join_target: Cell<*const Task>,
 }
 
 /// [`Task::rq_cpu`] of a task in no run-queue tree.
@@ -332,14 +332,16 @@ fn body_freed(pid: Pid) -> ! {
     panic!("greenos: internal error: scheduler state of exited task {pid:?} used after exit");
 }
 
-// SAFETY: the `UnsafeCell`/`Cell` fields and the body behind `body` follow
-// the ownership rules in the module doc: the body and `yielder` are touched
-// only by the single worker that owns the task at that moment (ownership is
-// handed over with acquire/release through run queues, inboxes and the
-// `state` word); `locals` only by the task
-// itself while it runs. `Box<dyn Any>` in `locals` need not be `Send` for the
-// same reason a `thread_local!` need not be: only its own task reaches it, on
-// whichever CPU that task runs (the documented migration contract).
+// SAFETY: the `Cell` field and the body behind `body` follow the ownership
+// rules in the module doc: the body's scheduling part and coroutine, and
+// `yielder`, are touched only by the single worker that owns the task at
+// that moment (ownership is handed over with acquire/release through run
+// queues, inboxes and the `state` word); the body's `locals`, `ident` and
+// `join_target` only by the task itself while it runs (and `join_target`
+// by its worker when it parks). `Box<dyn Any>` in `locals` need not be
+// `Send` for the same reason a `thread_local!` need not be: only its own
+// task reaches it, on whichever CPU that task runs (the documented
+// migration contract).
 unsafe impl Send for Task {}
 // SAFETY: see `Send`; shared access from other threads only reads immutable
 // fields or uses atomics.
@@ -372,6 +374,19 @@ pub(crate) struct TaskInit {
     pub(crate) sig: crate::signal::TaskSignals,
 }
 
+/// A raw pointer to field `$f` of `$task`'s body: pointer arithmetic only,
+/// so it is safe to form; dereferencing it needs the body live (the task
+/// has not exited) and the field's own access rule.
+macro_rules! body_field {
+    ($task:expr, $f:ident) => {
+        $task
+            .body_ptr()
+            .cast::<u8>()
+            .wrapping_add(std::mem::offset_of!(TaskBody, $f))
+            .cast()
+    };
+}
+
 impl Task {
     pub(crate) fn new(init: TaskInit, entry: Arc<dyn TaskEntry>) -> TaskRef {
         Arc::new(Task {
@@ -393,7 +408,6 @@ impl Task {
             cancelled: AtomicBool::new(false),
             ppid: init.ppid,
             sig: init.sig,
-            ident: Cell::new(std::ptr::null()),
             nr_switches: AtomicU64::new(0),
             nr_migrations: AtomicU64::new(0),
             wait_sum_ns: AtomicU64::new(0),
@@ -413,13 +427,14 @@ impl Task {
                     ),
                 },
                 coro: None,
+                locals: None,
+                ident: Cell::new(std::ptr::null()),
+                join_target: Cell::new(std::ptr::null()),
             })),
             yielder: Cell::new(std::ptr::null()),
-            locals: UnsafeCell::new(None),
             stack_bottom: AtomicUsize::new(0),
             stack_top: AtomicUsize::new(0),
             rq_cpu: AtomicU32::new(NOT_QUEUED),
-            join_target: Cell::new(std::ptr::null()),
         })
     }
 
@@ -496,12 +511,37 @@ impl Task {
     /// The coroutine slot; same contract as [`Task::sched`].
     #[inline]
     pub(crate) fn coro_slot(&self) -> *mut Option<Coro> {
-        // Pointer arithmetic only: dereferencing is the caller's business
-        // (under `sched`'s contract, the body is live).
-        self.body_ptr()
-            .cast::<u8>()
-            .wrapping_add(std::mem::offset_of!(TaskBody, coro))
-            .cast::<Option<Coro>>()
+        body_field!(self, coro)
+    }
+
+    /// The task-local slots (the task itself, while it runs; see
+    /// `TaskBody::locals`). Dereferencing needs the body live (the task has
+    /// not exited), as for [`Task::sched`].
+    #[inline]
+    pub(crate) fn locals_slot(&self) -> *mut Option<Box<LocalSlots>> {
+        body_field!(self, locals)
+    }
+
+    /// The identity record of a migrating call (see `TaskBody::ident`).
+    ///
+    /// # Safety
+    /// The caller is the task itself, running (its body is live).
+    #[inline]
+    pub(crate) unsafe fn ident<'a>(&self) -> &'a Cell<*const crate::task::Identity> {
+        // SAFETY: the body is live (caller contract); a shared reference to
+        // one `Cell` field, disjoint from any `sched` borrow.
+        unsafe { &*body_field!(self, ident) }
+    }
+
+    /// The task this one is joining (see `TaskBody::join_target`).
+    ///
+    /// # Safety
+    /// The caller is the task itself or its owning worker, and the task has
+    /// not exited (its body is live).
+    #[inline]
+    pub(crate) unsafe fn join_target<'a>(&self) -> &'a Cell<*const Task> {
+        // SAFETY: as for `ident`.
+        unsafe { &*body_field!(self, join_target) }
     }
 
     /// Frees the task-local values (called by the task itself as it ends).
@@ -513,7 +553,7 @@ impl Task {
         loop {
             // SAFETY: caller contract; values are taken out one at a time, so
             // a destructor that touches another local sees a valid vector.
-            let next = unsafe { (*self.locals.get()).as_mut().and_then(|v| v.pop()) };
+            let next = unsafe { (*self.locals_slot()).as_mut().and_then(|v| v.pop()) };
             match next {
                 None => break,
                 // SAFETY: each pointer came from Box::into_raw and is freed
@@ -707,9 +747,10 @@ mod tests {
         let entity = std::mem::size_of::<crate::sched::TaskEntity>();
         eprintln!("Task {task} B, TaskBody {body} B, TaskEntity {entity} B");
         assert!(entity <= 160, "TaskEntity is {entity} B");
-        // What a zombie keeps (the body is freed at exit).
-        assert!(task <= 320, "Task is {task} B");
-        assert!(body <= 288, "TaskBody is {body} B");
+        // What a zombie keeps (the body is freed at exit). 264 B plus the
+        // `Arc`'s two counts is 280 B, glibc's 288-byte chunk class.
+        assert!(task <= 264, "Task is {task} B");
+        assert!(body <= 320, "TaskBody is {body} B");
     }
 
     /// A task that exited keeps its control block until it is joined, but
@@ -759,6 +800,9 @@ mod tests {
                     avg: crate::sched::pelt::SchedAvg::new_task(1024),
                 },
                 coro: None,
+                locals: None,
+                ident: std::cell::Cell::new(std::ptr::null()),
+                join_target: std::cell::Cell::new(std::ptr::null()),
             }
         }
         let a = super::body_cache::alloc(body());

@@ -1025,7 +1025,9 @@ impl WorkerCell {
                 l.last_reason = 1;
                 l.rq.dequeue(&mut sp.ent);
                 task.apply_sched_change(sp);
-                let target = task.join_target.get();
+                // SAFETY: the task just parked here: we own it, and it is
+                // alive.
+                let target = unsafe { task.join_target() }.get();
                 if !target.is_null() {
                     // SAFETY: the joiner set it inside `JoinHandle::join`,
                     // whose handle keeps the target alive; the joiner cannot
@@ -1138,7 +1140,9 @@ impl WorkerCell {
         let l = self.local();
         let back = matches!(result, CoroutineResult::Yield(Request::Park))
             && l.handoff.as_ref().is_some_and(|t| t.is(task))
-            && b.join_target.get().is_null()
+            // SAFETY: the borrower is ours (we resumed it on loan) and
+            // alive (it parked, it did not exit).
+            && unsafe { b.join_target() }.get().is_null()
             && !self.worker_shared().needs_scheduler();
         if !back {
             return Err(b);
@@ -1440,7 +1444,9 @@ impl WorkerLocal {
     fn may_lend(&self, lender: &Task) -> bool {
         self.cfs
             && self.rq.rt.nr_running() == 0
-            && lender.join_target.get().is_null()
+            // SAFETY: the lender is this CPU's current task, or parking
+            // here: ours, and alive.
+            && unsafe { lender.join_target() }.get().is_null()
             && !self.shared.shutdown.load(Ordering::Relaxed)
             // SAFETY: the lender is this CPU's current task (or parking
             // here): its sched part is this worker's to read.
