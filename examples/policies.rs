@@ -282,7 +282,7 @@ mod kernel {
     /// Sleeps `d` on CLOCK_MONOTONIC (an absolute deadline: no drift from
     /// an interrupted sleep).
     pub fn sleep_until(d: Duration) {
-        let mut ts = now_ts();
+        let mut ts = clock(libc::CLOCK_MONOTONIC);
         let ns = ts.tv_nsec as u64 + u64::from(d.subsec_nanos());
         ts.tv_sec += d.as_secs() as libc::time_t + (ns / 1_000_000_000) as libc::time_t;
         ts.tv_nsec = (ns % 1_000_000_000) as _;
@@ -298,22 +298,17 @@ mod kernel {
         {}
     }
 
-    fn now_ts() -> libc::timespec {
+    fn clock(id: libc::clockid_t) -> libc::timespec {
         // SAFETY: clock_gettime writes the timespec it is given.
         unsafe {
             let mut ts: libc::timespec = std::mem::zeroed();
-            libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts);
+            libc::clock_gettime(id, &mut ts);
             ts
         }
     }
 
     pub fn thread_cpu_ns() -> u64 {
-        // SAFETY: as in `now_ts`.
-        let ts = unsafe {
-            let mut ts: libc::timespec = std::mem::zeroed();
-            libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts);
-            ts
-        };
+        let ts = clock(libc::CLOCK_THREAD_CPUTIME_ID);
         ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
     }
 

@@ -9,8 +9,9 @@
 //!   an inbox or a steal, each of which is a release/acquire hand-off, so
 //!   there is never a concurrent access. A parked task is owned by nobody
 //!   until the waker that wins `PARKED -> RUNNABLE` enqueues it.
-//! - The body (`TaskBody`: the scheduler-owned part and the coroutine slot,
-//!   about half of a task's memory) is a separate allocation that its
+//! - The body (`TaskBody`: the scheduler-owned part, the coroutine slot,
+//!   the task-locals, the migrating-call identity and the join target,
+//!   more than half of a task's memory) is a separate allocation that its
 //!   worker frees when the task exits (`Task::free_body`), as the kernel
 //!   frees a dead task's stack and mm while its `task_struct` waits for
 //!   the parent's `wait()`: a finished task that is not joined yet (a
@@ -126,7 +127,8 @@ pub(crate) struct SchedPart {
 }
 
 /// The part of a task that only a live task needs: the scheduler-owned
-/// state and the coroutine. Freed at exit (see the module doc).
+/// state, the coroutine and the fields only the task itself uses. Freed at
+/// exit (see the module doc).
 pub(crate) struct TaskBody {
     /// Scheduler-owned part.
     sched: SchedPart,
@@ -470,13 +472,15 @@ impl Task {
     }
 
     /// Frees the body of a task that exited (see the module doc): its
-    /// scheduling entity and its (finished, emptied) coroutine slot.
+    /// scheduling entity, its (finished, emptied) coroutine slot and its
+    /// (emptied) task-local vector.
     ///
     /// # Safety
     /// The caller owns the task (`sched`'s contract), the task has exited
     /// (its coroutine returned and was taken, or never started) and is in
-    /// no run queue, and no reference from `sched` or `coro_slot` is used
-    /// after this call.
+    /// no run queue, and no pointer or reference from `sched`,
+    /// `coro_slot`, `locals_slot`, `ident` or `join_target` is used after
+    /// this call.
     pub(crate) unsafe fn free_body(&self) {
         let body = self.body.swap(std::ptr::null_mut(), Ordering::Relaxed);
         if !body.is_null() {
