@@ -501,6 +501,59 @@ fn a_handled_signal_interrupts_recv_unless_restart() {
     });
 }
 
+/// A signal handler runs inside its task's blocked `recv`, while that
+/// receive holds the lookup of its endpoint (borrowed from the task's
+/// lookup cache, not counted): the handler still resolves and uses other
+/// capabilities (a send on a second endpoint, a lookup), and with
+/// SA_RESTART the interrupted receive then gets its message.
+#[test]
+fn a_signal_handler_uses_endpoints_while_its_task_is_blocked_in_one() {
+    use greenos::signal::{kill, sigaction, SaFlags, SigAction, SigHandler, SIGUSR1};
+    let _w = Watchdog::new("a_signal_handler_uses_endpoints", LIMIT);
+    common::rt(2).block_on(|| {
+        let ep = Endpoint::new().unwrap();
+        let ep2 = Endpoint::new().unwrap();
+        let recv_cap = cap::copy(ep.cap(), Rights::RECV).unwrap();
+        let send_cap = cap::copy(ep2.cap(), Rights::SEND).unwrap();
+        let receiver = cap::spawn_with_caps(
+            greenos::task::Builder::new(),
+            &[(recv_cap, Rights::ALL), (send_cap, Rights::ALL)],
+            move |caps| {
+                let (mine, other) = (caps[0], caps[1]);
+                let handler = SigHandler::new(move |_| {
+                    // The blocked receive's endpoint is still looked up...
+                    assert!(cap::lookup(mine).is_ok());
+                    // ...and another capability resolves and works.
+                    Endpoint::from_cap(other)
+                        .send(&Msg::new(7, &[1]))
+                        .expect("send from the handler");
+                });
+                sigaction(
+                    SIGUSR1,
+                    Some(SigAction::new(handler).flags(SaFlags::RESTART)),
+                )
+                .unwrap();
+                Endpoint::from_cap(mine).recv().map(|(m, _)| m.mr[0])
+            },
+        )
+        .unwrap();
+        // A receiver on the second endpoint, for the handler's send.
+        let second = cap::spawn_with_caps(
+            greenos::task::Builder::new(),
+            &[(ep2.cap(), Rights::RECV)],
+            |caps| Endpoint::from_cap(caps[0]).recv().map(|(m, _)| m.tag.label),
+        )
+        .unwrap();
+        while ep.queued().unwrap() != (0, 1) || ep2.queued().unwrap() != (0, 1) {
+            greenos::yield_now();
+        }
+        kill(receiver.task().pid(), SIGUSR1).unwrap();
+        assert_eq!(second.join().unwrap().unwrap(), 7);
+        ep.send(&Msg::new(1, &[42])).unwrap();
+        assert_eq!(receiver.join().unwrap().unwrap(), 42);
+    });
+}
+
 /// A client and a server calling each other by direct process switch on
 /// one CPU do not keep that CPU from a third task queued there: the
 /// fastpath hands over only when the scheduler would pick the partner

@@ -596,20 +596,73 @@ pub(crate) fn resolve(cap: Cap, need: Rights) -> Result<Arc<CapNode>, Errno> {
                     }
                 }
             }
-            let n = t.get(cap)?;
-            if let Ok(mut c) = p.cache.try_borrow_mut() {
-                *c = Some((cap, removals, n.clone()));
-            }
-            Ok(n)
+            resolve_uncached(p, cap)
         })
     })??;
+    check_node(&node, need)?;
+    Ok(node)
+}
+
+/// Runs `f` on the node `cap` names in the current table of the task `cx`
+/// names, checked as by [`resolve`], without taking a reference count
+/// when the lookup cache hits (the common case: one endpoint used over and
+/// over). The cache stays borrowed while `f` runs, so it cannot drop the
+/// node `f` holds; a nested lookup meanwhile (a signal handler's, a
+/// dispatcher's) still works, it only leaves the cache as it is. `f` may
+/// block.
+#[inline]
+pub(crate) fn with_resolved<R>(
+    cx: task::TaskCx<'_>,
+    cap: Cap,
+    need: Rights,
+    f: impl FnOnce(&Arc<CapNode>) -> Result<R, Errno>,
+) -> Result<R, Errno> {
+    with_proc_cx(cx, |p| {
+        if let Ok(c) = p.cache.try_borrow() {
+            if let Some((cached, removals, n)) = &*c {
+                if *cached == cap
+                    && p.with_current(|t| {
+                        cap.table == t.serial && t.removals.load(Ordering::Acquire) == *removals
+                    })
+                {
+                    check_node(n, need)?;
+                    return f(n);
+                }
+            }
+        }
+        let n = resolve_uncached(p, cap)?;
+        check_node(&n, need)?;
+        f(&n)
+    })
+}
+
+/// The checks every use of a looked-up node makes: not revoked, and
+/// holding `need`.
+#[inline]
+fn check_node(node: &CapNode, need: Rights) -> Result<(), Errno> {
     if node.is_revoked() {
         return Err(Errno::EIDRM);
     }
     if !node.rights.contains(need) {
         return Err(Errno::EPERM);
     }
-    Ok(node)
+    Ok(())
+}
+
+/// Looks `cap` up in `p`'s current table and caches the result (the miss
+/// path of [`with_resolved`]).
+fn resolve_uncached(p: &ProcState, cap: Cap) -> Result<Arc<CapNode>, Errno> {
+    p.with_current(|t| {
+        if cap.table != t.serial {
+            return Err(Errno::EBADF);
+        }
+        let removals = t.removals.load(Ordering::Acquire);
+        let n = t.get(cap)?;
+        if let Ok(mut c) = p.cache.try_borrow_mut() {
+            *c = Some((cap, removals, n.clone()));
+        }
+        Ok(n)
+    })
 }
 
 /// Puts a node into the current table.

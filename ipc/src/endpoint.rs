@@ -369,6 +369,18 @@ impl Port {
         unsafe { *self.inbox.get() = d };
     }
 
+    /// The inbox, to read and take from in place (the port's own task,
+    /// after it saw `Done`).
+    ///
+    /// # Safety
+    /// As for [`take_inbox`](Self::take_inbox); the borrow must end before
+    /// the port's next operation begins.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn inbox_mut(&self) -> &mut Delivery {
+        // SAFETY: per the contract no other party reads or writes it now.
+        unsafe { &mut *self.inbox.get() }
+    }
+
     /// Takes the inbox (the port's own task, after it saw `Done`).
     ///
     /// # Safety
@@ -403,6 +415,15 @@ fn my_port<'a>() -> Result<&'a Arc<Port>, Errno> {
     // borrow does not escape it (`'a` is chosen by callers inside one
     // operation).
     Ok(unsafe { &*p })
+}
+
+/// [`my_port`] for the task `cx` names.
+#[inline]
+fn my_port_cx<'a>(cx: task::TaskCx<'_>) -> &'a Arc<Port> {
+    let p: *const Arc<Port> = PORT.with_cx(cx, |p| p as *const Arc<Port>);
+    // SAFETY: as in `my_port`: the value is boxed, never moved, and lives
+    // until the task ends, after every operation that borrows it here.
+    unsafe { &*p }
 }
 
 impl Port {
@@ -571,7 +592,23 @@ type StagedCaps = (
     u8,
 );
 
+/// Whether `msg` carries capabilities to transfer.
+#[inline]
+fn has_out_caps(msg: &Msg) -> bool {
+    msg.caps.iter().any(|c| matches!(c, CapSlot::Out(..)))
+}
+
+#[inline]
 fn stage_caps(msg: &Msg, rights: Rights) -> Result<StagedCaps, Errno> {
+    if !has_out_caps(msg) {
+        // The common case (and the fastpath's condition): nothing to stage.
+        return Ok((Default::default(), [None; MAX_EXTRA_CAPS], 0));
+    }
+    stage_caps_slow(msg, rights)
+}
+
+#[cold]
+fn stage_caps_slow(msg: &Msg, rights: Rights) -> Result<StagedCaps, Errno> {
     let mut nodes: [Option<Arc<CapNode>>; MAX_EXTRA_CAPS] = Default::default();
     let mut moved = [None; MAX_EXTRA_CAPS];
     let mut n = 0u8;
@@ -657,6 +694,27 @@ impl Endpoint {
         self.cap
     }
 
+    /// Runs `f` with the endpoint's capability node (checked for `need`),
+    /// the endpoint, and the calling task's port: one lookup of the
+    /// current task for all three, and no reference count taken on a
+    /// lookup-cache hit (`cap::with_resolved`). `ESRCH` outside a task.
+    #[inline]
+    fn with_ep<R>(
+        &self,
+        need: Rights,
+        f: impl FnOnce(&CapNode, &Arc<EndpointObj>, &Arc<Port>) -> Result<R, Errno>,
+    ) -> Result<R, Errno> {
+        task::with_cx(|cx| {
+            cap::with_resolved(cx, self.cap, need, |node| {
+                let Object::Endpoint(ep) = &node.object else {
+                    return Err(Errno::EINVAL);
+                };
+                f(node, ep, my_port_cx(cx))
+            })
+        })
+        .unwrap_or(Err(Errno::ESRCH))
+    }
+
     fn resolve(&self, need: Rights) -> Result<Arc<CapNode>, Errno> {
         let n = cap::resolve(self.cap, need)?;
         match &n.object {
@@ -705,10 +763,21 @@ impl Endpoint {
 
     fn send_inner(&self, msg: &Msg, nb: bool, timeout: Option<Duration>) -> Result<(), Errno> {
         check_len(msg)?;
-        let node = self.resolve(Rights::SEND)?;
-        let ep = ep_of(&node);
+        self.with_ep(Rights::SEND, |node, ep, me| {
+            self.send_on(node, ep, me, msg, nb, timeout)
+        })
+    }
+
+    fn send_on(
+        &self,
+        node: &CapNode,
+        ep: &Arc<EndpointObj>,
+        me: &Arc<Port>,
+        msg: &Msg,
+        nb: bool,
+        timeout: Option<Duration>,
+    ) -> Result<(), Errno> {
         let (caps, moved, ncaps) = stage_caps(msg, node.rights)?;
-        let me = my_port()?;
         let mut tag = msg.tag;
         tag.extra_caps = ncaps;
         let mut q = ep.q.lock();
@@ -769,6 +838,7 @@ impl Endpoint {
 
     /// Waits for a message. Returns it and, for a call, the one-shot reply
     /// capability.
+    #[inline]
     pub fn recv(&self) -> io::Result<(Msg, Option<Reply>)> {
         Ok(self.recv_inner(None)?)
     }
@@ -793,12 +863,12 @@ impl Endpoint {
             .map(|()| self.finish_recv(me))??)
     }
 
+    #[inline]
     fn recv_inner(&self, timeout: Option<Duration>) -> Result<(Msg, Option<Reply>), Errno> {
-        let node = self.resolve(Rights::RECV)?;
-        let ep = ep_of(&node);
-        let me = my_port()?;
-        let q = ep.q.lock();
-        self.recv_locked(ep, me, q, deadline(timeout), None, false)
+        self.with_ep(Rights::RECV, |_, ep, me| {
+            let q = ep.q.lock();
+            self.recv_locked(ep, me, q, deadline(timeout), None, false)
+        })
     }
 
     /// Receives with the endpoint lock held: takes a waiting sender, or
@@ -881,40 +951,36 @@ impl Endpoint {
     /// capabilities in the current table.
     fn finish_recv(&self, me: &Arc<Port>) -> Result<(Msg, Option<Reply>), Errno> {
         debug_assert_eq!(me.phase(), Phase::Done);
-        // SAFETY: this is the port's own task, and its operation is `Done`.
-        let d = unsafe { me.take_inbox() };
-        me.idle();
-        if d.broken {
-            return Err(Errno::ESRCH);
-        }
+        // Field by field rather than `take_inbox`: the fast registers are
+        // copied out, only the owning fields are taken (the inbox is not
+        // rewritten whole on every receive).
+        // SAFETY: this is the port's own task, and its operation is `Done`:
+        // no other party touches the inbox until its next operation begins.
+        let d = unsafe { me.inbox_mut() };
+        let broken = std::mem::take(&mut d.broken);
+        let reply = d.reply.take();
+        let caps = if d.caps.iter().any(Option::is_some) {
+            Some(std::mem::take(&mut d.caps))
+        } else {
+            None
+        };
         let mut m = Msg {
             tag: d.tag,
             mr: d.mr,
             badge: d.badge,
             ..Msg::default()
         };
-        m.tag.caps_unwrapped = 0;
-        let mut arrived = 0u8;
-        for (i, c) in d.caps.into_iter().enumerate() {
-            let Some(node) = c else { continue };
-            let unwrap = match &node.object {
-                Object::Endpoint(a) => Arc::as_ptr(a) as usize == d.via,
-                _ => false,
-            };
-            if unwrap {
-                m.caps[i] = CapSlot::Unwrapped(node.badge);
-                m.tag.caps_unwrapped |= 1 << i;
-            } else {
-                match cap::install(node) {
-                    Ok(c) => m.caps[i] = CapSlot::In(c),
-                    // A full table stops the transfer, not the IPC.
-                    Err(_) => break,
-                }
-            }
-            arrived = i as u8 + 1;
+        let via = d.via;
+        me.idle();
+        if broken {
+            return Err(Errno::ESRCH);
         }
-        m.tag.extra_caps = arrived;
-        let reply = d.reply.map(|(port, op)| Reply {
+        m.tag.caps_unwrapped = 0;
+        m.tag.extra_caps = 0;
+        if let Some(caps) = caps {
+            install_arrived(&mut m, caps, via);
+        }
+        let reply = reply.map(|(port, op)| Reply {
             port,
             op,
             live: true,
@@ -923,6 +989,7 @@ impl Endpoint {
     }
 
     /// Sends `msg` and waits for the reply (seL4 `Call`).
+    #[inline]
     pub fn call(&self, msg: &Msg) -> io::Result<Msg> {
         Ok(self.call_inner(msg, None)?)
     }
@@ -933,12 +1000,23 @@ impl Endpoint {
         Ok(self.call_inner(msg, Some(timeout))?)
     }
 
+    #[inline]
     fn call_inner(&self, msg: &Msg, timeout: Option<Duration>) -> Result<Msg, Errno> {
         check_len(msg)?;
-        let node = self.resolve(Rights::CALL)?;
-        let ep = ep_of(&node);
+        self.with_ep(Rights::CALL, |node, ep, me| {
+            self.call_on(node, ep, me, msg, timeout)
+        })
+    }
+
+    fn call_on(
+        &self,
+        node: &CapNode,
+        ep: &Arc<EndpointObj>,
+        me: &Arc<Port>,
+        msg: &Msg,
+        timeout: Option<Duration>,
+    ) -> Result<Msg, Errno> {
         let (caps, moved, ncaps) = stage_caps(msg, node.rights)?;
-        let me = my_port()?;
         let dl = deadline(timeout);
         let mut tag = msg.tag;
         tag.extra_caps = ncaps;
@@ -1012,6 +1090,7 @@ impl Endpoint {
     /// Replies to `reply` with `reply_msg`, then waits for the next message
     /// (seL4 `ReplyRecv`, the server loop). The reply is refused silently if
     /// its caller gave up; the receive goes on.
+    #[inline]
     pub fn reply_recv(&self, reply: Reply, reply_msg: &Msg) -> io::Result<(Msg, Option<Reply>)> {
         Ok(self.reply_recv_inner(reply, reply_msg, None)?)
     }
@@ -1027,18 +1106,29 @@ impl Endpoint {
         Ok(self.reply_recv_inner(reply, reply_msg, Some(timeout))?)
     }
 
+    #[inline]
     fn reply_recv_inner(
         &self,
         reply: Reply,
         reply_msg: &Msg,
         timeout: Option<Duration>,
     ) -> Result<(Msg, Option<Reply>), Errno> {
-        let node = self.resolve(Rights::RECV)?;
-        let ep = ep_of(&node);
-        let me = my_port()?;
+        self.with_ep(Rights::RECV, |_, ep, me| {
+            self.reply_recv_on(ep, me, reply, reply_msg, timeout)
+        })
+    }
+
+    fn reply_recv_on(
+        &self,
+        ep: &Arc<EndpointObj>,
+        me: &Arc<Port>,
+        reply: Reply,
+        reply_msg: &Msg,
+        timeout: Option<Duration>,
+    ) -> Result<(Msg, Option<Reply>), Errno> {
         let fast = ep.mode == SwitchMode::Direct
             && reply_msg.tag.length as usize <= FAST_MRS
-            && !reply_msg.caps.iter().any(|c| matches!(c, CapSlot::Out(..)))
+            && !has_out_caps(reply_msg)
             && may_switch_to(me, &reply.port.task);
         // Deliver without waking; the receive below wakes the caller (and
         // switches to it when it blocks).
@@ -1104,6 +1194,33 @@ impl Reply {
         // moved out exactly once.
         Ok(Some(unsafe { std::ptr::read(&this.port) }))
     }
+}
+
+/// Installs the capabilities that arrived with a message (`via`: the
+/// endpoint it came through) in the current table, filling `m`'s slots,
+/// `extra_caps` and `caps_unwrapped`.
+#[cold]
+fn install_arrived(m: &mut Msg, caps: [Option<Arc<CapNode>>; MAX_EXTRA_CAPS], via: usize) {
+    let mut arrived = 0u8;
+    for (i, c) in caps.into_iter().enumerate() {
+        let Some(node) = c else { continue };
+        let unwrap = match &node.object {
+            Object::Endpoint(a) => Arc::as_ptr(a) as usize == via,
+            _ => false,
+        };
+        if unwrap {
+            m.caps[i] = CapSlot::Unwrapped(node.badge);
+            m.tag.caps_unwrapped |= 1 << i;
+        } else {
+            match cap::install(node) {
+                Ok(c) => m.caps[i] = CapSlot::In(c),
+                // A full table stops the transfer, not the IPC.
+                Err(_) => break,
+            }
+        }
+        arrived = i as u8 + 1;
+    }
+    m.tag.extra_caps = arrived;
 }
 
 fn finish_moves(moved: &[Option<Cap>; MAX_EXTRA_CAPS]) {
