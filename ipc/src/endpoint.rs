@@ -110,10 +110,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use greenos_runtime::sync::{SpinGuard, SpinLock};
 use greenos_runtime::task::{self, Task};
 use greenos_runtime::trace::BlockOn;
 use greenos_runtime::wait::{self, WaitResult};
-use parking_lot::Mutex;
 
 use crate::cap::{self, Cap, CapNode, CapSlot, Object, Rights, Staged, Transfer};
 use crate::errno::Errno;
@@ -496,7 +496,7 @@ struct Queues {
 
 /// An endpoint (what an endpoint capability names).
 pub struct EndpointObj {
-    q: Mutex<Queues>,
+    q: SpinLock<Queues>,
     mode: SwitchMode,
     dropped: AtomicU64,
     direct_switches: AtomicU64,
@@ -671,7 +671,7 @@ impl Endpoint {
     /// Creates an endpoint with the given switch mode.
     pub fn with_mode(mode: SwitchMode) -> io::Result<Endpoint> {
         let obj = Arc::new(EndpointObj {
-            q: Mutex::new(Queues {
+            q: SpinLock::new(Queues {
                 senders: VecDeque::new(),
                 receivers: VecDeque::new(),
             }),
@@ -878,7 +878,7 @@ impl Endpoint {
         &self,
         ep: &Arc<EndpointObj>,
         me: &Arc<Port>,
-        mut q: parking_lot::MutexGuard<'_, Queues>,
+        mut q: SpinGuard<'_, Queues>,
         dl: Option<Instant>,
         switch_to: Option<Arc<Port>>,
         fast_back: bool,
@@ -913,7 +913,7 @@ impl Endpoint {
         &self,
         ep: &Arc<EndpointObj>,
         me: &Arc<Port>,
-        mut q: parking_lot::MutexGuard<'_, Queues>,
+        mut q: SpinGuard<'_, Queues>,
     ) -> Result<(), Errno> {
         let s = q.senders.pop_front().expect("checked non-empty");
         copy_long(&s.port, me, s.tag.length);

@@ -36,9 +36,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use greenos_runtime::sync::SpinLock;
 use greenos_runtime::trace::BlockOn;
 use greenos_runtime::wait::{before_park, WaitQueue};
-use parking_lot::Mutex;
 
 use crate::block::{deadline, wait_until, Deadline};
 use crate::errno::Errno;
@@ -236,7 +236,7 @@ impl State {
 
 /// One message queue (`struct msg_queue`).
 pub(crate) struct MsgQueue {
-    state: Mutex<State>,
+    state: SpinLock<State>,
     /// Messages sent so far (bumped under the lock): a receiver about to
     /// park watches it without the lock (`before_park`).
     sends: AtomicU64,
@@ -267,7 +267,13 @@ impl MsgQueue {
         ev
     }
 
+    /// Wakes the receivers after a send made under the state lock, which
+    /// the caller has dropped (no fence needed before the check: see
+    /// `send`).
     fn wake_receivers(&self) {
+        if self.recv_wq.is_empty() {
+            return;
+        }
         // One waiter (a ping-pong peer): a sync wakeup; several: all look,
         // since each waits for its own type.
         self.recv_wq.wake_all_sync();
@@ -319,7 +325,7 @@ pub fn msgget(key: Key, flags: IpcFlags) -> io::Result<MsqId> {
             // after this closure).
             let label = perm.key.0 as u32 as u64;
             Ok(MsgQueue {
-                state: Mutex::new(State {
+                state: SpinLock::new(State {
                     perm,
                     msgs: VecDeque::new(),
                     cbytes: 0,
@@ -366,7 +372,16 @@ fn send(id: MsqId, mtype: i64, data: &[u8], flags: MsgFlags, dl: Deadline) -> Re
     if data.len() > MSGMAX || id.0 < 0 || mtype < 1 {
         return Err(Errno::EINVAL);
     }
-    let q = lookup(id)?;
+    QUEUES.with_cached(id.0, &LAST_QUEUE, |q| send_on(q, mtype, data, flags, dl))?
+}
+
+fn send_on(
+    q: &MsgQueue,
+    mtype: i64,
+    data: &[u8],
+    flags: MsgFlags,
+    dl: Deadline,
+) -> Result<(), Errno> {
     let cred = Cred::current();
     let mut msg = Some(Message {
         mtype,
@@ -384,10 +399,16 @@ fn send(id: MsqId, mtype: i64, data: &[u8], flags: MsgFlags, dl: Deadline) -> Re
             s.cbytes += data.len();
             s.lspid = cred.pid;
             s.stime = now_secs();
-            q.sends.fetch_add(1, Ordering::Relaxed);
+            // Only senders write it, under the state lock we hold: a load
+            // and a store (no locked instruction).
+            let sent = q.sends.load(Ordering::Relaxed);
+            q.sends.store(sent + 1, Ordering::Relaxed);
             drop(s);
+            // No fence before the "anyone waiting?" checks: the state lock
+            // orders them (pipe.rs, "No lost wakeup": receivers count
+            // themselves in before their `validate` and `readiness` take it).
             q.wake_receivers();
-            q.poll.notify();
+            q.poll.notify_fenced();
             return Ok(());
         }
         if flags.contains(MsgFlags::NOWAIT) {
@@ -438,7 +459,16 @@ fn recv(
     if id.0 < 0 {
         return Err(Errno::EINVAL);
     }
-    let q = lookup(id)?;
+    QUEUES.with_cached(id.0, &LAST_QUEUE, |q| recv_on(q, buf, msgtyp, flags, dl))?
+}
+
+fn recv_on(
+    q: &MsgQueue,
+    buf: &mut [u8],
+    msgtyp: i64,
+    flags: MsgFlags,
+    dl: Deadline,
+) -> Result<(i64, usize), Errno> {
     let cred = Cred::current();
     let except = flags.contains(MsgFlags::EXCEPT);
     let mut tried = false;
@@ -460,8 +490,11 @@ fn recv(
             drop(s);
             let n = len.min(buf.len());
             buf[..n].copy_from_slice(&m.text[..n]);
-            q.send_wq.wake_all();
-            q.poll.notify();
+            // Unfenced, as in `send`.
+            if !q.send_wq.is_empty() {
+                q.send_wq.wake_all();
+            }
+            q.poll.notify_fenced();
             return Ok((m.mtype, n));
         }
         if flags.contains(MsgFlags::NOWAIT) {

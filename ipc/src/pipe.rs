@@ -64,9 +64,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use greenos_runtime::sync::SpinLock;
 use greenos_runtime::trace::BlockOn;
 use greenos_runtime::wait::{before_park, WaitQueue};
-use parking_lot::Mutex;
 
 use crate::block::{deadline, wait_until, Deadline};
 use crate::errno::Errno;
@@ -200,7 +200,7 @@ pub(crate) struct State {
 
 /// The pipe object (`struct pipe_inode_info`).
 pub(crate) struct Pipe {
-    pub(crate) state: Mutex<State>,
+    pub(crate) state: SpinLock<State>,
     /// `ring.len`, mirrored after every change for the lock-free look of a
     /// reader about to park (`before_park`).
     avail: AtomicUsize,
@@ -217,7 +217,7 @@ impl Pipe {
         static NEXT_PIPE: AtomicU64 = AtomicU64::new(1);
         let label = NEXT_PIPE.fetch_add(1, Ordering::Relaxed);
         Arc::new(Pipe {
-            state: Mutex::new(State {
+            state: SpinLock::new(State {
                 ring: Ring::new(cap),
                 readers: 0,
                 writers: 0,

@@ -42,9 +42,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Weak};
 use std::time::Duration;
 
+use greenos_runtime::sync::SpinLock;
 use greenos_runtime::trace::BlockOn;
 use greenos_runtime::wait::{before_park, WaitQueue};
-use parking_lot::Mutex;
 
 use crate::block::{deadline, wait_until, Deadline};
 use crate::errno::Errno;
@@ -209,7 +209,7 @@ struct State {
 
 /// One semaphore set (`struct sem_array`).
 pub(crate) struct SemSet {
-    state: Mutex<State>,
+    state: SpinLock<State>,
     /// Changes of any value so far (bumped under the lock): a `semop`
     /// about to park watches it without the lock (`before_park`).
     changes: AtomicU64,
@@ -223,7 +223,23 @@ impl IpcObject for SemSet {
 }
 
 impl SemSet {
+    /// Counts a change of values. Called with the state lock held: every
+    /// writer holds it, so a load and a store do (no locked instruction);
+    /// readers outside the lock only compare the count with an older one.
+    fn bump_changes(&self) {
+        let n = self.changes.load(Ordering::Relaxed);
+        self.changes.store(n + 1, Ordering::Relaxed);
+    }
+
+    /// Wakes the waiters after a change of values made under the state
+    /// lock, which the caller has dropped. The "anyone waiting?" check
+    /// needs no fence: a sleeper counts itself into `wq` before its
+    /// `validate` takes the state lock, so the lock orders the two (the
+    /// pipe module's "No lost wakeup").
     fn wake(&self) {
+        if self.wq.is_empty() {
+            return;
+        }
         self.wq.wake_all_sync();
     }
 }
@@ -337,7 +353,7 @@ pub fn semget(key: Key, nsems: i32, flags: IpcFlags) -> io::Result<SemId> {
                 return Err(Errno::EINVAL);
             }
             Ok(SemSet {
-                state: Mutex::new(State {
+                state: SpinLock::new(State {
                     perm,
                     sems: vec![Sem::default(); n],
                     otime: 0,
@@ -522,7 +538,20 @@ fn op(id: SemId, sops: &[Sembuf], dl: Deadline) -> Result<(), Errno> {
     let max = sops.iter().map(|s| s.sem_num as usize).max().unwrap_or(0);
     let alter = sops.iter().any(|s| s.sem_op != 0);
     let undo = sops.iter().any(|s| s.sem_flg.contains(SemFlags::UNDO));
-    let set = SETS.lookup_cached(id.0, &LAST_SET)?;
+    SETS.with_cached(id.0, &LAST_SET, |set| {
+        op_on(id, set, sops, dl, max, alter, undo)
+    })?
+}
+
+fn op_on(
+    id: SemId,
+    set: &Arc<SemSet>,
+    sops: &[Sembuf],
+    dl: Deadline,
+    max: usize,
+    alter: bool,
+    undo: bool,
+) -> Result<(), Errno> {
     let cred = Cred::current();
     let access = if alter { ACCESS_WRITE } else { ACCESS_READ };
     let mut owner = None;
@@ -539,14 +568,14 @@ fn op(id: SemId, sops: &[Sembuf], dl: Deadline) -> Result<(), Errno> {
         if undo && owner.is_none() {
             // Enlisting takes no set lock; the row is created on commit.
             drop(s);
-            owner = Some(undo_owner(id.0, &set));
+            owner = Some(undo_owner(id.0, set));
             continue;
         }
         match dry_run(&s, sops, owner) {
             Ok(touched) => {
                 let changed = commit(&mut s, &touched, owner, cred.pid);
                 if changed {
-                    set.changes.fetch_add(1, Ordering::Relaxed);
+                    set.bump_changes();
                 }
                 drop(s);
                 if changed {
@@ -659,7 +688,7 @@ fn ctl(id: SemId, cmd: SemCtl) -> Result<SemCtlOut, Errno> {
             s.sems[i].val = v;
             s.sems[i].pid = cred.pid;
             s.ctime = now_secs();
-            set.changes.fetch_add(1, Ordering::Relaxed);
+            set.bump_changes();
             drop(s);
             set.wq.wake_all();
             Ok(SemCtlOut::Done)
@@ -680,7 +709,7 @@ fn ctl(id: SemId, cmd: SemCtl) -> Result<SemCtlOut, Errno> {
                 sem.pid = cred.pid;
             }
             s.ctime = now_secs();
-            set.changes.fetch_add(1, Ordering::Relaxed);
+            set.bump_changes();
             drop(s);
             set.wq.wake_all();
             Ok(SemCtlOut::Done)

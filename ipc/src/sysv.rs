@@ -357,6 +357,40 @@ impl<T: IpcObject> Registry<T> {
         Ok(o)
     }
 
+    /// Runs `f` on the object with this id, found as by
+    /// [`lookup_cached`](Self::lookup_cached) but, on a cache hit, borrowed
+    /// from the cache rather than counted: no reference count is taken and
+    /// dropped per operation. The cache stays borrowed while `f` runs (it
+    /// may block), so nothing can drop the object meanwhile; a nested
+    /// lookup during `f` (a signal handler's) still works and only leaves
+    /// the cache as it is.
+    #[inline]
+    pub fn with_cached<R>(
+        &self,
+        id: i32,
+        cache: &'static greenos_runtime::task::LocalKey<LookupCache<T>>,
+        f: impl FnOnce(&Arc<T>) -> R,
+    ) -> Result<R, Errno> {
+        if !greenos_runtime::task::in_task() {
+            return Ok(f(&self.lookup(id)?));
+        }
+        let removals = self.removals.load(Ordering::Acquire);
+        cache.with(|c| {
+            if let Ok(b) = c.try_borrow() {
+                if let Some((i, r, o)) = &*b {
+                    if *i == id && *r == removals {
+                        return Ok(f(o));
+                    }
+                }
+            }
+            let o = self.lookup(id)?;
+            if let Ok(mut c) = c.try_borrow_mut() {
+                *c = Some((id, removals, o.clone()));
+            }
+            Ok(f(&o))
+        })
+    }
+
     /// The object with this id; EINVAL for an id that names none (never
     /// created, or removed).
     pub fn lookup(&self, id: i32) -> Result<Arc<T>, Errno> {

@@ -51,7 +51,7 @@ use std::sync::atomic::{fence, AtomicU8, AtomicUsize, Ordering};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
+use crate::sync::{SpinGuard, SpinLock};
 
 use crate::executor::{self, task::TaskRef, SwitchTarget};
 
@@ -154,7 +154,7 @@ impl List {
 
 /// A queue of blocked tasks and threads (see the module doc).
 pub struct WaitQueue {
-    list: Mutex<List>,
+    list: SpinLock<List>,
     /// Number of linked waiters: the wakers' fast path. Written only under
     /// `list`'s lock (load + store, no read-modify-write), read without it.
     waiters: AtomicUsize,
@@ -220,7 +220,7 @@ impl WaitQueue {
     /// An empty queue.
     pub const fn new() -> WaitQueue {
         WaitQueue {
-            list: Mutex::new(List {
+            list: SpinLock::new(List {
                 head: ptr::null_mut(),
                 tail: ptr::null_mut(),
             }),
@@ -601,7 +601,7 @@ impl WaitQueue {
     }
 
     /// The loop of [`wake_n`](Self::wake_n), under the list lock `l`.
-    fn wake_locked(&self, mut l: parking_lot::MutexGuard<'_, List>, n: usize) -> usize {
+    fn wake_locked(&self, mut l: SpinGuard<'_, List>, n: usize) -> usize {
         let mut woken = 0;
         while woken < n {
             let Some(w) = self.pop_notified(&mut l) else {

@@ -73,6 +73,7 @@ use std::time::{Duration, Instant};
 pub use condvar::{Condvar, WaitTimeoutResult};
 pub use mutex::{Mutex, MutexGuard};
 pub use semaphore::{Semaphore, SemaphoreGuard};
+pub use spin::{SpinGuard, SpinLock};
 
 /// How long a blocking call without an error return keeps polling after its
 /// task was cancelled at runtime shutdown, before it panics (see the module

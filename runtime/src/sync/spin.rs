@@ -1,15 +1,17 @@
-//! `SpinLock<T>`: the channels' internal lock, one atomic swap to lock and a
-//! plain release store to unlock.
+//! `SpinLock<T>`: the lock inside greenos's blocking objects (wait queues,
+//! channels, and the IPC crate's pipes, message queues, semaphore sets and
+//! endpoints), one atomic swap to lock and a plain release store to unlock.
 //!
-//! A channel's critical sections are a handful of instructions (push or pop
-//! on a `VecDeque`, a few flags) and never contain a greenos call, so a
-//! holder is never *suspended* while holding the lock; only the OS can
-//! deschedule its thread. On the channel fast path the lock's cost is its
-//! atomic operations: `parking_lot::Mutex` pays a compare-and-swap to lock
-//! and another to unlock (its unlock must check for parked threads); this
-//! lock pays one swap, and unlocking is a `mov`. Measured on the 2-vCPU
-//! development VM a locked read-modify-write costs about 20 ns, so this
-//! halves the lock's share of a message (see `mpsc`'s module doc).
+//! Those critical sections are short (a queue push or pop, a few flags, at
+//! most one bounded copy) and never contain a greenos call, so a holder is
+//! never *suspended* while holding the lock; only the OS can deschedule its
+//! thread. On their fast paths the lock's cost is its atomic operations:
+//! `parking_lot::Mutex` pays a compare-and-swap to lock and another to
+//! unlock (its unlock must check for parked threads); this lock pays one
+//! swap, and unlocking is a `mov`. Measured on the 2-vCPU development VM a
+//! locked read-modify-write costs about 8 ns back to back and up to 20 ns
+//! behind a switch's stores, so this halves the lock's share of every
+//! message and wakeup (see `mpsc`'s module doc).
 //!
 //! Contended, a locker spins with exponential backoff and then yields its
 //! OS thread (`std::thread::yield_now`) between attempts. It never parks the
@@ -27,8 +29,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 /// Spins (`2^k` pauses in round `k`) before yielding the OS thread.
 const SPIN_ROUNDS: u32 = 6;
 
-/// A test-and-test-and-set lock over a `T` (see the module doc).
-pub(crate) struct SpinLock<T> {
+/// A test-and-test-and-set lock over a `T`, for critical sections that are
+/// short and never block (see the module doc): a waiter spins, then yields
+/// its OS thread, and never parks it. Holding it across a greenos call that
+/// can switch (a blocking call, `yield_now`) would stall every other task
+/// that wants it, including on this CPU: don't.
+pub struct SpinLock<T> {
     locked: AtomicBool,
     data: UnsafeCell<T>,
 }
@@ -41,7 +47,8 @@ unsafe impl<T: Send> Sync for SpinLock<T> {}
 unsafe impl<T: Send> Send for SpinLock<T> {}
 
 impl<T> SpinLock<T> {
-    pub(crate) const fn new(value: T) -> SpinLock<T> {
+    /// An unlocked lock holding `value`.
+    pub const fn new(value: T) -> SpinLock<T> {
         SpinLock {
             locked: AtomicBool::new(false),
             data: UnsafeCell::new(value),
@@ -50,7 +57,7 @@ impl<T> SpinLock<T> {
 
     /// Takes the lock.
     #[inline]
-    pub(crate) fn lock(&self) -> SpinGuard<'_, T> {
+    pub fn lock(&self) -> SpinGuard<'_, T> {
         if self.locked.swap(true, Ordering::Acquire) {
             self.lock_contended();
         }
@@ -89,8 +96,14 @@ impl<T> fmt::Debug for SpinLock<T> {
 }
 
 /// Holds a [`SpinLock`]; unlocks when dropped.
-pub(crate) struct SpinGuard<'a, T> {
+pub struct SpinGuard<'a, T> {
     lock: &'a SpinLock<T>,
+}
+
+impl<T: fmt::Debug> fmt::Debug for SpinGuard<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&**self, f)
+    }
 }
 
 impl<T> Deref for SpinGuard<'_, T> {
