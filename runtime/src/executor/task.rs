@@ -252,6 +252,7 @@ impl Drop for Task {
 mod body_cache {
     use std::cell::RefCell;
     use std::mem::MaybeUninit;
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
     use super::TaskBody;
 
@@ -274,6 +275,12 @@ mod body_cache {
     }
 
     static DEPOT: parking_lot::Mutex<Vec<Vec<Slot>>> = parking_lot::const_mutex(Vec::new());
+    /// The depot's length as of its last change (stored under its lock):
+    /// an allocation that finds it zero skips the lock. A spawner that
+    /// outruns the exits (its magazine empty, the depot too) would
+    /// otherwise take and release the lock, two locked instructions, on
+    /// every spawn. Stale either way it only costs a lock or a `malloc`.
+    static DEPOT_LEN: AtomicUsize = AtomicUsize::new(0);
 
     /// Free bodies cached by this thread.
     #[cfg(test)]
@@ -286,10 +293,12 @@ mod body_cache {
         let slot = LOCAL
             .try_with(|l| {
                 let mut l = l.borrow_mut();
-                if l.is_empty() {
-                    if let Some(full) = DEPOT.lock().pop() {
+                if l.is_empty() && DEPOT_LEN.load(Ordering::Relaxed) != 0 {
+                    let mut depot = DEPOT.lock();
+                    if let Some(full) = depot.pop() {
                         *l = full;
                     }
+                    DEPOT_LEN.store(depot.len(), Ordering::Relaxed);
                 }
                 l.pop()
             })
@@ -320,6 +329,7 @@ mod body_cache {
                 let mut depot = DEPOT.lock();
                 if depot.len() < DEPOT_MAGAZINES {
                     depot.push(full);
+                    DEPOT_LEN.store(depot.len(), Ordering::Relaxed);
                 }
             }
             l.push(slot);
