@@ -2,10 +2,11 @@
 //! channels, and the IPC crate's pipes, message queues, semaphore sets and
 //! endpoints), one atomic swap to lock and a plain release store to unlock.
 //!
-//! Those critical sections are short (a queue push or pop, a few flags, at
-//! most one bounded copy) and never contain a greenos call, so a holder is
-//! never *suspended* while holding the lock; only the OS can deschedule its
-//! thread. On their fast paths the lock's cost is its atomic operations:
+//! Those critical sections are short (a queue push or pop, a few flags, a
+//! bounded copy; a wait queue's `wake_all` wakes its waiters under its
+//! lock, a bounded step each) and never contain a greenos call that can
+//! switch, so a holder is never *suspended* while holding the lock; only
+//! the OS can deschedule its thread. On their fast paths the lock's cost is its atomic operations:
 //! `parking_lot::Mutex` pays a compare-and-swap to lock and another to
 //! unlock (its unlock must check for parked threads); this lock pays one
 //! swap, and unlocking is a `mov`. Measured on the 2-vCPU development VM a
