@@ -51,6 +51,8 @@ use crate::trace::EventKind;
 pub(crate) struct WorkerLocal {
     index: usize,
     shared: Arc<Shared>,
+    /// `&shared.workers[index]`, resolved once (as `WorkerCell::ws`).
+    ws: *const WorkerShared,
     /// The run queue: RT above the runtime's fair class (the current task
     /// is not queued in it).
     pub(crate) rq: RunQueue<TaskRef>,
@@ -121,6 +123,9 @@ pub(crate) struct WorkerLocal {
 pub(crate) struct WorkerCell {
     pub(crate) shared: Arc<Shared>,
     index: usize,
+    /// `&shared.workers[index]`, resolved once: the switch path reaches
+    /// this CPU's shared words a dozen times per switch.
+    ws: *const WorkerShared,
     local: UnsafeCell<WorkerLocal>,
     /// The task this CPU runs now (null between tasks); read through
     /// `executor::current_task_ptr`.
@@ -156,7 +161,9 @@ impl WorkerCell {
 
     #[inline]
     pub(crate) fn worker_shared(&self) -> &WorkerShared {
-        &self.shared.workers[self.index]
+        // SAFETY: `ws` points into `shared.workers`, a boxed slice that is
+        // never reallocated and that `self.shared` keeps alive.
+        unsafe { &*self.ws }
     }
 }
 
@@ -173,8 +180,11 @@ impl WorkerLocal {
         &self.shared
     }
 
+    #[inline]
     fn ws(&self) -> &WorkerShared {
-        &self.shared.workers[self.index]
+        // SAFETY: as in `WorkerCell::worker_shared`: into `shared.workers`,
+        // never reallocated, kept alive by `self.shared`.
+        unsafe { &*self.ws }
     }
 
     /// True when nothing but the running task is runnable here.
@@ -706,12 +716,15 @@ pub(crate) fn run_worker(shared: Arc<Shared>, index: usize, staging: Deque<TaskR
     // An idle CPU sleeps until its next timer: on time, not 50 µs late.
     super::monitor::precise_timer_sleeps();
     let levels = shared.domains[index].domains.len();
+    let ws: *const WorkerShared = &*shared.workers[index];
     let cell = WorkerCell {
         shared: shared.clone(),
         index,
+        ws,
         current: std::cell::Cell::new(std::ptr::null()),
         local: UnsafeCell::new(WorkerLocal {
             index,
+            ws,
             rq: RunQueue::new(shared.config.policy, shared.nr_cpus()),
             cfs: shared.config.policy == Policy::Cfs,
             now: 0,
