@@ -93,7 +93,9 @@
 //!
 //! # Locking
 //!
-//! One lock per endpoint (its queues); a port has none: its state word
+//! One lock per endpoint (its queues; a `SpinLock`, one locked
+//! instruction per hold, as the holds are a queue push or pop and a
+//! message copy); a port has none: its state word
 //! (generation and phase) is claimed by compare-and-swap where two parties
 //! can race for it (a reply against the caller giving up), and stored
 //! otherwise (see `PortWord`). Wakeups are issued after the endpoint lock
@@ -607,6 +609,7 @@ fn stage_caps(msg: &Msg, rights: Rights) -> Result<StagedCaps, Errno> {
     stage_caps_slow(msg, rights)
 }
 
+/// [`stage_caps`] for a message that carries capabilities.
 #[cold]
 fn stage_caps_slow(msg: &Msg, rights: Rights) -> Result<StagedCaps, Errno> {
     let mut nodes: [Option<Arc<CapNode>>; MAX_EXTRA_CAPS] = Default::default();
@@ -768,6 +771,7 @@ impl Endpoint {
         })
     }
 
+    /// [`send_inner`](Self::send_inner) with the endpoint resolved.
     fn send_on(
         &self,
         node: &CapNode,
@@ -1008,6 +1012,7 @@ impl Endpoint {
         })
     }
 
+    /// [`call_inner`](Self::call_inner) with the endpoint resolved.
     fn call_on(
         &self,
         node: &CapNode,
@@ -1118,6 +1123,8 @@ impl Endpoint {
         })
     }
 
+    /// [`reply_recv_inner`](Self::reply_recv_inner) with the endpoint
+    /// resolved.
     fn reply_recv_on(
         &self,
         ep: &Arc<EndpointObj>,

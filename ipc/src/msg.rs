@@ -375,6 +375,7 @@ fn send(id: MsqId, mtype: i64, data: &[u8], flags: MsgFlags, dl: Deadline) -> Re
     QUEUES.with_cached(id.0, &LAST_QUEUE, |q| send_on(q, mtype, data, flags, dl))?
 }
 
+/// [`send`] on the queue looked up.
 fn send_on(
     q: &MsgQueue,
     mtype: i64,
@@ -462,6 +463,7 @@ fn recv(
     QUEUES.with_cached(id.0, &LAST_QUEUE, |q| recv_on(q, buf, msgtyp, flags, dl))?
 }
 
+/// [`recv`] on the queue looked up.
 fn recv_on(
     q: &MsgQueue,
     buf: &mut [u8],

@@ -543,6 +543,8 @@ fn op(id: SemId, sops: &[Sembuf], dl: Deadline) -> Result<(), Errno> {
     })?
 }
 
+/// [`op`] on the set looked up (`max`, `alter`, `undo`: what `op` found
+/// in `sops`).
 fn op_on(
     id: SemId,
     set: &Arc<SemSet>,
