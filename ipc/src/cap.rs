@@ -583,28 +583,11 @@ pub(crate) fn with_table<R>(f: impl FnOnce(&CapTable) -> R) -> Result<R, Errno> 
 /// The node `cap` names in the current table, checked: not revoked, and
 /// holding `need`.
 pub(crate) fn resolve(cap: Cap, need: Rights) -> Result<Arc<CapNode>, Errno> {
-    let node = with_proc(|p| {
-        p.with_current(|t| {
-            if cap.table != t.serial {
-                return Err(Errno::EBADF);
-            }
-            let removals = t.removals.load(Ordering::Acquire);
-            if let Ok(c) = p.cache.try_borrow() {
-                if let Some((c, r, n)) = &*c {
-                    if *c == cap && *r == removals {
-                        return Ok(n.clone());
-                    }
-                }
-            }
-            resolve_uncached(p, cap)
-        })
-    })??;
-    check_node(&node, need)?;
-    Ok(node)
+    task::with_cx(|cx| with_resolved(cx, cap, need, |n| Ok(n.clone()))).unwrap_or(Err(Errno::ESRCH))
 }
 
 /// Runs `f` on the node `cap` names in the current table of the task `cx`
-/// names, checked as by [`resolve`], without taking a reference count
+/// names, checked (not revoked, holding `need`), without taking a reference count
 /// when the lookup cache hits (the common case: one endpoint used over and
 /// over). The cache stays borrowed while `f` runs, so it cannot drop the
 /// node `f` holds; a nested lookup meanwhile (a signal handler's, a

@@ -855,16 +855,14 @@ impl Endpoint {
     /// Takes a message if a sender is waiting; `EAGAIN` otherwise (seL4
     /// `NBRecv`).
     pub fn nb_recv(&self) -> io::Result<(Msg, Option<Reply>)> {
-        let node = self.resolve(Rights::RECV)?;
-        let ep = ep_of(&node);
-        let me = my_port()?;
-        let q = ep.q.lock();
-        if q.senders.is_empty() {
-            return Err(Errno::EAGAIN.into());
-        }
-        Ok(self
-            .take_sender(ep, me, q)
-            .map(|()| self.finish_recv(me))??)
+        Ok(self.with_ep(Rights::RECV, |_, ep, me| {
+            let q = ep.q.lock();
+            if q.senders.is_empty() {
+                return Err(Errno::EAGAIN);
+            }
+            self.take_sender(ep, me, q)?;
+            self.finish_recv(me)
+        })?)
     }
 
     #[inline]

@@ -336,25 +336,7 @@ impl<T: IpcObject> Registry<T> {
         id: i32,
         cache: &'static greenos_runtime::task::LocalKey<LookupCache<T>>,
     ) -> Result<Arc<T>, Errno> {
-        if !greenos_runtime::task::in_task() {
-            return self.lookup(id);
-        }
-        let removals = self.removals.load(Ordering::Acquire);
-        let hit = cache.with(|c| {
-            c.borrow()
-                .as_ref()
-                .and_then(|(i, r, o)| (*i == id && *r == removals).then(|| o.clone()))
-        });
-        if let Some(o) = hit {
-            return Ok(o);
-        }
-        let o = self.lookup(id)?;
-        cache.with(|c| {
-            if let Ok(mut c) = c.try_borrow_mut() {
-                *c = Some((id, removals, o.clone()));
-            }
-        });
-        Ok(o)
+        self.with_cached(id, cache, Arc::clone)
     }
 
     /// Runs `f` on the object with this id, found as by
