@@ -5,7 +5,7 @@
 //! | key | what | greenos column | peer column(s) |
 //! |---|---|---|---|
 //! | `shmring_tput8_*`, `shmring_tput64_*` | SPSC throughput, 8- and 64-byte messages, producer and consumer OS threads pinned to two CPUs, capacity 1024; ns per message (1e3 / this = M msgs/s) | `ShmRing` `send` / `recv` (blocking API) | OS threads column: `rtrb` (`_rtrb`), crossbeam `ArrayQueue` (`_abq`), crossbeam bounded channel (`_xchan`), std `sync_channel` (`_std`), spinning on full/empty where the peer has no blocking call; tokio column: tokio bounded mpsc on 2 workers (`_tokio`) |
-//! | `shmring_tput8b_rtrb` | the same, 8-byte messages moved in batches of 64 | `send_all` / `recv_into` | rtrb `write_chunk_uninit` / `read_chunk` |
+//! | `shmring_tput8b_rtrb` | the same, 8-byte messages moved in chunks of up to 64, written and read in place | `write_chunk` + `fill_from_iter` / `read_chunk` + `commit_all` | rtrb `write_chunk_uninit` + `fill_from_iter` / `read_chunk` + `commit_all` (spinning while full / empty) |
 //! | `shmring_pp1` | ping-pong between two green tasks on one worker; ns per round trip | `ShmRing` pair (capacity 1) | the channel ping-pong of `ping_pong.rs` on one worker: tokio, may, std mpsc on two threads pinned to one CPU |
 //! | `shmring_pp1_xchan` | the same | the same | OS threads column: crossbeam channel, two threads pinned to one CPU |
 //! | `shmring_pp2x` | ping-pong between two OS threads pinned to two CPUs | `ShmRing` pair | OS threads column: `rtrb` pair, spinning |
@@ -129,7 +129,7 @@ pub fn specs() -> Vec<Spec> {
         tput_spec!("shmring_tput64_tokio", "ShmRing SPSC 64B throughput vs tokio mpsc (tokio col)", M64, Peer::Tokio, Imp::Tokio),
         Spec {
             key: "shmring_tput8b_rtrb",
-            title: "ShmRing SPSC 8B throughput, batches of 64, vs rtrb chunks of 64 (OS threads col)",
+            title: "ShmRing SPSC 8B throughput, chunks of 64 in place, vs rtrb chunks of 64 (OS threads col)",
             unit: "ns/msg",
             n: TPUT,
             n_override: &[],
@@ -316,31 +316,27 @@ const BATCH: usize = 64;
 
 fn tput_shmring_batched(p: &Params) -> Sample {
     with_warmup(p, |n| {
-        let tx = ShmRing::<u64>::with_capacity(RingKind::Spsc, CAP).expect("ring");
-        let rx = tx.clone();
+        let mut tx = ShmRing::<u64>::with_capacity(RingKind::Spsc, CAP).expect("ring");
+        let mut rx = tx.clone();
         tx.take_producer_role().unwrap();
         rx.take_consumer_role().unwrap();
         timed_pair(
             n,
             move || {
-                let mut buf = [0u64; BATCH];
                 let mut i = 0;
                 while i < n {
-                    let k = BATCH.min((n - i) as usize);
-                    for (j, slot) in buf[..k].iter_mut().enumerate() {
-                        *slot = i + j as u64;
-                    }
-                    tx.send_all(&buf[..k]).expect("send");
-                    i += k as u64;
+                    let chunk = tx.write_chunk(BATCH.min((n - i) as usize)).expect("send");
+                    i += chunk.fill_from_iter(i..) as u64;
                 }
             },
             move || {
-                let mut buf = [0u64; BATCH];
                 let (mut got, mut sum) = (0, 0);
                 while got < n {
-                    let k = rx.recv_into(&mut buf).expect("recv");
-                    sum += buf[..k].iter().sum::<u64>();
-                    got += k as u64;
+                    let chunk = rx.read_chunk(BATCH).expect("recv");
+                    let (a, b) = chunk.as_slices();
+                    sum += a.iter().sum::<u64>() + b.iter().sum::<u64>();
+                    got += chunk.len() as u64;
+                    chunk.commit_all();
                 }
                 sum
             },

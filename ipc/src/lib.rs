@@ -41,7 +41,7 @@ pub use shm::{
     shm_fd, shmat, shmctl, shmdt, shmget, ShmCtl, ShmFlags, ShmId, ShmMap, ShmSet, ShmidDs,
 };
 pub mod ring;
-pub use ring::{RingKind, ShmRing};
+pub use ring::{ReadChunk, RingKind, ShmRing, WriteChunk};
 
 mod block;
 pub mod fifo;

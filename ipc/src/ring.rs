@@ -39,6 +39,17 @@
 //!   `p + capacity`. The capacity is at least 2 (with 1, "written" and "free
 //!   for the next lap" would be the same stamp).
 //!
+//! # Batches and chunks
+//!
+//! `send_slice` / `recv_into` copy a batch in or out with one index update
+//! and one wakeup. `write_chunk` / `read_chunk` (SPSC only; rtrb's
+//! `write_chunk_uninit` / `read_chunk`) lend the slots themselves, as two
+//! runs when the chunk wraps: a producer fills them in place and commits,
+//! a consumer reads them in place and commits, and nothing is copied
+//! twice. A chunk borrows its handle mutably, so the handle's cached
+//! indices cannot move under it; until its commit the other side sees
+//! nothing of it.
+//!
 //! # Blocking
 //!
 //! A full `send` or empty `recv` sleeps; it never spins for long. The wait
@@ -90,7 +101,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::io;
 use std::marker::PhantomData;
-use std::mem::{align_of, size_of};
+use std::mem::{align_of, size_of, MaybeUninit};
 use std::ptr;
 use std::sync::atomic::{compiler_fence, fence, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Weak};
@@ -863,7 +874,12 @@ impl<T> ShmRing<T> {
             return true;
         }
         match self.inner.kind {
-            RingKind::Spsc => self.tail.get() - h.head.0.load(Ordering::Acquire) < self.inner.cap,
+            RingKind::Spsc => {
+                // Kept, so that the push that follows need not read it again.
+                let head = h.head.0.load(Ordering::Acquire);
+                self.head_seen.set(head);
+                self.tail.get() - head < self.inner.cap
+            }
             RingKind::Mpmc => {
                 let t = h.tail.0.load(Ordering::Acquire);
                 self.inner.stamp(t).load(Ordering::Acquire) >= t
@@ -877,7 +893,12 @@ impl<T> ShmRing<T> {
             return true;
         }
         match self.inner.kind {
-            RingKind::Spsc => h.tail.0.load(Ordering::Acquire) != self.head.get(),
+            RingKind::Spsc => {
+                // Kept, so that the pop that follows need not read it again.
+                let t = h.tail.0.load(Ordering::Acquire);
+                self.tail_seen.set(t);
+                t != self.head.get()
+            }
             RingKind::Mpmc => {
                 let p = h.head.0.load(Ordering::Acquire);
                 self.inner.stamp(p).load(Ordering::Acquire) > p
@@ -897,14 +918,20 @@ impl<T: Copy> ShmRing<T> {
     #[inline(always)]
     fn spsc_send_fast(&self, v: T) -> Result<(), T> {
         let inner = &*self.inner;
-        let t = self.tail.get();
-        if inner.kind != RingKind::Spsc
-            || !self.producer.get()
-            || t - self.head_seen.get() >= inner.cap
-        {
+        if inner.kind != RingKind::Spsc || !self.producer.get() {
             return Err(v);
         }
         let h = inner.hdr();
+        let t = self.tail.get();
+        if t - self.head_seen.get() >= inner.cap {
+            // Looks full by the head we last read: read it again (rtrb's
+            // `push`), which a ring of capacity 1 does on every send.
+            let head = h.head.0.load(Ordering::Acquire);
+            self.head_seen.set(head);
+            if t - head >= inner.cap {
+                return Err(v);
+            }
+        }
         if gone(h.roles.0.cons.load(Ordering::Acquire)) {
             return Err(v);
         }
@@ -915,6 +942,19 @@ impl<T: Copy> ShmRing<T> {
         h.tail.0.store(t + 1, Ordering::Release);
         self.notify(Side::NotEmpty, false);
         Ok(())
+    }
+
+    /// Whether the SPSC fast path of this handle's side (`producer`, or the
+    /// consumer) applies, so that its failure means the ring was seen full
+    /// (or the consumers gone) / empty just now.
+    #[inline(always)]
+    fn spsc_fast_applies(&self, producer: bool) -> bool {
+        self.inner.kind == RingKind::Spsc
+            && if producer {
+                self.producer.get()
+            } else {
+                self.consumer.get()
+            }
     }
 
     /// The receiving twin of [`spsc_send_fast`](Self::spsc_send_fast):
@@ -1155,16 +1195,45 @@ impl<T: Copy> ShmRing<T> {
         }
     }
 
-    fn send_until(&self, vals: &[T], deadline: Option<Instant>) -> Result<usize, Errno> {
+    /// Whether the other side of `side` is gone: the consumers for a
+    /// producer waiting for room, the producers for a consumer waiting for
+    /// elements.
+    fn peer_gone(&self, side: Side) -> bool {
+        let roles = &self.inner.hdr().roles.0;
+        gone(match side {
+            Side::NotFull => roles.cons.load(Ordering::Acquire),
+            Side::NotEmpty => roles.prod.load(Ordering::Acquire),
+        })
+    }
+
+    /// Runs `attempt` (a push or pop that fails with EAGAIN while the ring
+    /// is full / empty) until it does anything else, waiting on `side` in
+    /// between, until `deadline`. `found`: the caller has just seen the
+    /// ring full / empty through the SPSC fast path, so a first attempt
+    /// would only read the other side's index again; it waits first
+    /// (unless the peer is gone, which the attempt reports).
+    fn retry_until<R>(
+        &self,
+        side: Side,
+        deadline: Option<Instant>,
+        mut found: bool,
+        mut attempt: impl FnMut() -> Result<R, Errno>,
+    ) -> Result<R, Errno> {
+        let ready = || match side {
+            Side::NotFull => self.can_send(),
+            Side::NotEmpty => self.can_recv(),
+        };
         loop {
-            match self.push(vals) {
-                Err(Errno::EAGAIN) => {}
-                r => return r,
+            if !std::mem::take(&mut found) || self.peer_gone(side) {
+                match attempt() {
+                    Err(Errno::EAGAIN) => {}
+                    r => return r,
+                }
             }
-            if let Err(e) = self.wait(Side::NotFull, deadline, || self.can_send()) {
-                // One last try: the deadline may have passed just as space
-                // appeared.
-                return match self.push(vals) {
+            if let Err(e) = self.wait(side, deadline, ready) {
+                // One last try: the deadline may have passed just as the
+                // ring changed.
+                return match attempt() {
                     Err(Errno::EAGAIN) => Err(e),
                     r => r,
                 };
@@ -1172,24 +1241,23 @@ impl<T: Copy> ShmRing<T> {
         }
     }
 
+    fn send_until(
+        &self,
+        vals: &[T],
+        deadline: Option<Instant>,
+        found_full: bool,
+    ) -> Result<usize, Errno> {
+        self.retry_until(Side::NotFull, deadline, found_full, || self.push(vals))
+    }
+
     fn recv_until(
         &self,
         out: *mut T,
         len: usize,
         deadline: Option<Instant>,
+        found_empty: bool,
     ) -> Result<usize, Errno> {
-        loop {
-            match self.pop(out, len) {
-                Err(Errno::EAGAIN) => {}
-                r => return r,
-            }
-            if let Err(e) = self.wait(Side::NotEmpty, deadline, || self.can_recv()) {
-                return match self.pop(out, len) {
-                    Err(Errno::EAGAIN) => Err(e),
-                    r => r,
-                };
-            }
-        }
+        self.retry_until(Side::NotEmpty, deadline, found_empty, || self.pop(out, len))
     }
 
     /// Sends `v`, waiting while the ring is full. EPIPE if the consumers
@@ -1199,7 +1267,17 @@ impl<T: Copy> ShmRing<T> {
         let Err(v) = self.spsc_send_fast(v) else {
             return Ok(());
         };
-        self.send_until(std::slice::from_ref(&v), None)?;
+        self.send_slow(v)
+    }
+
+    /// `send` past its fast path: out of line, so that the caller's loop
+    /// around the inlined fast path stays small (inlined, the wait loop
+    /// made a loop of blocking sends three times slower than the same loop
+    /// of `try_send`s between two CPUs).
+    #[cold]
+    #[inline(never)]
+    fn send_slow(&self, v: T) -> io::Result<()> {
+        self.send_until(std::slice::from_ref(&v), None, self.spsc_fast_applies(true))?;
         Ok(())
     }
 
@@ -1215,7 +1293,11 @@ impl<T: Copy> ShmRing<T> {
 
     /// Sends `v`, waiting at most `timeout` for room; ETIMEDOUT after.
     pub fn send_timeout(&self, v: T, timeout: Duration) -> io::Result<()> {
-        self.send_until(std::slice::from_ref(&v), Some(Instant::now() + timeout))?;
+        self.send_until(
+            std::slice::from_ref(&v),
+            Some(Instant::now() + timeout),
+            false,
+        )?;
         Ok(())
     }
 
@@ -1226,8 +1308,15 @@ impl<T: Copy> ShmRing<T> {
         if let Some(v) = self.spsc_recv_fast() {
             return Ok(v);
         }
+        self.recv_slow()
+    }
+
+    /// `recv` past its fast path: out of line, as `send_slow`.
+    #[cold]
+    #[inline(never)]
+    fn recv_slow(&self) -> io::Result<T> {
         let mut v = std::mem::MaybeUninit::<T>::uninit();
-        self.recv_until(v.as_mut_ptr(), 1, None)?;
+        self.recv_until(v.as_mut_ptr(), 1, None, self.spsc_fast_applies(false))?;
         // SAFETY: recv_until returned Ok(1): the element was written.
         Ok(unsafe { v.assume_init() })
     }
@@ -1247,7 +1336,7 @@ impl<T: Copy> ShmRing<T> {
     /// Receives one element, waiting at most `timeout`; ETIMEDOUT after.
     pub fn recv_timeout(&self, timeout: Duration) -> io::Result<T> {
         let mut v = std::mem::MaybeUninit::<T>::uninit();
-        self.recv_until(v.as_mut_ptr(), 1, Some(Instant::now() + timeout))?;
+        self.recv_until(v.as_mut_ptr(), 1, Some(Instant::now() + timeout), false)?;
         // SAFETY: as in `recv`.
         Ok(unsafe { v.assume_init() })
     }
@@ -1256,7 +1345,7 @@ impl<T: Copy> ShmRing<T> {
     /// (SPSC) and one wakeup, waiting only while none fits. Returns how many
     /// were sent (at least 1 unless `vals` is empty).
     pub fn send_slice(&self, vals: &[T]) -> io::Result<usize> {
-        Ok(self.send_until(vals, None)?)
+        Ok(self.send_until(vals, None, false)?)
     }
 
     /// Batch send without waiting: EAGAIN if nothing fits.
@@ -1267,7 +1356,7 @@ impl<T: Copy> ShmRing<T> {
     /// Sends every element of `vals`, in batches, waiting for room.
     pub fn send_all(&self, mut vals: &[T]) -> io::Result<()> {
         while !vals.is_empty() {
-            let n = self.send_until(vals, None)?;
+            let n = self.send_until(vals, None, false)?;
             vals = &vals[n..];
         }
         Ok(())
@@ -1277,7 +1366,7 @@ impl<T: Copy> ShmRing<T> {
     /// index update (SPSC) and one wakeup, waiting only while it is empty.
     /// Returns how many were received (at least 1 unless `out` is empty).
     pub fn recv_into(&self, out: &mut [T]) -> io::Result<usize> {
-        Ok(self.recv_until(out.as_mut_ptr(), out.len(), None)?)
+        Ok(self.recv_until(out.as_mut_ptr(), out.len(), None, false)?)
     }
 
     /// Batch receive without waiting: EAGAIN if empty.
@@ -1287,7 +1376,342 @@ impl<T: Copy> ShmRing<T> {
 
     /// Batch receive waiting at most `timeout` for the first element.
     pub fn recv_into_timeout(&self, out: &mut [T], timeout: Duration) -> io::Result<usize> {
-        Ok(self.recv_until(out.as_mut_ptr(), out.len(), Some(Instant::now() + timeout))?)
+        Ok(self.recv_until(
+            out.as_mut_ptr(),
+            out.len(),
+            Some(Instant::now() + timeout),
+            false,
+        )?)
+    }
+}
+
+/// Zero-copy batches (SPSC): runs of slots lent straight out of the ring,
+/// rtrb's `write_chunk_uninit` / `read_chunk`. A chunk borrows the handle
+/// mutably, so no other operation of this handle runs while it is out.
+impl<T: Copy> ShmRing<T> {
+    /// The free slots `[tail, tail + k)` for `k` up to `max` (at least 1
+    /// unless `max` is 0): EAGAIN when none is free, EPIPE when the
+    /// consumers are gone, EINVAL for an MPMC ring (its slots are claimed
+    /// one at a time), EBUSY for a second SPSC producer.
+    #[inline]
+    fn reserve_write(&self, max: usize) -> Result<(u64, usize), Errno> {
+        if self.inner.kind != RingKind::Spsc {
+            return Err(Errno::EINVAL);
+        }
+        self.claim_producer()?;
+        if self.peer_gone(Side::NotFull) {
+            return Err(Errno::EPIPE);
+        }
+        let (cap, t) = (self.inner.cap, self.tail.get());
+        if max == 0 {
+            return Ok((t, 0));
+        }
+        let mut free = cap - (t - self.head_seen.get());
+        if free < max as u64 {
+            let head = self.inner.hdr().head.0.load(Ordering::Acquire);
+            self.head_seen.set(head);
+            free = cap - (t - head);
+        }
+        match free.min(max as u64) {
+            0 => Err(Errno::EAGAIN),
+            k => Ok((t, k as usize)),
+        }
+    }
+
+    /// The published slots `[head, head + k)` for `k` up to `max`: EAGAIN
+    /// when the ring is empty, EPIPE when it is empty and the producers
+    /// are gone, EINVAL for an MPMC ring, EBUSY for a second SPSC consumer.
+    #[inline]
+    fn reserve_read(&self, max: usize) -> Result<(u64, usize), Errno> {
+        if self.inner.kind != RingKind::Spsc {
+            return Err(Errno::EINVAL);
+        }
+        self.claim_consumer()?;
+        let head = self.head.get();
+        if max == 0 {
+            return Ok((head, 0));
+        }
+        let tail_now = || {
+            let t = self.inner.hdr().tail.0.load(Ordering::Acquire);
+            self.tail_seen.set(t);
+            t - head
+        };
+        let mut avail = self.tail_seen.get() - head;
+        if avail < max as u64 {
+            avail = tail_now();
+        }
+        if avail == 0 {
+            if !self.peer_gone(Side::NotEmpty) {
+                return Err(Errno::EAGAIN);
+            }
+            // What the producers published before leaving is visible now
+            // (the role word's Acquire): drain it first.
+            avail = tail_now();
+            if avail == 0 {
+                return Err(Errno::EPIPE);
+            }
+        }
+        Ok((head, avail.min(max as u64) as usize))
+    }
+
+    /// The chunk forms past their first attempt: waits on `side` (room
+    /// for a write chunk, elements for a read chunk) until a reservation
+    /// succeeds or fails otherwise, or `deadline` passes. Out of line, so
+    /// that the callers' fast paths stay small (an inlined wait loop made
+    /// the producer's loop around `write_chunk` half as fast).
+    #[cold]
+    #[inline(never)]
+    fn reserve_slow(
+        &self,
+        side: Side,
+        max: usize,
+        deadline: Option<Instant>,
+    ) -> Result<(u64, usize), Errno> {
+        self.retry_until(side, deadline, false, || match side {
+            Side::NotFull => self.reserve_write(max),
+            Side::NotEmpty => self.reserve_read(max),
+        })
+    }
+
+    /// Lends up to `max` free slots for writing in place, waiting while the
+    /// ring is full (at least one slot unless `max` is 0). Fill them through
+    /// [`WriteChunk::fill_from_iter`] or
+    /// [`as_mut_slices`](WriteChunk::as_mut_slices) and
+    /// [`commit`](WriteChunk::commit); nothing is sent until then. EPIPE if
+    /// the consumers are gone, EINVAL for an MPMC ring, EINTR if cancelled.
+    #[inline]
+    pub fn write_chunk(&mut self, max: usize) -> io::Result<WriteChunk<'_, T>> {
+        let (start, len) = match self.reserve_write(max) {
+            Err(Errno::EAGAIN) => self.reserve_slow(Side::NotFull, max, None)?,
+            r => r?,
+        };
+        Ok(WriteChunk {
+            ring: self,
+            start,
+            len,
+        })
+    }
+
+    /// [`write_chunk`](Self::write_chunk) without waiting: EAGAIN if full.
+    pub fn try_write_chunk(&mut self, max: usize) -> io::Result<WriteChunk<'_, T>> {
+        let (start, len) = self.reserve_write(max)?;
+        Ok(WriteChunk {
+            ring: self,
+            start,
+            len,
+        })
+    }
+
+    /// [`write_chunk`](Self::write_chunk) waiting at most `timeout`;
+    /// ETIMEDOUT after.
+    pub fn write_chunk_timeout(
+        &mut self,
+        max: usize,
+        timeout: Duration,
+    ) -> io::Result<WriteChunk<'_, T>> {
+        let deadline = Some(Instant::now() + timeout);
+        let (start, len) = self.reserve_slow(Side::NotFull, max, deadline)?;
+        Ok(WriteChunk {
+            ring: self,
+            start,
+            len,
+        })
+    }
+
+    /// Lends up to `max` received elements in place, waiting while the
+    /// ring is empty (at least one unless `max` is 0); they leave the ring
+    /// when the chunk is [committed](ReadChunk::commit). EPIPE once the
+    /// ring is empty and the producers are gone, EINVAL for an MPMC ring,
+    /// EINTR if cancelled.
+    #[inline]
+    pub fn read_chunk(&mut self, max: usize) -> io::Result<ReadChunk<'_, T>> {
+        let (start, len) = match self.reserve_read(max) {
+            Err(Errno::EAGAIN) => self.reserve_slow(Side::NotEmpty, max, None)?,
+            r => r?,
+        };
+        Ok(ReadChunk {
+            ring: self,
+            start,
+            len,
+        })
+    }
+
+    /// [`read_chunk`](Self::read_chunk) without waiting: EAGAIN if empty.
+    pub fn try_read_chunk(&mut self, max: usize) -> io::Result<ReadChunk<'_, T>> {
+        let (start, len) = self.reserve_read(max)?;
+        Ok(ReadChunk {
+            ring: self,
+            start,
+            len,
+        })
+    }
+
+    /// [`read_chunk`](Self::read_chunk) waiting at most `timeout`;
+    /// ETIMEDOUT after.
+    pub fn read_chunk_timeout(
+        &mut self,
+        max: usize,
+        timeout: Duration,
+    ) -> io::Result<ReadChunk<'_, T>> {
+        let deadline = Some(Instant::now() + timeout);
+        let (start, len) = self.reserve_slow(Side::NotEmpty, max, deadline)?;
+        Ok(ReadChunk {
+            ring: self,
+            start,
+            len,
+        })
+    }
+
+    /// Slots `[start, start + len)` as the two runs they occupy (the second
+    /// is empty unless the run wraps).
+    fn runs(&self, start: u64, len: usize) -> (*mut T, usize, *mut T, usize) {
+        let first = len.min((self.inner.cap - (start & (self.inner.cap - 1))) as usize);
+        (
+            self.inner.spsc_value::<T>(start),
+            first,
+            self.inner.spsc_value::<T>(0),
+            len - first,
+        )
+    }
+}
+
+/// Free slots of an SPSC [`ShmRing`] lent for writing in place
+/// ([`ShmRing::write_chunk`]). Dropping it sends nothing.
+pub struct WriteChunk<'a, T: Copy> {
+    ring: &'a ShmRing<T>,
+    start: u64,
+    len: usize,
+}
+
+impl<T: Copy> WriteChunk<'_, T> {
+    /// How many slots are lent.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether no slot is lent (a chunk asked with `max` 0).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The slots, in order, as two runs (the second is empty unless the
+    /// chunk wraps around the end of the ring).
+    pub fn as_mut_slices(&mut self) -> (&mut [MaybeUninit<T>], &mut [MaybeUninit<T>]) {
+        let (a, na, b, nb) = self.ring.runs(self.start, self.len);
+        // SAFETY: the slots are free (the consumer is past them) and, until
+        // `tail` moves past them, only this producer may touch them; the
+        // chunk borrows the handle mutably, so this is the only view, and
+        // the two runs do not overlap (len <= cap).
+        unsafe {
+            (
+                std::slice::from_raw_parts_mut(a.cast(), na),
+                std::slice::from_raw_parts_mut(b.cast(), nb),
+            )
+        }
+    }
+
+    /// Sends the first `n` slots (at most the chunk's length) with one
+    /// index update and one wakeup.
+    ///
+    /// # Safety
+    /// Those `n` slots must have been written (through
+    /// [`as_mut_slices`](Self::as_mut_slices)) with valid values of `T`.
+    pub unsafe fn commit(self, n: usize) {
+        let n = n.min(self.len);
+        let ring = self.ring;
+        let t = self.start + n as u64;
+        ring.tail.set(t);
+        ring.inner.hdr().tail.0.store(t, Ordering::Release);
+        ring.notify(Side::NotEmpty, false);
+    }
+
+    /// Writes the items of `iter` into the slots in order, as many as fit,
+    /// and sends them (as [`commit`](Self::commit)). Returns how many were
+    /// sent.
+    pub fn fill_from_iter<I: IntoIterator<Item = T>>(mut self, iter: I) -> usize {
+        let mut iter = iter.into_iter();
+        let mut n = 0;
+        let (a, b) = self.as_mut_slices();
+        // Run by run: a chained iterator would test which run it is in at
+        // every element.
+        'fill: for run in [a, b] {
+            for slot in run {
+                let Some(v) = iter.next() else { break 'fill };
+                slot.write(v);
+                n += 1;
+            }
+        }
+        // SAFETY: the first `n` slots were written just now.
+        unsafe { self.commit(n) };
+        n
+    }
+}
+
+impl<T: Copy> fmt::Debug for WriteChunk<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WriteChunk")
+            .field("len", &self.len)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Published elements of an SPSC [`ShmRing`] lent for reading in place
+/// ([`ShmRing::read_chunk`]). Dropping it consumes nothing.
+pub struct ReadChunk<'a, T: Copy> {
+    ring: &'a ShmRing<T>,
+    start: u64,
+    len: usize,
+}
+
+impl<T: Copy> ReadChunk<'_, T> {
+    /// How many elements are lent.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether no element is lent (a chunk asked with `max` 0).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The elements, oldest first, as two runs (the second is empty unless
+    /// the chunk wraps around the end of the ring).
+    pub fn as_slices(&self) -> (&[T], &[T]) {
+        let (a, na, b, nb) = self.ring.runs(self.start, self.len);
+        // SAFETY: the producer published these slots (tail, Acquire) and
+        // does not write them again until `head` moves past them, which
+        // only this consumer does, at commit.
+        unsafe {
+            (
+                std::slice::from_raw_parts(a, na),
+                std::slice::from_raw_parts(b, nb),
+            )
+        }
+    }
+
+    /// Consumes the first `n` elements (at most the chunk's length) with
+    /// one index update and one wakeup.
+    pub fn commit(self, n: usize) {
+        let n = n.min(self.len);
+        let ring = self.ring;
+        let head = self.start + n as u64;
+        ring.head.set(head);
+        ring.inner.hdr().head.0.store(head, Ordering::Release);
+        ring.notify(Side::NotFull, false);
+    }
+
+    /// Consumes every element of the chunk.
+    pub fn commit_all(self) {
+        let n = self.len;
+        self.commit(n);
+    }
+}
+
+impl<T: Copy> fmt::Debug for ReadChunk<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReadChunk")
+            .field("len", &self.len)
+            .finish_non_exhaustive()
     }
 }
 

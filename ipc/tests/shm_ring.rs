@@ -131,6 +131,95 @@ fn every_attach_opens_the_same_ring() {
 }
 
 #[test]
+fn chunks_lend_slots_in_place() {
+    let mut r = ShmRing::<u32>::with_capacity(RingKind::Spsc, 4).unwrap();
+    assert_eq!(errno(r.try_read_chunk(4).unwrap_err()), libc::EAGAIN);
+    assert_eq!(
+        errno(
+            r.read_chunk_timeout(4, Duration::from_millis(5))
+                .unwrap_err()
+        ),
+        libc::ETIMEDOUT
+    );
+    // A chunk dropped without a commit sends nothing.
+    assert_eq!(r.write_chunk(3).unwrap().len(), 3);
+    assert!(r.is_empty());
+    // Three in, two out: the next chunk of 4 wraps around the end.
+    assert_eq!(r.write_chunk(3).unwrap().fill_from_iter([1, 2, 3]), 3);
+    assert_eq!(r.recv().unwrap(), 1);
+    assert_eq!(r.recv().unwrap(), 2);
+    let mut w = r.write_chunk(8).unwrap();
+    assert_eq!(w.len(), 3, "capacity 4, one element queued");
+    let (a, b) = w.as_mut_slices();
+    assert_eq!((a.len(), b.len()), (1, 2), "slot 3, then slots 0 and 1");
+    a[0].write(4);
+    b[0].write(5);
+    // SAFETY: the first two slots of the chunk were written just above.
+    unsafe { w.commit(2) };
+    assert_eq!(r.len(), 3);
+    let c = r.read_chunk(8).unwrap();
+    assert_eq!(c.as_slices(), (&[3, 4][..], &[5][..]));
+    // A chunk dropped without a commit consumes nothing; a partial commit
+    // consumes the oldest.
+    drop(c);
+    r.read_chunk(8).unwrap().commit(1);
+    assert_eq!(
+        r.try_read_chunk(1).unwrap().as_slices(),
+        (&[4][..], &[][..])
+    );
+    let c = r.try_read_chunk(8).unwrap();
+    assert_eq!(c.len(), 2);
+    c.commit_all();
+    assert!(r.is_empty());
+    // Full: the write forms wait or fail.
+    assert_eq!(r.write_chunk(9).unwrap().fill_from_iter(10..), 4);
+    assert_eq!(errno(r.try_write_chunk(1).unwrap_err()), libc::EAGAIN);
+    assert_eq!(
+        errno(
+            r.write_chunk_timeout(1, Duration::from_millis(5))
+                .unwrap_err()
+        ),
+        libc::ETIMEDOUT
+    );
+    assert_eq!(r.write_chunk(0).unwrap().len(), 0, "max 0 never waits");
+    // MPMC slots are claimed one at a time: no chunks.
+    let mut m = ShmRing::<u32>::with_capacity(RingKind::Mpmc, 4).unwrap();
+    assert_eq!(errno(m.try_write_chunk(1).unwrap_err()), libc::EINVAL);
+    assert_eq!(errno(m.try_read_chunk(1).unwrap_err()), libc::EINVAL);
+}
+
+#[test]
+fn chunks_block_wake_and_see_the_peer_leave() {
+    let _w = Watchdog::new("chunks", LIMIT);
+    rt(1).block_on(|| {
+        let mut rx = ShmRing::<u64>::with_capacity(RingKind::Spsc, 2).unwrap();
+        let mut tx = rx.clone();
+        tx.take_producer_role().unwrap();
+        let h = greenos_runtime::spawn(move || {
+            // Fills the ring, then waits in write_chunk until the consumer
+            // commits, then leaves with one element unread.
+            assert_eq!(tx.write_chunk(2).unwrap().fill_from_iter([1, 2]), 2);
+            assert_eq!(tx.write_chunk(2).unwrap().fill_from_iter([3]), 1);
+        });
+        // Waits for the producer (an empty ring, the task not run yet).
+        let c = rx.read_chunk(8).unwrap();
+        assert_eq!(c.as_slices(), (&[1, 2][..], &[][..]));
+        c.commit_all();
+        h.join().unwrap();
+        // The producer is gone: what it sent is drained first, then EPIPE.
+        assert_eq!(rx.read_chunk(8).unwrap().as_slices().0, &[3]);
+        rx.read_chunk(8).unwrap().commit_all();
+        assert_eq!(errno(rx.read_chunk(8).unwrap_err()), libc::EPIPE);
+        // And a producer whose consumer left gets EPIPE.
+        let mut tx2 = ShmRing::<u64>::with_capacity(RingKind::Spsc, 2).unwrap();
+        let rx2 = tx2.clone();
+        rx2.take_consumer_role().unwrap();
+        drop(rx2);
+        assert_eq!(errno(tx2.write_chunk(1).unwrap_err()), libc::EPIPE);
+    });
+}
+
+#[test]
 fn spsc_allows_one_producer_and_one_consumer() {
     let a = ShmRing::<u8>::with_capacity(RingKind::Spsc, 4).unwrap();
     let b = a.clone();
@@ -344,7 +433,8 @@ fn mpmc_stress_4p4c_os_threads() {
 fn spsc_stress(green: bool, capacity: usize, n: u64) {
     let ring = ShmRing::<u64>::with_capacity(RingKind::Spsc, capacity).unwrap();
     let run = move || {
-        let r = ring.clone();
+        let mut r = ring.clone();
+        let mut ring = ring;
         let prod = spawn(green, move || {
             let mut i = 0;
             while i < n {
@@ -352,6 +442,10 @@ fn spsc_stress(green: bool, capacity: usize, n: u64) {
                     let batch: Vec<u64> = (i..(i + 13).min(n)).collect();
                     r.send_all(&batch).unwrap();
                     i += batch.len() as u64;
+                } else if i % 5 == 0 {
+                    // Zero-copy: as many as the ring lends, up to 9.
+                    let chunk = r.write_chunk(9.min((n - i) as usize)).unwrap();
+                    i += chunk.fill_from_iter(i..) as u64;
                 } else {
                     r.send(i).unwrap();
                     i += 1;
@@ -362,7 +456,21 @@ fn spsc_stress(green: bool, capacity: usize, n: u64) {
             let mut next = 0u64;
             let mut buf = [0u64; 5];
             loop {
-                let got = if next % 2 == 0 {
+                let got = if next % 3 == 1 {
+                    // Zero-copy: read in place, consume all but the last
+                    // (it is read again next time).
+                    ring.read_chunk(6).map(|chunk| {
+                        let (a, b) = chunk.as_slices();
+                        let k = a.len() + b.len();
+                        assert_eq!(k, chunk.len());
+                        let keep = (k - 1).max(1);
+                        for (slot, v) in buf.iter_mut().zip(a.iter().chain(b)).take(keep.min(5)) {
+                            *slot = *v;
+                        }
+                        chunk.commit(keep.min(5));
+                        keep.min(5)
+                    })
+                } else if next % 2 == 0 {
                     ring.recv_into(&mut buf)
                 } else {
                     ring.recv().map(|v| {
