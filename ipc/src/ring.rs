@@ -286,6 +286,9 @@ struct Inner {
     value_off: usize,
     kind: RingKind,
     waiters: Arc<LocalWaiters>,
+    /// This process may use the asymmetric fence pair (`ASYMMETRIC`, read
+    /// once here rather than through its lazy cell on every operation).
+    asym_process: bool,
 }
 
 // SAFETY: `hdr` and `slots` point into `map`, which `Inner` owns and which
@@ -487,6 +490,7 @@ impl<T: Copy + Send + 'static> ShmRing<T> {
             value_off,
             kind,
             waiters,
+            asym_process: *ASYMMETRIC,
         })))
     }
 
@@ -654,16 +658,16 @@ fn futex_wake(word: &AtomicU32, n: i32) {
 impl Inner {
     /// Whether this ring uses the asymmetric fence pair: the process does
     /// and no handle anywhere made it cross-process.
-    #[inline]
+    #[inline(always)]
     fn asymmetric(&self) -> bool {
-        *ASYMMETRIC && self.hdr().meta.0.cross_process.load(Ordering::Relaxed) == 0
+        self.asym_process && self.hdr().meta.0.cross_process.load(Ordering::Relaxed) == 0
     }
 
     /// The waker's half of the Dekker pair: after publishing, before
     /// reading `sleepers`. On the hot path, so in the asymmetric mode only
     /// a compiler fence: the waiter's half makes every thread of this
     /// process execute a full barrier instead.
-    #[inline]
+    #[inline(always)]
     fn light_fence(&self) {
         if self.asymmetric() {
             compiler_fence(Ordering::SeqCst);
@@ -709,7 +713,7 @@ impl<T> ShmRing<T> {
     }
 
     /// Wakes waiters on `side` after a change they wait for (module doc).
-    #[inline]
+    #[inline(always)]
     fn notify(&self, side: Side, all: bool) {
         let (w, _) = self.words(side);
         self.inner.light_fence();
@@ -735,19 +739,24 @@ impl<T> ShmRing<T> {
     /// Sleeps until `ready()` may hold, a wake on `side`, or the deadline.
     /// Returns ETIMEDOUT once the deadline has passed, EINTR if cancelled;
     /// Ok means "try again" (spurious returns are allowed).
+    /// `yielded`: a green caller has just yielded and looked again, so it
+    /// goes straight to sleep.
     fn wait(
         &self,
         side: Side,
         deadline: Option<Instant>,
+        yielded: bool,
         ready: impl Fn() -> bool,
     ) -> Result<(), Errno> {
         let in_task = greenos_runtime::task::in_task();
         if in_task && !self.cross.get() {
             // On one worker the peer can only run if we step aside; spinning
             // would only delay it.
-            greenos_runtime::yield_now();
-            if ready() {
-                return Ok(());
+            if !yielded {
+                greenos_runtime::yield_now();
+                if ready() {
+                    return Ok(());
+                }
             }
         } else {
             // An OS thread, or a futex waiter (which blocks its worker
@@ -1216,7 +1225,21 @@ impl<T: Copy> ShmRing<T> {
         &self,
         side: Side,
         deadline: Option<Instant>,
+        found: bool,
+        attempt: impl FnMut() -> Result<R, Errno>,
+    ) -> Result<R, Errno> {
+        self.retry_after(side, deadline, found, false, attempt)
+    }
+
+    /// [`retry_until`](Self::retry_until); `yielded`: besides, the caller
+    /// is a green task that has yielded once since it found the ring full /
+    /// empty (and looked again), so the first wait sleeps at once.
+    fn retry_after<R>(
+        &self,
+        side: Side,
+        deadline: Option<Instant>,
         mut found: bool,
+        mut yielded: bool,
         mut attempt: impl FnMut() -> Result<R, Errno>,
     ) -> Result<R, Errno> {
         let ready = || match side {
@@ -1230,7 +1253,7 @@ impl<T: Copy> ShmRing<T> {
                     r => return r,
                 }
             }
-            if let Err(e) = self.wait(side, deadline, ready) {
+            if let Err(e) = self.wait(side, deadline, std::mem::take(&mut yielded), ready) {
                 // One last try: the deadline may have passed just as the
                 // ring changed.
                 return match attempt() {
@@ -1315,8 +1338,24 @@ impl<T: Copy> ShmRing<T> {
     #[cold]
     #[inline(never)]
     fn recv_slow(&self) -> io::Result<T> {
+        let found_empty = self.spsc_fast_applies(false);
+        let mut yielded = false;
+        if found_empty && !self.cross.get() && greenos_runtime::task::in_task() {
+            // The wait's first step for a green task (`wait`), with nothing
+            // around it: step aside so that a producer on this CPU can run,
+            // then look again. (A ping-pong on one worker does this on every
+            // receive.)
+            greenos_runtime::yield_now();
+            if let Some(v) = self.spsc_recv_fast() {
+                return Ok(v);
+            }
+            yielded = true;
+        }
         let mut v = std::mem::MaybeUninit::<T>::uninit();
-        self.recv_until(v.as_mut_ptr(), 1, None, self.spsc_fast_applies(false))?;
+        let out = v.as_mut_ptr();
+        self.retry_after(Side::NotEmpty, None, found_empty, yielded, || {
+            self.pop(out, 1)
+        })?;
         // SAFETY: recv_until returned Ok(1): the element was written.
         Ok(unsafe { v.assume_init() })
     }
