@@ -18,6 +18,11 @@
 //! run on the same OS thread (then the figure is really a one-worker one).
 //! Neither can pin a task, so the cross-CPU row compares greenos only with
 //! OS threads pinned to two CPUs.
+//!
+//! Steady state: each pair first makes [`warm_up`](crate::harness::warm_up)
+//! untimed round trips (a tenth of N), then N timed ones, in every
+//! implementation. For greenos the untimed ones cover the start of a new
+//! pair under CFS (the child's START_DEBIT; see `warm_up`).
 
 use std::thread::ThreadId;
 use std::time::{Duration, Instant};
@@ -117,7 +122,7 @@ pub fn greenos_on(p: &Params, workers: usize, pin: bool) -> Sample {
             let ponger = spawn_on(1)
                 .spawn(move || {
                     let first = greenos::current_cpu();
-                    for _ in 0..n {
+                    for _ in 0..n + crate::harness::warm_up(n) {
                         let v = ping_rx.recv().expect("ping");
                         pong_tx.send(v + 1).expect("pong");
                     }
@@ -127,14 +132,20 @@ pub fn greenos_on(p: &Params, workers: usize, pin: bool) -> Sample {
             let pinger = spawn_on(0)
                 .spawn(move || {
                     let first = greenos::current_cpu();
-                    let start = Instant::now();
                     let mut v = 0;
+                    // Untimed warm-up round trips by the same pair: the
+                    // figure is the steady state (module doc).
+                    for _ in 0..crate::harness::warm_up(n) {
+                        ping_tx.send(v).expect("ping");
+                        v = pong_rx.recv().expect("pong");
+                    }
+                    let start = Instant::now();
                     for _ in 0..n {
                         ping_tx.send(v).expect("ping");
                         v = pong_rx.recv().expect("pong");
                     }
                     let elapsed = start.elapsed();
-                    assert_eq!(v, n);
+                    assert_eq!(v, n + crate::harness::warm_up(n));
                     (elapsed, first, greenos::current_cpu())
                 })
                 .expect("spawn pinger");
@@ -174,21 +185,27 @@ pub fn tokio(p: &Params, workers: usize) -> Sample {
             let (ping_tx, mut ping_rx) = mpsc::unbounded_channel::<u64>();
             let (pong_tx, mut pong_rx) = mpsc::unbounded_channel::<u64>();
             let ponger = tokio::spawn(async move {
-                for _ in 0..n {
+                for _ in 0..n + crate::harness::warm_up(n) {
                     let v = ping_rx.recv().await.expect("ping");
                     pong_tx.send(v + 1).expect("pong");
                 }
                 std::thread::current().id()
             });
             let pinger = tokio::spawn(async move {
-                let start = Instant::now();
                 let mut v = 0;
+                // Untimed warm-up round trips by the same pair: the
+                // figure is the steady state (module doc).
+                for _ in 0..crate::harness::warm_up(n) {
+                    ping_tx.send(v).expect("ping");
+                    v = pong_rx.recv().await.expect("pong");
+                }
+                let start = Instant::now();
                 for _ in 0..n {
                     ping_tx.send(v).expect("ping");
                     v = pong_rx.recv().await.expect("pong");
                 }
                 let elapsed = start.elapsed();
-                assert_eq!(v, n);
+                assert_eq!(v, n + crate::harness::warm_up(n));
                 (elapsed, std::thread::current().id())
             });
             let (elapsed, ping_thread) = pinger.await.expect("pinger");
@@ -218,21 +235,27 @@ pub fn may(p: &Params, workers: usize) -> Sample {
             let (ping_tx, ping_rx) = mpsc::channel::<u64>();
             let (pong_tx, pong_rx) = mpsc::channel::<u64>();
             let ponger = may::go!(move || {
-                for _ in 0..n {
+                for _ in 0..n + crate::harness::warm_up(n) {
                     let v = ping_rx.recv().expect("ping");
                     pong_tx.send(v + 1).expect("pong");
                 }
                 std::thread::current().id()
             });
             let pinger = may::go!(move || {
-                let start = Instant::now();
                 let mut v = 0;
+                // Untimed warm-up round trips by the same pair: the
+                // figure is the steady state (module doc).
+                for _ in 0..crate::harness::warm_up(n) {
+                    ping_tx.send(v).expect("ping");
+                    v = pong_rx.recv().expect("pong");
+                }
+                let start = Instant::now();
                 for _ in 0..n {
                     ping_tx.send(v).expect("ping");
                     v = pong_rx.recv().expect("pong");
                 }
                 let elapsed = start.elapsed();
-                assert_eq!(v, n);
+                assert_eq!(v, n + crate::harness::warm_up(n));
                 (elapsed, std::thread::current().id())
             });
             let (elapsed, ping_thread) = pinger.join().expect("pinger");
@@ -271,7 +294,7 @@ pub fn threads(p: &Params, workers: usize) -> Sample {
         let (pong_tx, pong_rx) = mpsc::channel::<u64>();
         let ponger = std::thread::spawn(move || {
             crate::os::pin_current_thread(pong_cpu).expect("pin ponger");
-            for _ in 0..n {
+            for _ in 0..n + crate::harness::warm_up(n) {
                 let v = ping_rx.recv().expect("ping");
                 pong_tx.send(v + 1).expect("pong");
             }
@@ -279,14 +302,20 @@ pub fn threads(p: &Params, workers: usize) -> Sample {
         });
         let pinger = std::thread::spawn(move || {
             crate::os::pin_current_thread(ping_cpu).expect("pin pinger");
-            let start = Instant::now();
             let mut v = 0;
+            // Untimed warm-up round trips by the same pair: the
+            // figure is the steady state (module doc).
+            for _ in 0..crate::harness::warm_up(n) {
+                ping_tx.send(v).expect("ping");
+                v = pong_rx.recv().expect("pong");
+            }
+            let start = Instant::now();
             for _ in 0..n {
                 ping_tx.send(v).expect("ping");
                 v = pong_rx.recv().expect("pong");
             }
             let elapsed = start.elapsed();
-            assert_eq!(v, n);
+            assert_eq!(v, n + crate::harness::warm_up(n));
             (elapsed, crate::os::current_os_cpu())
         });
         let (elapsed, ping_on) = pinger.join().expect("pinger");
