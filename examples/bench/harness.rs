@@ -139,15 +139,17 @@ impl Params {
 }
 
 /// Untimed round trips a ping-pong pair makes before its `n` timed ones
-/// (a tenth of them), so that a figure is the pair's steady state and not
-/// its start. Every implementation gets them. For greenos they cover
-/// CFS's START_DEBIT phase: a task starts a vslice ahead of its parent in
-/// vruntime (`place_entity` with START_DEBIT), so for its first ~2 ms of
-/// CPU the parent's yields toward it fail the SKIP-buddy granularity test
-/// and the parent parks instead (a ring or channel ping-pong on one worker
-/// ran 11% slower over its first 100,000 round trips than over the next).
+/// (half as many), so that a figure is the pair's steady state and not its
+/// start. Every implementation gets them. For greenos they cover CFS's
+/// START_DEBIT phase: a new task starts a vslice ahead in vruntime
+/// (`place_entity` with START_DEBIT), and until the pair's vruntimes are
+/// within the wakeup granularity of each other the yields of the one
+/// behind are refused by the SKIP-buddy test and it parks instead. On the
+/// development VM a channel pair on one worker parked on every one of its
+/// first ~24,000 round trips (530 ns each), then on 1-5% of them (275 ns
+/// each).
 pub fn warm_up(n: u64) -> u64 {
-    (n / 10).max(1)
+    (n / 2).max(1)
 }
 
 /// One measured figure in the benchmark's unit, plus anything the workload
