@@ -13,6 +13,10 @@
 //! | `ipc_sem` | a set of two: post 0 / wait 1 against wait 0 / post 1 | ns/round trip |
 //!
 //! Suffix `1`: one worker / both threads on one CPU; `2x`: two CPUs.
+//!
+//! The round-trip rows time N round trips after
+//! [`warm_up`](crate::harness::warm_up) untimed ones by the same pair, on
+//! both sides (steady state, as in the other ping-pong rows).
 
 use std::time::{Duration, Instant};
 
@@ -128,6 +132,16 @@ fn pick(imp: Imp, p: &Params, two: bool, m: Mech) -> Sample {
     s.with_note(note)
 }
 
+/// Untimed round trips before the timed ones, as in every ping-pong row
+/// ([`crate::harness::warm_up`]); none for the bandwidth row (its sides
+/// end with an acknowledgement).
+fn warm_up(n: u64, m: Mech) -> u64 {
+    match m {
+        Mech::PipeBw => 0,
+        _ => crate::harness::warm_up(n),
+    }
+}
+
 // --- greenos ---------------------------------------------------------------
 
 fn greenos(n: u64, two: bool, m: Mech) -> (Duration, Option<String>) {
@@ -144,8 +158,9 @@ fn greenos(n: u64, two: bool, m: Mech) -> (Duration, Option<String>) {
             set.set(if two { cpu } else { 0 });
             greenos::task::Builder::new().affinity(set)
         };
-        type Side = Box<dyn FnOnce(u64) + Send>;
-        let (ping, pong): (Side, Side) = match m {
+        type Side = Box<dyn FnMut(u64) + Send>;
+        type Cleanup = Box<dyn FnOnce() + Send>;
+        let (mut ping, mut pong, cleanup): (Side, Side, Cleanup) = match m {
             Mech::Pipe => {
                 let (r1, w1) = ipc::pipe().unwrap();
                 let (r2, w2) = ipc::pipe().unwrap();
@@ -164,6 +179,7 @@ fn greenos(n: u64, two: bool, m: Mech) -> (Duration, Option<String>) {
                             (&w2).write_all(&b).unwrap();
                         }
                     }),
+                    Box::new(|| {}),
                 )
             }
             Mech::PipeBw => {
@@ -187,6 +203,7 @@ fn greenos(n: u64, two: bool, m: Mech) -> (Duration, Option<String>) {
                         }
                         (&aw).write_all(b"a").unwrap();
                     }),
+                    Box::new(|| {}),
                 )
             }
             Mech::Msg => {
@@ -199,7 +216,6 @@ fn greenos(n: u64, two: bool, m: Mech) -> (Duration, Option<String>) {
                             ipc::msgsnd(q, 1, &b, f).unwrap();
                             ipc::msgrcv(q, &mut b, 2, f).unwrap();
                         }
-                        ipc::msgctl(q, ipc::MsgCtl::Remove).unwrap();
                     }),
                     Box::new(move |n| {
                         let mut b = [0u8; 1];
@@ -207,6 +223,9 @@ fn greenos(n: u64, two: bool, m: Mech) -> (Duration, Option<String>) {
                             ipc::msgrcv(q, &mut b, 1, f).unwrap();
                             ipc::msgsnd(q, 2, &b, f).unwrap();
                         }
+                    }),
+                    Box::new(move || {
+                        ipc::msgctl(q, ipc::MsgCtl::Remove).unwrap();
                     }),
                 )
             }
@@ -219,7 +238,6 @@ fn greenos(n: u64, two: bool, m: Mech) -> (Duration, Option<String>) {
                             ipc::semop(s, &op(0, 1)).unwrap();
                             ipc::semop(s, &op(1, -1)).unwrap();
                         }
-                        ipc::semctl(s, ipc::SemCtl::Remove).unwrap();
                     }),
                     Box::new(move |n| {
                         for _ in 0..n {
@@ -227,19 +245,26 @@ fn greenos(n: u64, two: bool, m: Mech) -> (Duration, Option<String>) {
                             ipc::semop(s, &op(1, 1)).unwrap();
                         }
                     }),
+                    Box::new(move || {
+                        ipc::semctl(s, ipc::SemCtl::Remove).unwrap();
+                    }),
                 )
             }
         };
+        let warm = warm_up(n, m);
         let ponger = on(1)
             .spawn(move || {
                 let first = greenos::current_cpu();
-                pong(n);
+                pong(warm + n);
                 (first, greenos::current_cpu())
             })
             .expect("spawn ponger");
         let pinger = on(0)
             .spawn(move || {
                 let first = greenos::current_cpu();
+                if warm > 0 {
+                    ping(warm);
+                }
                 let start = Instant::now();
                 ping(n);
                 (start.elapsed(), first, greenos::current_cpu())
@@ -247,6 +272,7 @@ fn greenos(n: u64, two: bool, m: Mech) -> (Duration, Option<String>) {
             .expect("spawn pinger");
         let (elapsed, a0, a1) = pinger.join().expect("pinger");
         let (b0, b1) = ponger.join().expect("ponger");
+        cleanup();
         let want = if two { (0, 0, 1, 1) } else { (0, 0, 0, 0) };
         let note = ((a0, a1, b0, b1) != want)
             .then(|| format!("affinity not honoured: {a0}->{a1}, {b0}->{b1}"));
@@ -323,8 +349,8 @@ fn kernel(n: u64, two: bool, m: Mech) -> (Duration, Option<String>) {
     } else {
         (cpus[0], cpus[0])
     };
-    type Side = Box<dyn FnOnce(u64) + Send>;
-    let (ping, pong, cleanup): (Side, Side, Box<dyn FnOnce()>) = match m {
+    type Side = Box<dyn FnMut(u64) + Send>;
+    let (mut ping, mut pong, cleanup): (Side, Side, Box<dyn FnOnce()>) = match m {
         Mech::Pipe => {
             let (r1, w1) = kpipe();
             let (r2, w2) = kpipe();
@@ -445,13 +471,17 @@ fn kernel(n: u64, two: bool, m: Mech) -> (Duration, Option<String>) {
             )
         }
     };
+    let warm = warm_up(n, m);
     let ponger = std::thread::spawn(move || {
         crate::os::pin_current_thread(pong_cpu).expect("pin ponger");
-        pong(n);
+        pong(warm + n);
         crate::os::current_os_cpu()
     });
     let pinger = std::thread::spawn(move || {
         crate::os::pin_current_thread(ping_cpu).expect("pin pinger");
+        if warm > 0 {
+            ping(warm);
+        }
         let start = Instant::now();
         ping(n);
         (start.elapsed(), crate::os::current_os_cpu())
