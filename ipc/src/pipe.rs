@@ -154,10 +154,21 @@ impl Ring {
             self.relayout(want);
         }
         let size = self.buf.len();
-        let tail = (self.head + self.len) % size;
+        // head < size and len <= size: one subtraction wraps (no division
+        // on the 1-byte path).
+        let mut tail = self.head + self.len;
+        if tail >= size {
+            tail -= size;
+        }
         let first = n.min(size - tail);
-        self.buf[tail..tail + first].copy_from_slice(&data[..first]);
-        self.buf[..n - first].copy_from_slice(&data[first..n]);
+        if n == 1 {
+            self.buf[tail] = data[0];
+        } else {
+            self.buf[tail..tail + first].copy_from_slice(&data[..first]);
+            if first < n {
+                self.buf[..n - first].copy_from_slice(&data[first..n]);
+            }
+        }
         self.len += n;
         n
     }
@@ -170,9 +181,18 @@ impl Ring {
         }
         let size = self.buf.len();
         let first = n.min(size - self.head);
-        out[..first].copy_from_slice(&self.buf[self.head..self.head + first]);
-        out[first..n].copy_from_slice(&self.buf[..n - first]);
-        self.head = (self.head + n) % size;
+        if n == 1 {
+            out[0] = self.buf[self.head];
+        } else {
+            out[..first].copy_from_slice(&self.buf[self.head..self.head + first]);
+            if first < n {
+                out[first..n].copy_from_slice(&self.buf[..n - first]);
+            }
+        }
+        self.head += n;
+        if self.head >= size {
+            self.head -= size;
+        }
         self.len -= n;
         if self.len == 0 {
             self.head = 0;
@@ -657,6 +677,46 @@ mod tests {
         assert_eq!(r.pop(&mut all), 8192);
         assert_eq!(&all[..3000], &data[2000..5000]);
         assert_eq!(&all[3000..8192], &data[..8192 - 3000]);
+    }
+
+    #[test]
+    fn ring_matches_a_queue_model_byte_by_byte_and_in_runs() {
+        // Sizes chosen to cross the end of the buffer with single bytes and
+        // with runs, and to grow the buffer while wrapped.
+        let mut r = Ring::new(16384);
+        let mut model = std::collections::VecDeque::new();
+        let mut next = 0u8;
+        let mut seed = 0x9e37_79b9_u32;
+        for step in 0..20_000 {
+            seed ^= seed << 13;
+            seed ^= seed >> 17;
+            seed ^= seed << 5;
+            let n = match seed % 8 {
+                0..=3 => 1,
+                4 | 5 => (seed as usize >> 8) % 64,
+                6 => (seed as usize >> 8) % 5000,
+                _ => 4095,
+            };
+            if step % 2 == 0 {
+                let data: Vec<u8> = (0..n)
+                    .map(|_| {
+                        next = next.wrapping_add(1);
+                        next
+                    })
+                    .collect();
+                let k = r.push(&data);
+                assert_eq!(k, n.min(16384 - model.len()));
+                model.extend(&data[..k]);
+                next = next.wrapping_sub((n - k) as u8);
+            } else {
+                let mut out = vec![0; n];
+                let k = r.pop(&mut out);
+                assert_eq!(k, n.min(model.len()));
+                let want: Vec<u8> = model.drain(..k).collect();
+                assert_eq!(&out[..k], &want[..]);
+            }
+            assert_eq!(r.len, model.len());
+        }
     }
 
     #[test]

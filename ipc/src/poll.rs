@@ -220,10 +220,16 @@ impl PollList {
     /// object lock which `readiness` takes and calls this after taking that
     /// lock (the lock then orders registration and this check; see
     /// `pipe.rs`, "No lost wakeup").
+    #[inline]
     pub(crate) fn notify_fenced(&self) {
-        if self.count.load(Ordering::Relaxed) == 0 {
-            return;
+        if self.count.load(Ordering::Relaxed) != 0 {
+            self.fire_all();
         }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn fire_all(&self) {
         for w in self.waiters.lock().iter() {
             w.fire();
         }

@@ -253,11 +253,13 @@ impl WaitQueue {
     }
 
     /// Number of waiters right now.
+    #[inline]
     pub fn len(&self) -> usize {
         self.waiters.load(Ordering::Relaxed)
     }
 
     /// True if nobody waits.
+    #[inline]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
