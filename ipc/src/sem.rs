@@ -507,6 +507,43 @@ fn dry_run(s: &State, sops: &[Sembuf], owner: Option<u64>) -> Result<Touched, Fa
     Ok(touched)
 }
 
+/// [`dry_run`] and [`commit`] for an array of one operation without
+/// SEM_UNDO: the same checks in the same order (wait-for-zero, below zero,
+/// above SEMVMX), then the value, `sempid` and `otime`. Returns whether the
+/// value changed.
+fn apply_one(s: &mut State, sop: &Sembuf, pid: u64) -> Result<bool, Fail> {
+    let i = sop.sem_num as usize;
+    let val = s.sems[i].val;
+    let block = |zero| {
+        if sop.sem_flg.contains(SemFlags::NOWAIT) {
+            Fail::Err(Errno::EAGAIN)
+        } else {
+            Fail::Block { idx: i, zero }
+        }
+    };
+    let r = if sop.sem_op == 0 {
+        if val != 0 {
+            return Err(block(true));
+        }
+        val
+    } else {
+        let r = val + sop.sem_op as i32;
+        if r < 0 {
+            return Err(block(false));
+        }
+        if r > SEMVMX {
+            return Err(Fail::Err(Errno::ERANGE));
+        }
+        r
+    };
+    let sem = &mut s.sems[i];
+    let changed = sem.val != r;
+    sem.val = r;
+    sem.pid = pid;
+    s.otime = now_secs();
+    Ok(changed)
+}
+
 /// Commits a successful [`dry_run`]; returns whether a value changed.
 fn commit(s: &mut State, touched: &Touched, owner: Option<u64>, pid: u64) -> bool {
     let mut changed = false;
@@ -573,9 +610,14 @@ fn op_on(
             owner = Some(undo_owner(id.0, set));
             continue;
         }
-        match dry_run(&s, sops, owner) {
-            Ok(touched) => {
-                let changed = commit(&mut s, &touched, owner, cred.pid);
+        let attempt = match sops {
+            // One operation without SEM_UNDO (the usual post or wait):
+            // checked and applied in place, as dry_run + commit would.
+            [sop] if owner.is_none() && !undo => apply_one(&mut s, sop, cred.pid),
+            _ => dry_run(&s, sops, owner).map(|touched| commit(&mut s, &touched, owner, cred.pid)),
+        };
+        match attempt {
+            Ok(changed) => {
                 if changed {
                     set.bump_changes();
                 }
