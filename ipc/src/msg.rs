@@ -230,7 +230,15 @@ impl State {
             }
             return best;
         }
-        self.msgs.iter().position(|m| (m.mtype == msgtyp) != except)
+        let wanted = |m: &Message| (m.mtype == msgtyp) != except;
+        // The front decides the common cases (an empty queue, one message,
+        // the wanted type first) without setting up a scan.
+        match self.msgs.front() {
+            None => None,
+            Some(m) if wanted(m) => Some(0),
+            Some(_) if self.msgs.len() == 1 => None,
+            Some(_) => self.msgs.iter().skip(1).position(wanted).map(|i| i + 1),
+        }
     }
 }
 
@@ -485,7 +493,12 @@ fn recv_on(
             if len > buf.len() && !flags.contains(MsgFlags::NOERROR) {
                 return Err(Errno::E2BIG);
             }
-            let m = s.msgs.remove(i).expect("found above");
+            let m = if i == 0 {
+                s.msgs.pop_front()
+            } else {
+                s.msgs.remove(i)
+            }
+            .expect("found above");
             s.cbytes -= len;
             s.lrpid = cred.pid;
             s.rtime = now_secs();
