@@ -139,17 +139,19 @@ impl Params {
 }
 
 /// Untimed round trips a ping-pong pair makes before its `n` timed ones
-/// (half as many), so that a figure is the pair's steady state and not its
+/// (as many), so that a figure is the pair's steady state and not its
 /// start. Every implementation gets them. For greenos they cover CFS's
 /// START_DEBIT phase: a new task starts a vslice ahead in vruntime
 /// (`place_entity` with START_DEBIT), and until the pair's vruntimes are
 /// within the wakeup granularity of each other the yields of the one
 /// behind are refused by the SKIP-buddy test and it parks instead. On the
-/// development VM a channel pair on one worker parked on every one of its
-/// first ~24,000 round trips (530 ns each), then on 1-5% of them (275 ns
-/// each).
+/// development VM (windows of 10,000 round trips) a channel pair on one
+/// worker parked on every one of its first ~24,000 round trips (530 ns
+/// each), then on 1-5% of them (275 ns each); two pairs on two workers
+/// took ~45,000 round trips to get there. Where the phase is longer than
+/// `n` (more pairs on more CPUs), part of it is timed.
 pub fn warm_up(n: u64) -> u64 {
-    (n / 2).max(1)
+    n.max(1)
 }
 
 /// One measured figure in the benchmark's unit, plus anything the workload

@@ -20,7 +20,7 @@
 //! OS threads pinned to two CPUs.
 //!
 //! Steady state: each pair first makes [`warm_up`](crate::harness::warm_up)
-//! untimed round trips (half as many as N), then N timed ones, in every
+//! untimed round trips (as many as N), then N timed ones, in every
 //! implementation. For greenos the untimed ones cover the start of a new
 //! pair under CFS (the child's START_DEBIT; see `warm_up`).
 
