@@ -157,11 +157,12 @@ fn chunks_lend_slots_in_place() {
     // SAFETY: the first two slots of the chunk were written just above.
     unsafe { w.commit(2) };
     assert_eq!(r.len(), 3);
-    let c = r.read_chunk(8).unwrap();
-    assert_eq!(c.as_slices(), (&[3, 4][..], &[5][..]));
-    // A chunk dropped without a commit consumes nothing; a partial commit
-    // consumes the oldest.
-    drop(c);
+    // A chunk that goes out of scope without a commit consumes nothing; a
+    // partial commit consumes the oldest.
+    {
+        let c = r.read_chunk(8).unwrap();
+        assert_eq!(c.as_slices(), (&[3, 4][..], &[5][..]));
+    }
     r.read_chunk(8).unwrap().commit(1);
     assert_eq!(
         r.try_read_chunk(1).unwrap().as_slices(),
