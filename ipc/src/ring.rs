@@ -1356,7 +1356,8 @@ impl<T: Copy> ShmRing<T> {
         self.retry_after(Side::NotEmpty, None, found_empty, yielded, || {
             self.pop(out, 1)
         })?;
-        // SAFETY: recv_until returned Ok(1): the element was written.
+        // SAFETY: the pop into `out` returned Ok (at least 1 of 1): the
+        // element was written.
         Ok(unsafe { v.assume_init() })
     }
 
