@@ -353,6 +353,46 @@ impl Inner {
 /// `T` is copied in and out bit for bit. A peer in another OS process must
 /// write valid `T`s: use plain data (integers, arrays of them, `#[repr(C)]`
 /// structs of them), nothing with pointers.
+///
+/// ```
+/// use greenos_ipc::{RingKind, ShmRing};
+///
+/// let rt = greenos_runtime::Runtime::builder().workers(1).build().unwrap();
+/// rt.block_on(|| {
+///     let mut tx = ShmRing::<u64>::with_capacity(RingKind::Spsc, 64).unwrap();
+///     let mut rx = tx.clone();
+///     tx.take_producer_role().unwrap();
+///     let producer = greenos_runtime::spawn(move || {
+///         // One at a time (blocks while the ring is full)...
+///         for i in 0..100 {
+///             tx.send(i).unwrap();
+///         }
+///         // ...or a chunk of free slots, filled in place.
+///         let mut next = 100;
+///         while next < 200 {
+///             let chunk = tx.write_chunk((200 - next) as usize).unwrap();
+///             next += chunk.fill_from_iter(next..) as u64;
+///         }
+///     });
+///     let mut sum = 0;
+///     for _ in 0..100 {
+///         sum += rx.recv().unwrap();
+///     }
+///     let mut got = 100;
+///     while got < 200 {
+///         // Elements read in place; commit_all consumes them.
+///         let chunk = rx.read_chunk(32).unwrap();
+///         let (a, b) = chunk.as_slices();
+///         sum += a.iter().chain(b).sum::<u64>();
+///         got += chunk.len();
+///         chunk.commit_all();
+///     }
+///     producer.join().unwrap();
+///     assert_eq!(sum, (0..200).sum::<u64>());
+///     // The producer's handle is gone: what is left is drained, then EPIPE.
+///     assert_eq!(rx.recv().unwrap_err().raw_os_error(), Some(libc::EPIPE));
+/// });
+/// ```
 pub struct ShmRing<T> {
     inner: Arc<Inner>,
     producer: Cell<bool>,
