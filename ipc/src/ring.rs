@@ -1755,7 +1755,11 @@ impl<T: Copy> ReadChunk<'_, T> {
     }
 
     /// The elements, oldest first, as two runs (the second is empty unless
-    /// the chunk wraps around the end of the ring).
+    /// the chunk wraps around the end of the ring). They are the ring's own
+    /// slots, not copies: the SPSC protocol keeps the producer off them
+    /// until [`commit`](Self::commit), so a producer in another OS process
+    /// must keep that protocol too (as it must write valid `T`s; see
+    /// [`ShmRing`]).
     pub fn as_slices(&self) -> (&[T], &[T]) {
         let (a, na, b, nb) = self.ring.runs(self.start, self.len);
         // SAFETY: the producer published these slots (tail, Acquire) and
