@@ -271,6 +271,11 @@ pub(crate) fn snapshot_stats(shared: &Shared, out: &mut Vec<CpuStat>) {
 /// `balance::select_task_rq`. RT tasks and tasks allowed on one CPU stay
 /// where they were (`forward` moves a task its mask excludes).
 pub(crate) fn select_wake_cpu(l: &mut WorkerLocal, task: &Task, prev: usize) -> usize {
+    if l.shared().nr_cpus() < 2 {
+        // One CPU: nothing to choose (the kernel skips select_task_rq for
+        // a task allowed on one CPU).
+        return prev;
+    }
     let mut stats = std::mem::take(&mut l.lb.stats);
     let target = select_wake_cpu_with(l, task, prev, &mut stats);
     l.lb.stats = stats;
