@@ -660,7 +660,19 @@ impl WorkerLocal {
             // (up to a whole period when it ran alone) and change how
             // yields pass between a parent and its children, which the
             // executor's balancing was tuned for (runtime_migration's
-            // pinned-task test).
+            // pinned-task test). The vslice of that START_DEBIT is the
+            // fork's, though, as in task_fork_fair(): computed now, with
+            // the parent running and the children it forked before (still
+            // in staging) counted as queued. Computed at the enqueue, it
+            // saw whatever the queue held by then: a pair spawned back to
+            // back by a parent that then blocked in `join` started 3 ms
+            // apart instead of the kernel's 1 ms (a wakeup granularity),
+            // and the one behind had its yields refused for ~10,000 round
+            // trips.
+            // SAFETY: `child` is new and seen by nobody else yet.
+            let cp = unsafe { child.sched() };
+            self.rq.set_fork_vslice(&mut cp.ent, self.staging.len());
+            let _ = parent;
             return;
         }
         // SAFETY: `parent` is the task running on this CPU (its own code

@@ -199,6 +199,13 @@ pub struct SchedEntity {
     /// key it was picked with). Stale once dequeued or popped; harmless,
     /// because keys carry a per-queue unique sequence number.
     rq_key: Option<TreeKey>,
+    /// START_DEBIT's vslice as computed at fork time, or 0 if the fork did
+    /// not compute it ([`CfsRq::set_fork_vslice`]): the INITIAL placement
+    /// then uses it instead of the vslice of the queue it is enqueued on
+    /// later, as `task_fork_fair()` places a child while its parent runs.
+    /// Used once. (A plain word, not an `Option`, to keep the entity at
+    /// 160 bytes; a computed vslice of 0 falls back to the enqueue's.)
+    fork_vslice: u64,
 }
 
 impl SchedEntity {
@@ -219,6 +226,7 @@ impl SchedEntity {
             on_rq: false,
             idle_policy: false,
             rq_key: None,
+            fork_vslice: 0,
         }
     }
 
@@ -448,8 +456,14 @@ impl<T> CfsRq<T> {
     pub fn place_entity(&self, se: &mut SchedEntity, initial: bool) {
         let mut target = self.min_vruntime;
         if initial {
+            let at_fork = std::mem::take(&mut se.fork_vslice);
             if self.tunables.start_debit {
-                target = target.wrapping_add(self.sched_vslice(se));
+                let vslice = if at_fork != 0 {
+                    at_fork
+                } else {
+                    self.sched_vslice(se)
+                };
+                target = target.wrapping_add(vslice);
             }
         } else {
             let mut thresh = if se.idle_policy {
@@ -719,6 +733,28 @@ impl<T> CfsRq<T> {
             return period;
         }
         mul_div(period, se.load.weight, load)
+    }
+
+    /// START_DEBIT's vslice for `se` forked now, while this queue's current
+    /// entity (the parent) runs, with `staged` earlier children that are
+    /// not queued yet counted as queued at `se`'s weight: what
+    /// `task_fork_fair()` computes at fork, when those siblings are already
+    /// on the run queue (`wake_up_new_task`). Recorded in `se` for its
+    /// INITIAL placement, which may happen later, here or on another queue
+    /// (relative to that queue's `min_vruntime`, as the kernel's relative
+    /// vruntime of a new task is).
+    pub fn set_fork_vslice(&self, se: &mut SchedEntity, staged: usize) {
+        let w = se.load.weight;
+        let extra = staged as u64 + 1;
+        let nr = self.nr_running() + staged + 1;
+        let load = self.load + w.saturating_mul(extra);
+        let period = self.sched_period(nr);
+        let slice = if load == 0 {
+            period
+        } else {
+            mul_div(period, w, load)
+        };
+        se.fork_vslice = calc_delta_fair(slice, &se.load);
     }
 
     /// [`sched_slice`](Self::sched_slice) in `se`'s virtual time:

@@ -195,6 +195,16 @@ impl<T> RunQueue<T> {
         self.fair.policy()
     }
 
+    /// For a CFS queue, records in the new `child` the START_DEBIT vslice
+    /// its fork computes now ([`CfsRq::set_fork_vslice`]; `staged`: earlier
+    /// children not queued yet). The other classes place a child from its
+    /// parent in `task_fork`.
+    pub fn set_fork_vslice(&self, child: &mut TaskEntity, staged: usize) {
+        if let FairRq::Cfs(q) = &self.fair {
+            q.set_fork_vslice(&mut child.se, staged);
+        }
+    }
+
     /// The fair queue's monotone virtual clock floor (CFS `min_vruntime`,
     /// EEVDF's `v0`; 0 for the classes without virtual time), for
     /// re-basing a CFS vruntime read by another CPU.

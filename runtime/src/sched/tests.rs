@@ -432,6 +432,45 @@ fn start_debit_places_child_one_vslice_late() {
 }
 
 #[test]
+fn fork_time_vslice_is_used_at_a_later_initial_enqueue() {
+    // A parent (the current entity) forks two nice-0 children back to back
+    // and then blocks; the children are enqueued only afterwards, as a
+    // worker pulls them from staging. task_fork_fair() computes each
+    // child's START_DEBIT at the fork: 6 ms * 1/2 for the first (parent +
+    // child), 6 ms * 1/3 for the second (the first counted as queued).
+    let mut rq = rq(1);
+    advance_min_vruntime(&mut rq, 50 * MS);
+    let mut parent = se_at(0, 50 * MS);
+    rq.enqueue_entity(&mut parent, 0, EnqueueFlags::NONE);
+    assert_eq!(rq.pick_next_entity(None), Some(0));
+    rq.set_next_entity(&mut parent, 0);
+    let mut first = SchedEntity::new(0);
+    let mut second = SchedEntity::new(0);
+    rq.set_fork_vslice(&mut first, 0);
+    rq.set_fork_vslice(&mut second, 1);
+    // The parent blocks before either child is queued.
+    rq.update_curr(&mut parent, 0);
+    rq.dequeue_entity(&mut parent);
+    rq.enqueue_entity(&mut first, 1, EnqueueFlags::INITIAL);
+    rq.enqueue_entity(&mut second, 2, EnqueueFlags::INITIAL);
+    let base = rq.min_vruntime();
+    assert_eq!(first.vruntime, 50 * MS + 3 * MS);
+    assert_eq!(second.vruntime, 50 * MS + 2 * MS);
+    // One wakeup granularity apart, as in the kernel; computed at these
+    // enqueues instead (an empty queue, then one entity) the debits would
+    // be 6 ms and 3 ms.
+    assert_eq!(first.vruntime - second.vruntime, MS);
+    assert!(base <= second.vruntime);
+    // The recorded vslice is used once: a later INITIAL placement of the
+    // same entity computes its own.
+    rq.dequeue_entity(&mut first);
+    first.vruntime = 0;
+    let expected = rq.sched_vslice(&first);
+    rq.enqueue_entity(&mut first, 1, EnqueueFlags::INITIAL);
+    assert_eq!(first.vruntime, rq.min_vruntime() + expected);
+}
+
+#[test]
 fn sleeper_credit_is_half_latency() {
     // (ncpus, gentle, idle policy, credit)
     let cases = [
