@@ -140,16 +140,15 @@ impl Params {
 
 /// Untimed round trips a ping-pong pair makes before its `n` timed ones
 /// (as many), so that a figure is the pair's steady state and not its
-/// start. Every implementation gets them. For greenos they cover CFS's
-/// START_DEBIT phase: a new task starts a vslice ahead in vruntime
-/// (`place_entity` with START_DEBIT), and until the pair's vruntimes are
-/// within the wakeup granularity of each other the yields of the one
-/// behind are refused by the SKIP-buddy test and it parks instead. On the
-/// development VM (windows of 10,000 round trips) a channel pair on one
-/// worker parked on every one of its first ~24,000 round trips (530 ns
-/// each), then on 1-5% of them (275 ns each); two pairs on two workers
-/// took ~45,000 round trips to get there. Where the phase is longer than
-/// `n` (more pairs on more CPUs), part of it is timed.
+/// start. Every implementation gets them. For greenos they cover the
+/// start of a new pair under CFS: a new task starts a vslice ahead in
+/// vruntime (START_DEBIT), and while the pair's vruntimes are more than a
+/// wakeup granularity apart the yields of the one behind are refused by
+/// the SKIP-buddy test and it parks instead. Before the vslice was taken
+/// at the fork (as `task_fork_fair` does), a channel pair on one worker
+/// parked on every one of its first ~24,000 round trips (530 ns each)
+/// and two pairs on two workers for ~45,000; since, the first 10,000
+/// round trips of a pair park 6% of the time and then 1-5%.
 pub fn warm_up(n: u64) -> u64 {
     n.max(1)
 }
