@@ -153,6 +153,24 @@ pub fn warm_up(n: u64) -> u64 {
     n.max(1)
 }
 
+/// A pinger's run: [`warm_up`]`(n)` untimed round trips, then `n` timed
+/// ones, each by `round_trip` (sends the value, returns the answer, which
+/// the ponger makes one larger). Checks that every round trip was
+/// answered; returns the timed window (start, end).
+pub fn ping_rounds(n: u64, mut round_trip: impl FnMut(u64) -> u64) -> (Instant, Instant) {
+    let mut v = 0;
+    for _ in 0..warm_up(n) {
+        v = round_trip(v);
+    }
+    let start = Instant::now();
+    for _ in 0..n {
+        v = round_trip(v);
+    }
+    let end = Instant::now();
+    assert_eq!(v, n + warm_up(n));
+    (start, end)
+}
+
 /// One measured figure in the benchmark's unit, plus anything the workload
 /// noticed that a reader should know (e.g. affinity not honoured).
 #[derive(Clone, Debug)]

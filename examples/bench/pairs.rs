@@ -81,18 +81,10 @@ fn greenos(p: &Params, w: usize) -> Duration {
                         }
                     });
                     let pinger = greenos::spawn(move || {
-                        let mut v = 0;
-                        for _ in 0..crate::harness::warm_up(n) {
+                        crate::harness::ping_rounds(n, |v| {
                             ping_tx.send(v).expect("ping");
-                            v = pong_rx.recv().expect("pong");
-                        }
-                        let start = Instant::now();
-                        for _ in 0..n {
-                            ping_tx.send(v).expect("ping");
-                            v = pong_rx.recv().expect("pong");
-                        }
-                        assert_eq!(v, n + crate::harness::warm_up(n));
-                        (start, Instant::now())
+                            pong_rx.recv().expect("pong")
+                        })
                     });
                     (pinger, ponger)
                 })
@@ -181,18 +173,10 @@ fn may(p: &Params, w: usize) -> Duration {
                 }
             }));
             pingers.push(may::go!(move || {
-                let mut v = 0;
-                for _ in 0..crate::harness::warm_up(n) {
+                crate::harness::ping_rounds(n, |v| {
                     ping_tx.send(v).expect("ping");
-                    v = pong_rx.recv().expect("pong");
-                }
-                let start = Instant::now();
-                for _ in 0..n {
-                    ping_tx.send(v).expect("ping");
-                    v = pong_rx.recv().expect("pong");
-                }
-                assert_eq!(v, n + crate::harness::warm_up(n));
-                (start, Instant::now())
+                    pong_rx.recv().expect("pong")
+                })
             }));
         }
         let windows: Vec<_> = pingers
@@ -225,18 +209,10 @@ fn threads(p: &Params, w: usize) -> Duration {
                 }
             }));
             pingers.push(std::thread::spawn(move || {
-                let mut v = 0;
-                for _ in 0..crate::harness::warm_up(n) {
+                crate::harness::ping_rounds(n, |v| {
                     ping_tx.send(v).expect("ping");
-                    v = pong_rx.recv().expect("pong");
-                }
-                let start = Instant::now();
-                for _ in 0..n {
-                    ping_tx.send(v).expect("ping");
-                    v = pong_rx.recv().expect("pong");
-                }
-                assert_eq!(v, n + crate::harness::warm_up(n));
-                (start, Instant::now())
+                    pong_rx.recv().expect("pong")
+                })
             }));
         }
         let windows: Vec<_> = pingers

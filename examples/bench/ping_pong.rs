@@ -132,20 +132,11 @@ pub fn greenos_on(p: &Params, workers: usize, pin: bool) -> Sample {
             let pinger = spawn_on(0)
                 .spawn(move || {
                     let first = greenos::current_cpu();
-                    let mut v = 0;
-                    // Untimed warm-up round trips by the same pair: the
-                    // figure is the steady state (module doc).
-                    for _ in 0..crate::harness::warm_up(n) {
+                    let (start, end) = crate::harness::ping_rounds(n, |v| {
                         ping_tx.send(v).expect("ping");
-                        v = pong_rx.recv().expect("pong");
-                    }
-                    let start = Instant::now();
-                    for _ in 0..n {
-                        ping_tx.send(v).expect("ping");
-                        v = pong_rx.recv().expect("pong");
-                    }
-                    let elapsed = start.elapsed();
-                    assert_eq!(v, n + crate::harness::warm_up(n));
+                        pong_rx.recv().expect("pong")
+                    });
+                    let elapsed = end - start;
                     (elapsed, first, greenos::current_cpu())
                 })
                 .expect("spawn pinger");
@@ -242,20 +233,11 @@ pub fn may(p: &Params, workers: usize) -> Sample {
                 std::thread::current().id()
             });
             let pinger = may::go!(move || {
-                let mut v = 0;
-                // Untimed warm-up round trips by the same pair: the
-                // figure is the steady state (module doc).
-                for _ in 0..crate::harness::warm_up(n) {
+                let (start, end) = crate::harness::ping_rounds(n, |v| {
                     ping_tx.send(v).expect("ping");
-                    v = pong_rx.recv().expect("pong");
-                }
-                let start = Instant::now();
-                for _ in 0..n {
-                    ping_tx.send(v).expect("ping");
-                    v = pong_rx.recv().expect("pong");
-                }
-                let elapsed = start.elapsed();
-                assert_eq!(v, n + crate::harness::warm_up(n));
+                    pong_rx.recv().expect("pong")
+                });
+                let elapsed = end - start;
                 (elapsed, std::thread::current().id())
             });
             let (elapsed, ping_thread) = pinger.join().expect("pinger");
@@ -302,20 +284,11 @@ pub fn threads(p: &Params, workers: usize) -> Sample {
         });
         let pinger = std::thread::spawn(move || {
             crate::os::pin_current_thread(ping_cpu).expect("pin pinger");
-            let mut v = 0;
-            // Untimed warm-up round trips by the same pair: the
-            // figure is the steady state (module doc).
-            for _ in 0..crate::harness::warm_up(n) {
+            let (start, end) = crate::harness::ping_rounds(n, |v| {
                 ping_tx.send(v).expect("ping");
-                v = pong_rx.recv().expect("pong");
-            }
-            let start = Instant::now();
-            for _ in 0..n {
-                ping_tx.send(v).expect("ping");
-                v = pong_rx.recv().expect("pong");
-            }
-            let elapsed = start.elapsed();
-            assert_eq!(v, n + crate::harness::warm_up(n));
+                pong_rx.recv().expect("pong")
+            });
+            let elapsed = end - start;
             (elapsed, crate::os::current_os_cpu())
         });
         let (elapsed, ping_on) = pinger.join().expect("pinger");

@@ -517,21 +517,11 @@ fn pp_green_one_worker(p: &Params) -> Sample {
                 }
             });
             let pinger = greenos::spawn(move || {
-                let mut v = 0;
-                // Untimed warm-up round trips by the same pair: the
-                // figure is the steady state (module doc).
-                for _ in 0..crate::harness::warm_up(n) {
+                let (start, end) = crate::harness::ping_rounds(n, |v| {
                     ping.send(v).expect("ping");
-                    v = pong.recv().expect("pong");
-                }
-                let start = Instant::now();
-                for _ in 0..n {
-                    ping.send(v).expect("ping");
-                    v = pong.recv().expect("pong");
-                }
-                let elapsed = start.elapsed();
-                assert_eq!(v, n + crate::harness::warm_up(n));
-                elapsed
+                    pong.recv().expect("pong")
+                });
+                end - start
             });
             let elapsed = pinger.join().expect("pinger");
             ponger.join().expect("ponger");
@@ -553,20 +543,11 @@ fn pp_xchan_one_cpu(p: &Params) -> Sample {
             }
         });
         pin(cpu);
-        let mut v = 0;
-        // Untimed warm-up round trips by the same pair: the
-        // figure is the steady state (module doc).
-        for _ in 0..crate::harness::warm_up(n) {
+        let (start, end) = crate::harness::ping_rounds(n, |v| {
             ping_tx.send(v).expect("ping");
-            v = pong_rx.recv().expect("pong");
-        }
-        let start = Instant::now();
-        for _ in 0..n {
-            ping_tx.send(v).expect("ping");
-            v = pong_rx.recv().expect("pong");
-        }
-        let elapsed = start.elapsed();
-        assert_eq!(v, n + crate::harness::warm_up(n));
+            pong_rx.recv().expect("pong")
+        });
+        let elapsed = end - start;
         ponger.join().expect("ponger");
         Sample::ns_per(elapsed, n)
     })
@@ -588,20 +569,11 @@ fn pp_threads_shmring(p: &Params) -> Sample {
             }
         });
         pin(c0);
-        let mut v = 0;
-        // Untimed warm-up round trips by the same pair: the
-        // figure is the steady state (module doc).
-        for _ in 0..crate::harness::warm_up(n) {
+        let (start, end) = crate::harness::ping_rounds(n, |v| {
             ping.send(v).expect("ping");
-            v = pong.recv().expect("pong");
-        }
-        let start = Instant::now();
-        for _ in 0..n {
-            ping.send(v).expect("ping");
-            v = pong.recv().expect("pong");
-        }
-        let elapsed = start.elapsed();
-        assert_eq!(v, n + crate::harness::warm_up(n));
+            pong.recv().expect("pong")
+        });
+        let elapsed = end - start;
         ponger.join().expect("ponger");
         Sample::ns_per(elapsed, n).with_note(note.clone())
     })
@@ -628,20 +600,11 @@ fn pp_threads_rtrb(p: &Params) -> Sample {
             }
         });
         pin(c0);
-        let mut v = 0;
-        // Untimed warm-up round trips by the same pair: the
-        // figure is the steady state (module doc).
-        for _ in 0..crate::harness::warm_up(n) {
+        let (start, end) = crate::harness::ping_rounds(n, |v| {
             ping_tx.push(v).expect("capacity 1, drained");
-            v = pop_spin(&mut pong_rx);
-        }
-        let start = Instant::now();
-        for _ in 0..n {
-            ping_tx.push(v).expect("capacity 1, drained");
-            v = pop_spin(&mut pong_rx);
-        }
-        let elapsed = start.elapsed();
-        assert_eq!(v, n + crate::harness::warm_up(n));
+            pop_spin(&mut pong_rx)
+        });
+        let elapsed = end - start;
         ponger.join().expect("ponger");
         Sample::ns_per(elapsed, n).with_note(note.clone())
     })
