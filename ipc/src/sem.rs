@@ -305,6 +305,11 @@ impl Drop for UndoList {
                     changed = true;
                 }
             }
+            if changed {
+                // Counted like every other change, so that a waiter still
+                // looking before it parks (`before_park`) sees it too.
+                set.bump_changes();
+            }
             drop(s);
             if changed {
                 set.wq.wake_all();
