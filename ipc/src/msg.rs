@@ -380,18 +380,20 @@ fn send(id: MsqId, mtype: i64, data: &[u8], flags: MsgFlags, dl: Deadline) -> Re
     if data.len() > MSGMAX || id.0 < 0 || mtype < 1 {
         return Err(Errno::EINVAL);
     }
-    QUEUES.with_cached(id.0, &LAST_QUEUE, |q| send_on(q, mtype, data, flags, dl))?
+    QUEUES.with_cached_cred(id.0, &LAST_QUEUE, |q, cred| {
+        send_on(q, cred, mtype, data, flags, dl)
+    })?
 }
 
-/// [`send`] on the queue looked up.
+/// [`send`] on the queue looked up, as `cred`.
 fn send_on(
     q: &MsgQueue,
+    cred: Cred,
     mtype: i64,
     data: &[u8],
     flags: MsgFlags,
     dl: Deadline,
 ) -> Result<(), Errno> {
-    let cred = Cred::current();
     let mut msg = Some(Message {
         mtype,
         text: Text::new(data),
@@ -468,18 +470,20 @@ fn recv(
     if id.0 < 0 {
         return Err(Errno::EINVAL);
     }
-    QUEUES.with_cached(id.0, &LAST_QUEUE, |q| recv_on(q, buf, msgtyp, flags, dl))?
+    QUEUES.with_cached_cred(id.0, &LAST_QUEUE, |q, cred| {
+        recv_on(q, cred, buf, msgtyp, flags, dl)
+    })?
 }
 
-/// [`recv`] on the queue looked up.
+/// [`recv`] on the queue looked up, as `cred`.
 fn recv_on(
     q: &MsgQueue,
+    cred: Cred,
     buf: &mut [u8],
     msgtyp: i64,
     flags: MsgFlags,
     dl: Deadline,
 ) -> Result<(i64, usize), Errno> {
-    let cred = Cred::current();
     let except = flags.contains(MsgFlags::EXCEPT);
     let mut tried = false;
     loop {

@@ -580,23 +580,24 @@ fn op(id: SemId, sops: &[Sembuf], dl: Deadline) -> Result<(), Errno> {
     let max = sops.iter().map(|s| s.sem_num as usize).max().unwrap_or(0);
     let alter = sops.iter().any(|s| s.sem_op != 0);
     let undo = sops.iter().any(|s| s.sem_flg.contains(SemFlags::UNDO));
-    SETS.with_cached(id.0, &LAST_SET, |set| {
-        op_on(id, set, sops, dl, max, alter, undo)
+    SETS.with_cached_cred(id.0, &LAST_SET, |set, cred| {
+        op_on(id, set, cred, sops, dl, max, alter, undo)
     })?
 }
 
-/// [`op`] on the set looked up (`max`, `alter`, `undo`: what `op` found
-/// in `sops`).
+/// [`op`] on the set looked up, as `cred` (`max`, `alter`, `undo`: what
+/// `op` found in `sops`).
+#[allow(clippy::too_many_arguments)]
 fn op_on(
     id: SemId,
     set: &Arc<SemSet>,
+    cred: Cred,
     sops: &[Sembuf],
     dl: Deadline,
     max: usize,
     alter: bool,
     undo: bool,
 ) -> Result<(), Errno> {
-    let cred = Cred::current();
     let access = if alter { ACCESS_WRITE } else { ACCESS_READ };
     let mut owner = None;
     let mut tried = false;

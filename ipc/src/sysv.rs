@@ -104,12 +104,8 @@ impl Cred {
     /// Inside a migrating call (`greenos::task::with_identity`) it is the
     /// identity the call runs under, as every permission check must see.
     pub fn current() -> Cred {
-        match greenos_runtime::task::with_cx(|cx| cx.identity()) {
-            Some(id) => Cred {
-                pid: id.pid.0,
-                uid: id.uid,
-                gid: id.gid,
-            },
+        match greenos_runtime::task::with_cx(Cred::of) {
+            Some(c) => c,
             // SAFETY: geteuid/getegid cannot fail and touch no memory.
             None => unsafe {
                 Cred {
@@ -118,6 +114,17 @@ impl Cred {
                     gid: libc::getegid(),
                 }
             },
+        }
+    }
+
+    /// The identity of the running task `cx` (see [`current`](Self::current)).
+    #[inline]
+    pub fn of(cx: greenos_runtime::task::TaskCx<'_>) -> Cred {
+        let id = cx.identity();
+        Cred {
+            pid: id.pid.0,
+            uid: id.uid,
+            gid: id.gid,
         }
     }
 
@@ -353,11 +360,46 @@ impl<T: IpcObject> Registry<T> {
         cache: &'static greenos_runtime::task::LocalKey<LookupCache<T>>,
         f: impl FnOnce(&Arc<T>) -> R,
     ) -> Result<R, Errno> {
-        if !greenos_runtime::task::in_task() {
-            return Ok(f(&self.lookup(id)?));
+        self.with_cached_cred(id, cache, |o, _| f(o))
+    }
+
+    /// [`with_cached`](Self::with_cached) that also hands `f` the caller's
+    /// [`Cred`], found in the same look-up of the running task (one
+    /// task-local access per operation instead of three).
+    #[inline]
+    pub fn with_cached_cred<R>(
+        &self,
+        id: i32,
+        cache: &'static greenos_runtime::task::LocalKey<LookupCache<T>>,
+        f: impl FnOnce(&Arc<T>, Cred) -> R,
+    ) -> Result<R, Errno> {
+        let mut f = Some(f);
+        let in_task = greenos_runtime::task::with_cx(|cx| {
+            let f = f.take().expect("taken once");
+            self.with_cached_cx(id, cache, cx, |o| f(o, Cred::of(cx)))
+        });
+        match in_task {
+            Some(r) => r,
+            // Outside a task: no cache, the OS process's credentials.
+            None => Ok((f.take().expect("not taken"))(
+                &self.lookup(id)?,
+                Cred::current(),
+            )),
         }
+    }
+
+    /// The cache look-up of [`with_cached`](Self::with_cached) for the
+    /// running task `cx`.
+    #[inline]
+    fn with_cached_cx<R>(
+        &self,
+        id: i32,
+        cache: &'static greenos_runtime::task::LocalKey<LookupCache<T>>,
+        cx: greenos_runtime::task::TaskCx<'_>,
+        f: impl FnOnce(&Arc<T>) -> R,
+    ) -> Result<R, Errno> {
         let removals = self.removals.load(Ordering::Acquire);
-        cache.with(|c| {
+        cache.with_cx(cx, |c| {
             if let Ok(b) = c.try_borrow() {
                 if let Some((i, r, o)) = &*b {
                     if *i == id && *r == removals {

@@ -745,6 +745,7 @@ pub struct Identity {
 
 /// The identity of `t`, which must be the calling task (every caller passes
 /// the running task: its identity record lives in its body).
+#[inline]
 pub(crate) fn identity_of(t: &executor::task::Task) -> Identity {
     // SAFETY: `t` is the calling task, running (see above).
     let p = unsafe { t.ident() }.get();
