@@ -228,7 +228,7 @@ fn sleeps_wake_no_earlier_than_their_deadlines() {
     // first depends on the OS scheduling the worker threads (a loaded CI
     // machine can delay one by more than the 10 ms gap), so the order
     // across CPUs is not asserted here. One timer heap's order is checked
-    // by `sleep_zero_and_many_sleepers_on_one_worker`.
+    // on the heap itself (`executor::timer::tests`).
     let mut order = order.lock().unwrap().clone();
     order.sort();
     assert_eq!(order, vec![10, 20, 30]);
@@ -254,8 +254,10 @@ fn sleep_zero_and_many_sleepers_on_one_worker() {
             .map(|i| {
                 let order = order.clone();
                 greenos::spawn(move || {
-                    greenos::sleep(Duration::from_millis(5 + 2 * i));
-                    order.lock().unwrap().push(i);
+                    let dur = Duration::from_millis(5 + 2 * i);
+                    let start = Instant::now();
+                    greenos::sleep(dur);
+                    order.lock().unwrap().push((i, start.elapsed(), dur));
                 })
             })
             .collect();
@@ -264,12 +266,14 @@ fn sleep_zero_and_many_sleepers_on_one_worker() {
         }
     });
     let order = order.lock().unwrap().clone();
-    let mut sorted = order.clone();
-    sorted.sort();
-    // Lower bounds only: each sleeper wakes no earlier than its deadline, so
-    // on one worker (one timer heap) they finish in deadline order.
-    assert_eq!(order, sorted);
     assert_eq!(order.len(), 20);
+    // Lower bounds only: each sleeper wakes no earlier than its deadline.
+    // (Which finishes first depends on when each one started sleeping, 2 ms
+    // apart at most here, so the order is checked on the timer heap itself:
+    // `executor::timer::tests`.)
+    for (i, slept, dur) in order {
+        assert!(slept >= dur, "sleeper {i} slept {slept:?} of {dur:?}");
+    }
 }
 
 #[test]

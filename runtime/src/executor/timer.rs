@@ -99,3 +99,48 @@ impl TimerHeap {
         self.heap.drain().map(|Reverse(e)| e)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::TimerHeap;
+
+    /// The heap fires in deadline order, equal deadlines in arming order,
+    /// and holds back what is not due: the order one worker's sleepers
+    /// wake in, checked without a clock.
+    #[test]
+    fn fires_in_deadline_order_ties_first_armed_first() {
+        let rt = crate::Runtime::builder().workers(1).build().unwrap();
+        rt.block_on(|| {
+            let handles: Vec<_> = (0..6).map(|_| crate::spawn(|| ())).collect();
+            let tasks: Vec<_> = handles
+                .iter()
+                .map(|h| h.task().task_ref().clone())
+                .collect();
+            let mut heap = TimerHeap::default();
+            // (deadline, task index), armed in this order.
+            let armed = [(50, 0), (10, 1), (30, 2), (10, 3), (70, 4), (30, 5)];
+            for &(deadline, i) in &armed {
+                heap.arm(deadline, tasks[i].clone(), i as u64);
+            }
+            assert_eq!(heap.next_deadline(), Some(10));
+            let mut fired = Vec::new();
+            // Nothing before its deadline: at 40, only those due by then.
+            while let Some(e) = heap.pop_due(40) {
+                fired.push((e.deadline, e.gen));
+            }
+            assert_eq!(fired, [(10, 1), (10, 3), (30, 2), (30, 5)]);
+            assert_eq!(heap.next_deadline(), Some(50));
+            while let Some(e) = heap.pop_due(u64::MAX) {
+                fired.push((e.deadline, e.gen));
+            }
+            assert_eq!(
+                fired,
+                [(10, 1), (10, 3), (30, 2), (30, 5), (50, 0), (70, 4)]
+            );
+            assert_eq!(heap.next_deadline(), None);
+            for h in handles {
+                h.join().unwrap();
+            }
+        });
+    }
+}
