@@ -685,6 +685,7 @@ where
 
 /// Gives up the CPU to other runnable tasks (CFS `yield`: the caller is
 /// passed over once if another task is runnable).
+#[inline]
 pub fn yield_now() {
     executor::yield_now();
 }

@@ -597,6 +597,7 @@ pub(crate) fn with_local_or<V, R>(v: V, f: impl FnOnce(&mut WorkerLocal, V) -> R
 // The calls tasks make.
 
 /// Switches the running task out with `req`. Returns when it runs again.
+#[inline(always)]
 fn suspend(task: &Task, req: Request) {
     let y = task.yielder.get();
     debug_assert!(!y.is_null());
@@ -607,6 +608,7 @@ fn suspend(task: &Task, req: Request) {
 }
 
 /// `yield_now`: give the CPU to other runnable tasks.
+#[inline(always)]
 pub(crate) fn yield_now() {
     let task = current_task("yield_now");
     if task.cancelled.load(Ordering::Relaxed) {
@@ -1021,6 +1023,7 @@ pub(crate) fn unregister_exiting(task: &Task) {
 
 /// Whether tasks other than the running one are runnable on this CPU
 /// (false off the workers).
+#[inline]
 pub(crate) fn cpu_has_other_runnable() -> bool {
     with_local(|l| !l.runs_only_current()).unwrap_or(false)
 }

@@ -320,13 +320,25 @@ impl<T> Chan<T> {
 
     /// The receiver found the queue empty and is about to park: first give
     /// a sender one chance to fill it without a park/wake round trip (see
-    /// the module doc, "Receiving").
-    #[cold]
+    /// the module doc, "Receiving"). When other tasks are runnable here it
+    /// yields, in the caller's frame (inlined: the runtime's `wait` module,
+    /// "Switch depth"); otherwise it may spin ([`spin_before_park`]).
+    #[inline(always)]
     fn before_park(&self) {
         if others_runnable_here() {
             executor::yield_now();
-            return;
+        } else {
+            self.spin_before_park();
         }
+    }
+
+    /// The half of [`before_park`](Self::before_park) that runs when no
+    /// other task is runnable here: a pinned receiver spins for at most
+    /// [`RECV_SPIN_NS`] watching for a value; any other returns at once and
+    /// parks.
+    #[cold]
+    #[inline(never)]
+    fn spin_before_park(&self) {
         if (!executor::current_task_cannot_move() || executor::runs_on_loan())
             && executor::on_worker()
         {
@@ -422,6 +434,7 @@ pub fn sync_channel<T>(bound: usize) -> (SyncSender<T>, Receiver<T>) {
 /// the workers: an OS thread, or the shutdown thread cancelling tasks).
 /// Sync code only runs on a worker inside a task, so the current task is
 /// the run queue's `curr`, counted in `nr_running`.
+#[inline]
 fn others_runnable_here() -> bool {
     executor::cpu_has_other_runnable()
 }
@@ -758,6 +771,10 @@ impl<T> Receiver<T> {
         TryIter { rx: self }
     }
 
+    /// A receive. Its yields before parking happen in this frame, inlined
+    /// into the caller (the runtime's `wait` module, "Switch depth"); the
+    /// rest is [`recv_pass`](Self::recv_pass).
+    #[inline(always)]
     fn recv_deadline(&self, deadline: Deadline) -> Result<T, RecvTimeoutError> {
         let chan = &*self.chan;
         // Step 1 of the receive protocol (module doc, "Receiving"): seen
@@ -771,6 +788,24 @@ impl<T> Receiver<T> {
             // is one when the queue is empty).
             executor::maybe_yield();
         }
+        loop {
+            match self.recv_pass(deadline, &mut tried) {
+                Some(r) => return r,
+                None => executor::yield_now(),
+            }
+        }
+    }
+
+    /// [`recv_deadline`](Self::recv_deadline) from its lock onwards: the
+    /// result, or `None` when it should yield before parking (only before
+    /// it has marked itself parked: no state is carried over).
+    #[inline(never)]
+    fn recv_pass(
+        &self,
+        deadline: Deadline,
+        tried: &mut bool,
+    ) -> Option<Result<T, RecvTimeoutError>> {
+        let chan = &*self.chan;
         // Whether we set rx_parked during this call (to clear it on exit).
         let mut parked = false;
         let mut leaving = None;
@@ -783,7 +818,7 @@ impl<T> Receiver<T> {
                 }
                 drop(g);
                 chan.wake_tx(wake);
-                return Ok(v);
+                return Some(Ok(v));
             }
             let why = if g.tx_closed {
                 Some(RecvTimeoutError::Disconnected)
@@ -797,12 +832,15 @@ impl<T> Receiver<T> {
             if let Some(why) = why {
                 g.rx_in_recv = false;
                 chan.rx_parked.store(false, Ordering::Relaxed);
-                return Err(why);
+                return Some(Err(why));
             }
-            if !tried {
-                tried = true;
+            if !*tried {
+                *tried = true;
                 drop(g);
-                chan.before_park();
+                if others_runnable_here() {
+                    return None;
+                }
+                chan.spin_before_park();
                 continue;
             }
             g.rx_in_recv = true;
