@@ -10,6 +10,14 @@
 //! Wakers therefore must drop the object's lock before they call `wake_*`
 //! (the waiter takes queue lock → object lock; a waker holding the object
 //! lock while waking would invert that order).
+//!
+//! Before that first wait a call gives a peer on its CPU one chance to act
+//! (the runtime's `wait::before_park`). That yield happens in the caller's
+//! own frame: the public call is `#[inline(always)]` around
+//! [`run_passes`], which calls the out-of-line body (a *pass*) and yields
+//! when the pass returns [`Pass::YieldFirst`], so the switch sits at the
+//! depth of the caller's loop and the CPU predicts every return (the
+//! runtime's `wait` module, "Switch depth").
 
 use std::time::{Duration, Instant};
 
@@ -52,5 +60,38 @@ pub(crate) fn wait_until(
         WaitResult::Notified | WaitResult::Invalid => Ok(()),
         WaitResult::TimedOut => Err(Errno::ETIMEDOUT),
         WaitResult::Cancelled => Err(Errno::EINTR),
+    }
+}
+
+/// What one pass of a blocking call ends with.
+pub(crate) enum Pass<T> {
+    /// The call's result.
+    Done(Result<T, Errno>),
+    /// It would block for the first time and other tasks are runnable on
+    /// this CPU: the caller yields once, then runs the pass again with
+    /// `tried` set (the pass then waits for real).
+    YieldFirst,
+}
+
+impl<T> From<Result<Pass<T>, Errno>> for Pass<T> {
+    #[inline]
+    fn from(r: Result<Pass<T>, Errno>) -> Pass<T> {
+        r.unwrap_or_else(|e| Pass::Done(Err(e)))
+    }
+}
+
+/// Runs `pass(tried)` until it is done, yielding in this frame (inlined
+/// into the public call, and so into its caller) each time it asks to.
+#[inline(always)]
+pub(crate) fn run_passes<T>(mut pass: impl FnMut(bool) -> Pass<T>) -> Result<T, Errno> {
+    let mut tried = false;
+    loop {
+        match pass(tried) {
+            Pass::Done(r) => return r,
+            Pass::YieldFirst => {
+                tried = true;
+                greenos_runtime::task::yield_now();
+            }
+        }
     }
 }

@@ -38,9 +38,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use greenos_runtime::sync::SpinLock;
 use greenos_runtime::trace::BlockOn;
-use greenos_runtime::wait::{before_park, WaitQueue};
+use greenos_runtime::wait::{spin_before_park, yields_before_park, WaitQueue};
 
-use crate::block::{deadline, wait_until, Deadline};
+use crate::block::{deadline, run_passes, wait_until, Deadline, Pass};
 use crate::errno::Errno;
 use crate::poll::{PollEvents, PollList};
 use crate::sysv::{Cred, IpcFlags, IpcObject, IpcPerm, Key, Registry, ACCESS_READ, ACCESS_WRITE};
@@ -445,6 +445,7 @@ fn send_on(
 /// blocks, or ENOMSG with `NOWAIT`. EINVAL for a bad id, EACCES without read
 /// permission, EIDRM if removed while waiting, EINTR if interrupted.
 /// ipc.md §2.4.
+#[inline(always)]
 pub fn msgrcv(id: MsqId, buf: &mut [u8], msgtyp: i64, flags: MsgFlags) -> io::Result<(i64, usize)> {
     Ok(recv(id, buf, msgtyp, flags, None)?)
 }
@@ -460,6 +461,9 @@ pub fn msgrcv_timeout(
     Ok(recv(id, buf, msgtyp, flags, deadline(Some(timeout)))?)
 }
 
+/// `msgrcv`'s body: passes of [`recv_pass`], the yield before parking in
+/// the caller's frame (`block` module doc).
+#[inline(always)]
 fn recv(
     id: MsqId,
     buf: &mut [u8],
@@ -467,12 +471,27 @@ fn recv(
     flags: MsgFlags,
     dl: Deadline,
 ) -> Result<(i64, usize), Errno> {
+    run_passes(|tried| recv_pass(id, buf, msgtyp, flags, dl, tried))
+}
+
+/// One pass of [`recv`]: `tried` says the caller already yielded once.
+#[inline(never)]
+fn recv_pass(
+    id: MsqId,
+    buf: &mut [u8],
+    msgtyp: i64,
+    flags: MsgFlags,
+    dl: Deadline,
+    tried: bool,
+) -> Pass<(i64, usize)> {
     if id.0 < 0 {
-        return Err(Errno::EINVAL);
+        return Pass::Done(Err(Errno::EINVAL));
     }
-    QUEUES.with_cached_cred(id.0, &LAST_QUEUE, |q, cred| {
-        recv_on(q, cred, buf, msgtyp, flags, dl)
-    })?
+    QUEUES
+        .with_cached_cred(id.0, &LAST_QUEUE, |q, cred| {
+            recv_on(q, cred, buf, msgtyp, flags, dl, tried).into()
+        })
+        .into()
 }
 
 /// [`recv`] on the queue looked up, as `cred`.
@@ -483,9 +502,9 @@ fn recv_on(
     msgtyp: i64,
     flags: MsgFlags,
     dl: Deadline,
-) -> Result<(i64, usize), Errno> {
+    mut tried: bool,
+) -> Result<Pass<(i64, usize)>, Errno> {
     let except = flags.contains(MsgFlags::EXCEPT);
-    let mut tried = false;
     loop {
         let mut s = q.state.lock();
         s.perm.check(&cred, ACCESS_READ)?;
@@ -514,7 +533,7 @@ fn recv_on(
                 q.send_wq.wake_all();
             }
             q.poll.notify_fenced();
-            return Ok((m.mtype, n));
+            return Ok(Pass::Done(Ok((m.mtype, n))));
         }
         if flags.contains(MsgFlags::NOWAIT) {
             return Err(Errno::ENOMSG);
@@ -522,8 +541,11 @@ fn recv_on(
         drop(s);
         if !tried {
             tried = true;
+            if yields_before_park() {
+                return Ok(Pass::YieldFirst);
+            }
             let seen = q.sends.load(Ordering::Relaxed);
-            before_park(|| q.sends.load(Ordering::Relaxed) != seen);
+            spin_before_park(|| q.sends.load(Ordering::Relaxed) != seen);
             continue;
         }
         wait_until(

@@ -66,7 +66,7 @@ use std::time::Duration;
 
 use greenos_runtime::sync::SpinLock;
 use greenos_runtime::trace::BlockOn;
-use greenos_runtime::wait::{before_park, WaitQueue};
+use greenos_runtime::wait::{before_park, spin_before_park, yields_before_park, WaitQueue};
 
 use crate::block::{deadline, wait_until, Deadline};
 use crate::errno::Errno;
@@ -252,6 +252,10 @@ impl Pipe {
         })
     }
 
+    /// A read. Its yields happen in this frame, inlined into the caller
+    /// (the runtime's `wait` module, "Switch depth"); the rest is
+    /// [`read_pass`](Self::read_pass).
+    #[inline(always)]
     fn read(&self, out: &mut [u8], nonblock: bool, dl: Deadline) -> Result<usize, Errno> {
         if out.is_empty() {
             return Ok(0);
@@ -264,6 +268,24 @@ impl Pipe {
             before_park(|| self.avail.load(Ordering::Relaxed) != 0);
         }
         loop {
+            match self.read_pass(out, nonblock, dl, &mut tried) {
+                Some(r) => return r,
+                None => greenos_runtime::task::yield_now(),
+            }
+        }
+    }
+
+    /// [`read`](Self::read) until it returns, or until it should yield
+    /// before parking (`None`: the caller yields and calls again).
+    #[inline(never)]
+    fn read_pass(
+        &self,
+        out: &mut [u8],
+        nonblock: bool,
+        dl: Deadline,
+        tried: &mut bool,
+    ) -> Option<Result<usize, Errno>> {
+        Some(loop {
             let mut s = self.state.lock();
             if s.ring.len > 0 {
                 let n = s.ring.pop(out);
@@ -279,56 +301,83 @@ impl Pipe {
                     self.read_wq.wake_one();
                 }
                 self.poll.notify_fenced();
-                return Ok(n);
+                break Ok(n);
             }
             if s.writers == 0 {
-                return Ok(0);
+                break Ok(0);
             }
             if nonblock {
-                return Err(Errno::EAGAIN);
+                break Err(Errno::EAGAIN);
             }
             drop(s);
-            if !tried {
+            if !*tried {
                 // Let a writer on this CPU go first, or spin briefly for
                 // one on another (mpsc's receive protocol).
-                tried = true;
-                before_park(|| self.avail.load(Ordering::Relaxed) != 0);
+                *tried = true;
+                if yields_before_park() {
+                    return None;
+                }
+                spin_before_park(|| self.avail.load(Ordering::Relaxed) != 0);
                 continue;
             }
-            wait_until(
+            if let Err(e) = wait_until(
                 &self.read_wq,
                 || {
                     let s = self.state.lock();
                     s.ring.len > 0 || s.writers == 0
                 },
                 dl,
-            )?;
-        }
+            ) {
+                break Err(e);
+            }
+        })
     }
 
+    /// A write; like [`read`](Self::read), its yield happens in this
+    /// inlined frame and the rest in [`write_pass`](Self::write_pass).
+    #[inline(always)]
     fn write(&self, data: &[u8], nonblock: bool, dl: Deadline) -> Result<usize, Errno> {
         if data.is_empty() {
             return Ok(0);
         }
+        let mut done = 0;
+        let mut tried = false;
+        loop {
+            match self.write_pass(data, nonblock, dl, &mut done, &mut tried) {
+                Some(r) => return r,
+                None => greenos_runtime::task::yield_now(),
+            }
+        }
+    }
+
+    /// [`write`](Self::write) from `done` bytes written until it returns,
+    /// or until it should yield before parking (`None`).
+    #[inline(never)]
+    fn write_pass(
+        &self,
+        data: &[u8],
+        nonblock: bool,
+        dl: Deadline,
+        done: &mut usize,
+        tried: &mut bool,
+    ) -> Option<Result<usize, Errno>> {
         // ipc.md §1.3: up to PIPE_BUF bytes go in whole or not at all.
         let need = if data.len() <= PIPE_BUF {
             data.len()
         } else {
             1
         };
-        let mut done = 0;
-        let mut tried = false;
-        loop {
+        Some(loop {
             let mut s = self.state.lock();
             if s.readers == 0 {
-                return if done > 0 {
-                    Ok(done)
+                break if *done > 0 {
+                    Ok(*done)
                 } else {
                     Err(Errno::EPIPE)
                 };
             }
             if s.ring.free() >= need {
-                done += s.ring.push(&data[done..]);
+                *done += s.ring.push(&data[*done..]);
                 self.avail.store(s.ring.len, Ordering::Relaxed);
                 drop(s);
                 // No fence: the state lock orders the check (module doc).
@@ -336,25 +385,28 @@ impl Pipe {
                     self.read_wq.wake_one_sync();
                 }
                 self.poll.notify_fenced();
-                if done == data.len() || nonblock {
-                    return Ok(done);
+                if *done == data.len() || nonblock {
+                    break Ok(*done);
                 }
                 continue;
             }
             if nonblock {
-                return if done > 0 {
-                    Ok(done)
+                break if *done > 0 {
+                    Ok(*done)
                 } else {
                     Err(Errno::EAGAIN)
                 };
             }
             let queued = s.ring.len;
             drop(s);
-            if !tried {
+            if !*tried {
                 // As for readers: a reader on this CPU first, or a brief
                 // spin for one on another, watching for room to appear.
-                tried = true;
-                before_park(|| self.avail.load(Ordering::Relaxed) < queued);
+                *tried = true;
+                if yields_before_park() {
+                    return None;
+                }
+                spin_before_park(|| self.avail.load(Ordering::Relaxed) < queued);
                 continue;
             }
             let r = wait_until(
@@ -367,10 +419,10 @@ impl Pipe {
             );
             match r {
                 Ok(()) => {}
-                Err(_) if done > 0 => return Ok(done),
-                Err(e) => return Err(e),
+                Err(_) if *done > 0 => break Ok(*done),
+                Err(e) => break Err(e),
             }
-        }
+        })
     }
 
     fn set_capacity(&self, size: usize) -> Result<usize, Errno> {
@@ -535,6 +587,7 @@ macro_rules! common_end_methods {
         }
 
         /// Whether `O_NONBLOCK` is set.
+        #[inline]
         pub fn is_nonblocking(&self) -> bool {
             self.f.nonblocking.load(Ordering::Relaxed)
         }
@@ -608,6 +661,7 @@ impl PipeWriter {
 impl Read for &PipeReader {
     /// Blocks until some data is there (or EOF: 0 once every writer is
     /// gone); EAGAIN in non-blocking mode; EINTR if interrupted.
+    #[inline]
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let nb = self.is_nonblocking();
         Ok(self.f.pipe.read(buf, nb, None)?)
@@ -615,6 +669,7 @@ impl Read for &PipeReader {
 }
 
 impl Read for PipeReader {
+    #[inline]
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         (&*self).read(buf)
     }
@@ -623,6 +678,7 @@ impl Read for PipeReader {
 impl Write for &PipeWriter {
     /// Blocking mode writes everything (up to `PIPE_BUF` bytes atomically)
     /// unless every reader goes away (EPIPE, or the count written so far).
+    #[inline]
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let nb = self.is_nonblocking();
         Ok(self.f.pipe.write(buf, nb, None)?)
@@ -634,6 +690,7 @@ impl Write for &PipeWriter {
 }
 
 impl Write for PipeWriter {
+    #[inline]
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         (&*self).write(buf)
     }

@@ -44,9 +44,9 @@ use std::time::Duration;
 
 use greenos_runtime::sync::SpinLock;
 use greenos_runtime::trace::BlockOn;
-use greenos_runtime::wait::{before_park, WaitQueue};
+use greenos_runtime::wait::{spin_before_park, yields_before_park, WaitQueue};
 
-use crate::block::{deadline, wait_until, Deadline};
+use crate::block::{deadline, run_passes, wait_until, Deadline, Pass};
 use crate::errno::Errno;
 use crate::msg::now_secs;
 use crate::sysv::{Cred, IpcFlags, IpcObject, IpcPerm, Key, Registry, ACCESS_READ, ACCESS_WRITE};
@@ -388,6 +388,7 @@ pub fn semget(key: Key, nsems: i32, flags: IpcFlags) -> io::Result<SemId> {
 /// [`SEMOPM`] ops), EFBIG (`sem_num` ≥ nsems), EACCES, ERANGE (value above
 /// [`SEMVMX`] or `semadj` out of range), EIDRM (removed while waiting),
 /// EINTR (interrupted).
+#[inline(always)]
 pub fn semop(id: SemId, sops: &[Sembuf]) -> io::Result<()> {
     Ok(op(id, sops, None)?)
 }
@@ -567,7 +568,20 @@ fn commit(s: &mut State, touched: &Touched, owner: Option<u64>, pid: u64) -> boo
     changed
 }
 
+/// `semop`'s body: passes of [`op_pass`], the yield before parking in the
+/// caller's frame (`block` module doc).
+#[inline(always)]
 fn op(id: SemId, sops: &[Sembuf], dl: Deadline) -> Result<(), Errno> {
+    run_passes(|tried| op_pass(id, sops, dl, tried))
+}
+
+/// One pass of [`op`]: `tried` says the caller already yielded once.
+#[inline(never)]
+fn op_pass(id: SemId, sops: &[Sembuf], dl: Deadline, tried: bool) -> Pass<()> {
+    op_checked(id, sops, dl, tried).into()
+}
+
+fn op_checked(id: SemId, sops: &[Sembuf], dl: Deadline, tried: bool) -> Result<Pass<()>, Errno> {
     if sops.is_empty() {
         return Err(Errno::EINVAL);
     }
@@ -581,8 +595,8 @@ fn op(id: SemId, sops: &[Sembuf], dl: Deadline) -> Result<(), Errno> {
     let alter = sops.iter().any(|s| s.sem_op != 0);
     let undo = sops.iter().any(|s| s.sem_flg.contains(SemFlags::UNDO));
     SETS.with_cached_cred(id.0, &LAST_SET, |set, cred| {
-        op_on(id, set, cred, sops, dl, max, alter, undo)
-    })?
+        op_on(id, set, cred, sops, dl, max, alter, undo, tried)
+    })
 }
 
 /// [`op`] on the set looked up, as `cred` (`max`, `alter`, `undo`: what
@@ -597,10 +611,30 @@ fn op_on(
     max: usize,
     alter: bool,
     undo: bool,
-) -> Result<(), Errno> {
+    mut tried: bool,
+) -> Pass<()> {
+    match op_on_inner(id, set, cred, sops, dl, max, alter, undo, &mut tried) {
+        Ok(true) => Pass::YieldFirst,
+        Ok(false) => Pass::Done(Ok(())),
+        Err(e) => Pass::Done(Err(e)),
+    }
+}
+
+/// [`op_on`]'s loop; `Ok(true)`: return to yield first.
+#[allow(clippy::too_many_arguments)]
+fn op_on_inner(
+    id: SemId,
+    set: &Arc<SemSet>,
+    cred: Cred,
+    sops: &[Sembuf],
+    dl: Deadline,
+    max: usize,
+    alter: bool,
+    undo: bool,
+    tried: &mut bool,
+) -> Result<bool, Errno> {
     let access = if alter { ACCESS_WRITE } else { ACCESS_READ };
     let mut owner = None;
-    let mut tried = false;
     loop {
         let mut s = set.state.lock();
         if max >= s.sems.len() {
@@ -631,14 +665,17 @@ fn op_on(
                 if changed {
                     set.wake();
                 }
-                return Ok(());
+                return Ok(false);
             }
             Err(Fail::Err(e)) => return Err(e),
-            Err(Fail::Block { .. }) if !tried => {
-                tried = true;
+            Err(Fail::Block { .. }) if !*tried => {
+                *tried = true;
                 drop(s);
+                if yields_before_park() {
+                    return Ok(true);
+                }
                 let seen = set.changes.load(Ordering::Relaxed);
-                before_park(|| set.changes.load(Ordering::Relaxed) != seen);
+                spin_before_park(|| set.changes.load(Ordering::Relaxed) != seen);
             }
             Err(Fail::Block { idx, zero }) => {
                 let count = |s: &mut State, up: bool| {
