@@ -666,12 +666,38 @@ impl Read for &PipeReader {
         let nb = self.is_nonblocking();
         Ok(self.f.pipe.read(buf, nb, None)?)
     }
+
+    /// As `Read::read_exact` (EINTR retried; EOF first: `UnexpectedEof`),
+    /// inlined like `read` so that its waits switch in the caller's frame
+    /// (the `block` module doc).
+    #[inline]
+    fn read_exact(&mut self, mut buf: &mut [u8]) -> io::Result<()> {
+        while !buf.is_empty() {
+            match self.read(buf) {
+                Ok(0) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "failed to fill whole buffer",
+                    ))
+                }
+                Ok(n) => buf = &mut buf[n..],
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Read for PipeReader {
     #[inline]
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         (&*self).read(buf)
+    }
+
+    #[inline]
+    fn read_exact(&mut self, buf: &mut [u8]) -> io::Result<()> {
+        (&*self).read_exact(buf)
     }
 }
 
@@ -684,6 +710,26 @@ impl Write for &PipeWriter {
         Ok(self.f.pipe.write(buf, nb, None)?)
     }
 
+    /// As `Write::write_all` (EINTR retried; a write of 0: `WriteZero`),
+    /// inlined like `write` (see `read_exact`).
+    #[inline]
+    fn write_all(&mut self, mut buf: &[u8]) -> io::Result<()> {
+        while !buf.is_empty() {
+            match self.write(buf) {
+                Ok(0) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::WriteZero,
+                        "failed to write whole buffer",
+                    ))
+                }
+                Ok(n) => buf = &buf[n..],
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
@@ -693,6 +739,11 @@ impl Write for PipeWriter {
     #[inline]
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         (&*self).write(buf)
+    }
+
+    #[inline]
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        (&*self).write_all(buf)
     }
 
     fn flush(&mut self) -> io::Result<()> {

@@ -26,6 +26,27 @@ fn bytes_come_out_in_order_and_reads_return_what_is_there() {
 }
 
 #[test]
+fn read_exact_and_write_all_keep_std_semantics() {
+    let (mut r, mut w) = pipe().unwrap();
+    w.write_all(b"abcdef").unwrap();
+    let mut buf = [0u8; 4];
+    r.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"abcd");
+    drop(w);
+    // Two bytes left, then EOF: not enough to fill four.
+    let e = r.read_exact(&mut buf).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::UnexpectedEof);
+    assert_eq!(&buf[..2], b"ef", "what was there was read");
+    r.read_exact(&mut []).unwrap();
+
+    let (r, mut w) = pipe().unwrap();
+    drop(r);
+    let e = w.write_all(b"x").unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EPIPE));
+    w.write_all(&[]).unwrap();
+}
+
+#[test]
 fn eof_only_after_every_writer_clone_is_dropped() {
     let (r, w) = pipe_nonblocking().unwrap();
     let w2 = w.try_clone().unwrap();
