@@ -90,7 +90,7 @@ pub(crate) fn run_passes<T>(mut pass: impl FnMut(bool) -> Pass<T>) -> Result<T, 
             Pass::Done(r) => return r,
             Pass::YieldFirst => {
                 tried = true;
-                greenos_runtime::task::yield_now();
+                greenos_runtime::wait::yield_before_park();
             }
         }
     }

@@ -270,7 +270,7 @@ impl Pipe {
         loop {
             match self.read_pass(out, nonblock, dl, &mut tried) {
                 Some(r) => return r,
-                None => greenos_runtime::task::yield_now(),
+                None => greenos_runtime::wait::yield_before_park(),
             }
         }
     }
@@ -345,7 +345,7 @@ impl Pipe {
         loop {
             match self.write_pass(data, nonblock, dl, &mut done, &mut tried) {
                 Some(r) => return r,
-                None => greenos_runtime::task::yield_now(),
+                None => greenos_runtime::wait::yield_before_park(),
             }
         }
     }

@@ -793,7 +793,7 @@ impl<T> ShmRing<T> {
             // On one worker the peer can only run if we step aside; spinning
             // would only delay it.
             if !yielded {
-                greenos_runtime::yield_now();
+                greenos_runtime::wait::yield_before_park();
                 if ready() {
                     return Ok(());
                 }
@@ -1385,7 +1385,7 @@ impl<T: Copy> ShmRing<T> {
             // around it: step aside so that a producer on this CPU can run,
             // then look again. (A ping-pong on one worker does this on every
             // receive.)
-            greenos_runtime::yield_now();
+            greenos_runtime::wait::yield_before_park();
             if let Some(v) = self.spsc_recv_fast() {
                 return Ok(v);
             }

@@ -36,14 +36,15 @@
 //! worker enters a task with a `call` and the task leaves with the `ret`
 //! that matches it (corosensei's `switch_and_link` / `switch_yield`), so a
 //! task whose switch sits in the very frame that loops (every function
-//! between inlined) runs its loop with every return predicted. Each
-//! out-of-line frame between the loop and the switch costs about four
-//! mispredicted returns per switch (measured: `yield_now` in a loop went
+//! between inlined) runs its loop with every return predicted. With
+//! out-of-line frames between the loop and the switch, the returns out of
+//! them after a switch pop the other side's entries, and the predictor
+//! misses several returns per switch (measured: `yield_now` in a loop went
 //! from 55 to 33 ns on the AMD guest when it was inlined). So the yield a
 //! blocking call makes before it parks ([`before_park`]) is split:
 //! [`yields_before_park`] asks whether it would yield, the call returns to
 //! its `#[inline]` outer function, and that yields with
-//! [`yield_now`](crate::task::yield_now) in the caller's own frame.
+//! [`yield_before_park`] in the caller's own frame.
 //!
 //! # Parking by name
 //! An object with exactly one waiter that its wakers can name (an L4
@@ -658,10 +659,25 @@ fn wake_waker(waker: Option<Waker>, sync: bool) {
 #[inline]
 pub fn before_park(ready: impl Fn() -> bool) {
     if executor::cpu_has_other_runnable() {
-        executor::yield_now();
+        executor::yield_blocking();
         return;
     }
     spin_before_park(ready);
+}
+
+/// The yield of [`before_park`]: like [`yield_now`](crate::task::yield_now),
+/// but it tells the scheduler that the caller is about to block, so that
+/// CFS passes over it whenever the next task is within one scheduling
+/// period, not only within one wakeup granularity
+/// (`CfsRq::yield_blocking`): had the caller blocked at once, that task
+/// would run now. (Refused, the caller parked, the other task ran anyway,
+/// and the pair paid a park and a wakeup per hand-off: two ping-pong pairs
+/// on two workers ran one fast and one parking, 111 against 230 ns per
+/// round trip, depending on the pair's vruntime gap at fork.) Inlined, so
+/// the switch sits in the caller's frame (module doc, "Switch depth").
+#[inline(always)]
+pub fn yield_before_park() {
+    executor::yield_blocking();
 }
 
 /// Whether [`before_park`] would yield (other tasks are runnable on this

@@ -619,6 +619,19 @@ pub(crate) fn yield_now() {
     crate::signal::checkpoint(task);
 }
 
+/// The yield a blocking call makes before it parks (see
+/// `Request::YieldBlocking`); inlined like [`yield_now`].
+#[inline(always)]
+pub(crate) fn yield_blocking() {
+    let task = current_task("yield_now");
+    if task.cancelled.load(Ordering::Relaxed) {
+        crate::signal::unwind_if_killed(task);
+        return;
+    }
+    suspend(task, Request::YieldBlocking);
+    crate::signal::checkpoint(task);
+}
+
 /// Switches out so the worker re-checks the running task's affinity.
 pub(crate) fn yield_to_migrate() {
     let task = current_task("sched_setaffinity");

@@ -46,6 +46,10 @@ use crate::Pid;
 pub(crate) enum Request {
     /// `yield_now`: stay runnable, let others run first (CFS skip buddy).
     Yield,
+    /// The yield a blocking call makes before it parks
+    /// (`wait::before_park`): as `Yield`, but the scheduler passes over the
+    /// caller more readily (`SchedClass::yield_blocking`).
+    YieldBlocking,
     /// Preempted at a yield point because `need_resched` was set: stay
     /// runnable, no skip buddy.
     Preempt,

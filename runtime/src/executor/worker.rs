@@ -1021,7 +1021,7 @@ impl WorkerCell {
             bump(&ws.counters.switches, 1);
         }
         match result {
-            CoroutineResult::Yield(Request::Yield) => {
+            CoroutineResult::Yield(req @ (Request::Yield | Request::YieldBlocking)) => {
                 bump(&ws.counters.voluntary_switches, 1);
                 l.last_reason = 0;
                 task.queued_at.store(now, Ordering::Relaxed);
@@ -1030,7 +1030,11 @@ impl WorkerCell {
                     return (None, now);
                 }
                 let p: *const Task = &*task;
-                l.rq.yield_task(&mut sp.ent);
+                if req == Request::YieldBlocking {
+                    l.rq.yield_blocking(&mut sp.ent);
+                } else {
+                    l.rq.yield_task(&mut sp.ent);
+                }
                 l.rq_put_prev(&mut sp.ent, task);
                 (Some(p), now)
             }

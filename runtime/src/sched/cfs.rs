@@ -302,6 +302,9 @@ pub struct CfsRq<T> {
     /// insertion, so a key that left the tree can never name another
     /// entity; it is simply not found.
     next: Option<TreeKey>,
+    /// The yielder the next pick passes over is about to block (see
+    /// [`yield_blocking`](Self::yield_blocking)); lasts one pick.
+    skip_blocking: bool,
 }
 
 impl<T> Default for CfsRq<T> {
@@ -321,7 +324,22 @@ impl<T> CfsRq<T> {
             tree: Timeline::new(),
             next_seq: 0,
             next: None,
+            skip_blocking: false,
         }
+    }
+
+    /// The current entity yields because it is about to block (greenos's
+    /// yield before parking: `wait::before_park`), not by `sched_yield()`.
+    /// The next [`pick_next_entity`](Self::pick_next_entity) passes over it
+    /// if the second-leftmost is within one scheduling period
+    /// (`sched_latency_ns`) of it, instead of one wakeup granularity: had
+    /// it blocked at once, the second would run now, so refusing the yield
+    /// only makes it park and the second run anyway, at the cost of a park
+    /// and a wakeup. Lasts one pick; call it before
+    /// [`put_prev_entity`](Self::put_prev_entity).
+    #[inline]
+    pub fn yield_blocking(&mut self) {
+        self.skip_blocking = true;
     }
 
     /// The tunables in force.
@@ -630,9 +648,10 @@ impl<T> CfsRq<T> {
         // goes from the tree's slots straight into `curr` (merging two
         // paths' entries through the stack cost a store-forwarding stall
         // per switch).
+        let blocking = std::mem::take(&mut self.skip_blocking);
         let pos = match skip {
             Some(s) if s.rq_key == Some(left_key) => {
-                usize::from(self.skip_takes_second(left_key, left_weight))
+                usize::from(self.skip_takes_second(left_key, left_weight, blocking))
             }
             _ => 0,
         };
@@ -667,10 +686,18 @@ impl<T> CfsRq<T> {
 
     /// The SKIP-buddy test of [`pick_next_entity`](Self::pick_next_entity):
     /// the leftmost (`left_key`, `left_weight`) is the yielder; take the
-    /// second if `wakeup_preempt_entity(second, left) < 1`.
+    /// second if `wakeup_preempt_entity(second, left) < 1`, or, for a
+    /// yielder about to block (`blocking`, see
+    /// [`yield_blocking`](Self::yield_blocking)), if the second is at most
+    /// one period (`sched_latency_ns`, scaled to the yielder's weight)
+    /// ahead of it.
     #[inline]
-    fn skip_takes_second(&self, left_key: TreeKey, left_weight: u64) -> bool {
+    fn skip_takes_second(&self, left_key: TreeKey, left_weight: u64, blocking: bool) -> bool {
         match self.tree.second() {
+            Some((second_key, _)) if blocking => {
+                let ahead = second_key.vruntime().wrapping_sub(left_key.vruntime()) as i64;
+                ahead <= fair_delta(self.tunables.sched_latency_ns, left_weight) as i64
+            }
             Some((second_key, _)) => {
                 self.wakeup_preempt_raw(second_key.vruntime(), left_key.vruntime(), left_weight) < 1
             }

@@ -266,6 +266,14 @@ pub trait SchedClass<T> {
     /// `skip` argument of [`pick_next`](Self::pick_next) do nothing.
     fn yield_task(&mut self, _e: &mut TaskEntity) {}
 
+    /// The current task yields because it is about to block (greenos's
+    /// yield before parking), not by `sched_yield()`: classes that can,
+    /// pass over it more readily (CFS: [`CfsRq::yield_blocking`]). By
+    /// default a plain [`yield_task`](Self::yield_task).
+    fn yield_blocking(&mut self, e: &mut TaskEntity) {
+        self.yield_task(e);
+    }
+
     /// Asks that the queued `e` run next, if the class finds that fair
     /// enough (the kernel's NEXT buddy, set by `yield_to()`). Classes
     /// without buddies (O(1), O(N), RT) ignore it; the hint lasts one pick.
@@ -339,6 +347,11 @@ impl<T> SchedClass<T> for CfsRq<T> {
     #[inline]
     fn dequeue(&mut self, e: &mut TaskEntity) -> Option<T> {
         self.dequeue_entity(&mut e.se)
+    }
+
+    #[inline]
+    fn yield_blocking(&mut self, _e: &mut TaskEntity) {
+        CfsRq::yield_blocking(self);
     }
 
     #[inline(always)]

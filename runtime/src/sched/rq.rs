@@ -106,6 +106,10 @@ impl<T> SchedClass<T> for FairRq<T> {
         fair_dispatch!(self, q => q.yield_task(e))
     }
     #[inline]
+    fn yield_blocking(&mut self, e: &mut TaskEntity) {
+        fair_dispatch!(self, q => SchedClass::yield_blocking(q, e))
+    }
+    #[inline]
     fn set_next_buddy(&mut self, e: &TaskEntity) {
         fair_dispatch!(self, q => SchedClass::set_next_buddy(q, e))
     }
@@ -322,6 +326,15 @@ impl<T> SchedClass<T> for RunQueue<T> {
             self.rt.yield_task(e)
         } else {
             self.fair.yield_task(e)
+        }
+    }
+
+    #[inline]
+    fn yield_blocking(&mut self, e: &mut TaskEntity) {
+        if e.policy.is_rt() {
+            self.rt.yield_blocking(e)
+        } else {
+            self.fair.yield_blocking(e)
         }
     }
 

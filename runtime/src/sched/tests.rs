@@ -656,6 +656,33 @@ fn yield_skips_to_second_within_wakeup_gran() {
 }
 
 #[test]
+fn a_yield_before_blocking_skips_to_second_within_one_period() {
+    // One CPU, nice 0: wakeup gran 1 ms, sched_latency 6 ms. A yielder
+    // about to block passes over itself up to a period, not a granularity;
+    // the mark lasts one pick.
+    for (second_v, expect) in [(11 * MS + 1, 1), (16 * MS, 1), (16 * MS + 1, 0)] {
+        let mut rq = rq(1);
+        let mut ents = [se_at(0, 10 * MS), se_at(0, second_v)];
+        rq.enqueue_entity(&mut ents[0], 0, EnqueueFlags::NONE);
+        rq.enqueue_entity(&mut ents[1], 1, EnqueueFlags::NONE);
+        assert_eq!(pick_and_set(&mut rq, &mut ents, 0), 0);
+        rq.yield_blocking();
+        rq.put_prev_entity(&mut ents[0], 0);
+        let h = rq.pick_next_entity(Some(&ents[0])).unwrap();
+        assert_eq!(h, expect, "second at {second_v}");
+        rq.assert_invariants();
+        if h == 1 {
+            // The next plain yield of the same gap is refused again.
+            rq.set_next_entity(&mut ents[1], 0);
+            rq.put_prev_entity(&mut ents[1], 1);
+            assert_eq!(pick_and_set(&mut rq, &mut ents, 0), 0);
+            rq.put_prev_entity(&mut ents[0], 0);
+            assert_eq!(rq.pick_next_entity(Some(&ents[0])), Some(0));
+        }
+    }
+}
+
+#[test]
 fn next_buddy_runs_first_within_wakeup_gran() {
     // One CPU: wakeup gran 1 ms for nice 0. The leftmost is at 10 ms; the
     // buddy at `buddy_v` runs first iff buddy_v - 10 ms <= 1 ms.
