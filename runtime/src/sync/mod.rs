@@ -63,6 +63,7 @@
 //!   `try_lock` / `try_acquire`.
 
 mod condvar;
+mod linequeue;
 pub mod mpsc;
 mod mutex;
 mod semaphore;
