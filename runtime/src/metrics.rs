@@ -225,7 +225,7 @@ impl TaskMetrics {
                 };
                 TaskMetrics {
                     pid: t.pid,
-                    name: t.name.as_deref().map(str::to_string),
+                    name: t.name().map(str::to_string),
                     state,
                     cpu: t.cpu.load(Ordering::Relaxed),
                     nice: t.nice.load(Ordering::Relaxed),

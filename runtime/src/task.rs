@@ -305,7 +305,7 @@ impl Task {
 
     /// The task's name, if it was given one.
     pub fn name(&self) -> Option<&str> {
-        self.inner.name.as_deref()
+        self.inner.name()
     }
 
     /// The CPU the task last ran or was queued on.
@@ -361,7 +361,7 @@ impl Task {
 
     /// The usable stack size the task asked for (bytes).
     pub fn stack_size(&self) -> usize {
-        self.inner.stack_size
+        self.inner.stack_size as usize
     }
 }
 
@@ -896,8 +896,9 @@ pub fn stack_remaining() -> Option<usize> {
 fn stack_left(t: &TaskCb) -> Option<usize> {
     let marker = 0u8;
     let sp = std::hint::black_box(&marker) as *const u8 as usize;
-    let bottom = t.stack_bottom.load(Ordering::Relaxed);
-    let top = t.stack_top.load(Ordering::Relaxed);
+    // SAFETY: `t` is the calling task, running: its body is live.
+    let (bottom, top) = unsafe { t.stack_bounds() };
+    let (bottom, top) = (bottom.get(), top.get());
     if bottom == 0 || sp <= bottom || sp > top {
         return None;
     }

@@ -18,14 +18,21 @@ const INLINE_WORDS: usize = 2;
 #[derive(Debug)]
 pub(crate) struct TaskMask {
     inline: [AtomicU64; INLINE_WORDS],
-    tail: Option<Box<[AtomicU64]>>,
+    /// Words past the inline ones (runtimes of more than 128 CPUs); a
+    /// thin pointer, so that the mask costs every task 32 bytes.
+    tail: Option<Box<Tail>>,
     /// Number of runtime CPUs (bits past it are never set).
-    nr_cpus: usize,
+    nr_cpus: u32,
 }
+
+/// [`TaskMask`]'s words past the inline ones.
+#[derive(Debug)]
+struct Tail(Box<[AtomicU64]>);
 
 impl TaskMask {
     /// A mask allowing `set` (all CPUs if `None`), clipped to `nr_cpus`.
     pub(crate) fn new(set: Option<&CpuSet>, nr_cpus: usize) -> TaskMask {
+        let nr_cpus = nr_cpus.min(u32::MAX as usize);
         let words = nr_cpus.div_ceil(64);
         // Word `i` with every runtime CPU set (the spawn fast path: no
         // allocation, no per-bit loop).
@@ -38,14 +45,16 @@ impl TaskMask {
             }
         };
         let tail = (words > INLINE_WORDS).then(|| {
-            (INLINE_WORDS..words)
-                .map(|i| AtomicU64::new(full(i)))
-                .collect()
+            Box::new(Tail(
+                (INLINE_WORDS..words)
+                    .map(|i| AtomicU64::new(full(i)))
+                    .collect(),
+            ))
         });
         let m = TaskMask {
             inline: [AtomicU64::new(full(0)), AtomicU64::new(full(1))],
             tail,
-            nr_cpus,
+            nr_cpus: nr_cpus as u32,
         };
         if let Some(s) = set {
             m.store(s);
@@ -61,9 +70,11 @@ impl TaskMask {
                 AtomicU64::new(other.inline[1].load(Ordering::Acquire)),
             ],
             tail: other.tail.as_ref().map(|t| {
-                t.iter()
-                    .map(|w| AtomicU64::new(w.load(Ordering::Acquire)))
-                    .collect()
+                Box::new(Tail(
+                    t.0.iter()
+                        .map(|w| AtomicU64::new(w.load(Ordering::Acquire)))
+                        .collect(),
+                ))
             }),
             nr_cpus: other.nr_cpus,
         }
@@ -73,18 +84,19 @@ impl TaskMask {
         if i < INLINE_WORDS {
             Some(&self.inline[i])
         } else {
-            self.tail.as_ref().and_then(|t| t.get(i - INLINE_WORDS))
+            self.tail.as_ref().and_then(|t| t.0.get(i - INLINE_WORDS))
         }
     }
 
     /// Replaces the mask (bits at or above `nr_cpus` are dropped).
     pub(crate) fn store(&self, set: &CpuSet) {
-        let words = self.nr_cpus.div_ceil(64).max(1);
+        let nr_cpus = self.nr_cpus as usize;
+        let words = nr_cpus.div_ceil(64).max(1);
         for i in 0..words {
             let mut w = 0u64;
             for b in 0..64 {
                 let cpu = i * 64 + b;
-                if cpu < self.nr_cpus && set.is_set(cpu) {
+                if cpu < nr_cpus && set.is_set(cpu) {
                     w |= 1 << b;
                 }
             }
@@ -103,12 +115,16 @@ impl TaskMask {
 
     /// The mask as a `CpuSet`.
     pub(crate) fn load(&self) -> CpuSet {
-        (0..self.nr_cpus).filter(|&c| self.allows(c)).collect()
+        (0..self.nr_cpus as usize)
+            .filter(|&c| self.allows(c))
+            .collect()
     }
 
     /// The lowest allowed CPU (0 if none, which `store` callers prevent).
     pub(crate) fn first(&self) -> usize {
-        (0..self.nr_cpus).find(|&c| self.allows(c)).unwrap_or(0)
+        (0..self.nr_cpus as usize)
+            .find(|&c| self.allows(c))
+            .unwrap_or(0)
     }
 
     /// Whether exactly one CPU is allowed (the task cannot move).
@@ -121,7 +137,7 @@ impl TaskMask {
         let tail: u32 = self
             .tail
             .iter()
-            .flat_map(|t| t.iter())
+            .flat_map(|t| t.0.iter())
             .map(|w| w.load(Ordering::Relaxed).count_ones())
             .sum();
         inline + tail == 1
@@ -130,9 +146,10 @@ impl TaskMask {
     /// Whether every CPU is allowed (word by word: wakeup placement asks
     /// this on every wakeup that needs a decision).
     pub(crate) fn is_all(&self) -> bool {
-        let words = self.nr_cpus.div_ceil(64);
+        let nr_cpus = self.nr_cpus as usize;
+        let words = nr_cpus.div_ceil(64);
         (0..words).all(|i| {
-            let bits = self.nr_cpus.saturating_sub(i * 64).min(64);
+            let bits = nr_cpus.saturating_sub(i * 64).min(64);
             let full = if bits == 64 {
                 u64::MAX
             } else {

@@ -599,7 +599,8 @@ pub(crate) fn with_local_or<V, R>(v: V, f: impl FnOnce(&mut WorkerLocal, V) -> R
 /// Switches the running task out with `req`. Returns when it runs again.
 #[inline(always)]
 fn suspend(task: &Task, req: Request) {
-    let y = task.yielder.get();
+    // SAFETY: the running task itself: its body is live.
+    let y = unsafe { task.yielder() }.get();
     debug_assert!(!y.is_null());
     // SAFETY: `yielder` was set by the coroutine body of this very task and
     // stays valid while the coroutine lives; we are running on that
@@ -1079,7 +1080,7 @@ pub(crate) fn submit_new(shared: &Arc<Shared>, task: TaskRef) {
         "greenos: spawn"
     );
     if let Some(tr) = &shared.trace {
-        if let Some(n) = &task.name {
+        if let Some(n) = task.name() {
             tr.names.lock().insert(task.pid.0, n.to_string());
         }
         trace_event(

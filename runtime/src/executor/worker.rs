@@ -1553,7 +1553,7 @@ impl WorkerLocal {
 
 /// Creates the coroutine for a task's first run, on a pooled stack.
 fn start_coroutine(task: &TaskRef, sp: &mut super::task::SchedPart) -> Option<Coro> {
-    let stack = match StackPool::global().alloc(task.stack_size) {
+    let stack = match StackPool::global().alloc(task.stack_size as usize) {
         Ok(s) => s,
         Err(e) => {
             tracing::error!(pid = task.pid.0, name = task.name_or_dash(), error = %e,
@@ -1565,9 +1565,11 @@ fn start_coroutine(task: &TaskRef, sp: &mut super::task::SchedPart) -> Option<Co
     {
         use corosensei::stack::Stack;
         let top = stack.base().get();
-        task.stack_top.store(top, Ordering::Relaxed);
-        task.stack_bottom
-            .store(top - stack.usable_size(), Ordering::Relaxed);
+        // SAFETY: this worker owns the task (it is starting it); its body
+        // is live.
+        let (bottom_cell, top_cell) = unsafe { task.stack_bounds() };
+        top_cell.set(top);
+        bottom_cell.set(top - stack.usable_size());
     }
     if task.pinned {
         let here = crate::cpuset::CpuSet::from_iter([task.cpu.load(Ordering::Relaxed)]);
@@ -1579,7 +1581,8 @@ fn start_coroutine(task: &TaskRef, sp: &mut super::task::SchedPart) -> Option<Co
         // SAFETY: the task outlives its coroutine (the coroutine is stored in
         // the task), and only this coroutine's code runs here.
         let task = unsafe { &*tp };
-        task.yielder.set(y);
+        // SAFETY: the task itself, running: its body is live.
+        unsafe { task.yielder() }.set(y);
         entry.run();
         // Task-local values die with the task, in its own context.
         // SAFETY: this is the task itself, running, with no local borrowed.
