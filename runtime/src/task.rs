@@ -46,25 +46,11 @@ pub const MAX_STACK_SIZE: usize = 1 << 30;
 // Join handles.
 
 /// Where a task's result waits for its joiner.
-///
-/// A joiner sleeps on one of [`JOIN_WAITS`], chosen by the packet's
-/// address, not on a queue of its own: most tasks are never waited for
-/// (they finish before `join`, or are detached), and a million-task spawn
-/// then keeps 48 bytes less per unjoined task (the kernel's hashed
-/// `bit_wait_table` for `wait_on_bit`, for the same reason). Packets that
-/// share a bucket wake each other's joiners now and then; a woken joiner
-/// re-checks `done` (under the bucket's lock, as every `WaitQueue` wait
-/// validates) and sleeps again.
 pub(crate) struct Packet<T> {
     done: AtomicBool,
     result: UnsafeCell<Option<Result<T, JoinError>>>,
+    joiners: WaitQueue,
 }
-
-/// Buckets of [`Packet`] joiners (256, as the kernel's `WAIT_TABLE_BITS`
-/// of 8), each on its own cache lines.
-static JOIN_WAITS: [crossbeam_utils::CachePadded<WaitQueue>; 256] = [const {
-    crossbeam_utils::CachePadded::new(WaitQueue::with_label(crate::trace::BlockOn::Join, 0))
-}; 256];
 
 // SAFETY: `result` is written once by the finishing task before `done` is
 // set (Release) and read once by the joiner after it sees `done` (Acquire).
@@ -77,15 +63,8 @@ impl<T> Packet<T> {
         Packet {
             done: AtomicBool::new(false),
             result: UnsafeCell::new(None),
+            joiners: WaitQueue::with_label(crate::trace::BlockOn::Join, 0),
         }
-    }
-
-    /// This packet's bucket of [`JOIN_WAITS`] (Fibonacci hashing of its
-    /// address, which is fixed while a handle or the task holds it).
-    fn joiners(&self) -> &'static WaitQueue {
-        let addr = self as *const Packet<T> as usize as u64;
-        let h = addr.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56;
-        &JOIN_WAITS[h as usize]
     }
 
     fn complete(&self, r: Result<T, JoinError>) {
@@ -93,9 +72,8 @@ impl<T> Packet<T> {
         // `done` is published; nobody reads `result` before that.
         unsafe { *self.result.get() = Some(r) };
         self.done.store(true, Ordering::Release);
-        let joiners = self.joiners();
         executor::wake_joiners(|| {
-            joiners.wake_all();
+            self.joiners.wake_all();
         });
     }
 
@@ -117,7 +95,7 @@ impl<T> Packet<T> {
                     Some(Duration::from_nanos(d - now))
                 }
             };
-            match self.joiners().wait_killable(|| !self.is_done(), left) {
+            match self.joiners.wait_killable(|| !self.is_done(), left) {
                 WaitResult::Cancelled => return self.is_done(),
                 WaitResult::TimedOut => return self.is_done(),
                 WaitResult::Notified | WaitResult::Invalid => {}
