@@ -315,6 +315,83 @@ fn join_timeout_and_is_finished() {
     assert_eq!(v, 1);
 }
 
+/// Joins that give up and come back race the joined task's completion, from
+/// green tasks on both workers and from an OS thread: every result arrives,
+/// none is lost to a wakeup that went to a joiner that had just left (the
+/// join slot's protocol in `task.rs`). A lost wakeup shows up as the
+/// watchdog firing, not as a slow pass: the joins' own timeouts are tiny.
+#[test]
+fn join_timeouts_racing_completions_lose_no_result() {
+    let _w = Watchdog::new("join_timeout_races", Duration::from_secs(120));
+    const N: u64 = 2_000;
+    let rt = rt(2);
+    let expect: u64 = (0..N).map(|i| i * 7).sum();
+    let join_all = |handles: Vec<greenos::JoinHandle<u64>>| {
+        let mut sum = 0;
+        let mut timeouts = 0u64;
+        for mut h in handles {
+            sum += loop {
+                match h.join_timeout(Duration::from_micros(20)) {
+                    Ok(r) => break r.expect("task failed"),
+                    Err(back) => {
+                        timeouts += 1;
+                        h = back;
+                    }
+                }
+            };
+        }
+        (sum, timeouts)
+    };
+    let (green_sum, green_timeouts) = rt.block_on(move || {
+        let joiners: Vec<_> = (0..4)
+            .map(|_| {
+                greenos::spawn(move || {
+                    let handles: Vec<_> = (0..N / 4)
+                        .map(|i| {
+                            greenos::spawn(move || {
+                                // Finish at scattered times: some before the
+                                // join, some during a timed wait.
+                                for _ in 0..(i % 5) {
+                                    greenos::yield_now();
+                                }
+                                if i % 7 == 0 {
+                                    greenos::sleep(Duration::from_micros(30));
+                                }
+                                i
+                            })
+                        })
+                        .collect();
+                    join_all(handles)
+                })
+            })
+            .collect();
+        joiners.into_iter().fold((0, 0), |(s, t), h| {
+            let (a, b) = h.join().expect("joiner failed");
+            (s + a, t + b)
+        })
+    });
+    // Four joiners, each of tasks returning 0..N/4.
+    assert_eq!(green_sum, 4 * (0..N / 4).sum::<u64>());
+    // From the OS thread.
+    let handles: Vec<_> = (0..N)
+        .map(|i| {
+            rt.spawn(move || {
+                if i % 3 == 0 {
+                    greenos::sleep(Duration::from_millis(2 + i % 3));
+                }
+                i * 7
+            })
+        })
+        .collect();
+    let (sum, thread_timeouts) = join_all(handles);
+    assert_eq!(sum, expect);
+    assert!(
+        green_timeouts + thread_timeouts > 0,
+        "no join ever timed out: the race was not exercised"
+    );
+    eprintln!("timed-out joins: green {green_timeouts}, thread {thread_timeouts}");
+}
+
 #[test]
 fn getpid_unique_among_10k_live_tasks() {
     let _w = Watchdog::new("getpid_unique", Duration::from_secs(120));

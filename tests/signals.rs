@@ -527,3 +527,77 @@ fn ipc_reads_get_eintr_or_restart() {
         });
     });
 }
+
+/// A task blocked in `join` runs a caught signal's handler and goes on
+/// waiting (a join is a killable wait, not an interruptible one); a fatal
+/// signal ends it, and the task it was joining finishes and is joined by
+/// someone else unharmed.
+#[test]
+fn join_is_a_killable_wait() {
+    within("join_is_a_killable_wait", LIMIT, || {
+        let rt = rt(2);
+        rt.block_on(|| {
+            let release = Arc::new(AtomicBool::new(false));
+            let r = release.clone();
+            let slow = greenos::spawn(move || {
+                yield_until(|| r.load(Ordering::SeqCst));
+                42u32
+            });
+            let (tx, rx) = mpsc::channel();
+            let caught = Arc::new(AtomicUsize::new(0));
+            let c = caught.clone();
+            let joiner = greenos::spawn(move || {
+                let c2 = c.clone();
+                signal::signal(
+                    SIGUSR1,
+                    SigHandler::new(move |_| {
+                        c2.fetch_add(1, Ordering::SeqCst);
+                    }),
+                )
+                .unwrap();
+                c.fetch_add(100, Ordering::SeqCst);
+                // Joins the handle it is sent, reports the result.
+                let h: greenos::JoinHandle<u32> = rx.recv().unwrap();
+                h.join().unwrap()
+            });
+            yield_until(|| caught.load(Ordering::SeqCst) >= 100);
+            tx.send(slow).unwrap();
+            // Let it block in the join, then signal it (a few times).
+            for _ in 0..50 {
+                greenos::yield_now();
+            }
+            kill(joiner.task().pid(), SIGUSR1).unwrap();
+            yield_until(|| caught.load(Ordering::SeqCst) >= 101);
+            assert!(!joiner.is_finished(), "a handler does not end a join");
+            release.store(true, Ordering::SeqCst);
+            assert_eq!(joiner.join().unwrap(), 42);
+
+            // A joiner killed while it waits.
+            let release = Arc::new(AtomicBool::new(false));
+            let r = release.clone();
+            let slow = Arc::new(std::sync::Mutex::new(Some(greenos::spawn(move || {
+                yield_until(|| r.load(Ordering::SeqCst));
+                7u32
+            }))));
+            let s = slow.clone();
+            let started = Arc::new(AtomicBool::new(false));
+            let st = started.clone();
+            let victim = greenos::spawn(move || {
+                let h = s.lock().unwrap().take().unwrap();
+                st.store(true, Ordering::SeqCst);
+                h.join().unwrap()
+            });
+            yield_until(|| started.load(Ordering::SeqCst));
+            for _ in 0..50 {
+                greenos::yield_now();
+            }
+            kill(victim.task().pid(), SIGKILL).unwrap();
+            assert!(matches!(victim.join(), Err(JoinError::Killed(s)) if s == SIGKILL));
+            // The joined task never noticed: it finishes when released.
+            release.store(true, Ordering::SeqCst);
+            for _ in 0..50 {
+                greenos::yield_now();
+            }
+        });
+    });
+}

@@ -24,7 +24,7 @@ use std::io;
 use std::marker::PhantomData;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,7 +34,7 @@ use crate::executor::affinity::TaskMask;
 use crate::executor::task::{encode_policy, Task as TaskCb, TaskEntry, TaskInit, TaskRef};
 use crate::executor::{self, Shared};
 use crate::sched::{check_setpriority, check_setscheduler, SchedPolicy, SchedTarget};
-use crate::wait::{WaitQueue, WaitResult};
+use crate::wait::WaitResult;
 use crate::Pid;
 
 /// Smallest stack a task may ask for (bytes).
@@ -46,14 +46,54 @@ pub const MAX_STACK_SIZE: usize = 1 << 30;
 // Join handles.
 
 /// Where a task's result waits for its joiner.
+///
+/// At most one caller waits on a packet at a time (`JoinHandle::join`
+/// consumes the handle; `join_timeout` hands it back only when it gives
+/// up), so the waiter is a single slot, not a wait queue: a million-task
+/// spawn keeps 32 bytes less per unjoined task. (A queue per packet cost
+/// 48 bytes; 256 hashed queues shared by every packet, the kernel's
+/// `bit_wait_table`, made skynet 1M four times slower: every completion
+/// woke every joiner of its bucket.)
+///
+/// # Protocol
+/// `state` holds [`DONE`] and [`WAITING`].
+/// - The joiner writes its [`JoinWaiter`] into `waiter` while `WAITING` is
+///   clear, then sets `WAITING` (Release). If `DONE` was already set, the
+///   completer will not look at `waiter`: the joiner takes its waiter back
+///   and returns. Otherwise it parks until `DONE`; to give up (timeout,
+///   cancellation) it clears `WAITING` with a compare-exchange from
+///   exactly `WAITING` and takes its waiter back; if that fails, `DONE` is
+///   set and the completer owns the waiter: the joiner leaves it alone.
+/// - The completer writes `result`, then sets `DONE` (AcqRel); if
+///   `WAITING` was set it takes the waiter out of `waiter` and wakes it.
+///
+/// So `waiter` is touched by one side at a time: by the joiner while
+/// `WAITING` is clear, by the completer after it saw `WAITING` with its
+/// own `DONE`. No wakeup is lost: either the joiner's `WAITING` comes
+/// first and the completer wakes it, or the completer's `DONE` comes first
+/// and the joiner sees it.
 pub(crate) struct Packet<T> {
-    done: AtomicBool,
+    state: std::sync::atomic::AtomicU8,
     result: UnsafeCell<Option<Result<T, JoinError>>>,
-    joiners: WaitQueue,
+    waiter: UnsafeCell<Option<JoinWaiter>>,
 }
 
-// SAFETY: `result` is written once by the finishing task before `done` is
-// set (Release) and read once by the joiner after it sees `done` (Acquire).
+/// [`Packet::state`]: the result is there.
+const DONE: u8 = 1;
+/// [`Packet::state`]: a joiner is registered in `waiter`.
+const WAITING: u8 = 2;
+
+/// Who waits for a packet: a green task (woken by name, as
+/// [`wait::park_until`](crate::wait::park_until) expects) or an OS thread.
+enum JoinWaiter {
+    Task(TaskRef),
+    Thread(std::thread::Thread),
+}
+
+// SAFETY: `result` is written once by the finishing task before `DONE` is
+// set (Release) and read once by the joiner after it sees `DONE`
+// (Acquire); `waiter` is touched by one side at a time (the protocol in
+// the type's doc).
 unsafe impl<T: Send> Send for Packet<T> {}
 // SAFETY: as above.
 unsafe impl<T: Send> Sync for Packet<T> {}
@@ -61,52 +101,129 @@ unsafe impl<T: Send> Sync for Packet<T> {}
 impl<T> Packet<T> {
     fn new() -> Packet<T> {
         Packet {
-            done: AtomicBool::new(false),
+            state: std::sync::atomic::AtomicU8::new(0),
             result: UnsafeCell::new(None),
-            joiners: WaitQueue::with_label(crate::trace::BlockOn::Join, 0),
+            waiter: UnsafeCell::new(None),
         }
     }
 
     fn complete(&self, r: Result<T, JoinError>) {
         // SAFETY: only the task's entry completes the packet, once, before
-        // `done` is published; nobody reads `result` before that.
+        // `DONE` is published; nobody reads `result` before that.
         unsafe { *self.result.get() = Some(r) };
-        self.done.store(true, Ordering::Release);
-        executor::wake_joiners(|| {
-            self.joiners.wake_all();
-        });
+        if self.state.fetch_or(DONE, Ordering::AcqRel) & WAITING == 0 {
+            return;
+        }
+        // SAFETY: we saw `WAITING` with our `DONE`: the joiner finished
+        // writing the waiter (its Release) and will not touch it again.
+        let waiter = unsafe { (*self.waiter.get()).take() };
+        match waiter {
+            Some(JoinWaiter::Task(t)) => {
+                executor::wake_joiners(|| executor::unpark_task(&t, false))
+            }
+            Some(JoinWaiter::Thread(t)) => t.unpark(),
+            None => {}
+        }
     }
 
     fn is_done(&self) -> bool {
-        self.done.load(Ordering::Acquire)
+        self.state.load(Ordering::Acquire) & DONE != 0
     }
 
-    /// Waits for completion (green: parks the task; OS thread: parks it).
+    /// Waits for completion (green: parks the task; OS thread: parks it)
+    /// at most `timeout`; whether it completed. A green joiner also
+    /// returns when its task is cancelled or killed; signal handlers run
+    /// and the wait goes on (a killable wait).
     fn wait(&self, timeout: Option<Duration>) -> bool {
-        let deadline = timeout.map(|d| executor::now() + d.as_nanos() as u64);
-        while !self.is_done() {
-            let left = match deadline {
-                None => None,
-                Some(d) => {
-                    let now = executor::now();
-                    if now >= d {
-                        return false;
-                    }
-                    Some(Duration::from_nanos(d - now))
-                }
-            };
-            match self.joiners.wait_killable(|| !self.is_done(), left) {
-                WaitResult::Cancelled => return self.is_done(),
-                WaitResult::TimedOut => return self.is_done(),
-                WaitResult::Notified | WaitResult::Invalid => {}
+        if self.is_done() {
+            return true;
+        }
+        let me = executor::current_task_ptr();
+        let waiter = if me.is_null() {
+            JoinWaiter::Thread(std::thread::current())
+        } else {
+            JoinWaiter::Task(executor::current_task_ref("join"))
+        };
+        // SAFETY: `WAITING` is clear (we are the only joiner and clear it
+        // before leaving): the completer does not touch `waiter`.
+        unsafe { *self.waiter.get() = Some(waiter) };
+        if self.state.fetch_or(WAITING, Ordering::AcqRel) & DONE != 0 {
+            // Done before we registered: the completer never saw us.
+            self.unregister_after_done();
+            return true;
+        }
+        let deadline = timeout.map(|d| executor::now().saturating_add(d.as_nanos() as u64));
+        let left = |deadline: Option<u64>| {
+            deadline.map(|d| Duration::from_nanos(d.saturating_sub(executor::now())))
+        };
+        /// Gives up the registration if the wait unwinds (a killed task
+        /// unwinds out of `park_until`), so the slot does not keep the
+        /// dead joiner's reference until the target finishes.
+        struct Unregister<'a, T>(&'a Packet<T>);
+        impl<T> Drop for Unregister<'_, T> {
+            fn drop(&mut self) {
+                self.0.give_up();
             }
         }
-        true
+        let guard = Unregister(self);
+        loop {
+            if self.is_done() {
+                std::mem::forget(guard);
+                return true;
+            }
+            if deadline.is_some_and(|d| executor::now() >= d) {
+                break;
+            }
+            if me.is_null() {
+                match left(deadline) {
+                    Some(t) => std::thread::park_timeout(t),
+                    None => std::thread::park(),
+                }
+                continue;
+            }
+            // SAFETY: `me` is the running task (see `current_task`).
+            let task = unsafe { &*me };
+            let on = (crate::trace::BlockOn::Join, 0);
+            let r = crate::wait::park_until(on, || self.is_done(), left(deadline));
+            if r == WaitResult::Cancelled
+                && (task.cancelled.load(Ordering::Relaxed) || crate::signal::must_die(task))
+            {
+                break;
+            }
+        }
+        std::mem::forget(guard);
+        !self.give_up()
+    }
+
+    /// The registered joiner leaves before `DONE`: takes its waiter back
+    /// unless the completer has it already; returns whether it did (false:
+    /// the packet is done).
+    fn give_up(&self) -> bool {
+        if self
+            .state
+            .compare_exchange(WAITING, 0, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            // SAFETY: `WAITING` is clear again and `DONE` was not set: the
+            // completer never looked at `waiter`.
+            drop(unsafe { (*self.waiter.get()).take() });
+            true
+        } else {
+            false
+        }
+    }
+
+    /// The joiner registered after `DONE`: its waiter is its own again.
+    fn unregister_after_done(&self) {
+        // SAFETY: the completer set `DONE` before our `WAITING`, so it saw
+        // no waiter and never touches `waiter`; `WAITING` stays set, which
+        // only the completer (done already) would read.
+        drop(unsafe { (*self.waiter.get()).take() });
     }
 
     fn take(&self) -> Result<T, JoinError> {
         debug_assert!(self.is_done());
-        // SAFETY: `done` was observed (Acquire); the completer no longer
+        // SAFETY: `DONE` was observed (Acquire); the completer no longer
         // touches `result`; `JoinHandle::join` takes it once (by value).
         unsafe { (*self.result.get()).take() }.unwrap_or(Err(JoinError::Cancelled))
     }
