@@ -374,13 +374,23 @@ fn pinned_task_stays_while_its_cpu_sheds_load() {
                 // steals or is pushed some of them, never the pinned task.
                 // (Children inherit the narrowed mask, as forked processes
                 // inherit affinity, so they are given the full one.)
+                // Set by a companion running on the other CPU. The pinned
+                // task yields at least `n` times and until this is set (how
+                // soon the idle CPU steals depends on the host scheduling
+                // its thread; the watchdog bounds the wait).
+                let moved = Arc::new(AtomicBool::new(false));
                 let companions: Vec<_> = (0..16)
                     .map(|_| {
                         let st = st.clone();
+                        let moved = moved.clone();
                         Builder::new().affinity(CpuSet::all(2)).spawn(move || {
                             let mut cpus_seen = [false; 2];
                             while !st.load(Ordering::Acquire) {
-                                cpus_seen[greenos::current_cpu()] = true;
+                                let cpu = greenos::current_cpu();
+                                cpus_seen[cpu] = true;
+                                if cpu != first {
+                                    moved.store(true, Ordering::Release);
+                                }
                                 greenos::yield_now();
                             }
                             cpus_seen
@@ -388,9 +398,11 @@ fn pinned_task_stays_while_its_cpu_sheds_load() {
                     })
                     .collect::<std::io::Result<Vec<_>>>()
                     .unwrap();
-                for i in 0..n {
+                let mut i = 0usize;
+                while i < n || !moved.load(Ordering::Acquire) {
                     greenos::yield_now();
                     assert_eq!(greenos::current_cpu(), first, "yield {i}");
+                    i += 1;
                 }
                 st.store(true, Ordering::Release);
                 let seen = companions
@@ -436,8 +448,10 @@ fn affinity_one_holds_while_others_are_stolen() {
             .unwrap();
         // Meanwhile: waves of short tasks spawned from both CPUs, so the
         // CPUs keep stealing from each other's staging deques.
+        // At least one wave, however soon the pinned task finishes (the
+        // host may run this CPU's thread late).
         let mut waves = 0;
-        while !done.load(Ordering::Acquire) {
+        loop {
             let hs: Vec<_> = (0..500)
                 .map(|i| {
                     greenos::spawn(move || {
@@ -451,6 +465,9 @@ fn affinity_one_holds_while_others_are_stolen() {
                 assert_eq!(h.join().unwrap(), 6 * i);
             }
             waves += 1;
+            if done.load(Ordering::Acquire) {
+                break;
+            }
         }
         h.join().unwrap();
         assert!(waves > 0);
