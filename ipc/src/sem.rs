@@ -596,11 +596,11 @@ fn op_checked(id: SemId, sops: &[Sembuf], dl: Deadline, tried: bool) -> Result<P
     let undo = sops.iter().any(|s| s.sem_flg.contains(SemFlags::UNDO));
     SETS.with_cached_cred(id.0, &LAST_SET, |set, cred| {
         op_on(id, set, cred, sops, dl, max, alter, undo, tried)
-    })
+    })?
 }
 
 /// [`op`] on the set looked up, as `cred` (`max`, `alter`, `undo`: what
-/// `op` found in `sops`).
+/// `op` found in `sops`); `tried`: the caller already yielded once.
 #[allow(clippy::too_many_arguments)]
 fn op_on(
     id: SemId,
@@ -612,27 +612,7 @@ fn op_on(
     alter: bool,
     undo: bool,
     mut tried: bool,
-) -> Pass<()> {
-    match op_on_inner(id, set, cred, sops, dl, max, alter, undo, &mut tried) {
-        Ok(true) => Pass::YieldFirst,
-        Ok(false) => Pass::Done(Ok(())),
-        Err(e) => Pass::Done(Err(e)),
-    }
-}
-
-/// [`op_on`]'s loop; `Ok(true)`: return to yield first.
-#[allow(clippy::too_many_arguments)]
-fn op_on_inner(
-    id: SemId,
-    set: &Arc<SemSet>,
-    cred: Cred,
-    sops: &[Sembuf],
-    dl: Deadline,
-    max: usize,
-    alter: bool,
-    undo: bool,
-    tried: &mut bool,
-) -> Result<bool, Errno> {
+) -> Result<Pass<()>, Errno> {
     let access = if alter { ACCESS_WRITE } else { ACCESS_READ };
     let mut owner = None;
     loop {
@@ -665,14 +645,14 @@ fn op_on_inner(
                 if changed {
                     set.wake();
                 }
-                return Ok(false);
+                return Ok(Pass::Done(Ok(())));
             }
             Err(Fail::Err(e)) => return Err(e),
-            Err(Fail::Block { .. }) if !*tried => {
-                *tried = true;
+            Err(Fail::Block { .. }) if !tried => {
+                tried = true;
                 drop(s);
                 if yields_before_park() {
-                    return Ok(true);
+                    return Ok(Pass::YieldFirst);
                 }
                 let seen = set.changes.load(Ordering::Relaxed);
                 spin_before_park(|| set.changes.load(Ordering::Relaxed) != seen);

@@ -611,25 +611,27 @@ fn suspend(task: &Task, req: Request) {
 /// `yield_now`: give the CPU to other runnable tasks.
 #[inline(always)]
 pub(crate) fn yield_now() {
-    let task = current_task("yield_now");
-    if task.cancelled.load(Ordering::Relaxed) {
-        crate::signal::unwind_if_killed(task);
-        return;
-    }
-    suspend(task, Request::Yield);
-    crate::signal::checkpoint(task);
+    yield_as(Request::Yield);
 }
 
 /// The yield a blocking call makes before it parks (see
 /// `Request::YieldBlocking`); inlined like [`yield_now`].
 #[inline(always)]
 pub(crate) fn yield_blocking() {
+    yield_as(Request::YieldBlocking);
+}
+
+/// A yield of either kind: stays runnable, a delivery point for signals
+/// after it (a cancelled task unwinds instead). Inlined, so the switch
+/// sits in the caller's frame (the `wait` module doc, "Switch depth").
+#[inline(always)]
+fn yield_as(req: Request) {
     let task = current_task("yield_now");
     if task.cancelled.load(Ordering::Relaxed) {
         crate::signal::unwind_if_killed(task);
         return;
     }
-    suspend(task, Request::YieldBlocking);
+    suspend(task, req);
     crate::signal::checkpoint(task);
 }
 
