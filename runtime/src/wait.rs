@@ -795,9 +795,100 @@ pub fn hand_back_and_park_until<F: Fn() -> bool>(
     park_until_inner(on, done, timeout, Some((to, false)))
 }
 
+/// The common body of the `park_until` family, inlined into its caller
+/// so that the switch sits in the caller's frame (the module doc, "Switch
+/// depth"): an untimed wait whose prologue finds nothing to do but sleep
+/// (no signal, not cancelled, not done yet) parks right here and, when
+/// its condition holds on the first return, leaves with no further call.
+/// Everything else (a timeout, a signal, a spurious return) goes through
+/// the out-of-line [`park_until_slow`].
+#[inline(always)]
 fn park_until_inner<F: Fn() -> bool>(
     on: (crate::trace::BlockOn, u64),
     done: F,
+    timeout: Option<Duration>,
+    handoff: Option<(&crate::Task, bool)>,
+) -> WaitResult {
+    let t = executor::current_task("park_until");
+    if timeout.is_none() {
+        match park_prologue(t, on, &done, handoff) {
+            Prologue::Return(r) => return r,
+            Prologue::Park(direct) => {
+                match direct {
+                    Some(to) => executor::park_and_switch_to(t, to),
+                    None => executor::park_current(t),
+                }
+                if done() {
+                    return WaitResult::Notified;
+                }
+                // The handoff is spent: the rest is an ordinary wait.
+                return park_until_slow(t, on, &done, None, None);
+            }
+            Prologue::Slow => {}
+        }
+    }
+    park_until_slow(t, on, &done, timeout, handoff)
+}
+
+/// What [`park_prologue`] found.
+enum Prologue {
+    /// Leave with this result (the handoff target, if any, was woken).
+    Return(WaitResult),
+    /// Nothing pending: park once, handing the CPU to the target if given.
+    Park(Option<SwitchTarget>),
+    /// A signal is pending or tracing is on: take the general path.
+    Slow,
+}
+
+/// The checks an untimed park makes before it switches out, as
+/// [`park_until_slow`] makes them: out of line, so that only the switch
+/// itself is inlined into the caller.
+#[inline(never)]
+fn park_prologue(
+    t: &executor::task::Task,
+    on: (crate::trace::BlockOn, u64),
+    done: &dyn Fn() -> bool,
+    handoff: Option<(&crate::Task, bool)>,
+) -> Prologue {
+    if t.sig.any_pending() {
+        // A delivery point's work (`signal::checkpoint`): the slow path.
+        return Prologue::Slow;
+    }
+    if t.cancelled.load(Ordering::Relaxed) || crate::signal::must_die(t) {
+        if let Some((to, _)) = handoff {
+            to.unpark();
+        }
+        return Prologue::Return(WaitResult::Cancelled);
+    }
+    if done() {
+        if let Some((to, _)) = handoff {
+            to.unpark();
+        }
+        return Prologue::Return(WaitResult::Invalid);
+    }
+    if executor::ANY_TRACING.load(Ordering::Relaxed) {
+        executor::trace_block(t, on.0, on.1);
+    }
+    let mut direct = None;
+    if let Some((to, lend)) = handoff {
+        let r = to.task_ref();
+        if executor::can_switch_to(r) {
+            // Borrowed from our caller, whose frame outlives the switch.
+            direct = Some(SwitchTarget::named(r, lend));
+        } else {
+            to.unpark();
+        }
+    }
+    Prologue::Park(direct)
+}
+
+/// The general `park_until`: signals, cancellation, timeouts and repeated
+/// parks (see [`park_task_until`]).
+#[inline(never)]
+fn park_until_slow(
+    t: &executor::task::Task,
+    on: (crate::trace::BlockOn, u64),
+    done: &dyn Fn() -> bool,
     timeout: Option<Duration>,
     handoff: Option<(&crate::Task, bool)>,
 ) -> WaitResult {
@@ -806,7 +897,6 @@ fn park_until_inner<F: Fn() -> bool>(
             to.unpark();
         }
     };
-    let t = executor::current_task("park_until");
     // A blocking call is a delivery point, as in `WaitQueue::wait_inner`.
     if crate::signal::deliverable_pending(t)
         && crate::signal::deliver(t) == crate::signal::Delivered::Interrupt
@@ -835,7 +925,7 @@ fn park_until_inner<F: Fn() -> bool>(
         }
     }
     // A wakeup that raced with leaving early wins, as in `finish_early`.
-    let result = park_task_until(t, &done, timeout, true, on, direct, |why| {
+    let result = park_task_until(t, done, timeout, true, on, direct, |why| {
         if done() {
             WaitResult::Notified
         } else {

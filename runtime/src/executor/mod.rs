@@ -22,9 +22,10 @@
 //! while the worker itself holds one.
 //!
 //! # Wakeup protocol (no lost wakeups, never two CPUs on one stack)
-//! 1. A task that blocks registers itself with a wait queue, then moves its
-//!    state `RUNNABLE -> PARKING` and switches out with `Request::Park`.
-//! 2. Its worker, after the switch, moves `PARKING -> PARKED`. If a waker
+//! 1. A task that blocks registers itself with a wait queue, checks that no
+//!    wakeup is pending (its state is `RUNNABLE` without `NOTIFIED`) and
+//!    switches out with `Request::Park`.
+//! 2. Its worker, after the switch, moves `RUNNABLE -> PARKED`. If a waker
 //!    set `NOTIFIED` in between, the worker re-queues the task instead.
 //! 3. A waker moves `PARKED -> RUNNABLE` (one CAS; one winner) and enqueues:
 //!    locally if it runs on the task's CPU, else into that CPU's inbox,
@@ -711,6 +712,7 @@ pub(crate) fn maybe_yield() -> bool {
 
 /// Parks the running task until a wakeup (possibly one that already
 /// arrived). May return spuriously; callers re-check their condition.
+#[inline(always)]
 pub(crate) fn park_current(task: &Task) {
     if task.cancelled.load(Ordering::Relaxed) {
         return;
@@ -727,16 +729,37 @@ pub(crate) fn park_current(task: &Task) {
 /// If the caller need not sleep after all (a wakeup of its own already
 /// arrived) or cannot switch, `target` is woken the ordinary way. May
 /// return spuriously, like `park_current`.
+///
+/// A call (`target.lend`) whose target may borrow the caller's scheduling
+/// context runs the target *nested*: the caller resumes the target's
+/// coroutine itself, on this CPU, without switching to its worker first
+/// (`WorkerCell::lend_begin`), and the target's next switch out comes
+/// straight back here (`WorkerCell::lend_end`): a reply that hands the CPU
+/// back costs two stack switches and no scheduler work, as seL4's
+/// fastpath costs two kernel entries. Anything else the target does is
+/// settled by the worker, as for a loan it made itself (`run_task`).
+#[inline(always)]
 pub(crate) fn park_and_switch_to(task: &Task, target: SwitchTarget) {
-    if task.cancelled.load(Ordering::Relaxed) || current_worker_ptr().is_null() {
+    let w = current_worker_ptr();
+    if task.cancelled.load(Ordering::Relaxed) || w.is_null() {
         return target.wake();
     }
     match task.state.begin_park() {
         state::BeginPark::Notified => target.wake(),
         state::BeginPark::Switch => {
-            let left = with_local(|l| l.handoff = Some(target));
-            debug_assert!(left.is_some(), "checked: on a worker");
-            suspend(task, Request::Park);
+            // SAFETY: a non-null WORKER is this thread's live WorkerCell,
+            // and `task` runs on it.
+            let cell = unsafe { &*w };
+            match cell.lend_begin(task, target) {
+                Some(b) => {
+                    // SAFETY: `lend_begin` won `b`'s PARKED -> RUNNABLE and
+                    // checked that its slot holds a suspended coroutine: this
+                    // CPU owns it, and nothing else resumes it meanwhile.
+                    let result = unsafe { worker::resume(&b) };
+                    cell.lend_end(task, b, result);
+                }
+                None => suspend(task, Request::Park),
+            }
         }
     }
 }

@@ -4,31 +4,32 @@
 //!
 //! | state      | meaning                                                         | who may change it |
 //! |------------|-----------------------------------------------------------------|-------------------|
-//! | `RUNNABLE` | queued on a run queue, or running on a CPU                      | the task (-> `PARKING`), wakers (set `NOTIFIED`) |
-//! | `PARKING`  | the task asked to sleep and is switching out to its worker      | its worker (-> `PARKED`), wakers (set `NOTIFIED`) |
+//! | `RUNNABLE` | queued on a run queue, running on a CPU, or switching out to sleep | its worker (-> `PARKED`, after a park's switch), wakers (set `NOTIFIED`) |
 //! | `PARKED`   | fully switched out; registers saved; no CPU holds it            | one waker (-> `RUNNABLE`, and that waker enqueues it) |
 //!
-//! `NOTIFIED` is a flag beside `RUNNABLE`/`PARKING`: a wakeup arrived while
-//! the task could not be enqueued (it still owned a CPU). The next `park`
-//! consumes it and returns at once; a worker that finds it while completing
-//! a park re-queues the task instead of parking it.
+//! `NOTIFIED` is a flag beside `RUNNABLE`: a wakeup arrived while the task
+//! could not be enqueued (it still owned a CPU). The next `park` consumes it
+//! and returns at once; a worker that finds it while completing a park
+//! re-queues the task instead of parking it.
 //!
-//! Why three states and not two (reference/coroutines.md §4.1): a task may be
-//! made runnable only after its switch out has completed, or two CPUs would
-//! run one stack. `PARKING` is the window between "decided to sleep" and
-//! "registers saved"; a wakeup in that window must not enqueue, and must not
-//! be lost either. Only the transition `PARKED -> RUNNABLE` enqueues, and it
-//! is a CAS, so exactly one waker wins it.
+//! Why a task that decided to sleep is still `RUNNABLE` (reference/coroutines.md
+//! §4.1): it may be made runnable again only after its switch out has
+//! completed, or two CPUs would run one stack. The window between "decided
+//! to sleep" and "registers saved" (the kernel's `TASK_INTERRUPTIBLE` before
+//! `schedule()` dequeues the task) is the last part of its run: a wakeup in
+//! it must not enqueue, and must not be lost either, which is exactly what
+//! a wakeup of a running task does (it sets `NOTIFIED`). The park takes
+//! effect in the worker's `finish_park`, a CAS `RUNNABLE -> PARKED`; only
+//! `PARKED -> RUNNABLE` enqueues, and it is a CAS, so exactly one waker wins
+//! it.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
 /// Queued or running; owned by the scheduler.
 pub(crate) const RUNNABLE: u32 = 0;
-/// Switching out to sleep; still on its CPU.
-pub(crate) const PARKING: u32 = 1;
 /// Asleep, switched out; the waker that moves it to `RUNNABLE` enqueues it.
 pub(crate) const PARKED: u32 = 2;
-/// Flag: a wakeup arrived while the task was `RUNNABLE` or `PARKING`.
+/// Flag: a wakeup arrived while the task was `RUNNABLE`.
 pub(crate) const NOTIFIED: u32 = 4;
 /// Mask of the base states.
 const BASE: u32 = 3;
@@ -37,7 +38,7 @@ const BASE: u32 = 3;
 #[must_use]
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum BeginPark {
-    /// State is now `PARKING`: switch out.
+    /// No wakeup is pending: switch out (the worker completes the park).
     Switch,
     /// A wakeup was pending; it is consumed: do not switch.
     Notified,
@@ -75,42 +76,50 @@ impl TaskState {
     }
 
     /// Called by the running task before it switches out to sleep.
+    ///
+    /// Without a pending wakeup this writes nothing: the task stays
+    /// `RUNNABLE` while it switches out (see the module doc), and wakers
+    /// meanwhile set
+    /// `NOTIFIED`, as they would for a running task. The park takes effect
+    /// only at the worker's `finish_park`, a CAS that no wakeup can slip
+    /// past: a waker's RMW on this word comes either before it (the CAS
+    /// fails on `NOTIFIED`, the task is re-queued) or after it (the waker
+    /// finds `PARKED` and enqueues). So a park costs one locked
+    /// instruction, not two.
+    #[inline]
     pub(crate) fn begin_park(&self) -> BeginPark {
-        match self
-            .0
-            .compare_exchange(RUNNABLE, PARKING, Ordering::AcqRel, Ordering::Acquire)
-        {
-            Ok(_) => BeginPark::Switch,
-            Err(cur) => {
-                debug_assert_eq!(cur, RUNNABLE | NOTIFIED, "begin_park from state {cur}");
-                // Consume the flag with a read-modify-write, not a plain
-                // store: an RMW reads the latest value, so it synchronizes
-                // with every waker whose own RMW on this word came before
-                // (see `wake`), and the caller's re-check then sees what
-                // those wakers published.
-                self.0.swap(RUNNABLE, Ordering::AcqRel);
-                BeginPark::Notified
-            }
+        let cur = self.0.load(Ordering::Acquire);
+        if cur & NOTIFIED == 0 {
+            debug_assert_eq!(cur, RUNNABLE, "begin_park from state {cur}");
+            return BeginPark::Switch;
         }
+        debug_assert_eq!(cur, RUNNABLE | NOTIFIED, "begin_park from state {cur}");
+        // Consume the flag with a read-modify-write, not a plain store: an
+        // RMW reads the latest value, so it synchronizes with every waker
+        // whose own RMW on this word came before (see `wake`), and the
+        // caller's re-check then sees what those wakers published.
+        self.0.swap(RUNNABLE, Ordering::AcqRel);
+        BeginPark::Notified
     }
 
     /// Called by the worker after the task's registers are saved.
     pub(crate) fn finish_park(&self) -> FinishPark {
         match self
             .0
-            .compare_exchange(PARKING, PARKED, Ordering::AcqRel, Ordering::Acquire)
+            .compare_exchange(RUNNABLE, PARKED, Ordering::AcqRel, Ordering::Acquire)
         {
             Ok(_) => FinishPark::Parked,
             Err(cur) => {
-                debug_assert_eq!(cur, PARKING | NOTIFIED, "finish_park from state {cur}");
+                debug_assert_eq!(cur, RUNNABLE | NOTIFIED, "finish_park from state {cur}");
                 // An RMW, as in `begin_park`.
                 self.0.swap(RUNNABLE, Ordering::AcqRel);
                 FinishPark::Notified
             }
         }
     }
-    /// Undoes a park in progress (PARKING, notified or not) back to
-    /// RUNNABLE: the task's own worker resumes it at once instead of
+
+    /// Undoes a park in progress (switched out, not yet `PARKED`, notified
+    /// or not): the task's own worker resumes it at once instead of
     /// completing the park (a lent scheduling context coming back to its
     /// lender). A notification is consumed, as by
     /// [`finish_park`](Self::finish_park) returning `Notified`: the task
@@ -118,8 +127,12 @@ impl TaskState {
     /// holds the parking task may call it; wakers meanwhile only ever set
     /// NOTIFIED (the task is not PARKED), so none can have taken it over.
     pub(crate) fn cancel_park(&self) {
-        let prev = self.0.swap(RUNNABLE, Ordering::AcqRel);
-        debug_assert_eq!(prev & BASE, PARKING, "cancel_park from state {prev}");
+        let cur = self.0.load(Ordering::Acquire);
+        debug_assert_eq!(cur & BASE, RUNNABLE, "cancel_park from state {cur}");
+        if cur & NOTIFIED != 0 {
+            // An RMW, as in `begin_park`.
+            self.0.swap(RUNNABLE, Ordering::AcqRel);
+        }
     }
 
     /// A wakeup. Exactly one concurrent caller gets `Enqueue` for a parked

@@ -53,7 +53,8 @@ pub(crate) enum Request {
     /// Preempted at a yield point because `need_resched` was set: stay
     /// runnable, no skip buddy.
     Preempt,
-    /// Sleep: the task's state is `PARKING`; the worker completes the park.
+    /// Sleep: `begin_park` found no pending wakeup; the worker completes
+    /// the park (`finish_park`).
     Park,
 }
 

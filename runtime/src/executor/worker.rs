@@ -87,6 +87,11 @@ pub(crate) struct WorkerLocal {
     /// wakeup's `update_curr` and preemption check) uses it instead of the
     /// running task.
     lender: *const Task,
+    /// A loan the lender made nested (`lend_begin`) that must be settled:
+    /// the borrower and how it switched out. Set by the lender just
+    /// before it parks; taken by `run_task` when the lender's park
+    /// arrives.
+    nested_settle: Option<(TaskRef, CoroutineResult<Request, ()>)>,
     /// The task that stopped only for this CPU's own work (`need_service`:
     /// timers, the tick, the inbox, a pull request), not for a resched:
     /// its entity stays `rq`'s current one through the service pass, as a
@@ -750,6 +755,7 @@ pub(crate) fn run_worker(shared: Arc<Shared>, index: usize, staging: Deque<TaskR
             direct_next: None,
             handoff_won: None,
             lender: std::ptr::null(),
+            nested_settle: None,
             held: None,
             last_pid: 0,
             last_reason: 0,
@@ -955,6 +961,15 @@ impl WorkerCell {
         let mut borrower: Option<TaskRef> = None;
         loop {
             match borrower.take() {
+                None if self.local().nested_settle.is_some() => {
+                    // The task lent its context nested (`lend_begin`) and
+                    // parked to have the loan settled: its borrower's
+                    // switch-out is the one to process.
+                    let (b, r) = self.local().nested_settle.take().expect("checked");
+                    borrower = Some(b);
+                    result = r;
+                    break;
+                }
                 None => match self.try_lend(&task, &result) {
                     Some(b) => {
                         let l = self.local();
@@ -1110,7 +1125,7 @@ impl WorkerCell {
     /// donation and LRPC's "the server runs on the caller's time". The
     /// borrower runs at once without any scheduler work: `task`'s entity
     /// stays `rq`'s current one and is charged for everything the borrower
-    /// runs; `task`'s park is left in progress (PARKING), so a wakeup of
+    /// runs; `task`'s park is left in progress (not `PARKED`), so a wakeup of
     /// it only sets NOTIFIED and nobody else can take it over. The loan
     /// ends in [`end_loan`](Self::end_loan) (the borrower hands the CPU
     /// straight back: `task` resumes, no scheduler work either) or in
@@ -1153,6 +1168,83 @@ impl WorkerCell {
         bump(&ws.counters.wakeups_local, 1);
         bump(&ws.counters.direct_switches, 1);
         Some(b)
+    }
+
+    /// The nested form of [`try_lend`](Self::try_lend), called by the
+    /// running task `me` itself as it parks handing its CPU to `target`
+    /// (`executor::park_and_switch_to`, its park begun): if `target` is a
+    /// call's target that may borrow (the conditions of `try_lend`, and no
+    /// loan made already, and tracing off), wins it and makes it the
+    /// running task on `me`'s scheduling context, for `me` to resume
+    /// nested. Otherwise leaves the handoff for the worker (`handoff`, or
+    /// `handoff_won` for a target won but not lendable) and returns None:
+    /// `me` then switches out the ordinary way.
+    #[inline(never)]
+    pub(crate) fn lend_begin(&self, me: &Task, target: super::SwitchTarget) -> Option<TaskRef> {
+        let l = self.local();
+        if !target.lend
+            || self.shared.trace.is_some()
+            || l.lends()
+            || !l.may_lend(me)
+            || self.worker_shared().needs_scheduler()
+        {
+            l.handoff = Some(target);
+            return None;
+        }
+        // Not parked (it runs or is queued): it goes on by itself.
+        let b = target.win_wakeup()?;
+        // SAFETY: we won `b`'s PARKED -> RUNNABLE: this worker owns it.
+        if !l.lendable(&b, unsafe { b.sched() }) {
+            l.handoff_won = Some(b);
+            return None;
+        }
+        let ws = self.worker_shared();
+        bump(&ws.counters.wakeups_local, 1);
+        bump(&ws.counters.direct_switches, 1);
+        l.lender = me;
+        ws.curr_pid.store(b.pid.0, Ordering::Relaxed);
+        bump(&b.nr_switches, 1);
+        self.set_current(&*b);
+        Some(b)
+    }
+
+    /// The borrower `b`, resumed nested by its lender `me`, switched out
+    /// with `result`. If it parked handing the CPU straight back to `me`
+    /// and the scheduler need not run, the loan ends as in
+    /// [`end_loan`](Self::end_loan) and `me` runs on (its park is
+    /// cancelled; the caller re-checks what it waits for). Otherwise `me`
+    /// parks with the loan to settle (`nested_settle`), and `run_task`
+    /// settles it as a loan of its own; `me` returns when woken.
+    #[inline(never)]
+    pub(crate) fn lend_end(&self, me: &Task, b: TaskRef, result: CoroutineResult<Request, ()>) {
+        self.set_current(me);
+        let ws = self.worker_shared();
+        let l = self.local();
+        let back = matches!(result, CoroutineResult::Yield(Request::Park))
+            && l.handoff.as_ref().is_some_and(|t| t.is(me))
+            // SAFETY: the borrower is ours (we resumed it on loan) and
+            // alive (it parked, it did not exit).
+            && unsafe { b.join_target() }.get().is_null()
+            && !ws.needs_scheduler();
+        ws.curr_pid.store(me.pid.0, Ordering::Relaxed);
+        if !back {
+            l.nested_settle = Some((b, result));
+            super::suspend(me, Request::Park);
+            return;
+        }
+        drop(l.handoff.take());
+        l.lender = std::ptr::null();
+        // SAFETY: `b` switched out on this CPU; we own it until its park
+        // completes.
+        let bsp = unsafe { b.sched() };
+        b.apply_sched_change(bsp);
+        // Woken meanwhile, it slept in the scheduler's eyes (its run was
+        // the lender's): queued as a wakeup.
+        self.complete_park(b, true);
+        me.state.cancel_park();
+        bump(&ws.counters.wakeups_local, 1);
+        bump(&ws.counters.direct_switches, 1);
+        bump(&me.nr_switches, 1);
     }
 
     /// The borrower `b` switched out with `result`: if it parked handing
@@ -1596,8 +1688,8 @@ fn start_coroutine(task: &TaskRef, sp: &mut super::task::SchedPart) -> Option<Co
 /// The caller owns `task` (this worker runs it), its slot holds a live
 /// coroutine, and no other borrow of the slot exists: the task's own code
 /// never touches its coroutine slot.
-#[inline]
-unsafe fn resume(task: &Task) -> CoroutineResult<Request, ()> {
+#[inline(always)]
+pub(crate) unsafe fn resume(task: &Task) -> CoroutineResult<Request, ()> {
     // SAFETY: the caller's contract.
     unsafe { (*task.coro_slot()).as_mut().unwrap_unchecked().resume(()) }
 }
