@@ -540,7 +540,7 @@ pub(crate) fn with_proc<R>(f: impl FnOnce(&ProcState) -> R) -> Result<R, Errno> 
 }
 
 /// [`with_proc`] for the task `cx` names (the caller).
-#[inline]
+#[inline(always)]
 pub(crate) fn with_proc_cx<R>(cx: task::TaskCx<'_>, f: impl FnOnce(&ProcState) -> R) -> R {
     PROC.with_cx(cx, f)
 }
@@ -593,30 +593,40 @@ pub(crate) fn resolve(cap: Cap, need: Rights) -> Result<Arc<CapNode>, Errno> {
 /// node `f` holds; a nested lookup meanwhile (a signal handler's, a
 /// dispatcher's) still works, it only leaves the cache as it is. `f` may
 /// block.
-#[inline]
+#[inline(always)]
 pub(crate) fn with_resolved<R>(
     cx: task::TaskCx<'_>,
     cap: Cap,
     need: Rights,
     f: impl FnOnce(&Arc<CapNode>) -> Result<R, Errno>,
 ) -> Result<R, Errno> {
-    with_proc_cx(cx, |p| {
-        if let Ok(c) = p.cache.try_borrow() {
-            if let Some((cached, removals, n)) = &*c {
-                if *cached == cap
-                    && p.with_current(|t| {
-                        cap.table == t.serial && t.removals.load(Ordering::Acquire) == *removals
-                    })
-                {
-                    check_node(n, need)?;
-                    return f(n);
+    with_proc_cx(
+        cx,
+        #[inline(always)]
+        |p| {
+            // The cache entry, still borrowed, if it is a hit (a miss drops
+            // the borrow before `resolve_uncached` refills the cache).
+            let hit = p.cache.try_borrow().ok().filter(|c| {
+                c.as_ref().is_some_and(|(cached, removals, _)| {
+                    *cached == cap
+                        && p.with_current(|t| {
+                            cap.table == t.serial && t.removals.load(Ordering::Acquire) == *removals
+                        })
+                })
+            });
+            let owned;
+            let n = match &hit {
+                Some(c) => &c.as_ref().expect("a hit").2,
+                None => {
+                    owned = resolve_uncached(p, cap)?;
+                    &owned
                 }
-            }
-        }
-        let n = resolve_uncached(p, cap)?;
-        check_node(&n, need)?;
-        f(&n)
-    })
+            };
+            check_node(n, need)?;
+            // `f` is inlined once, whichever way the node was found.
+            f(n)
+        },
+    )
 }
 
 /// The checks every use of a looked-up node makes: not revoked, and

@@ -257,16 +257,22 @@ enum Phase {
 }
 
 /// What arrives at a port.
+///
+/// Between deliveries (after the owner read it) `caps` are `None`, `reply`
+/// is `None` and `broken` and `extra` are false: a fast delivery
+/// ([`Port::put_fast`]) writes only the tag, registers, badge and reply.
 #[derive(Default)]
 struct Delivery {
     tag: MsgTag,
     mr: [u64; FAST_MRS],
     badge: u64,
+    reply: Option<(Arc<Port>, u64)>,
+    /// `caps` or `broken` hold something: the reader takes the slow way.
+    extra: bool,
     caps: [Option<Arc<CapNode>>; MAX_EXTRA_CAPS],
     /// The endpoint it came through (to unwrap caps naming it); compared,
     /// never dereferenced.
     via: usize,
-    reply: Option<(Arc<Port>, u64)>,
     /// The reply capability of this call was dropped unused.
     broken: bool,
 }
@@ -366,9 +372,33 @@ impl Port {
     /// The caller is the one party allowed to complete the current
     /// operation (see the field comment), and sets the phase to `Done` (or
     /// reads the inbox itself) afterwards.
-    unsafe fn put(&self, d: Delivery) {
+    unsafe fn put(&self, mut d: Delivery) {
+        d.extra = d.broken || d.caps.iter().any(Option::is_some);
         // SAFETY: the caller's contract gives exclusive access.
         unsafe { *self.inbox.get() = d };
+    }
+
+    /// Writes a delivery without capabilities: only the fields such a
+    /// delivery sets (the rest are as the owner's last read left them,
+    /// see [`Delivery`]).
+    ///
+    /// # Safety
+    /// As for [`put`](Self::put).
+    #[inline(always)]
+    unsafe fn put_fast(
+        &self,
+        tag: MsgTag,
+        mr: [u64; FAST_MRS],
+        badge: u64,
+        reply: Option<(Arc<Port>, u64)>,
+    ) {
+        // SAFETY: the caller's contract gives exclusive access.
+        let d = unsafe { &mut *self.inbox.get() };
+        debug_assert!(!d.extra && d.reply.is_none());
+        d.tag = tag;
+        d.mr = mr;
+        d.badge = badge;
+        d.reply = reply;
     }
 
     /// The inbox, to read and take from in place (the port's own task,
@@ -420,7 +450,7 @@ fn my_port<'a>() -> Result<&'a Arc<Port>, Errno> {
 }
 
 /// [`my_port`] for the task `cx` names.
-#[inline]
+#[inline(always)]
 fn my_port_cx<'a>(cx: task::TaskCx<'_>) -> &'a Arc<Port> {
     let p: *const Arc<Port> = PORT.with_cx(cx, |p| p as *const Arc<Port>);
     // SAFETY: as in `my_port`: the value is boxed, never moved, and lives
@@ -701,20 +731,29 @@ impl Endpoint {
     /// the endpoint, and the calling task's port: one lookup of the
     /// current task for all three, and no reference count taken on a
     /// lookup-cache hit (`cap::with_resolved`). `ESRCH` outside a task.
-    #[inline]
+    #[inline(always)]
     fn with_ep<R>(
         &self,
         need: Rights,
         f: impl FnOnce(&CapNode, &Arc<EndpointObj>, &Arc<Port>) -> Result<R, Errno>,
     ) -> Result<R, Errno> {
-        task::with_cx(|cx| {
-            cap::with_resolved(cx, self.cap, need, |node| {
-                let Object::Endpoint(ep) = &node.object else {
-                    return Err(Errno::EINVAL);
-                };
-                f(node, ep, my_port_cx(cx))
-            })
-        })
+        task::with_cx(
+            #[inline(always)]
+            |cx| {
+                cap::with_resolved(
+                    cx,
+                    self.cap,
+                    need,
+                    #[inline(always)]
+                    |node| {
+                        let Object::Endpoint(ep) = &node.object else {
+                            return Err(Errno::EINVAL);
+                        };
+                        f(node, ep, my_port_cx(cx))
+                    },
+                )
+            },
+        )
         .unwrap_or(Err(Errno::ESRCH))
     }
 
@@ -802,6 +841,7 @@ impl Endpoint {
                         via: Arc::as_ptr(ep) as usize,
                         reply: None,
                         broken: false,
+                        extra: false,
                     })
                 };
                 r.done(rop);
@@ -929,6 +969,7 @@ impl Endpoint {
                 via: Arc::as_ptr(ep) as usize,
                 reply: s.is_call.then(|| (s.port.clone(), s.op)),
                 broken: false,
+                extra: false,
             })
         };
         me.begin(Phase::Done);
@@ -951,6 +992,7 @@ impl Endpoint {
 
     /// Reads the delivered message out of `me`'s inbox, installing its
     /// capabilities in the current table.
+    #[inline(never)]
     fn finish_recv(&self, me: &Arc<Port>) -> Result<(Msg, Option<Reply>), Errno> {
         debug_assert_eq!(me.phase(), Phase::Done);
         // Field by field rather than `take_inbox`: the fast registers are
@@ -959,34 +1001,25 @@ impl Endpoint {
         // SAFETY: this is the port's own task, and its operation is `Done`:
         // no other party touches the inbox until its next operation begins.
         let d = unsafe { me.inbox_mut() };
-        let broken = std::mem::take(&mut d.broken);
-        let reply = d.reply.take();
-        let caps = if d.caps.iter().any(Option::is_some) {
-            Some(std::mem::take(&mut d.caps))
-        } else {
-            None
-        };
-        let mut m = Msg {
-            tag: d.tag,
-            mr: d.mr,
-            badge: d.badge,
-            ..Msg::default()
-        };
-        let via = d.via;
-        me.idle();
-        if broken {
-            return Err(Errno::ESRCH);
-        }
-        m.tag.caps_unwrapped = 0;
-        m.tag.extra_caps = 0;
-        if let Some(caps) = caps {
-            install_arrived(&mut m, caps, via);
-        }
-        let reply = reply.map(|(port, op)| Reply {
+        let reply = d.reply.take().map(|(port, op)| Reply {
             port,
             op,
             live: true,
         });
+        let m = Msg {
+            tag: MsgTag {
+                extra_caps: 0,
+                caps_unwrapped: 0,
+                ..d.tag
+            },
+            mr: d.mr,
+            badge: d.badge,
+            caps: [CapSlot::Empty; MAX_EXTRA_CAPS],
+        };
+        if d.extra {
+            return finish_recv_extra(me, d, m, reply);
+        }
+        me.idle();
         Ok((m, reply))
     }
 
@@ -1002,12 +1035,90 @@ impl Endpoint {
         Ok(self.call_inner(msg, Some(timeout))?)
     }
 
-    #[inline]
+    /// The call. Its common case (no timeout, no capabilities) runs as
+    /// three steps in the caller's frame: [`call_send`](Self::call_send)
+    /// (out of line) delivers the message or queues the caller, the park
+    /// is inlined so that the direct switch sits in the caller's frame (the
+    /// runtime's `wait` module doc, "Switch depth"), and
+    /// [`finish_recv`](Self::finish_recv) (out of line) reads the reply.
+    #[inline(always)]
     fn call_inner(&self, msg: &Msg, timeout: Option<Duration>) -> Result<Msg, Errno> {
         check_len(msg)?;
-        self.with_ep(Rights::CALL, |node, ep, me| {
-            self.call_on(node, ep, me, msg, timeout)
-        })
+        if timeout.is_some() || has_out_caps(msg) {
+            return self.with_ep(Rights::CALL, |node, ep, me| {
+                self.call_on(node, ep, me, msg, timeout)
+            });
+        }
+        self.with_ep(
+            Rights::CALL,
+            #[inline(always)]
+            |node, ep, me| {
+                let r = match self.call_send(node, ep, me, msg) {
+                    Some(server) => {
+                        let r = wait_handoff(me, ep, Handoff::Call(&server.task));
+                        // The server's port, kept alive across the handoff.
+                        drop(server);
+                        r
+                    }
+                    None => wait_done_slow(me, ep, None, None),
+                };
+                r?;
+                self.finish_recv(me).map(|(m, _)| m)
+            },
+        )
+    }
+
+    /// [`call_inner`](Self::call_inner)'s first step, for a message without
+    /// capabilities and no timeout: with a receiver waiting, delivers the
+    /// call to it and returns its port when the fastpath conditions let
+    /// the caller switch straight to it (else wakes it); with none,
+    /// queues the caller. Either way the caller then waits for its reply.
+    #[inline(never)]
+    fn call_send(
+        &self,
+        node: &CapNode,
+        ep: &Arc<EndpointObj>,
+        me: &Arc<Port>,
+        msg: &Msg,
+    ) -> Option<Arc<Port>> {
+        let tag = MsgTag {
+            extra_caps: 0,
+            ..msg.tag
+        };
+        let mut q = ep.q.lock();
+        let Some((r, rop)) = q.receivers.pop_front() else {
+            let op = me.begin(Phase::QueuedSend);
+            q.senders.push_back(SendEntry {
+                port: me.clone(),
+                op,
+                tag,
+                mr: msg.mr,
+                badge: node.badge,
+                caps: Default::default(),
+                is_call: true,
+            });
+            return None;
+        };
+        let op = me.begin(Phase::AwaitReply);
+        // As in `send_on`: popped under the endpoint lock we hold, so no
+        // port lock.
+        copy_long(me, &r, tag.length);
+        // SAFETY: the one party completing this operation (see
+        // `Port::inbox`), before the phase becomes `Done`.
+        unsafe { r.put_fast(tag, msg.mr, node.badge, Some((me.clone(), op))) };
+        r.done(rop);
+        drop(q);
+        // The fastpath conditions (module doc): 1 (no caps: checked by the
+        // caller), 4 (we found r waiting), 6 and 10.
+        if ep.mode == SwitchMode::Direct
+            && tag.length as usize <= FAST_MRS
+            && may_switch_to(me, &r.task)
+        {
+            ep.count_direct_switch();
+            return Some(r);
+        }
+        r.task.unpark();
+        None
     }
 
     /// [`call_inner`](Self::call_inner) with the endpoint resolved.
@@ -1043,6 +1154,7 @@ impl Endpoint {
                         via: Arc::as_ptr(ep) as usize,
                         reply: Some((me.clone(), op)),
                         broken: false,
+                        extra: false,
                     })
                 };
                 r.done(rop);
@@ -1109,16 +1221,81 @@ impl Endpoint {
         Ok(self.reply_recv_inner(reply, reply_msg, Some(timeout))?)
     }
 
-    #[inline]
+    /// The server loop's step. Its common case (no timeout, a reply
+    /// without capabilities) runs as [`call_inner`](Self::call_inner)
+    /// does: [`reply_recv_begin`](Self::reply_recv_begin) out of line, the
+    /// park (the switch back to the caller) inlined, then
+    /// [`finish_recv`](Self::finish_recv).
+    #[inline(always)]
     fn reply_recv_inner(
         &self,
         reply: Reply,
         reply_msg: &Msg,
         timeout: Option<Duration>,
     ) -> Result<(Msg, Option<Reply>), Errno> {
-        self.with_ep(Rights::RECV, |_, ep, me| {
-            self.reply_recv_on(ep, me, reply, reply_msg, timeout)
-        })
+        if timeout.is_some() || has_out_caps(reply_msg) {
+            return self.with_ep(Rights::RECV, |_, ep, me| {
+                self.reply_recv_on(ep, me, reply, reply_msg, timeout)
+            });
+        }
+        self.with_ep(
+            Rights::RECV,
+            #[inline(always)]
+            |_, ep, me| {
+                match self.reply_recv_begin(ep, me, reply, reply_msg)? {
+                    RecvStep::Taken => {}
+                    RecvStep::Wait(Some((caller, true))) => {
+                        let r = wait_handoff(me, ep, Handoff::Reply(&caller.task));
+                        drop(caller);
+                        r?;
+                    }
+                    RecvStep::Wait(None) => wait_done_slow(me, ep, None, None)?,
+                    RecvStep::Wait(Some((caller, false))) => {
+                        caller.task.unpark();
+                        wait_done_slow(me, ep, None, None)?;
+                    }
+                }
+                self.finish_recv(me)
+            },
+        )
+    }
+
+    /// [`reply_recv_inner`](Self::reply_recv_inner)'s first step: answers
+    /// `reply` (without waking its caller), then takes a waiting sender's
+    /// message (`Taken`: the caller is woken) or queues `me` as a receiver
+    /// (`Wait`, with the caller's port and whether the CPU may go straight
+    /// back to it).
+    #[inline(never)]
+    fn reply_recv_begin(
+        &self,
+        ep: &Arc<EndpointObj>,
+        me: &Arc<Port>,
+        reply: Reply,
+        reply_msg: &Msg,
+    ) -> Result<RecvStep, Errno> {
+        let fast = ep.mode == SwitchMode::Direct
+            && reply_msg.tag.length as usize <= FAST_MRS
+            && may_switch_to(me, &reply.port.task);
+        // Deliver without waking; the receive below wakes the caller (and
+        // switches to it when it blocks).
+        let caller = reply.deliver(reply_msg, me)?;
+        let mut q = ep.q.lock();
+        if !q.senders.is_empty() {
+            // A sender waits: take its message without blocking, and wake
+            // the caller the ordinary way.
+            self.take_sender(ep, me, q)?;
+            if let Some(c) = caller {
+                c.task.unpark();
+            }
+            return Ok(RecvStep::Taken);
+        }
+        let op = me.begin(Phase::QueuedRecv);
+        q.receivers.push_back((me.clone(), op));
+        drop(q);
+        if fast && caller.is_some() {
+            ep.count_direct_switch();
+        }
+        Ok(RecvStep::Wait(caller.map(|c| (c, fast))))
     }
 
     /// [`reply_recv_inner`](Self::reply_recv_inner) with the endpoint
@@ -1176,19 +1353,25 @@ impl Reply {
                 return Ok(None);
             }
             copy_long(me, &self.port, tag.length);
-            // SAFETY: the one party completing this operation (see
-            // `Port::inbox`), before the phase becomes `Done`.
-            unsafe {
-                self.port.put(Delivery {
-                    tag,
-                    mr: msg.mr,
-                    badge: 0,
-                    caps,
-                    via: 0,
-                    reply: None,
-                    broken: false,
-                })
-            };
+            if ncaps == 0 {
+                // SAFETY: as below.
+                unsafe { self.port.put_fast(tag, msg.mr, 0, None) };
+            } else {
+                // SAFETY: the one party completing this operation (see
+                // `Port::inbox`), before the phase becomes `Done`.
+                unsafe {
+                    self.port.put(Delivery {
+                        tag,
+                        mr: msg.mr,
+                        badge: 0,
+                        caps,
+                        via: 0,
+                        reply: None,
+                        broken: false,
+                        extra: false,
+                    })
+                };
+            }
             self.port.done(self.op);
         }
         finish_moves(&moved);
@@ -1199,6 +1382,28 @@ impl Reply {
         // moved out exactly once.
         Ok(Some(unsafe { std::ptr::read(&this.port) }))
     }
+}
+
+/// The rest of [`Endpoint::finish_recv`] for a delivery with capabilities
+/// or a broken reply (`d.extra`): takes them out of the inbox `d` (the
+/// port's own, `Done`), then installs the capabilities in `m`.
+#[cold]
+fn finish_recv_extra(
+    me: &Port,
+    d: &mut Delivery,
+    mut m: Msg,
+    reply: Option<Reply>,
+) -> Result<(Msg, Option<Reply>), Errno> {
+    d.extra = false;
+    let broken = std::mem::take(&mut d.broken);
+    let caps = std::mem::take(&mut d.caps);
+    let via = d.via;
+    me.idle();
+    if broken {
+        return Err(Errno::ESRCH);
+    }
+    install_arrived(&mut m, caps, via);
+    Ok((m, reply))
 }
 
 /// Installs the capabilities that arrived with a message (`via`: the
@@ -1256,6 +1461,45 @@ impl<'a> Handoff<'a> {
             Handoff::Call(t) | Handoff::Reply(t) => t,
         }
     }
+}
+
+/// What [`Endpoint::reply_recv_begin`] did.
+enum RecvStep {
+    /// A sender's message is in the inbox.
+    Taken,
+    /// Queued as a receiver; the caller answered, if it still waited, and
+    /// whether the CPU may go straight back to it.
+    Wait(Option<(Arc<Port>, bool)>),
+}
+
+/// [`wait_done`] without a deadline and with a handoff, inlined so that the
+/// switch sits in the caller's frame.
+#[inline(always)]
+fn wait_handoff(me: &Arc<Port>, ep: &EndpointObj, handoff: Handoff<'_>) -> Result<(), Errno> {
+    let guard = UnwindWithdraw { me, ep };
+    let done = || me.phase() == Phase::Done;
+    let on = (BlockOn::Endpoint, Arc::as_ptr(me) as u64);
+    let r = match handoff {
+        Handoff::Call(h) => wait::unpark_and_park_until(h, on, done, None),
+        Handoff::Reply(h) => wait::hand_back_and_park_until(h, on, done, None),
+    };
+    std::mem::forget(guard);
+    match r {
+        WaitResult::Invalid | WaitResult::Notified => Ok(()),
+        WaitResult::TimedOut => withdraw(me, ep, Errno::ETIMEDOUT),
+        WaitResult::Cancelled => withdraw(me, ep, Errno::EINTR),
+    }
+}
+
+/// [`wait_done`], out of line (the waits that do not switch directly).
+#[inline(never)]
+fn wait_done_slow(
+    me: &Arc<Port>,
+    ep: &EndpointObj,
+    dl: Option<Instant>,
+    handoff: Option<Handoff<'_>>,
+) -> Result<(), Errno> {
+    wait_done(me, ep, dl, handoff)
 }
 
 fn wait_done(
