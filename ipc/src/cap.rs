@@ -594,12 +594,12 @@ pub(crate) fn resolve(cap: Cap, need: Rights) -> Result<Arc<CapNode>, Errno> {
 /// dispatcher's) still works, it only leaves the cache as it is. `f` may
 /// block.
 #[inline(always)]
-pub(crate) fn with_resolved<R>(
+pub(crate) fn with_resolved<R, E: From<Errno>>(
     cx: task::TaskCx<'_>,
     cap: Cap,
     need: Rights,
-    f: impl FnOnce(&Arc<CapNode>) -> Result<R, Errno>,
-) -> Result<R, Errno> {
+    f: impl FnOnce(&Arc<CapNode>) -> Result<R, E>,
+) -> Result<R, E> {
     with_proc_cx(
         cx,
         #[inline(always)]

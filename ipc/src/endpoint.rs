@@ -115,7 +115,7 @@ use std::time::{Duration, Instant};
 use greenos_runtime::sync::{SpinGuard, SpinLock};
 use greenos_runtime::task::{self, Task};
 use greenos_runtime::trace::BlockOn;
-use greenos_runtime::wait::{self, WaitResult};
+use greenos_runtime::wait::{self, Claimed, WaitResult};
 
 use crate::cap::{self, Cap, CapNode, CapSlot, Object, Rights, Staged, Transfer};
 use crate::errno::Errno;
@@ -521,9 +521,59 @@ struct SendEntry {
     is_call: bool,
 }
 
+/// A receiver's port in an endpoint's queue, held without a reference
+/// count (see `Queues::receivers`).
+#[derive(Clone, Copy)]
+struct Waiting(*const Port);
+
+// SAFETY: a pointer to a `Port` (itself Send + Sync); when it may be
+// dereferenced is the queue's protocol (`Queues::receivers`), whatever the
+// thread.
+unsafe impl Send for Waiting {}
+
+impl Waiting {
+    /// The port.
+    ///
+    /// # Safety
+    /// The entry was in the queue while the caller held the endpoint lock
+    /// (popped or not yet), and the caller holds the lock still, or holds
+    /// the port's task claimed (see `Queues::receivers`).
+    unsafe fn port<'a>(self) -> &'a Port {
+        // SAFETY: the caller's contract.
+        unsafe { &*self.0 }
+    }
+}
+
 struct Queues {
     senders: VecDeque<SendEntry>,
-    receivers: VecDeque<(Arc<Port>, u64)>,
+    /// Receivers blocked on the endpoint, and their operations, held
+    /// without reference counts (two atomics fewer per call): a port is
+    /// queued only while its task is blocked in that very receive, which
+    /// it leaves only after `withdraw` took the entry out (under this lock)
+    /// or after a deliverer popped it and marked it `Done` (under this lock
+    /// too). So a popped entry is valid while the popper holds the lock; a
+    /// popper that needs it longer first claims its task
+    /// (`complete_receiver`: a claimed task cannot run, so its port cannot
+    /// die) or takes a counted handle on it.
+    receivers: VecDeque<(Waiting, u64)>,
+}
+
+/// Marks the popped receiver `r`'s operation `rop` done (its inbox is
+/// written) and releases the endpoint lock `q`. Returns `r`'s task claimed
+/// if it was parked, for the caller to switch to or wake; otherwise wakes
+/// it (through a handle taken before `Done`: once `Done`, it may run on
+/// and end at any time) and returns None.
+fn complete_receiver(r: &Port, rop: u64, q: SpinGuard<'_, Queues>) -> Option<Claimed> {
+    if let Some(c) = r.task.try_claim() {
+        r.done(rop);
+        drop(q);
+        return Some(c);
+    }
+    let t = r.task.clone();
+    r.done(rop);
+    drop(q);
+    t.unpark();
+    None
 }
 
 /// An endpoint (what an endpoint capability names).
@@ -659,6 +709,19 @@ fn stage_caps_slow(msg: &Msg, rights: Rights) -> Result<StagedCaps, Errno> {
     Ok((nodes, moved, n))
 }
 
+/// The tag a message travels with: the sender's, with `extra_caps`
+/// counting the capabilities staged and `caps_unwrapped` clear (the
+/// receiver's side sets both when capabilities arrive, so a message
+/// without any is read out with its tag copied whole).
+#[inline(always)]
+fn send_tag(tag: MsgTag, ncaps: u8) -> MsgTag {
+    MsgTag {
+        extra_caps: ncaps,
+        caps_unwrapped: 0,
+        ..tag
+    }
+}
+
 fn check_len(msg: &Msg) -> Result<(), Errno> {
     if msg.tag.length as usize > MAX_MSG_LENGTH {
         return Err(Errno::EINVAL);
@@ -732,11 +795,11 @@ impl Endpoint {
     /// current task for all three, and no reference count taken on a
     /// lookup-cache hit (`cap::with_resolved`). `ESRCH` outside a task.
     #[inline(always)]
-    fn with_ep<R>(
+    fn with_ep<R, E: From<Errno>>(
         &self,
         need: Rights,
-        f: impl FnOnce(&CapNode, &Arc<EndpointObj>, &Arc<Port>) -> Result<R, Errno>,
-    ) -> Result<R, Errno> {
+        f: impl FnOnce(&CapNode, &Arc<EndpointObj>, &Arc<Port>) -> Result<R, E>,
+    ) -> Result<R, E> {
         task::with_cx(
             #[inline(always)]
             |cx| {
@@ -747,14 +810,14 @@ impl Endpoint {
                     #[inline(always)]
                     |node| {
                         let Object::Endpoint(ep) = &node.object else {
-                            return Err(Errno::EINVAL);
+                            return Err(Errno::EINVAL.into());
                         };
                         f(node, ep, my_port_cx(cx))
                     },
                 )
             },
         )
-        .unwrap_or(Err(Errno::ESRCH))
+        .unwrap_or(Err(Errno::ESRCH.into()))
     }
 
     fn resolve(&self, need: Rights) -> Result<Arc<CapNode>, Errno> {
@@ -821,15 +884,17 @@ impl Endpoint {
         timeout: Option<Duration>,
     ) -> Result<(), Errno> {
         let (caps, moved, ncaps) = stage_caps(msg, node.rights)?;
-        let mut tag = msg.tag;
-        tag.extra_caps = ncaps;
+        let tag = send_tag(msg.tag, ncaps);
         let mut q = ep.q.lock();
         if let Some((r, rop)) = q.receivers.pop_front() {
+            // SAFETY: popped under the endpoint lock we hold (released only
+            // by `complete_receiver`, after which `r` is not used).
+            let r = unsafe { r.port() };
             {
                 // `r` left the receiver queue under the endpoint lock we
                 // hold: only we may complete its receive (a timing-out `r`
                 // takes this lock before it looks), so no port lock.
-                copy_long(me, &r, tag.length);
+                copy_long(me, r, tag.length);
                 // SAFETY: the one party completing this operation (see
                 // `Port::inbox`), before the phase becomes `Done`.
                 unsafe {
@@ -844,17 +909,18 @@ impl Endpoint {
                         extra: false,
                     })
                 };
-                r.done(rop);
             }
-            drop(q);
+            let claimed = complete_receiver(r, rop, q);
             finish_moves(&moved);
             // A send does not block, so it has no CPU to hand over: the
             // receiver is woken (sync in direct mode: the sender is likely
             // to block soon, as a pipe writer is).
-            if ep.mode == SwitchMode::Direct {
-                r.task.unpark_sync();
-            } else {
-                r.task.unpark();
+            if let Some(c) = claimed {
+                if ep.mode == SwitchMode::Direct {
+                    c.wake_sync();
+                } else {
+                    c.wake();
+                }
             }
             return Ok(());
         }
@@ -933,7 +999,7 @@ impl Endpoint {
             return self.finish_recv(me);
         }
         let op = me.begin(Phase::QueuedRecv);
-        q.receivers.push_back((me.clone(), op));
+        q.receivers.push_back((Waiting(Arc::as_ptr(me)), op));
         drop(q);
         match (switch_to, fast_back) {
             // ReplyRecv's fastpath: hand the CPU back to the caller.
@@ -993,7 +1059,7 @@ impl Endpoint {
     /// Reads the delivered message out of `me`'s inbox, installing its
     /// capabilities in the current table.
     #[inline(never)]
-    fn finish_recv(&self, me: &Arc<Port>) -> Result<(Msg, Option<Reply>), Errno> {
+    fn finish_recv<E: From<Errno>>(&self, me: &Arc<Port>) -> Result<(Msg, Option<Reply>), E> {
         debug_assert_eq!(me.phase(), Phase::Done);
         // Field by field rather than `take_inbox`: the fast registers are
         // copied out, only the owning fields are taken (the inbox is not
@@ -1006,27 +1072,67 @@ impl Endpoint {
             op,
             live: true,
         });
+        // The tag whole (`send_tag`: nothing to clear without capabilities).
         let m = Msg {
-            tag: MsgTag {
-                extra_caps: 0,
-                caps_unwrapped: 0,
-                ..d.tag
-            },
+            tag: d.tag,
             mr: d.mr,
             badge: d.badge,
             caps: [CapSlot::Empty; MAX_EXTRA_CAPS],
         };
         if d.extra {
-            return finish_recv_extra(me, d, m, reply);
+            return Ok(finish_recv_extra(me, d, m, reply)?);
         }
         me.idle();
         Ok((m, reply))
     }
 
+    /// [`finish_recv`](Self::finish_recv) for a call's reply, which
+    /// carries no reply capability, in the form `call` returns.
+    #[inline(never)]
+    fn finish_call(&self, me: &Arc<Port>) -> io::Result<Msg> {
+        debug_assert_eq!(me.phase(), Phase::Done);
+        // SAFETY: as in `finish_recv`.
+        let d = unsafe { me.inbox_mut() };
+        debug_assert!(d.reply.is_none());
+        if d.extra {
+            return Ok(self.finish_recv::<Errno>(me)?.0);
+        }
+        let m = Msg {
+            tag: d.tag,
+            mr: d.mr,
+            badge: d.badge,
+            caps: [CapSlot::Empty; MAX_EXTRA_CAPS],
+        };
+        me.idle();
+        Ok(m)
+    }
+
     /// Sends `msg` and waits for the reply (seL4 `Call`).
-    #[inline]
+    ///
+    /// Its common case (no capabilities) runs as three steps in the
+    /// caller's frame: [`call_send`](Self::call_send) (out of line)
+    /// delivers the message or queues the caller, the park is inlined so
+    /// that the direct switch sits in the caller's frame (the runtime's
+    /// `wait` module doc, "Switch depth"), and
+    /// [`finish_call`](Self::finish_call) (out of line) reads the reply
+    /// straight into the result.
+    #[inline(always)]
     pub fn call(&self, msg: &Msg) -> io::Result<Msg> {
-        Ok(self.call_inner(msg, None)?)
+        if msg.tag.length as usize > MAX_MSG_LENGTH || has_out_caps(msg) {
+            return Ok(self.call_inner(msg, None)?);
+        }
+        self.with_ep(
+            Rights::CALL,
+            #[inline(always)]
+            |node, ep, me| {
+                let r = match self.call_send(node, ep, me, msg) {
+                    Some(server) => wait_handoff(me, ep, Handoff::Call(server)),
+                    None => wait_done_slow(me, ep, None, None),
+                };
+                r?;
+                self.finish_call(me)
+            },
+        )
     }
 
     /// [`call`](Self::call) giving up with `ETIMEDOUT` after `timeout` (the
@@ -1035,40 +1141,16 @@ impl Endpoint {
         Ok(self.call_inner(msg, Some(timeout))?)
     }
 
-    /// The call. Its common case (no timeout, no capabilities) runs as
-    /// three steps in the caller's frame: [`call_send`](Self::call_send)
-    /// (out of line) delivers the message or queues the caller, the park
-    /// is inlined so that the direct switch sits in the caller's frame (the
-    /// runtime's `wait` module doc, "Switch depth"), and
-    /// [`finish_recv`](Self::finish_recv) (out of line) reads the reply.
-    #[inline(always)]
+    /// The call with a timeout or capabilities (and [`call`](Self::call)
+    /// with an invalid message): [`call_on`](Self::call_on).
     fn call_inner(&self, msg: &Msg, timeout: Option<Duration>) -> Result<Msg, Errno> {
         check_len(msg)?;
-        if timeout.is_some() || has_out_caps(msg) {
-            return self.with_ep(Rights::CALL, |node, ep, me| {
-                self.call_on(node, ep, me, msg, timeout)
-            });
-        }
-        self.with_ep(
-            Rights::CALL,
-            #[inline(always)]
-            |node, ep, me| {
-                let r = match self.call_send(node, ep, me, msg) {
-                    Some(server) => {
-                        let r = wait_handoff(me, ep, Handoff::Call(&server.task));
-                        // The server's port, kept alive across the handoff.
-                        drop(server);
-                        r
-                    }
-                    None => wait_done_slow(me, ep, None, None),
-                };
-                r?;
-                self.finish_recv(me).map(|(m, _)| m)
-            },
-        )
+        self.with_ep(Rights::CALL, |node, ep, me| {
+            self.call_on(node, ep, me, msg, timeout)
+        })
     }
 
-    /// [`call_inner`](Self::call_inner)'s first step, for a message without
+    /// [`call`](Self::call)'s first step, for a message without
     /// capabilities and no timeout: with a receiver waiting, delivers the
     /// call to it and returns its port when the fastpath conditions let
     /// the caller switch straight to it (else wakes it); with none,
@@ -1080,11 +1162,8 @@ impl Endpoint {
         ep: &Arc<EndpointObj>,
         me: &Arc<Port>,
         msg: &Msg,
-    ) -> Option<Arc<Port>> {
-        let tag = MsgTag {
-            extra_caps: 0,
-            ..msg.tag
-        };
+    ) -> Option<Claimed> {
+        let tag = send_tag(msg.tag, 0);
         let mut q = ep.q.lock();
         let Some((r, rop)) = q.receivers.pop_front() else {
             let op = me.begin(Phase::QueuedSend);
@@ -1099,25 +1178,27 @@ impl Endpoint {
             });
             return None;
         };
+        // SAFETY: popped under the endpoint lock we hold (released only
+        // by `complete_receiver`, after which `r` is not used).
+        let r = unsafe { r.port() };
         let op = me.begin(Phase::AwaitReply);
         // As in `send_on`: popped under the endpoint lock we hold, so no
         // port lock.
-        copy_long(me, &r, tag.length);
+        copy_long(me, r, tag.length);
         // SAFETY: the one party completing this operation (see
         // `Port::inbox`), before the phase becomes `Done`.
         unsafe { r.put_fast(tag, msg.mr, node.badge, Some((me.clone(), op))) };
-        r.done(rop);
-        drop(q);
         // The fastpath conditions (module doc): 1 (no caps: checked by the
-        // caller), 4 (we found r waiting), 6 and 10.
-        if ep.mode == SwitchMode::Direct
+        // caller), 4 (we found r waiting: claimed below), 6 and 10.
+        let fast = ep.mode == SwitchMode::Direct
             && tag.length as usize <= FAST_MRS
-            && may_switch_to(me, &r.task)
-        {
+            && may_switch_to(me, &r.task);
+        let claimed = complete_receiver(r, rop, q)?;
+        if fast {
             ep.count_direct_switch();
-            return Some(r);
+            return Some(claimed);
         }
-        r.task.unpark();
+        claimed.wake();
         None
     }
 
@@ -1132,17 +1213,19 @@ impl Endpoint {
     ) -> Result<Msg, Errno> {
         let (caps, moved, ncaps) = stage_caps(msg, node.rights)?;
         let dl = deadline(timeout);
-        let mut tag = msg.tag;
-        tag.extra_caps = ncaps;
+        let tag = send_tag(msg.tag, ncaps);
         let mut q = ep.q.lock();
         let op;
         let mut handoff = None;
         if let Some((r, rop)) = q.receivers.pop_front() {
+            // SAFETY: popped under the endpoint lock we hold (released
+            // only by `complete_receiver`, after which `r` is not used).
+            let r = unsafe { r.port() };
             op = me.begin(Phase::AwaitReply);
             {
                 // As in `send_inner`: popped under the endpoint lock we
                 // hold, so no port lock.
-                copy_long(me, &r, tag.length);
+                copy_long(me, r, tag.length);
                 // SAFETY: the one party completing this operation (see
                 // `Port::inbox`), before the phase becomes `Done`.
                 unsafe {
@@ -1157,21 +1240,22 @@ impl Endpoint {
                         extra: false,
                     })
                 };
-                r.done(rop);
             }
-            drop(q);
-            finish_moves(&moved);
             // The fastpath conditions (module doc): 1, 4 (we found r
             // waiting), 6 and 10.
             let fast = ep.mode == SwitchMode::Direct
                 && tag.length as usize <= FAST_MRS
                 && ncaps == 0
                 && may_switch_to(me, &r.task);
-            if fast {
-                ep.count_direct_switch();
-                handoff = Some(r);
-            } else {
-                r.task.unpark();
+            let claimed = complete_receiver(r, rop, q);
+            finish_moves(&moved);
+            if let Some(c) = claimed {
+                if fast {
+                    ep.count_direct_switch();
+                    handoff = Some(c);
+                } else {
+                    c.wake();
+                }
             }
         } else {
             op = me.begin(Phase::QueuedSend);
@@ -1187,12 +1271,7 @@ impl Endpoint {
             drop(q);
         }
         let _ = op;
-        let r = wait_done(
-            me,
-            ep,
-            dl,
-            handoff.as_ref().map(|p: &Arc<Port>| Handoff::Call(&p.task)),
-        );
+        let r = wait_done(me, ep, dl, handoff.map(Handoff::Call));
         // Delivered (taken by a receiver) even if the reply never came.
         if r.is_ok() || me.phase() == Phase::Abandoned {
             finish_moves(&moved);
@@ -1205,9 +1284,9 @@ impl Endpoint {
     /// Replies to `reply` with `reply_msg`, then waits for the next message
     /// (seL4 `ReplyRecv`, the server loop). The reply is refused silently if
     /// its caller gave up; the receive goes on.
-    #[inline]
+    #[inline(always)]
     pub fn reply_recv(&self, reply: Reply, reply_msg: &Msg) -> io::Result<(Msg, Option<Reply>)> {
-        Ok(self.reply_recv_inner(reply, reply_msg, None)?)
+        self.reply_recv_inner(reply, reply_msg, None)
     }
 
     /// [`reply_recv`](Self::reply_recv) whose receive gives up with
@@ -1218,7 +1297,7 @@ impl Endpoint {
         reply_msg: &Msg,
         timeout: Duration,
     ) -> io::Result<(Msg, Option<Reply>)> {
-        Ok(self.reply_recv_inner(reply, reply_msg, Some(timeout))?)
+        self.reply_recv_inner(reply, reply_msg, Some(timeout))
     }
 
     /// The server loop's step. Its common case (no timeout, a reply
@@ -1232,11 +1311,11 @@ impl Endpoint {
         reply: Reply,
         reply_msg: &Msg,
         timeout: Option<Duration>,
-    ) -> Result<(Msg, Option<Reply>), Errno> {
+    ) -> io::Result<(Msg, Option<Reply>)> {
         if timeout.is_some() || has_out_caps(reply_msg) {
-            return self.with_ep(Rights::RECV, |_, ep, me| {
+            return Ok(self.with_ep(Rights::RECV, |_, ep, me| {
                 self.reply_recv_on(ep, me, reply, reply_msg, timeout)
-            });
+            })?);
         }
         self.with_ep(
             Rights::RECV,
@@ -1290,7 +1369,7 @@ impl Endpoint {
             return Ok(RecvStep::Taken);
         }
         let op = me.begin(Phase::QueuedRecv);
-        q.receivers.push_back((me.clone(), op));
+        q.receivers.push_back((Waiting(Arc::as_ptr(me)), op));
         drop(q);
         if fast && caller.is_some() {
             ep.count_direct_switch();
@@ -1345,8 +1424,7 @@ impl Reply {
     fn deliver(mut self, msg: &Msg, me: &Port) -> Result<Option<Arc<Port>>, Errno> {
         check_len(msg)?;
         let (caps, moved, ncaps) = stage_caps(msg, Rights::GRANT)?;
-        let mut tag = msg.tag;
-        tag.extra_caps = ncaps;
+        let tag = send_tag(msg.tag, ncaps);
         {
             if !self.port.claim_reply(self.op) {
                 self.live = false;
@@ -1395,6 +1473,8 @@ fn finish_recv_extra(
     reply: Option<Reply>,
 ) -> Result<(Msg, Option<Reply>), Errno> {
     d.extra = false;
+    m.tag.extra_caps = 0;
+    m.tag.caps_unwrapped = 0;
     let broken = std::mem::take(&mut d.broken);
     let caps = std::mem::take(&mut d.caps);
     let via = d.via;
@@ -1445,20 +1525,21 @@ fn finish_moves(moved: &[Option<Cap>; MAX_EXTRA_CAPS]) {
 /// that task and, where the runtime can, switches straight to it
 /// (`wait::unpark_and_park_until`: the direct process switch).
 /// Whom a blocking endpoint operation hands its CPU to as it blocks.
-#[derive(Clone, Copy)]
 enum Handoff<'a> {
-    /// The server a `call` found waiting: it runs on the caller's lent
-    /// scheduling context (`wait::unpark_and_park_until`).
-    Call(&'a Task),
+    /// The server a `call` found waiting, claimed: it runs on the caller's
+    /// lent scheduling context (`wait::switch_to_and_park_until`).
+    Call(Claimed),
     /// The caller a `reply_recv` answered: the CPU goes back to it, ending
     /// its loan (`wait::hand_back_and_park_until`).
     Reply(&'a Task),
 }
 
-impl<'a> Handoff<'a> {
-    fn task(self) -> &'a Task {
+impl Handoff<'_> {
+    /// Wakes the target the ordinary way (the wait does not switch).
+    fn wake(self) {
         match self {
-            Handoff::Call(t) | Handoff::Reply(t) => t,
+            Handoff::Call(c) => c.wake(),
+            Handoff::Reply(t) => t.unpark(),
         }
     }
 }
@@ -1480,7 +1561,7 @@ fn wait_handoff(me: &Arc<Port>, ep: &EndpointObj, handoff: Handoff<'_>) -> Resul
     let done = || me.phase() == Phase::Done;
     let on = (BlockOn::Endpoint, Arc::as_ptr(me) as u64);
     let r = match handoff {
-        Handoff::Call(h) => wait::unpark_and_park_until(h, on, done, None),
+        Handoff::Call(h) => wait::switch_to_and_park_until(h, on, done, None),
         Handoff::Reply(h) => wait::hand_back_and_park_until(h, on, done, None),
     };
     std::mem::forget(guard);
@@ -1551,7 +1632,7 @@ fn wait_done_inner(
         Ok(t) => t,
         Err(e) => {
             if let Some(h) = handoff {
-                h.task().unpark();
+                h.wake();
             }
             return withdraw(me, ep, e);
         }
@@ -1561,7 +1642,7 @@ fn wait_done_inner(
     let done = || me.phase() == Phase::Done;
     let on = (BlockOn::Endpoint, Arc::as_ptr(me) as u64);
     let r = match handoff {
-        Some(Handoff::Call(h)) => wait::unpark_and_park_until(h, on, done, t),
+        Some(Handoff::Call(h)) => wait::switch_to_and_park_until(h, on, done, t),
         Some(Handoff::Reply(h)) => wait::hand_back_and_park_until(h, on, done, t),
         None => {
             // A pinned caller alone on its CPU: its partner is on another
@@ -1589,7 +1670,7 @@ fn withdraw(me: &Arc<Port>, ep: &EndpointObj, why: Errno) -> Result<(), Errno> {
             .retain(|e| !(Arc::ptr_eq(&e.port, me) && e.op == op)),
         Phase::QueuedRecv => q
             .receivers
-            .retain(|(p, o)| !(Arc::ptr_eq(p, me) && *o == op)),
+            .retain(|(p, o)| !(std::ptr::eq(p.0, Arc::as_ptr(me)) && *o == op)),
         Phase::AwaitReply | Phase::Delivering => {
             drop(q);
             // Delivered. Either the reply is claimed first (then it is

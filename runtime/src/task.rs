@@ -398,6 +398,7 @@ impl Task {
     /// the waiter checks before calling it. A task blocked in anything else
     /// (a wait queue, `sleep`) sees a spurious wakeup and goes back to
     /// sleep; an exited task ignores it.
+    #[inline]
     pub fn unpark(&self) {
         executor::unpark_task(&self.inner, false);
     }
@@ -410,12 +411,30 @@ impl Task {
         executor::unpark_task(&self.inner, true);
     }
 
+    /// Takes the task out of its park if it is parked in
+    /// [`wait::park_until`](crate::wait::park_until) (or any other green
+    /// wait): the caller then holds it ([`wait::Claimed`]) and it runs
+    /// only when the caller hands it the CPU
+    /// ([`wait::switch_to_and_park_until`]) or wakes it. `None` (and no
+    /// effect at all) if it is not parked: running, queued, or still
+    /// switching out.
+    ///
+    /// This is how a waker may publish what the task waits for *after*
+    /// taking it (as the kernel's IPC fastpath dequeues the receiver
+    /// first): the claimed task cannot run, and so cannot leave its wait
+    /// and end, before the claim is spent.
+    #[inline]
+    pub fn try_claim(&self) -> Option<crate::wait::Claimed> {
+        executor::try_claim(&self.inner).map(crate::wait::Claimed::new)
+    }
+
     /// The runtime's reference behind the handle.
     pub(crate) fn task_ref(&self) -> &TaskRef {
         &self.inner
     }
 
     /// The task's process id.
+    #[inline]
     pub fn pid(&self) -> Pid {
         self.inner.pid
     }
@@ -426,11 +445,13 @@ impl Task {
     }
 
     /// The CPU the task last ran or was queued on.
+    #[inline]
     pub fn cpu(&self) -> usize {
         self.inner.cpu.load(Ordering::Relaxed)
     }
 
     /// The task's nice value.
+    #[inline]
     pub fn nice(&self) -> i32 {
         self.inner.nice.load(Ordering::Relaxed)
     }
@@ -946,7 +967,7 @@ impl fmt::Debug for TaskCx<'_> {
 
 /// Runs `f` with a handle on the calling task ([`TaskCx`]), or returns
 /// `None` outside a greenos task (without running `f`).
-#[inline]
+#[inline(always)]
 pub fn with_cx<R>(f: impl for<'a> FnOnce(TaskCx<'a>) -> R) -> Option<R> {
     let t = executor::current_task_ptr();
     if t.is_null() {
@@ -1107,13 +1128,16 @@ impl<T: 'static> LocalKey<T> {
 
     /// [`with`](Self::with) for the task `cx` names (no second lookup of
     /// the current task).
-    #[inline]
+    #[inline(always)]
     pub fn with_cx<R>(&'static self, cx: TaskCx<'_>, f: impl FnOnce(&T) -> R) -> R {
         self.with_on(cx.task, f)
     }
 
     /// [`with`](Self::with) on `task`, which must be the calling task.
-    #[inline]
+    /// Inlined whole (`f` included: an IPC call's switch runs inside it,
+    /// and must sit in the caller's frame); the first use's set-up is out
+    /// of line (`init_slot`).
+    #[inline(always)]
     fn with_on<R>(&'static self, task: &TaskCb, f: impl FnOnce(&T) -> R) -> R {
         let slot = self.slot();
         let locals = task.locals_slot();

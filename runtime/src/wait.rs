@@ -774,7 +774,120 @@ pub fn unpark_and_park_until<F: Fn() -> bool>(
     done: F,
     timeout: Option<Duration>,
 ) -> WaitResult {
-    park_until_inner(on, done, timeout, Some((to, true)))
+    park_until_inner(on, done, timeout, Some(Handoff::Named(to, true)))
+}
+
+/// [`unpark_and_park_until`] for a target the caller already took out of
+/// its park ([`Task::try_claim`](crate::Task::try_claim)): no second
+/// wakeup is attempted, and the target, which cannot run before this
+/// call hands it the CPU or wakes it, may be switched to even though the
+/// caller made its condition true only after claiming it.
+///
+/// # Panics
+/// Outside a greenos task.
+pub fn switch_to_and_park_until<F: Fn() -> bool>(
+    to: Claimed,
+    on: (crate::trace::BlockOn, u64),
+    done: F,
+    timeout: Option<Duration>,
+) -> WaitResult {
+    park_until_inner(on, done, timeout, Some(Handoff::Claimed(to)))
+}
+
+/// A task taken out of its park by [`Task::try_claim`](crate::Task::try_claim):
+/// it is runnable but in no run queue, and only the holder may make it
+/// run: by handing it the CPU ([`switch_to_and_park_until`]) or by
+/// waking it ([`wake`](Self::wake), or dropping the claim). A claim is
+/// what lets a waker finish publishing what the task waits for *after*
+/// taking it, with no reference count: the task cannot run, and so
+/// cannot end, before the claim is spent.
+#[must_use = "a claimed task runs only when the claim is spent (dropping it wakes the task)"]
+pub struct Claimed {
+    task: Option<TaskRef>,
+}
+
+impl Claimed {
+    pub(crate) fn new(task: TaskRef) -> Claimed {
+        Claimed { task: Some(task) }
+    }
+
+    fn take(mut self) -> TaskRef {
+        self.task.take().expect("a claim is spent once")
+    }
+
+    /// Wakes the task the ordinary way (through its CPU's run queue).
+    pub fn wake(self) {
+        executor::enqueue_claimed(self.take(), false);
+    }
+
+    /// [`wake`](Self::wake) from a caller about to block itself
+    /// ([`Task::unpark_sync`](crate::Task::unpark_sync)).
+    pub fn wake_sync(self) {
+        executor::enqueue_claimed(self.take(), true);
+    }
+}
+
+impl Drop for Claimed {
+    fn drop(&mut self) {
+        if let Some(t) = self.task.take() {
+            executor::enqueue_claimed(t, false);
+        }
+    }
+}
+
+impl fmt::Debug for Claimed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Claimed")
+            .field("pid", &self.task.as_ref().map(|t| t.pid))
+            .finish()
+    }
+}
+
+/// Whom a park hands the CPU to as it sleeps.
+enum Handoff<'a> {
+    /// A task named by a handle, woken here (`true`: lend the caller's
+    /// scheduling context: a call; `false`: a hand-back, a reply).
+    Named(&'a crate::Task, bool),
+    /// A task the caller claimed (a call).
+    Claimed(Claimed),
+}
+
+impl Handoff<'_> {
+    /// Wakes the target the ordinary way (the caller does not switch).
+    fn wake(self) {
+        match self {
+            Handoff::Named(to, _) => to.unpark(),
+            Handoff::Claimed(c) => c.wake(),
+        }
+    }
+
+    /// The switch target, if the running task may hand its CPU to it
+    /// (`executor::can_switch_to`); else wakes it and returns None.
+    #[inline]
+    fn target(self) -> Option<SwitchTarget> {
+        match self {
+            Handoff::Named(to, lend) => {
+                let r = to.task_ref();
+                if executor::can_switch_to(r) {
+                    // Borrowed from our caller, whose frame outlives the
+                    // switch.
+                    Some(SwitchTarget::named(r, lend))
+                } else {
+                    to.unpark();
+                    None
+                }
+            }
+            Handoff::Claimed(c) => {
+                let t = c.take();
+                if executor::can_switch_to(&t) {
+                    Some(SwitchTarget::won(t, true))
+                } else {
+                    executor::enqueue_claimed(t, false);
+                    None
+                }
+            }
+        }
+    }
 }
 
 /// [`unpark_and_park_until`] for the *reply*: hands the CPU straight to
@@ -792,7 +905,7 @@ pub fn hand_back_and_park_until<F: Fn() -> bool>(
     done: F,
     timeout: Option<Duration>,
 ) -> WaitResult {
-    park_until_inner(on, done, timeout, Some((to, false)))
+    park_until_inner(on, done, timeout, Some(Handoff::Named(to, false)))
 }
 
 /// The common body of the `park_until` family, inlined into its caller
@@ -807,9 +920,10 @@ fn park_until_inner<F: Fn() -> bool>(
     on: (crate::trace::BlockOn, u64),
     done: F,
     timeout: Option<Duration>,
-    handoff: Option<(&crate::Task, bool)>,
+    handoff: Option<Handoff<'_>>,
 ) -> WaitResult {
     let t = executor::current_task("park_until");
+    let mut handoff = handoff;
     if timeout.is_none() {
         match park_prologue(t, on, &done, handoff) {
             Prologue::Return(r) => return r,
@@ -824,62 +938,52 @@ fn park_until_inner<F: Fn() -> bool>(
                 // The handoff is spent: the rest is an ordinary wait.
                 return park_until_slow(t, on, &done, None, None);
             }
-            Prologue::Slow => {}
+            Prologue::Slow(h) => handoff = h,
         }
     }
     park_until_slow(t, on, &done, timeout, handoff)
 }
 
 /// What [`park_prologue`] found.
-enum Prologue {
+enum Prologue<'a> {
     /// Leave with this result (the handoff target, if any, was woken).
     Return(WaitResult),
     /// Nothing pending: park once, handing the CPU to the target if given.
     Park(Option<SwitchTarget>),
-    /// A signal is pending or tracing is on: take the general path.
-    Slow,
+    /// A signal is pending: take the general path (with the handoff).
+    Slow(Option<Handoff<'a>>),
 }
 
 /// The checks an untimed park makes before it switches out, as
 /// [`park_until_slow`] makes them: out of line, so that only the switch
 /// itself is inlined into the caller.
 #[inline(never)]
-fn park_prologue(
+fn park_prologue<'a>(
     t: &executor::task::Task,
     on: (crate::trace::BlockOn, u64),
     done: &dyn Fn() -> bool,
-    handoff: Option<(&crate::Task, bool)>,
-) -> Prologue {
+    handoff: Option<Handoff<'a>>,
+) -> Prologue<'a> {
     if t.sig.any_pending() {
         // A delivery point's work (`signal::checkpoint`): the slow path.
-        return Prologue::Slow;
+        return Prologue::Slow(handoff);
     }
     if t.cancelled.load(Ordering::Relaxed) || crate::signal::must_die(t) {
-        if let Some((to, _)) = handoff {
-            to.unpark();
+        if let Some(h) = handoff {
+            h.wake();
         }
         return Prologue::Return(WaitResult::Cancelled);
     }
     if done() {
-        if let Some((to, _)) = handoff {
-            to.unpark();
+        if let Some(h) = handoff {
+            h.wake();
         }
         return Prologue::Return(WaitResult::Invalid);
     }
     if executor::ANY_TRACING.load(Ordering::Relaxed) {
         executor::trace_block(t, on.0, on.1);
     }
-    let mut direct = None;
-    if let Some((to, lend)) = handoff {
-        let r = to.task_ref();
-        if executor::can_switch_to(r) {
-            // Borrowed from our caller, whose frame outlives the switch.
-            direct = Some(SwitchTarget::named(r, lend));
-        } else {
-            to.unpark();
-        }
-    }
-    Prologue::Park(direct)
+    Prologue::Park(handoff.and_then(Handoff::target))
 }
 
 /// The general `park_until`: signals, cancellation, timeouts and repeated
@@ -890,11 +994,11 @@ fn park_until_slow(
     on: (crate::trace::BlockOn, u64),
     done: &dyn Fn() -> bool,
     timeout: Option<Duration>,
-    handoff: Option<(&crate::Task, bool)>,
+    handoff: Option<Handoff<'_>>,
 ) -> WaitResult {
-    let wake_plain = |to: Option<(&crate::Task, bool)>| {
-        if let Some((to, _)) = to {
-            to.unpark();
+    let wake_plain = |to: Option<Handoff<'_>>| {
+        if let Some(h) = to {
+            h.wake();
         }
     };
     // A blocking call is a delivery point, as in `WaitQueue::wait_inner`.
@@ -914,16 +1018,7 @@ fn park_until_slow(
         wake_plain(handoff);
         return WaitResult::Invalid;
     }
-    let mut direct = None;
-    if let Some((to, lend)) = handoff {
-        let r = to.task_ref();
-        if executor::can_switch_to(r) {
-            // Borrowed from our caller, whose frame outlives the switch.
-            direct = Some(SwitchTarget::named(r, lend));
-        } else {
-            to.unpark();
-        }
-    }
+    let direct = handoff.and_then(Handoff::target);
     // A wakeup that raced with leaving early wins, as in `finish_early`.
     let result = park_task_until(t, done, timeout, true, on, direct, |why| {
         if done() {

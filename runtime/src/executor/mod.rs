@@ -730,7 +730,7 @@ pub(crate) fn park_current(task: &Task) {
 /// arrived) or cannot switch, `target` is woken the ordinary way. May
 /// return spuriously, like `park_current`.
 ///
-/// A call (`target.lend`) whose target may borrow the caller's scheduling
+/// A call (`target.lends()`) whose target may borrow the caller's scheduling
 /// context runs the target *nested*: the caller resumes the target's
 /// coroutine itself, on this CPU, without switching to its worker first
 /// (`WorkerCell::lend_begin`), and the target's next switch out comes
@@ -868,8 +868,17 @@ pub(crate) struct SwitchTarget {
     keep: Option<TaskRef>,
     /// The parking task lends the target its scheduling context (a call);
     /// false for a handback (a reply), which only ends a loan the target
-    /// made (see `WorkerCell::try_lend`).
-    pub(crate) lend: bool,
+    /// made (see `WorkerCell::try_lend`). Nonzero: lend.
+    ///
+    /// A whole word rather than a `bool`: the target is moved around as
+    /// words, and a byte store followed by a word load of the same slot
+    /// defeats store-to-load forwarding (a stall of a dozen cycles that
+    /// perf put at 16% of a bare handoff round trip).
+    lend: usize,
+    /// Nonzero: the target was already won (PARKED -> RUNNABLE) by the
+    /// parking task, and `keep` is the parked reference it took
+    /// (`SwitchTarget::won`). A word, for the reason `lend` is.
+    won: usize,
 }
 
 impl SwitchTarget {
@@ -878,7 +887,8 @@ impl SwitchTarget {
         SwitchTarget {
             task: Arc::as_ptr(&t),
             keep: Some(t),
-            lend: true,
+            lend: 1,
+            won: 0,
         }
     }
 
@@ -888,8 +898,27 @@ impl SwitchTarget {
         SwitchTarget {
             task: Arc::as_ptr(t),
             keep: None,
-            lend,
+            lend: usize::from(lend),
+            won: 0,
         }
+    }
+
+    /// A target the parking task already won (`Claimed`): `t` is the
+    /// parked reference, now owned; the target runs only when this
+    /// target is switched to or woken.
+    pub(crate) fn won(t: TaskRef, lend: bool) -> SwitchTarget {
+        SwitchTarget {
+            task: Arc::as_ptr(&t),
+            keep: Some(t),
+            lend: usize::from(lend),
+            won: 1,
+        }
+    }
+
+    /// Whether the parking task lends the target its scheduling context.
+    #[inline]
+    pub(crate) fn lends(&self) -> bool {
+        self.lend != 0
     }
 
     /// Whether the target is `t`.
@@ -900,7 +929,12 @@ impl SwitchTarget {
     /// Tries PARKED -> RUNNABLE on the target: on success returns the
     /// reference the parked task kept, now the caller's to enqueue.
     fn win_wakeup(self) -> Option<TaskRef> {
-        let SwitchTarget { task, keep, .. } = self;
+        let SwitchTarget {
+            task, keep, won, ..
+        } = self;
+        if won != 0 {
+            return keep;
+        }
         // SAFETY: the target is alive: `keep` holds it, or the parking
         // task's frame borrows it (type doc).
         let t = unsafe { &*task };
@@ -965,6 +999,30 @@ pub(crate) fn wake_task_sync(task: TaskRef) {
 }
 
 /// The enqueue half of [`wake_task_sync`], for the waker that won.
+/// Takes `task` out of its park if it is parked (PARKED -> RUNNABLE, one
+/// CAS, no other effect when it is not): the claim of
+/// [`crate::Task::try_claim`]. Returns the parked reference, now the
+/// caller's to run or enqueue.
+pub(crate) fn try_claim(task: &Task) -> Option<TaskRef> {
+    if !task.state.try_claim() {
+        return None;
+    }
+    if ANY_TRACING.load(Ordering::Relaxed) {
+        trace_wakeup(task);
+    }
+    // SAFETY: we won PARKED -> RUNNABLE just now.
+    Some(unsafe { task.take_parked_ref() })
+}
+
+/// Wakes a claimed task (`wait::Claimed`): enqueues it as a woken one.
+pub(crate) fn enqueue_claimed(task: TaskRef, sync: bool) {
+    if sync {
+        enqueue_woken_sync(task);
+    } else {
+        enqueue_woken(task);
+    }
+}
+
 fn enqueue_woken_sync(task: TaskRef) {
     let r = with_local_or(task, |l, task| {
         let here = l.index();

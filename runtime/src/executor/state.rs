@@ -162,6 +162,16 @@ impl TaskState {
         }
     }
 
+    /// Takes a parked task (PARKED -> RUNNABLE) and nothing else: unlike
+    /// [`wake`](Self::wake), a task that is not parked is left as it is
+    /// (no `NOTIFIED`). True: the caller owns enqueuing it, as after a
+    /// `wake` that returned `Enqueue`.
+    pub(crate) fn try_claim(&self) -> bool {
+        self.0
+            .compare_exchange(PARKED, RUNNABLE, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+    }
+
     /// The raw word (for tests and diagnostics such as task metrics).
     pub(crate) fn load(&self) -> u32 {
         self.0.load(Ordering::Acquire)

@@ -1150,7 +1150,8 @@ impl WorkerCell {
         if !l.may_lend(task) {
             return None;
         }
-        if !l.handoff.as_ref().is_some_and(|t| t.lend) || self.worker_shared().needs_scheduler() {
+        if !l.handoff.as_ref().is_some_and(|t| t.lends()) || self.worker_shared().needs_scheduler()
+        {
             // No handoff, a handback (a reply: the replier does not pay
             // for its caller), or the scheduler must choose: then the
             // ordinary direct switch (which checks that the target is fair
@@ -1182,7 +1183,7 @@ impl WorkerCell {
     #[inline(never)]
     pub(crate) fn lend_begin(&self, me: &Task, target: super::SwitchTarget) -> Option<TaskRef> {
         let l = self.local();
-        if !target.lend
+        if !target.lends()
             || self.shared.trace.is_some()
             || l.lends()
             || !l.may_lend(me)
