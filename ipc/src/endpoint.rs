@@ -352,6 +352,16 @@ pub(crate) struct Port {
     /// observed `Done` (Acquire), when no party can write it any more until
     /// its next operation begins.
     inbox: UnsafeCell<Delivery>,
+    /// A counted handle on this very port, kept for the reply capability
+    /// of the port's next call, so that a call answered on its lent
+    /// context takes no reference count at all. Taken by the port's own
+    /// task when it calls ([`Port::handle`]); put back by a replier running
+    /// on the caller's lent context ([`Reply::deliver_fast`]: the caller is
+    /// blocked in that call and cannot run before the replier switches
+    /// out) before the call is marked `Done` (Release; the owner reads it
+    /// after seeing `Done`, Acquire). The cycle it makes is broken when
+    /// the task ends ([`PortSlot`]).
+    spare: UnsafeCell<Option<Arc<Port>>>,
     buf: [AtomicU64; MAX_MSG_LENGTH],
     task: Task,
 }
@@ -424,13 +434,40 @@ impl Port {
     }
 }
 
+impl Port {
+    /// A counted handle on this port for a call's reply capability: the
+    /// spare one if a lent reply gave it back, else a new count.
+    ///
+    /// # Safety
+    /// Called by the port's own task as it starts a call (the spare slot
+    /// is its own then: see `Port::spare`).
+    #[inline]
+    unsafe fn handle(self: &Arc<Port>) -> Arc<Port> {
+        // SAFETY: the caller's contract.
+        unsafe { (*self.spare.get()).take() }.unwrap_or_else(|| self.clone())
+    }
+}
+
+/// The task-local owner of a task's port; breaks the port's cycle through
+/// its spare handle when the task ends.
+struct PortSlot(Arc<Port>);
+
+impl Drop for PortSlot {
+    fn drop(&mut self) {
+        // SAFETY: the task is ending, in no endpoint operation: no replier
+        // can be putting a handle back (that happens only during a call).
+        drop(unsafe { (*self.0.spare.get()).take() });
+    }
+}
+
 greenos_runtime::task_local! {
-    static PORT: Arc<Port> = Arc::new(Port {
+    static PORT: PortSlot = PortSlot(Arc::new(Port {
         word: PortWord(AtomicU64::new(0)),
         inbox: UnsafeCell::new(Delivery::default()),
+        spare: UnsafeCell::new(None),
         buf: std::array::from_fn(|_| AtomicU64::new(0)),
         task: greenos_runtime::current(),
-    });
+    }));
 }
 
 /// The calling task's port, borrowed for the rest of the calling
@@ -440,7 +477,7 @@ fn my_port<'a>() -> Result<&'a Arc<Port>, Errno> {
     if !task::in_task() {
         return Err(Errno::ESRCH);
     }
-    let p: *const Arc<Port> = PORT.with(|p| p as *const Arc<Port>);
+    let p: *const Arc<Port> = PORT.with(|p| &p.0 as *const Arc<Port>);
     // SAFETY: task-local values are boxed, never moved, and freed only when
     // the task ends (`task::LocalKey::with`); every caller is an endpoint
     // operation of this task that returns before the task can end, and the
@@ -452,7 +489,7 @@ fn my_port<'a>() -> Result<&'a Arc<Port>, Errno> {
 /// [`my_port`] for the task `cx` names.
 #[inline(always)]
 fn my_port_cx<'a>(cx: task::TaskCx<'_>) -> &'a Arc<Port> {
-    let p: *const Arc<Port> = PORT.with_cx(cx, |p| p as *const Arc<Port>);
+    let p: *const Arc<Port> = PORT.with_cx(cx, |p| &p.0 as *const Arc<Port>);
     // SAFETY: as in `my_port`: the value is boxed, never moved, and lives
     // until the task ends, after every operation that borrows it here.
     unsafe { &*p }
@@ -1185,9 +1222,11 @@ impl Endpoint {
         // As in `send_on`: popped under the endpoint lock we hold, so no
         // port lock.
         copy_long(me, r, tag.length);
+        // SAFETY (`handle`): our own port, starting this call.
+        let reply = Some((unsafe { me.handle() }, op));
         // SAFETY: the one party completing this operation (see
         // `Port::inbox`), before the phase becomes `Done`.
-        unsafe { r.put_fast(tag, msg.mr, node.badge, Some((me.clone(), op))) };
+        unsafe { r.put_fast(tag, msg.mr, node.badge, reply) };
         // The fastpath conditions (module doc): 1 (no caps: checked by the
         // caller), 4 (we found r waiting: claimed below), 6 and 10.
         let fast = ep.mode == SwitchMode::Direct
@@ -1226,6 +1265,8 @@ impl Endpoint {
                 // As in `send_inner`: popped under the endpoint lock we
                 // hold, so no port lock.
                 copy_long(me, r, tag.length);
+                // SAFETY: our own port, starting this call.
+                let handle = unsafe { me.handle() };
                 // SAFETY: the one party completing this operation (see
                 // `Port::inbox`), before the phase becomes `Done`.
                 unsafe {
@@ -1235,7 +1276,7 @@ impl Endpoint {
                         badge: node.badge,
                         caps,
                         via: Arc::as_ptr(ep) as usize,
-                        reply: Some((me.clone(), op)),
+                        reply: Some((handle, op)),
                         broken: false,
                         extra: false,
                     })
@@ -1324,13 +1365,14 @@ impl Endpoint {
                 match self.reply_recv_begin(ep, me, reply, reply_msg)? {
                     RecvStep::Taken => {}
                     RecvStep::Wait(Some((caller, true))) => {
-                        let r = wait_handoff(me, ep, Handoff::Reply(&caller.task));
+                        let r = wait_handoff(me, ep, Handoff::Reply(&caller.port().task));
                         drop(caller);
                         r?;
                     }
                     RecvStep::Wait(None) => wait_done_slow(me, ep, None, None)?,
                     RecvStep::Wait(Some((caller, false))) => {
-                        caller.task.unpark();
+                        caller.port().task.unpark();
+                        drop(caller);
                         wait_done_slow(me, ep, None, None)?;
                     }
                 }
@@ -1357,14 +1399,14 @@ impl Endpoint {
             && may_switch_to(me, &reply.port.task);
         // Deliver without waking; the receive below wakes the caller (and
         // switches to it when it blocks).
-        let caller = reply.deliver(reply_msg, me)?;
+        let caller = reply.deliver_fast(reply_msg, me)?;
         let mut q = ep.q.lock();
         if !q.senders.is_empty() {
             // A sender waits: take its message without blocking, and wake
             // the caller the ordinary way.
             self.take_sender(ep, me, q)?;
             if let Some(c) = caller {
-                c.task.unpark();
+                c.port().task.unpark();
             }
             return Ok(RecvStep::Taken);
         }
@@ -1417,6 +1459,44 @@ impl Reply {
     /// The calling task's pid.
     pub fn caller_pid(&self) -> greenos_runtime::Pid {
         self.port.task.pid()
+    }
+
+    /// [`deliver`](Self::deliver) for a reply without capabilities (the
+    /// fast path of `reply_recv`). When the caller lent the replier its
+    /// scheduling context (`wait::lent_by`), nothing can race for the
+    /// caller's port (it cannot run, time out or be killed into its
+    /// withdraw before the replier switches out): the reply is claimed by a
+    /// load and a store instead of a CAS, and the caller's counted handle
+    /// goes back to its spare slot instead of being dropped later.
+    #[inline(never)]
+    fn deliver_fast(mut self, msg: &Msg, me: &Port) -> Result<Option<Answered>, Errno> {
+        check_len(msg)?;
+        debug_assert!(!has_out_caps(msg));
+        if !wait::lent_by(&self.port.task) {
+            return Ok(self.deliver(msg, me)?.map(Answered::Counted));
+        }
+        let tag = send_tag(msg.tag, 0);
+        if self.port.word.0.load(Ordering::Acquire) != PortWord::pack(self.op, Phase::AwaitReply) {
+            // A reply to an earlier call of this caller.
+            self.live = false;
+            return Ok(None);
+        }
+        copy_long(me, &self.port, tag.length);
+        // SAFETY: the caller awaits this reply and cannot run (lent): we
+        // are the one party completing its operation, before `Done`.
+        unsafe { self.port.put_fast(tag, msg.mr, 0, None) };
+        let this = std::mem::ManuallyDrop::new(self);
+        // SAFETY: `this` is never used or dropped again, so the `Arc` is
+        // moved out exactly once.
+        let handle = unsafe { std::ptr::read(&this.port) };
+        let port = Arc::as_ptr(&handle);
+        // SAFETY: the spare slot is the caller's, and the caller is blocked
+        // in this call until `Done` below (see `Port::spare`).
+        unsafe { *(*port).spare.get() = Some(handle) };
+        // SAFETY: the handle just stored keeps the port alive, and the
+        // caller cannot run before we switch out (see `Answered::Lent`).
+        unsafe { (*port).done(this.op) };
+        Ok(Some(Answered::Lent(port)))
     }
 
     /// Puts the reply in the caller's port (`me` is the replier's); returns
@@ -1550,7 +1630,35 @@ enum RecvStep {
     Taken,
     /// Queued as a receiver; the caller answered, if it still waited, and
     /// whether the CPU may go straight back to it.
-    Wait(Option<(Arc<Port>, bool)>),
+    Wait(Option<(Answered, bool)>),
+}
+
+/// The caller a fast reply went to ([`Reply::deliver_fast`]), for the
+/// replier to wake or hand the CPU back to.
+enum Answered {
+    /// A counted handle: once answered, the caller may run and end at any
+    /// time.
+    Counted(Arc<Port>),
+    /// The caller lent the replier its scheduling context
+    /// (`wait::lent_by`): it cannot run before the replier switches out,
+    /// so its port is held uncounted (its handle went back to its spare
+    /// slot) and is valid until then.
+    Lent(*const Port),
+}
+
+impl Answered {
+    /// The caller's port. For `Lent`, use it only until the replier
+    /// switches out (the runtime's hand-back does not dereference it
+    /// later: `WorkerCell::lend_end`).
+    #[inline]
+    fn port(&self) -> &Port {
+        match self {
+            Answered::Counted(p) => p,
+            // SAFETY: see the variant: the lender cannot run, so its
+            // task-local port cannot end, before the replier switches out.
+            Answered::Lent(p) => unsafe { &**p },
+        }
+    }
 }
 
 /// [`wait_done`] without a deadline and with a handoff, inlined so that the

@@ -774,7 +774,12 @@ pub fn unpark_and_park_until<F: Fn() -> bool>(
     done: F,
     timeout: Option<Duration>,
 ) -> WaitResult {
-    park_until_inner(on, done, timeout, Some(Handoff::Named(to, true)))
+    park_until_inner(
+        on,
+        done,
+        timeout,
+        Some(SwitchTarget::named(to.task_ref(), true)),
+    )
 }
 
 /// [`unpark_and_park_until`] for a target the caller already took out of
@@ -791,7 +796,19 @@ pub fn switch_to_and_park_until<F: Fn() -> bool>(
     done: F,
     timeout: Option<Duration>,
 ) -> WaitResult {
-    park_until_inner(on, done, timeout, Some(Handoff::Claimed(to)))
+    park_until_inner(on, done, timeout, Some(SwitchTarget::won(to.take(), true)))
+}
+
+/// Whether the running task runs on a scheduling context that `task` lent
+/// it: a call's direct switch ([`unpark_and_park_until`],
+/// [`switch_to_and_park_until`]) from `task`, not yet ended. Until the
+/// running task switches out, `task` cannot run, be woken into a run
+/// queue, or give up its wait (a timeout or a signal only marks it), so
+/// what it waits for may be completed without locked instructions, and a
+/// handle on it need not be counted. False off the workers.
+#[inline]
+pub fn lent_by(task: &crate::Task) -> bool {
+    executor::lent_by(task.task_ref())
 }
 
 /// A task taken out of its park by [`Task::try_claim`](crate::Task::try_claim):
@@ -843,50 +860,16 @@ impl fmt::Debug for Claimed {
     }
 }
 
-/// Whom a park hands the CPU to as it sleeps.
-enum Handoff<'a> {
-    /// A task named by a handle, woken here (`true`: lend the caller's
-    /// scheduling context: a call; `false`: a hand-back, a reply).
-    Named(&'a crate::Task, bool),
-    /// A task the caller claimed (a call).
-    Claimed(Claimed),
-}
-
-impl Handoff<'_> {
-    /// Wakes the target the ordinary way (the caller does not switch).
-    fn wake(self) {
-        match self {
-            Handoff::Named(to, _) => to.unpark(),
-            Handoff::Claimed(c) => c.wake(),
-        }
-    }
-
-    /// The switch target, if the running task may hand its CPU to it
-    /// (`executor::can_switch_to`); else wakes it and returns None.
-    #[inline]
-    fn target(self) -> Option<SwitchTarget> {
-        match self {
-            Handoff::Named(to, lend) => {
-                let r = to.task_ref();
-                if executor::can_switch_to(r) {
-                    // Borrowed from our caller, whose frame outlives the
-                    // switch.
-                    Some(SwitchTarget::named(r, lend))
-                } else {
-                    to.unpark();
-                    None
-                }
-            }
-            Handoff::Claimed(c) => {
-                let t = c.take();
-                if executor::can_switch_to(&t) {
-                    Some(SwitchTarget::won(t, true))
-                } else {
-                    executor::enqueue_claimed(t, false);
-                    None
-                }
-            }
-        }
+/// The switch target of a park's handoff, if the running task may hand
+/// its CPU to it (`executor::can_switch_to`); else wakes it and returns
+/// None.
+#[inline]
+fn switchable(to: SwitchTarget) -> Option<SwitchTarget> {
+    if executor::can_switch_to(to.task()) {
+        Some(to)
+    } else {
+        to.wake();
+        None
     }
 }
 
@@ -905,7 +888,12 @@ pub fn hand_back_and_park_until<F: Fn() -> bool>(
     done: F,
     timeout: Option<Duration>,
 ) -> WaitResult {
-    park_until_inner(on, done, timeout, Some(Handoff::Named(to, false)))
+    park_until_inner(
+        on,
+        done,
+        timeout,
+        Some(SwitchTarget::named(to.task_ref(), false)),
+    )
 }
 
 /// The common body of the `park_until` family, inlined into its caller
@@ -920,7 +908,7 @@ fn park_until_inner<F: Fn() -> bool>(
     on: (crate::trace::BlockOn, u64),
     done: F,
     timeout: Option<Duration>,
-    handoff: Option<Handoff<'_>>,
+    handoff: Option<SwitchTarget>,
 ) -> WaitResult {
     let t = executor::current_task("park_until");
     let mut handoff = handoff;
@@ -945,25 +933,25 @@ fn park_until_inner<F: Fn() -> bool>(
 }
 
 /// What [`park_prologue`] found.
-enum Prologue<'a> {
+enum Prologue {
     /// Leave with this result (the handoff target, if any, was woken).
     Return(WaitResult),
     /// Nothing pending: park once, handing the CPU to the target if given.
     Park(Option<SwitchTarget>),
     /// A signal is pending: take the general path (with the handoff).
-    Slow(Option<Handoff<'a>>),
+    Slow(Option<SwitchTarget>),
 }
 
 /// The checks an untimed park makes before it switches out, as
 /// [`park_until_slow`] makes them: out of line, so that only the switch
 /// itself is inlined into the caller.
 #[inline(never)]
-fn park_prologue<'a>(
+fn park_prologue(
     t: &executor::task::Task,
     on: (crate::trace::BlockOn, u64),
     done: &dyn Fn() -> bool,
-    handoff: Option<Handoff<'a>>,
-) -> Prologue<'a> {
+    handoff: Option<SwitchTarget>,
+) -> Prologue {
     if t.sig.any_pending() {
         // A delivery point's work (`signal::checkpoint`): the slow path.
         return Prologue::Slow(handoff);
@@ -983,7 +971,7 @@ fn park_prologue<'a>(
     if executor::ANY_TRACING.load(Ordering::Relaxed) {
         executor::trace_block(t, on.0, on.1);
     }
-    Prologue::Park(handoff.and_then(Handoff::target))
+    Prologue::Park(handoff.and_then(switchable))
 }
 
 /// The general `park_until`: signals, cancellation, timeouts and repeated
@@ -994,9 +982,9 @@ fn park_until_slow(
     on: (crate::trace::BlockOn, u64),
     done: &dyn Fn() -> bool,
     timeout: Option<Duration>,
-    handoff: Option<Handoff<'_>>,
+    handoff: Option<SwitchTarget>,
 ) -> WaitResult {
-    let wake_plain = |to: Option<Handoff<'_>>| {
+    let wake_plain = |to: Option<SwitchTarget>| {
         if let Some(h) = to {
             h.wake();
         }
@@ -1018,7 +1006,7 @@ fn park_until_slow(
         wake_plain(handoff);
         return WaitResult::Invalid;
     }
-    let direct = handoff.and_then(Handoff::target);
+    let direct = handoff.and_then(switchable);
     // A wakeup that raced with leaving early wins, as in `finish_early`.
     let result = park_task_until(t, done, timeout, true, on, direct, |why| {
         if done() {

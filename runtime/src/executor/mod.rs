@@ -856,88 +856,99 @@ pub(crate) fn wake_joiners(wake: impl FnOnce()) {
 
 /// The task a direct process switch hands the CPU to
 /// (`park_and_switch_to`): a counted reference the waker holds (a wait
-/// queue node's), or one borrowed from the parking task's frame (a task
-/// named by a handle, `wait::unpark_and_park_until`). A borrowed target
-/// stays alive while the parking task cannot run, that is until its worker
-/// completes the park (`finish_park`), which is why the worker takes the
-/// handoff first.
-pub(crate) struct SwitchTarget {
-    task: *const Task,
-    /// The waker's own reference, if it has one (dropped once the wakeup
-    /// is decided).
-    keep: Option<TaskRef>,
-    /// The parking task lends the target its scheduling context (a call);
-    /// false for a handback (a reply), which only ends a loan the target
-    /// made (see `WorkerCell::try_lend`). Nonzero: lend.
-    ///
-    /// A whole word rather than a `bool`: the target is moved around as
-    /// words, and a byte store followed by a word load of the same slot
-    /// defeats store-to-load forwarding (a stall of a dozen cycles that
-    /// perf put at 16% of a bare handoff round trip).
-    lend: usize,
-    /// Nonzero: the target was already won (PARKED -> RUNNABLE) by the
-    /// parking task, and `keep` is the parked reference it took
-    /// (`SwitchTarget::won`). A word, for the reason `lend` is.
-    won: usize,
-}
+/// queue node's, or the parked reference of a target the waker already
+/// won), or one borrowed from the parking task's frame (a task named by a
+/// handle, `wait::unpark_and_park_until`). A borrowed target stays alive
+/// while the parking task cannot run, that is until its worker completes
+/// the park (`finish_park`), which is why the worker takes the handoff
+/// first.
+///
+/// One word: the target's address with the flags below in its low bits
+/// (a `Task` is at least 8-aligned). A target is created, moved through
+/// the park's out-of-line steps and returned from them many times per
+/// switch: as one word it travels in a register, where a struct with a
+/// flag byte would be stored and reloaded through memory (and a byte
+/// store followed by a wider load of the same bytes defeats store-to-load
+/// forwarding, a stall perf put at 16% of a handoff round trip).
+pub(crate) struct SwitchTarget(std::num::NonZeroUsize);
 
 impl SwitchTarget {
+    /// The parking task lends the target its scheduling context (a call);
+    /// clear for a handback (a reply), which only ends a loan the target
+    /// made (see `WorkerCell::try_lend`).
+    const LEND: usize = 1;
+    /// The word holds a counted reference (`Arc::into_raw`): the waker's
+    /// own, or with `WON` the parked reference.
+    const COUNTED: usize = 2;
+    /// The target was already won (PARKED -> RUNNABLE) by the parking task
+    /// (`SwitchTarget::won`).
+    const WON: usize = 4;
+    const FLAGS: usize = 7;
+
+    fn pack(t: *const Task, flags: usize) -> SwitchTarget {
+        debug_assert_eq!(t as usize & Self::FLAGS, 0);
+        // A pointer to a live task is not null.
+        SwitchTarget(std::num::NonZeroUsize::new(t as usize | flags).expect("a task address"))
+    }
+
+    fn ptr(&self) -> *const Task {
+        (self.0.get() & !Self::FLAGS) as *const Task
+    }
+
+    fn has(&self, flag: usize) -> bool {
+        self.0.get() & flag != 0
+    }
+
     /// A target the waker holds a reference to.
     pub(crate) fn owned(t: TaskRef) -> SwitchTarget {
-        SwitchTarget {
-            task: Arc::as_ptr(&t),
-            keep: Some(t),
-            lend: 1,
-            won: 0,
-        }
+        Self::pack(Arc::into_raw(t), Self::LEND | Self::COUNTED)
     }
 
     /// A target borrowed from the caller of `park_and_switch_to`, whose
     /// frame outlives the handoff (see the type doc).
     pub(crate) fn named(t: &TaskRef, lend: bool) -> SwitchTarget {
-        SwitchTarget {
-            task: Arc::as_ptr(t),
-            keep: None,
-            lend: usize::from(lend),
-            won: 0,
-        }
+        Self::pack(Arc::as_ptr(t), if lend { Self::LEND } else { 0 })
     }
 
-    /// A target the parking task already won (`Claimed`): `t` is the
-    /// parked reference, now owned; the target runs only when this
-    /// target is switched to or woken.
+    /// A target the parking task already won (`wait::Claimed`): `t` is
+    /// the parked reference, now owned; the target runs only when this
+    /// target is switched to or woken (dropping it wakes it).
     pub(crate) fn won(t: TaskRef, lend: bool) -> SwitchTarget {
-        SwitchTarget {
-            task: Arc::as_ptr(&t),
-            keep: Some(t),
-            lend: usize::from(lend),
-            won: 1,
-        }
+        let lend = if lend { Self::LEND } else { 0 };
+        Self::pack(Arc::into_raw(t), lend | Self::COUNTED | Self::WON)
+    }
+
+    /// The target.
+    pub(crate) fn task(&self) -> &Task {
+        // SAFETY: the target is alive: the word counts a reference to it,
+        // or the parking task's frame borrows it (type doc).
+        unsafe { &*self.ptr() }
     }
 
     /// Whether the parking task lends the target its scheduling context.
     #[inline]
     pub(crate) fn lends(&self) -> bool {
-        self.lend != 0
+        self.has(Self::LEND)
     }
 
     /// Whether the target is `t`.
     pub(crate) fn is(&self, t: &Task) -> bool {
-        std::ptr::eq(self.task, t)
+        std::ptr::eq(self.ptr(), t)
     }
 
-    /// Tries PARKED -> RUNNABLE on the target: on success returns the
-    /// reference the parked task kept, now the caller's to enqueue.
+    /// Tries PARKED -> RUNNABLE on the target (a won target is won
+    /// already): on success returns the reference the parked task kept,
+    /// now the caller's to enqueue.
     fn win_wakeup(self) -> Option<TaskRef> {
-        let SwitchTarget {
-            task, keep, won, ..
-        } = self;
-        if won != 0 {
-            return keep;
+        let this = std::mem::ManuallyDrop::new(self);
+        let (ptr, counted) = (this.ptr(), this.has(Self::COUNTED));
+        if this.has(Self::WON) {
+            // SAFETY: the word holds the parked reference (`won`), taken
+            // out exactly once here (`this` is not dropped).
+            return Some(unsafe { TaskRef::from_raw(ptr) });
         }
-        // SAFETY: the target is alive: `keep` holds it, or the parking
-        // task's frame borrows it (type doc).
-        let t = unsafe { &*task };
+        // SAFETY: the target is alive (type doc).
+        let t = unsafe { &*ptr };
         let won = t.state.wake() == Wake::Enqueue;
         if won && ANY_TRACING.load(Ordering::Relaxed) {
             trace_wakeup(t);
@@ -945,8 +956,11 @@ impl SwitchTarget {
         // SAFETY: we won PARKED -> RUNNABLE just now (and `t` is alive:
         // the parked reference itself holds it from here).
         let parked = won.then(|| unsafe { t.take_parked_ref() });
-        // The waker's own reference, if any, is not needed any more.
-        drop(keep);
+        if counted {
+            // The waker's own reference is not needed any more.
+            // SAFETY: the word holds it (`owned`); released once here.
+            drop(unsafe { TaskRef::from_raw(ptr) });
+        }
         parked
     }
 
@@ -954,6 +968,17 @@ impl SwitchTarget {
     pub(crate) fn wake(self) {
         if let Some(t) = self.win_wakeup() {
             enqueue_woken(t);
+        }
+    }
+}
+
+impl Drop for SwitchTarget {
+    /// A target dropped unused: its counted reference is released, and a
+    /// won target is woken (it would never run otherwise).
+    fn drop(&mut self) {
+        if self.has(Self::COUNTED) {
+            // `wake` consumes the copy without dropping it again.
+            SwitchTarget(self.0).wake();
         }
     }
 }
@@ -1130,6 +1155,12 @@ pub(crate) fn cpu_has_other_runnable() -> bool {
 /// only hold the lender up. False off the workers.
 pub(crate) fn runs_on_loan() -> bool {
     with_local(|l| l.lends()).unwrap_or(false)
+}
+
+/// Whether the running task runs on a scheduling context `task` lent it
+/// (see `wait::lent_by`).
+pub(crate) fn lent_by(task: &Task) -> bool {
+    with_local(|l| l.lender_is(task)).unwrap_or(false)
 }
 
 /// Whether this thread is a worker (CPU) of some runtime.

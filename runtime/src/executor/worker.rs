@@ -1229,6 +1229,15 @@ impl WorkerCell {
             && !ws.needs_scheduler();
         ws.curr_pid.store(me.pid.0, Ordering::Relaxed);
         if !back {
+            if l.handoff.as_ref().is_some_and(|t| t.is(me)) {
+                // A hand-back the scheduler must see first: the lender is
+                // woken instead (it parks notified, and is queued), so
+                // nobody touches it through the borrower's hand-back
+                // target, which may be borrowed from a frame that does not
+                // count it (`wait::lent_by`).
+                drop(l.handoff.take());
+                let _ = me.state.wake();
+            }
             l.nested_settle = Some((b, result));
             super::suspend(me, Request::Park);
             return;
@@ -1267,6 +1276,11 @@ impl WorkerCell {
             && unsafe { b.join_target() }.get().is_null()
             && !self.worker_shared().needs_scheduler();
         if !back {
+            if l.handoff.as_ref().is_some_and(|t| t.is(task)) {
+                // As in `lend_end`: the lender is woken, not handed to.
+                drop(l.handoff.take());
+                let _ = task.state.wake();
+            }
             return Err(b);
         }
         // The lender is not woken through its state word: its worker
@@ -1555,6 +1569,12 @@ impl WorkerLocal {
     /// Whether a scheduling context is lent now (the running task borrows).
     pub(crate) fn lends(&self) -> bool {
         !self.lender.is_null()
+    }
+
+    /// Whether `t` lent the running task its scheduling context.
+    #[inline]
+    pub(crate) fn lender_is(&self, t: &Task) -> bool {
+        std::ptr::eq(self.lender, t)
     }
 
     /// Whether `lender`, the task running (or just parked) here, may lend
