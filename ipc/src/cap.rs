@@ -264,6 +264,7 @@ impl CapNode {
     }
 
     /// Whether this capability was revoked.
+    #[inline]
     pub(crate) fn is_revoked(&self) -> bool {
         self.revoked.load(Ordering::Acquire)
     }
@@ -557,6 +558,7 @@ impl ProcState {
     }
 
     /// The current table: the top linkage record's, or the task's own.
+    #[inline]
     pub(crate) fn with_current<R>(&self, f: impl FnOnce(&CapTable) -> R) -> R {
         let l = self.link.get();
         if l.is_null() {

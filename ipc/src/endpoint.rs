@@ -294,10 +294,12 @@ struct PortWord(AtomicU64);
 impl PortWord {
     const PHASE_BITS: u32 = 8;
 
+    #[inline]
     fn pack(op: u64, p: Phase) -> u64 {
         (op << Self::PHASE_BITS) | p as u64
     }
 
+    #[inline]
     fn unpack_phase(w: u64) -> Phase {
         match w as u8 {
             0 => Phase::Idle,
@@ -310,15 +312,18 @@ impl PortWord {
         }
     }
 
+    #[inline]
     fn phase(&self) -> Phase {
         Self::unpack_phase(self.0.load(Ordering::Acquire))
     }
 
+    #[inline]
     fn op(&self) -> u64 {
         self.0.load(Ordering::Acquire) >> Self::PHASE_BITS
     }
 
     /// Sets `phase` for generation `op` (see the type doc for who may).
+    #[inline]
     fn set(&self, op: u64, p: Phase) {
         self.0.store(Self::pack(op, p), Ordering::Release);
     }
@@ -498,12 +503,14 @@ fn my_port_cx<'a>(cx: task::TaskCx<'_>) -> &'a Arc<Port> {
 impl Port {
     /// Starts the port's next operation in `phase` (its own task, while
     /// the port is in no endpoint queue); returns its generation.
+    #[inline]
     fn begin(&self, phase: Phase) -> u64 {
         let op = self.word.op().wrapping_add(1) & (u64::MAX >> PortWord::PHASE_BITS);
         self.word.set(op, phase);
         op
     }
 
+    #[inline]
     fn phase(&self) -> Phase {
         self.word.phase()
     }
@@ -518,11 +525,13 @@ impl Port {
     }
 
     /// Completes generation `op` (the inbox is written).
+    #[inline]
     fn done(&self, op: u64) {
         self.word.set(op, Phase::Done);
     }
 
     /// Back to idle after the own task read the inbox.
+    #[inline]
     fn idle(&self) {
         self.word.set(self.word.op(), Phase::Idle);
     }
@@ -837,7 +846,7 @@ impl Endpoint {
         need: Rights,
         f: impl FnOnce(&CapNode, &Arc<EndpointObj>, &Arc<Port>) -> Result<R, E>,
     ) -> Result<R, E> {
-        task::with_cx(
+        task::with_cx_or_else(
             #[inline(always)]
             |cx| {
                 cap::with_resolved(
@@ -853,8 +862,8 @@ impl Endpoint {
                     },
                 )
             },
+            || Err(Errno::ESRCH.into()),
         )
-        .unwrap_or(Err(Errno::ESRCH.into()))
     }
 
     fn resolve(&self, need: Rights) -> Result<Arc<CapNode>, Errno> {
@@ -1109,18 +1118,22 @@ impl Endpoint {
             op,
             live: true,
         });
-        // The tag whole (`send_tag`: nothing to clear without capabilities).
-        let m = Msg {
-            tag: d.tag,
-            mr: d.mr,
-            badge: d.badge,
-            caps: [CapSlot::Empty; MAX_EXTRA_CAPS],
-        };
         if d.extra {
-            return Ok(finish_recv_extra(me, d, m, reply)?);
+            return Ok(finish_recv_extra(me, d, reply)?);
         }
         me.idle();
-        Ok((m, reply))
+        // Built in the result itself (a message built first and copied
+        // after stalls on store forwarding: its tag is written in pieces).
+        // The tag whole (`send_tag`: nothing to clear without capabilities).
+        Ok((
+            Msg {
+                tag: d.tag,
+                mr: d.mr,
+                badge: d.badge,
+                caps: [CapSlot::Empty; MAX_EXTRA_CAPS],
+            },
+            reply,
+        ))
     }
 
     /// [`finish_recv`](Self::finish_recv) for a call's reply, which
@@ -1543,15 +1556,21 @@ impl Reply {
 }
 
 /// The rest of [`Endpoint::finish_recv`] for a delivery with capabilities
-/// or a broken reply (`d.extra`): takes them out of the inbox `d` (the
-/// port's own, `Done`), then installs the capabilities in `m`.
+/// or a broken reply (`d.extra`): reads the message and takes the rest out
+/// of the inbox `d` (the port's own, `Done`), then installs the
+/// capabilities.
 #[cold]
 fn finish_recv_extra(
     me: &Port,
     d: &mut Delivery,
-    mut m: Msg,
     reply: Option<Reply>,
 ) -> Result<(Msg, Option<Reply>), Errno> {
+    let mut m = Msg {
+        tag: d.tag,
+        mr: d.mr,
+        badge: d.badge,
+        caps: [CapSlot::Empty; MAX_EXTRA_CAPS],
+    };
     d.extra = false;
     m.tag.extra_caps = 0;
     m.tag.caps_unwrapped = 0;

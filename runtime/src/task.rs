@@ -985,6 +985,26 @@ pub fn with_cx<R>(f: impl for<'a> FnOnce(TaskCx<'a>) -> R) -> Option<R> {
     }))
 }
 
+/// [`with_cx`], returning `outside()` outside a greenos task: the result
+/// of `f` is returned as it is, not wrapped in an `Option` (a large result
+/// is then built in place rather than moved once more).
+#[inline(always)]
+pub fn with_cx_or_else<R>(
+    f: impl for<'a> FnOnce(TaskCx<'a>) -> R,
+    outside: impl FnOnce() -> R,
+) -> R {
+    let t = executor::current_task_ptr();
+    if t.is_null() {
+        return outside();
+    }
+    // SAFETY: as in `with_cx`.
+    let task = unsafe { &*t };
+    f(TaskCx {
+        task,
+        _not_send: PhantomData,
+    })
+}
+
 impl<'a> TaskCx<'a> {
     /// [`identity`] for this task.
     #[inline]

@@ -743,6 +743,7 @@ pub fn spin_before_park(ready: impl Fn() -> bool) {
 ///
 /// # Panics
 /// Outside a greenos task (a plain thread has no task state to park on).
+#[inline(always)]
 pub fn park_until<F: Fn() -> bool>(
     on: (crate::trace::BlockOn, u64),
     done: F,
@@ -768,6 +769,7 @@ pub fn park_until<F: Fn() -> bool>(
 ///
 /// # Panics
 /// Outside a greenos task.
+#[inline(always)]
 pub fn unpark_and_park_until<F: Fn() -> bool>(
     to: &crate::Task,
     on: (crate::trace::BlockOn, u64),
@@ -790,6 +792,7 @@ pub fn unpark_and_park_until<F: Fn() -> bool>(
 ///
 /// # Panics
 /// Outside a greenos task.
+#[inline(always)]
 pub fn switch_to_and_park_until<F: Fn() -> bool>(
     to: Claimed,
     on: (crate::trace::BlockOn, u64),
@@ -882,6 +885,7 @@ fn switchable(to: SwitchTarget) -> Option<SwitchTarget> {
 ///
 /// # Panics
 /// Outside a greenos task.
+#[inline(always)]
 pub fn hand_back_and_park_until<F: Fn() -> bool>(
     to: &crate::Task,
     on: (crate::trace::BlockOn, u64),
