@@ -427,3 +427,79 @@ fn a_reply_hands_the_cpu_back_without_lending_it() {
         );
     });
 }
+
+/// `Task::try_claim` takes only a parked task, and only once; what the
+/// claimed task waits for may be published *after* the claim (it cannot
+/// run before the claim is spent); `switch_to_and_park_until` hands it the
+/// CPU, and on one CPU it then runs on the caller's lent context
+/// (`wait::lent_by`); a claim dropped unused wakes the task.
+#[test]
+fn a_claimed_task_runs_only_when_switched_to_or_woken() {
+    const ROUNDS: u64 = 200;
+    within("a_claimed_task", LIMIT, || {
+        let rt = common::rt(1);
+        rt.block_on(|| {
+            // The running task itself is not parked.
+            assert!(greenos::current().try_claim().is_none());
+            let request = Arc::new(AtomicU64::new(0));
+            let reply = Arc::new(AtomicU64::new(0));
+            let lent = Arc::new(AtomicU64::new(0));
+            let (to_server, server_rx) = greenos::sync::mpsc::channel::<greenos::Task>();
+            let (rq, rp, l) = (request.clone(), reply.clone(), lent.clone());
+            let server = greenos::spawn(move || {
+                let client = server_rx.recv().unwrap();
+                for round in 1..=ROUNDS + 1 {
+                    let r =
+                        greenos::wait::park_until(ON, || rq.load(Ordering::SeqCst) == round, None);
+                    assert!(matches!(r, WaitResult::Notified | WaitResult::Invalid));
+                    if greenos::wait::lent_by(&client) {
+                        l.fetch_add(1, Ordering::SeqCst);
+                    }
+                    rp.store(round, Ordering::SeqCst);
+                    client.unpark();
+                }
+            });
+            let s = server.task().clone();
+            to_server.send(greenos::current()).unwrap();
+            let claim = |round: u64| loop {
+                // Parked once it waits for `round` (it may still be on
+                // its way there: claims fail until then).
+                if let Some(c) = s.try_claim() {
+                    assert!(s.try_claim().is_none(), "a task is claimed once");
+                    return c;
+                }
+                assert_eq!(reply.load(Ordering::SeqCst), round - 1);
+                greenos::yield_now();
+            };
+            // Published after the claim, then switched to.
+            for round in 1..=ROUNDS {
+                let c = claim(round);
+                request.store(round, Ordering::SeqCst);
+                let r = greenos::wait::switch_to_and_park_until(
+                    c,
+                    ON,
+                    || reply.load(Ordering::SeqCst) == round,
+                    None,
+                );
+                assert!(matches!(r, WaitResult::Notified | WaitResult::Invalid));
+                assert!(
+                    !greenos::wait::lent_by(&s),
+                    "the client lends, it does not borrow"
+                );
+            }
+            // The last round: the claim is dropped, which wakes the server.
+            let c = claim(ROUNDS + 1);
+            request.store(ROUNDS + 1, Ordering::SeqCst);
+            drop(c);
+            server.join().unwrap();
+            assert_eq!(reply.load(Ordering::SeqCst), ROUNDS + 1);
+            // A switched-to round runs on the client's lent context unless
+            // a preemption was pending at the switch (then the scheduler
+            // runs first): not every round, but surely some.
+            assert!(
+                lent.load(Ordering::SeqCst) >= 1,
+                "no round ran on a lent context"
+            );
+        });
+    });
+}

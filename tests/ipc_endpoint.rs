@@ -764,3 +764,79 @@ fn the_caller_is_charged_for_the_time_its_server_runs_for_it() {
         );
     });
 }
+
+/// A server answers, from `reply_recv`, a call its caller gave up on, while
+/// the same caller's next call runs the server on the caller's lent context
+/// (one CPU, the server already waiting: the direct switch): the stale
+/// reply is refused, the receive goes on, and the call in progress gets
+/// its own answer.
+#[test]
+fn a_stale_reply_on_a_lent_context_is_refused() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let _w = Watchdog::new("a_stale_reply_on_a_lent_context_is_refused", LIMIT);
+    common::rt(1).block_on(|| {
+        let ep = Endpoint::new().unwrap();
+        let (gave_up_tx, gave_up_rx) = mpsc::channel::<()>();
+        let server_cap = cap::copy(ep.cap(), Rights::ALL).unwrap();
+        let server = cap::spawn_with_caps(
+            greenos::task::Builder::new(),
+            &[(server_cap, Rights::ALL)],
+            move |caps| {
+                let e = Endpoint::from_cap(caps[0]);
+                let (m1, r1) = e.recv().unwrap();
+                assert_eq!(m1.tag.label, 1);
+                gave_up_rx.recv().unwrap();
+                let (m2, r2) = e.recv().unwrap();
+                assert_eq!(m2.tag.label, 2);
+                // The stale answer first; the receive then takes the
+                // helper's message.
+                let (m3, r3) = e.reply_recv(r1.unwrap(), &Msg::new(100, &[])).unwrap();
+                assert_eq!(m3.tag.label, 3);
+                assert!(r3.is_none(), "a send carries no reply capability");
+                r2.unwrap().reply(&Msg::new(20, &[])).unwrap();
+            },
+        )
+        .unwrap();
+        let second_call = Arc::new(AtomicBool::new(false));
+        let helper_cap = cap::copy(ep.cap(), Rights::ALL).unwrap();
+        let sc = second_call.clone();
+        let helper = cap::spawn_with_caps(
+            greenos::task::Builder::new(),
+            &[(helper_cap, Rights::ALL)],
+            move |caps| {
+                let e = Endpoint::from_cap(caps[0]);
+                // Once the second call is under way and the server waits
+                // again (after its stale reply).
+                while !(sc.load(Ordering::SeqCst) && e.queued().unwrap().1 == 1) {
+                    greenos::yield_now();
+                }
+                e.send(&Msg::new(3, &[])).unwrap();
+            },
+        )
+        .unwrap();
+        // The first call: delivered (a moved capability tells), then given
+        // up on.
+        loop {
+            let token = cap::create_buffer(1).unwrap();
+            let mut m = Msg::new(1, &[]);
+            m.set_cap(0, token, Transfer::Move).unwrap();
+            let r = ep.call_timeout(&m, Duration::from_millis(20));
+            assert_eq!(errno(r), libc::ETIMEDOUT);
+            if cap::lookup(token).is_err() {
+                break;
+            }
+            cap::delete(token).unwrap();
+        }
+        gave_up_tx.send(()).unwrap();
+        // The server waits for the second call before it is made.
+        while ep.queued().unwrap().1 == 0 {
+            greenos::yield_now();
+        }
+        second_call.store(true, Ordering::SeqCst);
+        let answer = ep.call(&Msg::new(2, &[])).unwrap();
+        assert_eq!(answer.tag.label, 20, "the stale reply reached the new call");
+        server.join().unwrap();
+        helper.join().unwrap();
+    });
+}

@@ -69,10 +69,20 @@
 //! blocking), the reply fits the fast registers with no capabilities, and
 //! the caller satisfies 6 and 10.
 //!
-//! The switch itself is the runtime's job: `wait::unpark_and_park_until`
-//! (a call) or `wait::hand_back_and_park_until` (a reply) parks the
-//! caller on its own port, wakes the partner and, when the partner is
-//! parked on this CPU, switches straight to it without the run queue. On
+//! The switch itself is the runtime's job: `wait::switch_to_and_park_until`
+//! (a call, with the receiver claimed: below) or
+//! `wait::hand_back_and_park_until` (a reply) parks the caller on its own
+//! port and, when the partner is parked on this CPU, switches straight to
+//! it without the run queue; a call runs the server *nested*: the caller
+//! resumes the server's coroutine itself, and the server's hand-back
+//! returns straight to the caller (two stack switches per round trip, no
+//! worker in between: `executor::park_and_switch_to`). Both steps are
+//! inlined into the caller's frame, with the protocol in out-of-line
+//! passes before and after ([`Endpoint::call`]'s `call_send` and
+//! `finish_call`, `reply_recv`'s `reply_recv_begin` and `finish_recv`):
+//! a switch taken deep in a call chain costs a mispredicted return per
+//! frame on each side (the runtime's `wait` module doc, "Switch depth").
+//! On
 //! a call the server runs on the caller's scheduling context, as with
 //! seL4 MCS's donation on `Call` and LRPC's "the server runs on the
 //! client's time": CFS keeps the caller as its running entity and charges
@@ -99,10 +109,29 @@
 //! (generation and phase) is claimed by compare-and-swap where two parties
 //! can race for it (a reply against the caller giving up), and stored
 //! otherwise (see `PortWord`). Wakeups are issued after the endpoint lock
-//! is released. A blocked party's slot is its task's `Port`, which
-//! outlives any queue entry (entries hold an `Arc`); each blocking
-//! operation has a fresh generation (`op`), so a late reply or wakeup for
-//! an operation that gave up is recognised and ignored.
+//! is released. A blocked party's slot is its task's `Port`; each
+//! blocking operation has a fresh generation (`op`), so a late reply or
+//! wakeup for an operation that gave up is recognised and ignored.
+//!
+//! Reference counts are kept off the fast path:
+//! - Senders are queued with a counted handle; receivers without one
+//!   (`Queues::receivers`): a deliverer that pops a receiver *claims* its
+//!   task (`Task::try_claim`, PARKED -> RUNNABLE) before marking the
+//!   receive done, so the receiver cannot run, and its port cannot end,
+//!   until the deliverer switches to it or wakes it (seL4's fastpath
+//!   dequeues the receiver first, too). A receiver that is not parked
+//!   (still switching out, or spinning on another CPU) is woken through a
+//!   handle counted before `Done`.
+//! - A call's reply capability counts the caller's port, but the count is
+//!   recycled: the caller takes its port's spare handle (`Port::spare`),
+//!   and a reply made on the caller's lent context (`wait::lent_by`: the
+//!   caller cannot run, time out or be killed into its withdraw before the
+//!   server switches out) puts it back, and claims the call with a load and
+//!   a store instead of a compare-and-swap.
+//!
+//! So a direct-switch round trip on one CPU takes four locked
+//! instructions: the endpoint lock twice, the claim of the server, and the
+//! server's park completing (`RUNNABLE -> PARKED`) as it hands back.
 
 use std::cell::UnsafeCell;
 use std::collections::VecDeque;
@@ -1160,12 +1189,11 @@ impl Endpoint {
     /// Sends `msg` and waits for the reply (seL4 `Call`).
     ///
     /// Its common case (no capabilities) runs as three steps in the
-    /// caller's frame: [`call_send`](Self::call_send) (out of line)
-    /// delivers the message or queues the caller, the park is inlined so
-    /// that the direct switch sits in the caller's frame (the runtime's
-    /// `wait` module doc, "Switch depth"), and
-    /// [`finish_call`](Self::finish_call) (out of line) reads the reply
-    /// straight into the result.
+    /// caller's frame: `call_send` (out of line) delivers the message or
+    /// queues the caller, the park is inlined so that the direct switch
+    /// sits in the caller's frame (the runtime's `wait` module doc, "Switch
+    /// depth"), and `finish_call` (out of line) reads the reply straight
+    /// into the result.
     #[inline(always)]
     pub fn call(&self, msg: &Msg) -> io::Result<Msg> {
         if msg.tag.length as usize > MAX_MSG_LENGTH || has_out_caps(msg) {

@@ -413,9 +413,10 @@ impl Task {
 
     /// Takes the task out of its park if it is parked in
     /// [`wait::park_until`](crate::wait::park_until) (or any other green
-    /// wait): the caller then holds it ([`wait::Claimed`]) and it runs
-    /// only when the caller hands it the CPU
-    /// ([`wait::switch_to_and_park_until`]) or wakes it. `None` (and no
+    /// wait): the caller then holds it ([`Claimed`](crate::wait::Claimed))
+    /// and it runs only when the caller hands it the CPU
+    /// ([`switch_to_and_park_until`](crate::wait::switch_to_and_park_until))
+    /// or wakes it. `None` (and no
     /// effect at all) if it is not parked: running, queued, or still
     /// switching out.
     ///

@@ -26,7 +26,7 @@
 //! # What a channel owns
 //! One `Arc`'d `Chan` shared by the handles: a small spin lock
 //! (`sync/spin.rs`: one swap to lock, a plain store to unlock)
-//! over the queue (a [`LineQueue`](super::linequeue): a ring in whole,
+//! over the queue (a `LineQueue`: a ring in whole,
 //! aligned cache lines, which allocates only when it grows past its largest
 //! size so far) and the flags below; `len`, a copy of the queue
 //! length stored under the lock and read without it as a hint; the sender
