@@ -904,6 +904,13 @@ impl SwitchTarget {
         Self::pack(Arc::into_raw(t), Self::LEND | Self::COUNTED)
     }
 
+    /// A target counted by the reference `t` (`owned`, for a call or a
+    /// hand-back).
+    pub(crate) fn counted(t: TaskRef, lend: bool) -> SwitchTarget {
+        let lend = if lend { Self::LEND } else { 0 };
+        Self::pack(Arc::into_raw(t), lend | Self::COUNTED)
+    }
+
     /// A target borrowed from the caller of `park_and_switch_to`, whose
     /// frame outlives the handoff (see the type doc).
     pub(crate) fn named(t: &TaskRef, lend: bool) -> SwitchTarget {
@@ -929,6 +936,12 @@ impl SwitchTarget {
     #[inline]
     pub(crate) fn lends(&self) -> bool {
         self.has(Self::LEND)
+    }
+
+    /// Whether the target holds a counted reference (`owned`, `counted`,
+    /// `won`), rather than one borrowed from the parking task's frame.
+    pub(crate) fn is_counted(&self) -> bool {
+        self.has(Self::COUNTED)
     }
 
     /// Whether the target is `t`.
@@ -962,6 +975,18 @@ impl SwitchTarget {
             drop(unsafe { TaskRef::from_raw(ptr) });
         }
         parked
+    }
+
+    /// Drops the target without waking it: for a hand-back whose target
+    /// runs on at once anyway (the lender a loan returns to).
+    pub(crate) fn release(self) {
+        let this = std::mem::ManuallyDrop::new(self);
+        debug_assert!(!this.has(Self::WON), "a won target must run or be woken");
+        if this.has(Self::COUNTED) {
+            // SAFETY: the word holds a counted reference (`owned`,
+            // `counted`), released once here (`this` is not dropped).
+            drop(unsafe { TaskRef::from_raw(this.ptr()) });
+        }
     }
 
     /// Wakes the target the ordinary way.

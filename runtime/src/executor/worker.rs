@@ -1229,20 +1229,33 @@ impl WorkerCell {
             && !ws.needs_scheduler();
         ws.curr_pid.store(me.pid.0, Ordering::Relaxed);
         if !back {
-            if l.handoff.as_ref().is_some_and(|t| t.is(me)) {
-                // A hand-back the scheduler must see first: the lender is
-                // woken instead (it parks notified, and is queued), so
-                // nobody touches it through the borrower's hand-back
-                // target, which may be borrowed from a frame that does not
-                // count it (`wait::lent_by`).
-                drop(l.handoff.take());
-                let _ = me.state.wake();
+            if l.handoff
+                .as_ref()
+                .is_some_and(|t| t.is(me) && !t.is_counted())
+            {
+                // A hand-back the scheduler must see first: the worker
+                // settles the loan, then hands the CPU back. The borrower's
+                // target may be borrowed from a frame that does not count
+                // the lender (a reply on a lent context, `wait::lent_by`),
+                // and once settled the lender is an ordinary parked task:
+                // the worker gets a counted target.
+                // SAFETY: `me` is the running task, which lives in a
+                // `TaskRef` its worker holds; one more count is taken here
+                // and released by the target.
+                let me_ref = unsafe {
+                    Arc::increment_strong_count(me as *const Task);
+                    TaskRef::from_raw(me as *const Task)
+                };
+                l.handoff = Some(super::SwitchTarget::counted(me_ref, false));
             }
             l.nested_settle = Some((b, result));
             super::suspend(me, Request::Park);
             return;
         }
-        drop(l.handoff.take());
+        if let Some(t) = l.handoff.take() {
+            // The lender runs on: no wakeup.
+            t.release();
+        }
         l.lender = std::ptr::null();
         // SAFETY: `b` switched out on this CPU; we own it until its park
         // completes.
@@ -1276,16 +1289,21 @@ impl WorkerCell {
             && unsafe { b.join_target() }.get().is_null()
             && !self.worker_shared().needs_scheduler();
         if !back {
-            if l.handoff.as_ref().is_some_and(|t| t.is(task)) {
-                // As in `lend_end`: the lender is woken, not handed to.
-                drop(l.handoff.take());
-                let _ = task.state.wake();
+            if l.handoff
+                .as_ref()
+                .is_some_and(|t| t.is(task) && !t.is_counted())
+            {
+                // As in `lend_end`: hand back through a counted target.
+                l.handoff = Some(super::SwitchTarget::counted(task.clone(), false));
             }
             return Err(b);
         }
         // The lender is not woken through its state word: its worker
         // cancels its park below (the target holds at most a reference).
-        drop(l.handoff.take());
+        if let Some(t) = l.handoff.take() {
+            // The lender runs on: no wakeup.
+            t.release();
+        }
         l.lender = std::ptr::null();
         self.set_current(std::ptr::null());
         // SAFETY: `b` switched out on this CPU; we own it until its park
