@@ -1695,8 +1695,11 @@ enum Answered {
 
 impl Answered {
     /// The caller's port. For `Lent`, use it only until the replier
-    /// switches out (the runtime's hand-back does not dereference it
-    /// later: `WorkerCell::lend_end`).
+    /// switches out. The hand-back built from it is safe past that point:
+    /// the runtime compares it without dereferencing when the loan ends
+    /// (`WorkerCell::lend_end`), and counts it before anything that may
+    /// switch first (a settled loan, `lend_end`; a signal handler run by
+    /// the park, `wait::park_until_slow`).
     #[inline]
     fn port(&self) -> &Port {
         match self {

@@ -1006,6 +1006,11 @@ fn park_until_slow(
     timeout: Option<Duration>,
     handoff: Option<SwitchTarget>,
 ) -> WaitResult {
+    // This path may switch before it hands the CPU over (a signal
+    // handler that blocks or yields), and a target borrowed from the
+    // caller may be valid only until the caller first switches out (a
+    // reply on a lent context: `lent_by`): from here on it is counted.
+    let handoff = handoff.map(SwitchTarget::into_counted);
     let wake_plain = |to: Option<SwitchTarget>| {
         if let Some(h) = to {
             h.wake();

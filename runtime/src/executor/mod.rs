@@ -938,6 +938,21 @@ impl SwitchTarget {
         self.has(Self::LEND)
     }
 
+    /// The same target holding a counted reference: a borrowed one takes a
+    /// count now, while the borrow is still valid.
+    pub(crate) fn into_counted(self) -> SwitchTarget {
+        if self.has(Self::COUNTED) {
+            return self;
+        }
+        let this = std::mem::ManuallyDrop::new(self);
+        let ptr = this.ptr();
+        // SAFETY: a borrowed target is alive while its borrow lasts (type
+        // doc), and every task lives in an `Arc` (`TaskRef`): one more
+        // count, released by the target.
+        unsafe { Arc::increment_strong_count(ptr) };
+        SwitchTarget(std::num::NonZeroUsize::new(this.0.get() | Self::COUNTED).expect("nonzero"))
+    }
+
     /// Whether the target holds a counted reference (`owned`, `counted`,
     /// `won`), rather than one borrowed from the parking task's frame.
     pub(crate) fn is_counted(&self) -> bool {
