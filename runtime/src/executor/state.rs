@@ -257,6 +257,92 @@ mod tests {
         assert_eq!(tokens.load(Ordering::Acquire), 1);
     }
 
+    /// Stress: wakers and claimers race for a task that parks in a loop.
+    /// Exactly one of them takes each park (a claim, like a wakeup that
+    /// returned `Enqueue`, owns enqueuing it), none takes a task that is
+    /// not parked, and no park is lost (a hang).
+    #[test]
+    fn stress_claims_and_wakeups_take_each_park_once() {
+        const ROUNDS: usize = 20_000;
+        let s = Arc::new(TaskState::new());
+        let tokens = Arc::new(AtomicUsize::new(1));
+        let claims = Arc::new(AtomicUsize::new(0));
+        let rounds_done = Arc::new(AtomicUsize::new(0));
+        let racers: Vec<_> = (0..3)
+            .map(|i| {
+                let (s, tokens, done, claims) = (
+                    s.clone(),
+                    tokens.clone(),
+                    rounds_done.clone(),
+                    claims.clone(),
+                );
+                std::thread::spawn(move || {
+                    while done.load(Ordering::Acquire) < ROUNDS {
+                        // Racer 0 wakes, now and then (a wakeup of a task
+                        // that is not parked notifies it, so that its next
+                        // park returns at once: frequent wakeups would
+                        // leave the claimers nothing to take); the others
+                        // claim.
+                        let took = if i == 0 {
+                            for _ in 0..256 {
+                                std::hint::spin_loop();
+                            }
+                            s.wake() == Wake::Enqueue
+                        } else {
+                            let c = s.try_claim();
+                            if c {
+                                claims.fetch_add(1, Ordering::Relaxed);
+                            }
+                            c
+                        };
+                        if took {
+                            let prev = tokens.fetch_add(1, Ordering::AcqRel);
+                            assert_eq!(prev, 0, "a park taken twice, or a task taken unparked");
+                        }
+                        std::hint::spin_loop();
+                    }
+                })
+            })
+            .collect();
+        for _ in 0..ROUNDS {
+            if s.begin_park() == BeginPark::Switch {
+                tokens.fetch_sub(1, Ordering::AcqRel);
+                match s.finish_park() {
+                    FinishPark::Parked => {
+                        while tokens.load(Ordering::Acquire) == 0 {
+                            std::hint::spin_loop();
+                        }
+                    }
+                    FinishPark::Notified => {
+                        let prev = tokens.fetch_add(1, Ordering::AcqRel);
+                        assert_eq!(prev, 0, "taken by a racer although notified");
+                    }
+                }
+            }
+            rounds_done.fetch_add(1, Ordering::AcqRel);
+        }
+        for r in racers {
+            r.join().unwrap();
+        }
+        assert_eq!(tokens.load(Ordering::Acquire), 1);
+        assert!(
+            claims.load(Ordering::Relaxed) > 0,
+            "no claim won: the race was not run"
+        );
+    }
+
+    #[test]
+    fn a_claim_takes_only_a_parked_task() {
+        let s = TaskState::new();
+        assert!(!s.try_claim(), "running");
+        assert_eq!(s.begin_park(), BeginPark::Switch);
+        assert!(!s.try_claim(), "switching out");
+        assert_eq!(s.finish_park(), FinishPark::Parked);
+        assert!(s.try_claim());
+        assert_eq!(s.load(), RUNNABLE, "a claim leaves no notification");
+        assert!(!s.try_claim(), "claimed once");
+    }
+
     #[test]
     fn cancel_park_consumes_a_notification() {
         let s = TaskState::new();
