@@ -904,13 +904,6 @@ impl SwitchTarget {
         Self::pack(Arc::into_raw(t), Self::LEND | Self::COUNTED)
     }
 
-    /// A target counted by the reference `t` (`owned`, for a call or a
-    /// hand-back).
-    pub(crate) fn counted(t: TaskRef, lend: bool) -> SwitchTarget {
-        let lend = if lend { Self::LEND } else { 0 };
-        Self::pack(Arc::into_raw(t), lend | Self::COUNTED)
-    }
-
     /// A target borrowed from the caller of `park_and_switch_to`, whose
     /// frame outlives the handoff (see the type doc).
     pub(crate) fn named(t: &TaskRef, lend: bool) -> SwitchTarget {
@@ -951,12 +944,6 @@ impl SwitchTarget {
         // count, released by the target.
         unsafe { Arc::increment_strong_count(ptr) };
         SwitchTarget(std::num::NonZeroUsize::new(this.0.get() | Self::COUNTED).expect("nonzero"))
-    }
-
-    /// Whether the target holds a counted reference (`owned`, `counted`,
-    /// `won`), rather than one borrowed from the parking task's frame.
-    pub(crate) fn is_counted(&self) -> bool {
-        self.has(Self::COUNTED)
     }
 
     /// Whether the target is `t`.

@@ -1159,7 +1159,17 @@ impl WorkerCell {
             return None;
         }
         let target = l.handoff.take()?;
+        self.win_borrower(target)
+    }
+
+    /// Wins a loan's borrower `target` (PARKED -> RUNNABLE) and returns it
+    /// if it may borrow here (`lendable`), counted as a direct switch. A
+    /// target won but not lendable goes to `handoff_won`, for the ordinary
+    /// direct switch; one that was not parked goes on by itself.
+    #[inline(always)]
+    fn win_borrower(&self, target: super::SwitchTarget) -> Option<TaskRef> {
         let b = target.win_wakeup()?;
+        let l = self.local();
         // SAFETY: we won `b`'s PARKED -> RUNNABLE: this worker owns it.
         if !l.lendable(&b, unsafe { b.sched() }) {
             l.handoff_won = Some(b);
@@ -1192,16 +1202,9 @@ impl WorkerCell {
             l.handoff = Some(target);
             return None;
         }
-        // Not parked (it runs or is queued): it goes on by itself.
-        let b = target.win_wakeup()?;
-        // SAFETY: we won `b`'s PARKED -> RUNNABLE: this worker owns it.
-        if !l.lendable(&b, unsafe { b.sched() }) {
-            l.handoff_won = Some(b);
-            return None;
-        }
+        let b = self.win_borrower(target)?;
         let ws = self.worker_shared();
-        bump(&ws.counters.wakeups_local, 1);
-        bump(&ws.counters.direct_switches, 1);
+        let l = self.local();
         l.lender = me;
         ws.curr_pid.store(b.pid.0, Ordering::Relaxed);
         bump(&b.nr_switches, 1);
@@ -1220,40 +1223,49 @@ impl WorkerCell {
     pub(crate) fn lend_end(&self, me: &Task, b: TaskRef, result: CoroutineResult<Request, ()>) {
         self.set_current(me);
         let ws = self.worker_shared();
-        let l = self.local();
-        let back = matches!(result, CoroutineResult::Yield(Request::Park))
-            && l.handoff.as_ref().is_some_and(|t| t.is(me))
-            // SAFETY: the borrower is ours (we resumed it on loan) and
-            // alive (it parked, it did not exit).
-            && unsafe { b.join_target() }.get().is_null()
-            && !ws.needs_scheduler();
         ws.curr_pid.store(me.pid.0, Ordering::Relaxed);
-        if !back {
-            if l.handoff
-                .as_ref()
-                .is_some_and(|t| t.is(me) && !t.is_counted())
-            {
-                // A hand-back the scheduler must see first: the worker
-                // settles the loan, then hands the CPU back. The borrower's
-                // target may be borrowed from a frame that does not count
-                // the lender (a reply on a lent context, `wait::lent_by`),
-                // and once settled the lender is an ordinary parked task:
-                // the worker gets a counted target.
-                // SAFETY: `me` is the running task, which lives in a
-                // `TaskRef` its worker holds; one more count is taken here
-                // and released by the target.
-                let me_ref = unsafe {
-                    Arc::increment_strong_count(me as *const Task);
-                    TaskRef::from_raw(me as *const Task)
-                };
-                l.handoff = Some(super::SwitchTarget::counted(me_ref, false));
-            }
-            l.nested_settle = Some((b, result));
+        if !self.loan_ends(me, &b, &result) {
+            self.local().nested_settle = Some((b, result));
             super::suspend(me, Request::Park);
             return;
         }
+        self.finish_loan(me, b);
+        bump(&me.nr_switches, 1);
+    }
+
+    /// Whether the loan the borrower `b` runs on from `lender` ends here:
+    /// `b` switched out (`result`) parking with the CPU handed straight
+    /// back to the lender, and neither its join nor the scheduler
+    /// (`needs_scheduler`) must run first. If not, and `b` still hands the
+    /// CPU back to the lender, the hand-back is made counted: the worker
+    /// settles the loan and then hands the CPU back, by which time the
+    /// lender is an ordinary parked task, and the borrower's target may be
+    /// borrowed from a frame that does not count it (a reply on a lent
+    /// context, `wait::lent_by`).
+    #[inline(always)]
+    fn loan_ends(&self, lender: &Task, b: &Task, result: &CoroutineResult<Request, ()>) -> bool {
+        let l = self.local();
+        let handed_back = l.handoff.as_ref().is_some_and(|t| t.is(lender));
+        let ends = handed_back
+            && matches!(result, CoroutineResult::Yield(Request::Park))
+            // SAFETY: the borrower is ours (we resumed it on loan) and
+            // alive (it parked, it did not exit).
+            && unsafe { b.join_target() }.get().is_null()
+            && !self.worker_shared().needs_scheduler();
+        if handed_back && !ends {
+            l.handoff = l.handoff.take().map(super::SwitchTarget::into_counted);
+        }
+        ends
+    }
+
+    /// Ends a loan that `loan_ends` let end: completes the borrower `b`'s
+    /// park and cancels the lender's, which runs on.
+    #[inline(always)]
+    fn finish_loan(&self, lender: &Task, b: TaskRef) {
+        let l = self.local();
+        // The lender is not woken through its state word: its park is
+        // cancelled below (the target holds at most a reference).
         if let Some(t) = l.handoff.take() {
-            // The lender runs on: no wakeup.
             t.release();
         }
         l.lender = std::ptr::null();
@@ -1264,10 +1276,10 @@ impl WorkerCell {
         // Woken meanwhile, it slept in the scheduler's eyes (its run was
         // the lender's): queued as a wakeup.
         self.complete_park(b, true);
-        me.state.cancel_park();
+        lender.state.cancel_park();
+        let ws = self.worker_shared();
         bump(&ws.counters.wakeups_local, 1);
         bump(&ws.counters.direct_switches, 1);
-        bump(&me.nr_switches, 1);
     }
 
     /// The borrower `b` switched out with `result`: if it parked handing
@@ -1281,43 +1293,12 @@ impl WorkerCell {
         b: TaskRef,
         result: &CoroutineResult<Request, ()>,
     ) -> Result<u64, TaskRef> {
-        let l = self.local();
-        let back = matches!(result, CoroutineResult::Yield(Request::Park))
-            && l.handoff.as_ref().is_some_and(|t| t.is(task))
-            // SAFETY: the borrower is ours (we resumed it on loan) and
-            // alive (it parked, it did not exit).
-            && unsafe { b.join_target() }.get().is_null()
-            && !self.worker_shared().needs_scheduler();
-        if !back {
-            if l.handoff
-                .as_ref()
-                .is_some_and(|t| t.is(task) && !t.is_counted())
-            {
-                // As in `lend_end`: hand back through a counted target.
-                l.handoff = Some(super::SwitchTarget::counted(task.clone(), false));
-            }
+        if !self.loan_ends(task, &b, result) {
             return Err(b);
         }
-        // The lender is not woken through its state word: its worker
-        // cancels its park below (the target holds at most a reference).
-        if let Some(t) = l.handoff.take() {
-            // The lender runs on: no wakeup.
-            t.release();
-        }
-        l.lender = std::ptr::null();
         self.set_current(std::ptr::null());
-        // SAFETY: `b` switched out on this CPU; we own it until its park
-        // completes.
-        let bsp = unsafe { b.sched() };
-        b.apply_sched_change(bsp);
         let bpid = b.pid.0;
-        // Woken meanwhile, it slept in the scheduler's eyes (its run was
-        // the lender's): queued as a wakeup.
-        self.complete_park(b, true);
-        task.state.cancel_park();
-        let ws = self.worker_shared();
-        bump(&ws.counters.wakeups_local, 1);
-        bump(&ws.counters.direct_switches, 1);
+        self.finish_loan(task, b);
         Ok(bpid)
     }
 
