@@ -25,6 +25,24 @@ fn errno<T: std::fmt::Debug>(r: std::io::Result<T>) -> i32 {
         .expect("an errno")
 }
 
+/// Calls `ep` with `label` and a short timeout until a call is delivered
+/// (the server may not be waiting yet), each call timing out unanswered.
+/// A moved capability tells: it leaves the caller's table only if the
+/// message was delivered.
+fn call_until_delivered_then_give_up(ep: &Endpoint, label: u64) {
+    loop {
+        let token = cap::create_buffer(1).unwrap();
+        let mut m = Msg::new(label, &[]);
+        m.set_cap(0, token, Transfer::Move).unwrap();
+        let r = ep.call_timeout(&m, Duration::from_millis(20));
+        assert_eq!(errno(r), libc::ETIMEDOUT);
+        if cap::lookup(token).is_err() {
+            return;
+        }
+        cap::delete(token).unwrap();
+    }
+}
+
 /// Echo server loop: replies `label + 1` and `mr[i] * 2`, and the buffer
 /// registers doubled, until a message with label 0.
 fn serve(ep: Endpoint) -> u64 {
@@ -193,20 +211,7 @@ fn timeouts_withdraw_cleanly_and_late_replies_are_refused() {
             },
         )
         .unwrap();
-        // Call with a short timeout until a call is delivered (the server
-        // may not be waiting yet). A moved capability tells: it leaves the
-        // caller's table only if the message was delivered.
-        loop {
-            let token = cap::create_buffer(1).unwrap();
-            let mut m = Msg::new(7, &[]);
-            m.set_cap(0, token, Transfer::Move).unwrap();
-            let r = ep.call_timeout(&m, Duration::from_millis(20));
-            assert_eq!(errno(r), libc::ETIMEDOUT);
-            if cap::lookup(token).is_err() {
-                break;
-            }
-            cap::delete(token).unwrap();
-        }
+        call_until_delivered_then_give_up(&ep, 7);
         gave_up_tx.send(()).unwrap();
         assert_eq!(server.join().unwrap(), libc::ESRCH);
     });
@@ -815,19 +820,8 @@ fn a_stale_reply_on_a_lent_context_is_refused() {
             },
         )
         .unwrap();
-        // The first call: delivered (a moved capability tells), then given
-        // up on.
-        loop {
-            let token = cap::create_buffer(1).unwrap();
-            let mut m = Msg::new(1, &[]);
-            m.set_cap(0, token, Transfer::Move).unwrap();
-            let r = ep.call_timeout(&m, Duration::from_millis(20));
-            assert_eq!(errno(r), libc::ETIMEDOUT);
-            if cap::lookup(token).is_err() {
-                break;
-            }
-            cap::delete(token).unwrap();
-        }
+        // The first call: delivered, then given up on.
+        call_until_delivered_then_give_up(&ep, 1);
         gave_up_tx.send(()).unwrap();
         // The server waits for the second call before it is made.
         while ep.queued().unwrap().1 == 0 {

@@ -978,22 +978,37 @@ fn park_prologue(
         // A delivery point's work (`signal::checkpoint`): the slow path.
         return Prologue::Slow(handoff);
     }
-    if t.cancelled.load(Ordering::Relaxed) || crate::signal::must_die(t) {
-        if let Some(h) = handoff {
-            h.wake();
-        }
-        return Prologue::Return(WaitResult::Cancelled);
-    }
-    if done() {
-        if let Some(h) = handoff {
-            h.wake();
-        }
-        return Prologue::Return(WaitResult::Invalid);
-    }
+    let handoff = match no_sleep(t, done, handoff) {
+        Ok(handoff) => handoff,
+        Err(r) => return Prologue::Return(r),
+    };
     if executor::ANY_TRACING.load(Ordering::Relaxed) {
         executor::trace_block(t, on.0, on.1);
     }
     Prologue::Park(handoff.and_then(switchable))
+}
+
+/// The checks every park makes before it sleeps: a cancelled task (or one
+/// that must die) leaves with `Cancelled`, a condition that already holds
+/// with `Invalid`, and either way the handoff target is woken. Otherwise
+/// the handoff is given back, to park with.
+#[inline]
+fn no_sleep(
+    t: &executor::task::Task,
+    done: &dyn Fn() -> bool,
+    handoff: Option<SwitchTarget>,
+) -> Result<Option<SwitchTarget>, WaitResult> {
+    let r = if t.cancelled.load(Ordering::Relaxed) || crate::signal::must_die(t) {
+        WaitResult::Cancelled
+    } else if done() {
+        WaitResult::Invalid
+    } else {
+        return Ok(handoff);
+    };
+    if let Some(h) = handoff {
+        h.wake();
+    }
+    Err(r)
 }
 
 /// The general `park_until`: signals, cancellation, timeouts and repeated
@@ -1025,14 +1040,10 @@ fn park_until_slow(
         return WaitResult::Cancelled;
     }
     crate::signal::checkpoint(t);
-    if t.cancelled.load(Ordering::Relaxed) || crate::signal::must_die(t) {
-        wake_plain(handoff);
-        return WaitResult::Cancelled;
-    }
-    if done() {
-        wake_plain(handoff);
-        return WaitResult::Invalid;
-    }
+    let handoff = match no_sleep(t, done, handoff) {
+        Ok(handoff) => handoff,
+        Err(r) => return r,
+    };
     let direct = handoff.and_then(switchable);
     // A wakeup that raced with leaving early wins, as in `finish_early`.
     let result = park_task_until(t, done, timeout, true, on, direct, |why| {

@@ -205,26 +205,29 @@ mod tests {
         assert_eq!(s.load(), RUNNABLE);
     }
 
-    /// Stress: a "task" thread parks in a loop, a "worker" completes parks,
-    /// "waker" threads wake it. Every park must end (no lost wakeup) and no
-    /// two enqueues may happen for one park (counted by the run token).
-    #[test]
-    fn stress_no_lost_or_double_wakeup() {
+    /// The stress harness: a "task" thread parks `ROUNDS` times, a
+    /// "worker" (the same thread) completes each park, and `racers`
+    /// threads call `take(i, state)` in a loop, which returns whether racer
+    /// `i` took the task (a wakeup that returned `Enqueue`, a won claim).
+    /// Every park must end (a lost wakeup hangs), and no two takers may
+    /// take one park, nor anyone a task that is not parked (counted by the
+    /// run token).
+    fn race_parks(racers: usize, take: impl Fn(usize, &TaskState) -> bool + Send + Sync + 'static) {
         const ROUNDS: usize = 20_000;
         let s = Arc::new(TaskState::new());
         // 1 while the task holds its run token (running or queued).
         let tokens = Arc::new(AtomicUsize::new(1));
         let rounds_done = Arc::new(AtomicUsize::new(0));
-        let wakers: Vec<_> = (0..2)
-            .map(|_| {
-                let s = s.clone();
-                let tokens = tokens.clone();
-                let done = rounds_done.clone();
+        let take = Arc::new(take);
+        let threads: Vec<_> = (0..racers)
+            .map(|i| {
+                let (s, tokens, done, take) =
+                    (s.clone(), tokens.clone(), rounds_done.clone(), take.clone());
                 std::thread::spawn(move || {
                     while done.load(Ordering::Acquire) < ROUNDS {
-                        if s.wake() == Wake::Enqueue {
+                        if take(i, &s) {
                             let prev = tokens.fetch_add(1, Ordering::AcqRel);
-                            assert_eq!(prev, 0, "double enqueue");
+                            assert_eq!(prev, 0, "a park taken twice, or a task taken unparked");
                         }
                         std::hint::spin_loop();
                     }
@@ -238,77 +241,7 @@ mod tests {
                 tokens.fetch_sub(1, Ordering::AcqRel);
                 match s.finish_park() {
                     FinishPark::Parked => {
-                        // Wait to be enqueued by a waker: a lost wakeup hangs here.
-                        while tokens.load(Ordering::Acquire) == 0 {
-                            std::hint::spin_loop();
-                        }
-                    }
-                    FinishPark::Notified => {
-                        let prev = tokens.fetch_add(1, Ordering::AcqRel);
-                        assert_eq!(prev, 0, "enqueued by a waker although notified");
-                    }
-                }
-            }
-            rounds_done.fetch_add(1, Ordering::AcqRel);
-        }
-        for w in wakers {
-            w.join().unwrap();
-        }
-        assert_eq!(tokens.load(Ordering::Acquire), 1);
-    }
-
-    /// Stress: wakers and claimers race for a task that parks in a loop.
-    /// Exactly one of them takes each park (a claim, like a wakeup that
-    /// returned `Enqueue`, owns enqueuing it), none takes a task that is
-    /// not parked, and no park is lost (a hang).
-    #[test]
-    fn stress_claims_and_wakeups_take_each_park_once() {
-        const ROUNDS: usize = 20_000;
-        let s = Arc::new(TaskState::new());
-        let tokens = Arc::new(AtomicUsize::new(1));
-        let claims = Arc::new(AtomicUsize::new(0));
-        let rounds_done = Arc::new(AtomicUsize::new(0));
-        let racers: Vec<_> = (0..3)
-            .map(|i| {
-                let (s, tokens, done, claims) = (
-                    s.clone(),
-                    tokens.clone(),
-                    rounds_done.clone(),
-                    claims.clone(),
-                );
-                std::thread::spawn(move || {
-                    while done.load(Ordering::Acquire) < ROUNDS {
-                        // Racer 0 wakes, now and then (a wakeup of a task
-                        // that is not parked notifies it, so that its next
-                        // park returns at once: frequent wakeups would
-                        // leave the claimers nothing to take); the others
-                        // claim.
-                        let took = if i == 0 {
-                            for _ in 0..256 {
-                                std::hint::spin_loop();
-                            }
-                            s.wake() == Wake::Enqueue
-                        } else {
-                            let c = s.try_claim();
-                            if c {
-                                claims.fetch_add(1, Ordering::Relaxed);
-                            }
-                            c
-                        };
-                        if took {
-                            let prev = tokens.fetch_add(1, Ordering::AcqRel);
-                            assert_eq!(prev, 0, "a park taken twice, or a task taken unparked");
-                        }
-                        std::hint::spin_loop();
-                    }
-                })
-            })
-            .collect();
-        for _ in 0..ROUNDS {
-            if s.begin_park() == BeginPark::Switch {
-                tokens.fetch_sub(1, Ordering::AcqRel);
-                match s.finish_park() {
-                    FinishPark::Parked => {
+                        // Wait to be taken: a lost wakeup hangs here.
                         while tokens.load(Ordering::Acquire) == 0 {
                             std::hint::spin_loop();
                         }
@@ -321,10 +254,45 @@ mod tests {
             }
             rounds_done.fetch_add(1, Ordering::AcqRel);
         }
-        for r in racers {
-            r.join().unwrap();
+        for t in threads {
+            t.join().unwrap();
         }
         assert_eq!(tokens.load(Ordering::Acquire), 1);
+    }
+
+    /// Stress: a "task" thread parks in a loop, a "worker" completes parks,
+    /// "waker" threads wake it. Every park must end (no lost wakeup) and no
+    /// two enqueues may happen for one park (counted by the run token).
+    #[test]
+    fn stress_no_lost_or_double_wakeup() {
+        race_parks(2, |_, s| s.wake() == Wake::Enqueue);
+    }
+
+    /// Stress: wakers and claimers race for a task that parks in a loop.
+    /// Exactly one of them takes each park (a claim, like a wakeup that
+    /// returned `Enqueue`, owns enqueuing it), none takes a task that is
+    /// not parked, and no park is lost (a hang).
+    #[test]
+    fn stress_claims_and_wakeups_take_each_park_once() {
+        let claims = Arc::new(AtomicUsize::new(0));
+        let c = claims.clone();
+        race_parks(3, move |i, s| {
+            // Racer 0 wakes, now and then (a wakeup of a task that is not
+            // parked notifies it, so that its next park returns at once:
+            // frequent wakeups would leave the claimers nothing to take);
+            // the others claim.
+            if i == 0 {
+                for _ in 0..256 {
+                    std::hint::spin_loop();
+                }
+                return s.wake() == Wake::Enqueue;
+            }
+            let won = s.try_claim();
+            if won {
+                c.fetch_add(1, Ordering::Relaxed);
+            }
+            won
+        });
         assert!(
             claims.load(Ordering::Relaxed) > 0,
             "no claim won: the race was not run"
