@@ -754,3 +754,83 @@ fn with_identity_nests_and_restores() {
         assert_eq!(identity(), me);
     });
 }
+
+/// A task-local value that marks itself dead as it drops, so that a read
+/// through a stale pointer (memory freed but not yet reused) shows.
+struct Canary(std::cell::Cell<u64>);
+
+const CANARY_DEAD: u64 = 0xdead_dead;
+
+impl Drop for Canary {
+    fn drop(&mut self) {
+        self.0.set(CANARY_DEAD);
+    }
+}
+
+/// Reads the fast key as a task ends, from the destructor of a local that
+/// drops after the fast key's value (a lower slot: used first).
+struct LateReader;
+
+static LATE_READS: Mutex<Vec<u64>> = Mutex::new(Vec::new());
+
+impl Drop for LateReader {
+    fn drop(&mut self) {
+        let v = greenos::task::with_cx(|cx| FAST_KEY_A.with_cx_fast(cx, |c| c.0.get()));
+        LATE_READS.lock().unwrap().extend(v);
+    }
+}
+
+greenos::task_local! {
+    static LATE_READER: LateReader = LateReader;
+    static FAST_KEY_A: Canary = Canary(std::cell::Cell::new(0));
+    static FAST_KEY_B: std::cell::Cell<u64> = std::cell::Cell::new(0);
+}
+
+/// `LocalKey::with_cx_fast`: the first key that uses it is reached through
+/// the task's fast word, any other the ordinary way; either way each task
+/// sees its own values, across yields and moves between CPUs, and what the
+/// plain `with` sees. As the task ends, the fast word never outlives the
+/// value it names: a destructor that reads the fast key after its value
+/// dropped gets a fresh value, not the dropped one.
+#[test]
+fn the_fast_task_local_is_per_task_and_never_stale() {
+    use greenos::task::with_cx;
+    let rt = rt(2);
+    LATE_READS.lock().unwrap().clear();
+    let tasks: Vec<_> = (1..=8u64)
+        .map(|i| {
+            rt.spawn(move || {
+                // The reader first: a lower slot, so it drops after the
+                // fast key's value (locals drop from the highest slot).
+                LATE_READER.with(|_| ());
+                for round in 0..50u64 {
+                    with_cx(|cx| {
+                        FAST_KEY_A.with_cx_fast(cx, |c| c.0.set(i * 1000 + round));
+                        FAST_KEY_B.with_cx_fast(cx, |c| c.set(i + round));
+                    })
+                    .expect("in a task");
+                    greenos::yield_now();
+                    let (a, b) = with_cx(|cx| {
+                        (
+                            FAST_KEY_A.with_cx_fast(cx, |c| c.0.get()),
+                            FAST_KEY_B.with_cx_fast(cx, |c| c.get()),
+                        )
+                    })
+                    .expect("in a task");
+                    assert_eq!((a, b), (i * 1000 + round, i + round));
+                    assert_eq!(FAST_KEY_A.with(|c| c.0.get()), a);
+                    assert_eq!(FAST_KEY_B.with(|c| c.get()), b);
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.join().unwrap();
+    }
+    let late = LATE_READS.lock().unwrap().clone();
+    assert_eq!(late.len(), 8, "each task's reader ran");
+    assert!(
+        late.iter().all(|&v| v == 0),
+        "a late read must see a fresh value, not a dropped one: {late:x?}"
+    );
+}

@@ -51,7 +51,7 @@
 //!   from an ancestor's revoke.
 
 use std::any::Any;
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, OnceCell, RefCell};
 use std::fmt;
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -507,18 +507,25 @@ pub(crate) struct Linkage {
 
 /// The task-local part: the task's own table and the top linkage record.
 pub(crate) struct ProcState {
-    own: RefCell<Option<Arc<CapTable>>>,
+    /// The task's own table, made on first use (or at spawn, by
+    /// `spawn_with_caps`); set once.
+    own: OnceCell<Arc<CapTable>>,
     pub(crate) link: Cell<*const Linkage>,
     /// The last lookup: index, the table's removal count then, and the
     /// node. Saves the table lock on repeated use of one capability (an
     /// endpoint in a server loop). It keeps the node alive until replaced
     /// or the task ends, even if the capability is deleted meanwhile.
     cache: RefCell<Option<(Cap, u64, Arc<CapNode>)>>,
+    /// The task's endpoint port (`crate::endpoint`), made on first use.
+    /// Kept here, not in a task-local of its own, so that an endpoint
+    /// operation reaches both its capability and its port from one
+    /// lookup (`with_resolved_in`).
+    port: OnceCell<crate::endpoint::PortSlot>,
 }
 
 impl Drop for ProcState {
     fn drop(&mut self) {
-        if let Some(t) = self.own.get_mut().take() {
+        if let Some(t) = self.own.take() {
             t.exit();
         }
     }
@@ -526,9 +533,10 @@ impl Drop for ProcState {
 
 greenos_runtime::task_local! {
     static PROC: ProcState = ProcState {
-        own: RefCell::new(None),
+        own: OnceCell::new(),
         link: Cell::new(std::ptr::null()),
         cache: RefCell::new(None),
+        port: OnceCell::new(),
     };
 }
 
@@ -543,18 +551,21 @@ pub(crate) fn with_proc<R>(f: impl FnOnce(&ProcState) -> R) -> Result<R, Errno> 
 /// [`with_proc`] for the task `cx` names (the caller).
 #[inline(always)]
 pub(crate) fn with_proc_cx<R>(cx: task::TaskCx<'_>, f: impl FnOnce(&ProcState) -> R) -> R {
-    PROC.with_cx(cx, f)
+    // The runtime's fast key: one load from the task (every capability
+    // use and endpoint operation starts here).
+    PROC.with_cx_fast(cx, f)
 }
 
 impl ProcState {
+    /// The task's endpoint port.
+    #[inline]
+    pub(crate) fn port(&self) -> &Arc<crate::endpoint::Port> {
+        &self.port.get_or_init(crate::endpoint::PortSlot::new).0
+    }
+
     /// The task's own table, created on first use.
     pub(crate) fn own_table(&self) -> Arc<CapTable> {
-        if let Some(t) = &*self.own.borrow() {
-            return t.clone();
-        }
-        let t = CapTable::new();
-        *self.own.borrow_mut() = Some(t.clone());
-        t
+        self.own.get_or_init(CapTable::new).clone()
     }
 
     /// The current table: the top linkage record's, or the task's own.
@@ -562,11 +573,7 @@ impl ProcState {
     pub(crate) fn with_current<R>(&self, f: impl FnOnce(&CapTable) -> R) -> R {
         let l = self.link.get();
         if l.is_null() {
-            if let Some(t) = &*self.own.borrow() {
-                return f(t);
-            }
-            let t = self.own_table();
-            f(&t)
+            f(self.own.get_or_init(CapTable::new))
         } else {
             // SAFETY: a non-null `link` is the top record, in a live frame
             // of this task's `rpc` call, which resets `link` before that
@@ -602,6 +609,23 @@ pub(crate) fn with_resolved<R, E: From<Errno>>(
     need: Rights,
     f: impl FnOnce(&Arc<CapNode>) -> Result<R, E>,
 ) -> Result<R, E> {
+    with_resolved_in(
+        cx,
+        cap,
+        need,
+        #[inline(always)]
+        |_, n| f(n),
+    )
+}
+
+/// [`with_resolved`] also handing `f` the calling task's state.
+#[inline(always)]
+pub(crate) fn with_resolved_in<R, E: From<Errno>>(
+    cx: task::TaskCx<'_>,
+    cap: Cap,
+    need: Rights,
+    f: impl FnOnce(&ProcState, &Arc<CapNode>) -> Result<R, E>,
+) -> Result<R, E> {
     with_proc_cx(
         cx,
         #[inline(always)]
@@ -626,7 +650,7 @@ pub(crate) fn with_resolved<R, E: From<Errno>>(
             };
             check_node(n, need)?;
             // `f` is inlined once, whichever way the node was found.
-            f(n)
+            f(p, n)
         },
     )
 }
@@ -852,7 +876,10 @@ where
         indices.push(table.insert(child)?);
     }
     builder.spawn(move || {
-        PROC.with(|p| *p.own.borrow_mut() = Some(table));
+        PROC.with(|p| {
+            // The task's first code: nothing made its table yet.
+            assert!(p.own.set(table).is_ok(), "a fresh task has no table");
+        });
         f(indices)
     })
 }

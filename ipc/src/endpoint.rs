@@ -482,9 +482,23 @@ impl Port {
     }
 }
 
-/// The task-local owner of a task's port; breaks the port's cycle through
-/// its spare handle when the task ends.
-struct PortSlot(Arc<Port>);
+/// The owner of a task's port (in its `cap::ProcState`); breaks the
+/// port's cycle through its spare handle when the task ends.
+pub(crate) struct PortSlot(pub(crate) Arc<Port>);
+
+impl PortSlot {
+    /// A port for the calling task.
+    #[cold]
+    pub(crate) fn new() -> PortSlot {
+        PortSlot(Arc::new(Port {
+            word: PortWord(AtomicU64::new(0)),
+            inbox: UnsafeCell::new(Delivery::default()),
+            spare: UnsafeCell::new(None),
+            buf: std::array::from_fn(|_| AtomicU64::new(0)),
+            task: greenos_runtime::current(),
+        }))
+    }
+}
 
 impl Drop for PortSlot {
     fn drop(&mut self) {
@@ -494,39 +508,17 @@ impl Drop for PortSlot {
     }
 }
 
-greenos_runtime::task_local! {
-    static PORT: PortSlot = PortSlot(Arc::new(Port {
-        word: PortWord(AtomicU64::new(0)),
-        inbox: UnsafeCell::new(Delivery::default()),
-        spare: UnsafeCell::new(None),
-        buf: std::array::from_fn(|_| AtomicU64::new(0)),
-        task: greenos_runtime::current(),
-    }));
-}
-
 /// The calling task's port, borrowed for the rest of the calling
 /// operation (no reference count taken: an `Arc` is cloned only where the
 /// port is queued or named by a reply).
 fn my_port<'a>() -> Result<&'a Arc<Port>, Errno> {
-    if !task::in_task() {
-        return Err(Errno::ESRCH);
-    }
-    let p: *const Arc<Port> = PORT.with(|p| &p.0 as *const Arc<Port>);
-    // SAFETY: task-local values are boxed, never moved, and freed only when
-    // the task ends (`task::LocalKey::with`); every caller is an endpoint
-    // operation of this task that returns before the task can end, and the
-    // borrow does not escape it (`'a` is chosen by callers inside one
-    // operation).
+    let p: *const Arc<Port> = cap::with_proc(|p| p.port() as *const Arc<Port>)?;
+    // SAFETY: the port lives in the task's `ProcState`, a task-local value:
+    // boxed, never moved, and freed only when the task ends
+    // (`task::LocalKey::with`); every caller is an endpoint operation of
+    // this task that returns before the task can end, and the borrow does
+    // not escape it (`'a` is chosen by callers inside one operation).
     Ok(unsafe { &*p })
-}
-
-/// [`my_port`] for the task `cx` names.
-#[inline(always)]
-fn my_port_cx<'a>(cx: task::TaskCx<'_>) -> &'a Arc<Port> {
-    let p: *const Arc<Port> = PORT.with_cx(cx, |p| &p.0 as *const Arc<Port>);
-    // SAFETY: as in `my_port`: the value is boxed, never moved, and lives
-    // until the task ends, after every operation that borrows it here.
-    unsafe { &*p }
 }
 
 impl Port {
@@ -878,16 +870,16 @@ impl Endpoint {
         task::with_cx_or_else(
             #[inline(always)]
             |cx| {
-                cap::with_resolved(
+                cap::with_resolved_in(
                     cx,
                     self.cap,
                     need,
                     #[inline(always)]
-                    |node| {
+                    |p, node| {
                         let Object::Endpoint(ep) = &node.object else {
                             return Err(Errno::EINVAL.into());
                         };
-                        f(node, ep, my_port_cx(cx))
+                        f(node, ep, p.port())
                     },
                 )
             },

@@ -148,6 +148,12 @@ pub(crate) struct TaskBody {
     /// boxed on first use: most tasks never use a task-local. Only the task
     /// itself touches it, while it runs.
     locals: Option<Box<LocalSlots>>,
+    /// The value of the fast task-local key (`task::LocalKey::with_cx_fast`),
+    /// reached by two loads from the task instead of four, or null. Only
+    /// the task itself reads or writes it, while it runs (as `locals`); it
+    /// is cleared before each task-local value is dropped (`drop_locals`),
+    /// so it never outlives what it points at.
+    fast_local: Cell<*const ()>,
     /// The identity the task runs under inside a migrating call
     /// (`crate::task::with_identity`), null outside one. Points into the
     /// task's own stack; only the task reads or writes it.
@@ -454,6 +460,7 @@ impl Task {
                 },
                 coro: None,
                 locals: None,
+                fast_local: Cell::new(std::ptr::null()),
                 ident: Cell::new(std::ptr::null()),
                 join_target: Cell::new(std::ptr::null()),
                 yielder: Cell::new(std::ptr::null()),
@@ -550,6 +557,13 @@ impl Task {
         body_field!(self, locals)
     }
 
+    /// The fast task-local word (`TaskBody::fast_local`); same contract
+    /// as [`locals_slot`](Self::locals_slot).
+    #[inline]
+    pub(crate) fn fast_local_slot(&self) -> *const Cell<*const ()> {
+        body_field!(self, fast_local)
+    }
+
     /// The identity record of a migrating call (see `TaskBody::ident`).
     ///
     /// # Safety
@@ -606,6 +620,10 @@ impl Task {
     /// may be alive.
     pub(crate) unsafe fn drop_locals(&self) {
         loop {
+            // The fast key's value may be the next to go (and a destructor
+            // may have looked it up again since the last round).
+            // SAFETY: caller contract (the running task itself).
+            unsafe { (*self.fast_local_slot()).set(std::ptr::null()) };
             // SAFETY: caller contract; values are taken out one at a time, so
             // a destructor that touches another local sees a valid vector.
             let next = unsafe { (*self.locals_slot()).as_mut().and_then(|v| v.pop()) };
@@ -866,6 +884,7 @@ mod tests {
                 },
                 coro: None,
                 locals: None,
+                fast_local: std::cell::Cell::new(std::ptr::null()),
                 ident: std::cell::Cell::new(std::ptr::null()),
                 join_target: std::cell::Cell::new(std::ptr::null()),
                 yielder: std::cell::Cell::new(std::ptr::null()),
