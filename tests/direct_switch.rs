@@ -503,3 +503,60 @@ fn a_claimed_task_runs_only_when_switched_to_or_woken() {
         });
     });
 }
+
+/// The placement rule of the direct switch (seL4's fastpath switches only
+/// to a thread on the caller's core): a target that may run on the
+/// caller's CPU but last ran on another is woken the ordinary way, not
+/// pulled over and switched to.
+#[test]
+fn a_handoff_to_a_task_that_last_ran_elsewhere_wakes_it() {
+    within("handoff_elsewhere", LIMIT, || {
+        let rt = common::rt(2);
+        let request = Arc::new(AtomicBool::new(false));
+        let reply = Arc::new(AtomicBool::new(false));
+        let client_slot = Arc::new(std::sync::Mutex::new(None::<greenos::Task>));
+        let (rq, rp, cs) = (request.clone(), reply.clone(), client_slot.clone());
+        let server = rt
+            .spawn_with(
+                greenos::task::Builder::new()
+                    .name("server")
+                    .affinity(cpus(&[1])),
+                move || {
+                    let r = greenos::wait::park_until(ON, || rq.load(Ordering::SeqCst), None);
+                    assert!(matches!(r, WaitResult::Notified | WaitResult::Invalid));
+                    rp.store(true, Ordering::SeqCst);
+                    cs.lock().unwrap().take().expect("the client").unpark();
+                },
+            )
+            .unwrap();
+        let server_task = server.task().clone();
+        let client = rt
+            .spawn_with(
+                greenos::task::Builder::new()
+                    .name("client")
+                    .affinity(cpus(&[0])),
+                move || {
+                    // Parked on CPU 1 (where it is pinned) once claimed.
+                    let claim = loop {
+                        if let Some(c) = server_task.try_claim() {
+                            break c;
+                        }
+                        greenos::yield_now();
+                    };
+                    assert_eq!(server_task.cpu(), 1);
+                    // Now it may run here too, but it last ran on CPU 1.
+                    greenos::task::sched_setaffinity(server_task.pid(), &cpus(&[0, 1])).unwrap();
+                    *client_slot.lock().unwrap() = Some(greenos::current());
+                    request.store(true, Ordering::SeqCst);
+                    let done = || reply.load(Ordering::SeqCst);
+                    let r = greenos::wait::switch_to_and_park_until(claim, ON, done, None);
+                    assert!(matches!(r, WaitResult::Notified | WaitResult::Invalid));
+                    assert!(reply.load(Ordering::SeqCst));
+                },
+            )
+            .unwrap();
+        client.join().unwrap();
+        server.join().unwrap();
+        assert_eq!(rt.metrics().total(|c| c.direct_switches), 0);
+    });
+}

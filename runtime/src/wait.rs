@@ -881,19 +881,6 @@ impl fmt::Debug for Claimed {
     }
 }
 
-/// The switch target of a park's handoff, if the running task may hand
-/// its CPU to it (`executor::can_switch_to`); else wakes it and returns
-/// None.
-#[inline]
-fn switchable(to: SwitchTarget) -> Option<SwitchTarget> {
-    if executor::can_switch_to(to.task()) {
-        Some(to)
-    } else {
-        to.wake();
-        None
-    }
-}
-
 /// [`unpark_and_park_until`] for the *reply*: hands the CPU straight to
 /// `to` without lending it this task's scheduling context. If `to` lent
 /// its context to this task (it called it), the loan ends and `to` runs on
@@ -935,10 +922,10 @@ fn park_until_inner<F: Fn() -> bool>(
     let t = executor::current_task("park_until");
     let mut handoff = handoff;
     if timeout.is_none() {
-        match park_prologue(t, on, &done, handoff) {
-            Prologue::Return(r) => return r,
-            Prologue::Park(direct) => {
-                match direct {
+        let (next, h) = park_prologue(t, on, &done, handoff);
+        match next {
+            Prologue::Park => {
+                match h {
                     Some(to) => executor::park_and_switch_to(t, to),
                     None => executor::park_current(t),
                 }
@@ -948,44 +935,54 @@ fn park_until_inner<F: Fn() -> bool>(
                 // The handoff is spent: the rest is an ordinary wait.
                 return park_until_slow(t, on, &done, None, None);
             }
-            Prologue::Slow(h) => handoff = h,
+            Prologue::Slow => handoff = h,
+            Prologue::Cancelled => return WaitResult::Cancelled,
+            Prologue::Invalid => return WaitResult::Invalid,
         }
     }
     park_until_slow(t, on, &done, timeout, handoff)
 }
 
-/// What [`park_prologue`] found.
+/// What [`park_prologue`] found. Returned with the handoff as a pair of
+/// scalars, in registers (an enum carrying the handoff would go through
+/// memory).
 enum Prologue {
-    /// Leave with this result (the handoff target, if any, was woken).
-    Return(WaitResult),
     /// Nothing pending: park once, handing the CPU to the target if given.
-    Park(Option<SwitchTarget>),
+    Park,
     /// A signal is pending: take the general path (with the handoff).
-    Slow(Option<SwitchTarget>),
+    Slow,
+    /// Leave with `Cancelled` (the handoff target was woken).
+    Cancelled,
+    /// Leave with `Invalid`: the condition holds already (the handoff
+    /// target was woken).
+    Invalid,
 }
 
 /// The checks an untimed park makes before it switches out, as
 /// [`park_until_slow`] makes them: out of line, so that only the switch
-/// itself is inlined into the caller.
+/// itself is inlined into the caller. Whether the handoff target may run
+/// here is left to the switch (`executor::park_and_switch_to`), which
+/// holds the worker already.
 #[inline(never)]
-fn park_prologue(
+fn park_prologue<F: Fn() -> bool>(
     t: &executor::task::Task,
     on: (crate::trace::BlockOn, u64),
-    done: &dyn Fn() -> bool,
+    done: &F,
     handoff: Option<SwitchTarget>,
-) -> Prologue {
+) -> (Prologue, Option<SwitchTarget>) {
     if t.sig.any_pending() {
         // A delivery point's work (`signal::checkpoint`): the slow path.
-        return Prologue::Slow(handoff);
+        return (Prologue::Slow, handoff);
     }
     let handoff = match no_sleep(t, done, handoff) {
         Ok(handoff) => handoff,
-        Err(r) => return Prologue::Return(r),
+        Err(WaitResult::Cancelled) => return (Prologue::Cancelled, None),
+        Err(_) => return (Prologue::Invalid, None),
     };
     if executor::ANY_TRACING.load(Ordering::Relaxed) {
         executor::trace_block(t, on.0, on.1);
     }
-    Prologue::Park(handoff.and_then(switchable))
+    (Prologue::Park, handoff)
 }
 
 /// The checks every park makes before it sleeps: a cancelled task (or one
@@ -993,9 +990,9 @@ fn park_prologue(
 /// with `Invalid`, and either way the handoff target is woken. Otherwise
 /// the handoff is given back, to park with.
 #[inline]
-fn no_sleep(
+fn no_sleep<F: Fn() -> bool + ?Sized>(
     t: &executor::task::Task,
-    done: &dyn Fn() -> bool,
+    done: &F,
     handoff: Option<SwitchTarget>,
 ) -> Result<Option<SwitchTarget>, WaitResult> {
     let r = if t.cancelled.load(Ordering::Relaxed) || crate::signal::must_die(t) {
@@ -1044,7 +1041,9 @@ fn park_until_slow(
         Ok(handoff) => handoff,
         Err(r) => return r,
     };
-    let direct = handoff.and_then(switchable);
+    // Whether the target may run here is the switch's to check
+    // (`executor::park_and_switch_to`).
+    let direct = handoff;
     // A wakeup that raced with leaving early wins, as in `finish_early`.
     let result = park_task_until(t, done, timeout, true, on, direct, |why| {
         if done() {

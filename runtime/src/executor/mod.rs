@@ -777,9 +777,7 @@ pub(crate) fn can_switch_to(to: &Task) -> bool {
         return false;
     }
     // SAFETY: a non-null WORKER is this thread's live WorkerCell.
-    let cell = unsafe { &*w };
-    let (cpu, rt) = (cell.worker_shared().index, cell.shared.id);
-    to.rt_id == rt && to.cpu.load(Ordering::Relaxed) == cpu && to.allowed_on(cpu)
+    unsafe { &*w }.can_switch_here(to)
 }
 
 /// `enqueue_woken` for a task this worker already owns (it won the wake).

@@ -1193,6 +1193,12 @@ impl WorkerCell {
     #[inline(never)]
     pub(crate) fn lend_begin(&self, me: &Task, target: super::SwitchTarget) -> Option<TaskRef> {
         let l = self.local();
+        // The placement rule of every direct switch (`can_switch_to`); a
+        // hand-back to the lender meets it by construction.
+        if !l.lender_is(target.task()) && !self.can_switch_here(target.task()) {
+            target.wake();
+            return None;
+        }
         if !target.lends()
             || self.shared.trace.is_some()
             || l.lends()
@@ -1210,6 +1216,14 @@ impl WorkerCell {
         bump(&b.nr_switches, 1);
         self.set_current(&*b);
         Some(b)
+    }
+
+    /// Whether the task running here may hand this CPU straight to `to`
+    /// (`executor::can_switch_to`, for a caller that holds the worker).
+    #[inline]
+    pub(crate) fn can_switch_here(&self, to: &Task) -> bool {
+        let cpu = self.worker_shared().index;
+        to.rt_id == self.shared.id && to.cpu.load(Ordering::Relaxed) == cpu && to.allowed_on(cpu)
     }
 
     /// The borrower `b`, resumed nested by its lender `me`, switched out
