@@ -681,18 +681,30 @@ pub struct Endpoint {
 /// Dropping it without replying (or consuming it in a reply that fails)
 /// fails the caller's `call` with `ESRCH`, so a server that gives up on a
 /// request, or dies holding it, does not leave its caller blocked forever.
+///
+/// Two words and no padding: it is moved on every `reply_recv`, and a
+/// move copies padding bytes too, in pieces that a later wider load cannot
+/// forward from (a stall perf put at a fifth of `reply_recv_begin`). An
+/// answered or stale reply is consumed by [`into_port`](Self::into_port),
+/// without running `Drop`.
 pub struct Reply {
     port: Arc<Port>,
     op: u64,
-    /// Still owes an answer (false once delivered or found stale).
-    live: bool,
+}
+
+impl Reply {
+    /// The caller's port, the reply spent without `Drop` (answered, or
+    /// found stale).
+    fn into_port(self) -> Arc<Port> {
+        let this = std::mem::ManuallyDrop::new(self);
+        // SAFETY: `this` is never used or dropped again, so the `Arc` is
+        // moved out exactly once.
+        unsafe { std::ptr::read(&this.port) }
+    }
 }
 
 impl Drop for Reply {
     fn drop(&mut self) {
-        if !self.live {
-            return;
-        }
         if self.port.claim_reply(self.op) {
             // SAFETY: the claim makes us the one party completing this
             // operation (see `Port::inbox`), before the phase becomes `Done`.
@@ -1134,11 +1146,7 @@ impl Endpoint {
         // SAFETY: this is the port's own task, and its operation is `Done`:
         // no other party touches the inbox until its next operation begins.
         let d = unsafe { me.inbox_mut() };
-        let reply = d.reply.take().map(|(port, op)| Reply {
-            port,
-            op,
-            live: true,
-        });
+        let reply = d.reply.take().map(|(port, op)| Reply { port, op });
         if d.extra {
             return Ok(finish_recv_extra(me, d, reply)?);
         }
@@ -1391,11 +1399,16 @@ impl Endpoint {
                 self.reply_recv_on(ep, me, reply, reply_msg, timeout)
             })?);
         }
+        // Held here and lent to the step that consumes it: the closure
+        // below then captures only pointers (a `Reply` moved into it is
+        // copied through each closure layer, and the copies stall on store
+        // forwarding). Left in place if the lookup fails, it drops here.
+        let mut reply = Some(reply);
         self.with_ep(
             Rights::RECV,
             #[inline(always)]
             |_, ep, me| {
-                match self.reply_recv_begin(ep, me, reply, reply_msg)? {
+                match self.reply_recv_begin(ep, me, &mut reply, reply_msg)? {
                     RecvStep::Taken => {}
                     RecvStep::Wait(Some((caller, true))) => {
                         let r = wait_handoff(me, ep, Handoff::Reply(&caller.port().task));
@@ -1424,9 +1437,12 @@ impl Endpoint {
         &self,
         ep: &Arc<EndpointObj>,
         me: &Arc<Port>,
-        reply: Reply,
+        reply: &mut Option<Reply>,
         reply_msg: &Msg,
     ) -> Result<RecvStep, Errno> {
+        let Some(reply) = reply.take() else {
+            unreachable!("reply_recv_begin runs once per reply_recv, with its reply");
+        };
         let fast = ep.mode == SwitchMode::Direct
             && reply_msg.tag.length as usize <= FAST_MRS
             && may_switch_to(me, &reply.port.task);
@@ -1502,7 +1518,7 @@ impl Reply {
     /// load and a store instead of a CAS, and the caller's counted handle
     /// goes back to its spare slot instead of being dropped later.
     #[inline(never)]
-    fn deliver_fast(mut self, msg: &Msg, me: &Port) -> Result<Option<Answered>, Errno> {
+    fn deliver_fast(self, msg: &Msg, me: &Port) -> Result<Option<Answered>, Errno> {
         check_len(msg)?;
         debug_assert!(!has_out_caps(msg));
         if !wait::lent_by(&self.port.task) {
@@ -1511,36 +1527,34 @@ impl Reply {
         let tag = send_tag(msg.tag, 0);
         if self.port.word.0.load(Ordering::Acquire) != PortWord::pack(self.op, Phase::AwaitReply) {
             // A reply to an earlier call of this caller.
-            self.live = false;
+            drop(self.into_port());
             return Ok(None);
         }
         copy_long(me, &self.port, tag.length);
         // SAFETY: the caller awaits this reply and cannot run (lent): we
         // are the one party completing its operation, before `Done`.
         unsafe { self.port.put_fast(tag, msg.mr, 0, None) };
-        let this = std::mem::ManuallyDrop::new(self);
-        // SAFETY: `this` is never used or dropped again, so the `Arc` is
-        // moved out exactly once.
-        let handle = unsafe { std::ptr::read(&this.port) };
+        let op = self.op;
+        let handle = self.into_port();
         let port = Arc::as_ptr(&handle);
         // SAFETY: the spare slot is the caller's, and the caller is blocked
         // in this call until `Done` below (see `Port::spare`).
         unsafe { *(*port).spare.get() = Some(handle) };
         // SAFETY: the handle just stored keeps the port alive, and the
         // caller cannot run before we switch out (see `Answered::Lent`).
-        unsafe { (*port).done(this.op) };
+        unsafe { (*port).done(op) };
         Ok(Some(Answered::Lent(port)))
     }
 
     /// Puts the reply in the caller's port (`me` is the replier's); returns
     /// that port, for the caller to wake, or `None` if the caller is gone.
-    fn deliver(mut self, msg: &Msg, me: &Port) -> Result<Option<Arc<Port>>, Errno> {
+    fn deliver(self, msg: &Msg, me: &Port) -> Result<Option<Arc<Port>>, Errno> {
         check_len(msg)?;
         let (caps, moved, ncaps) = stage_caps(msg, Rights::GRANT)?;
         let tag = send_tag(msg.tag, ncaps);
         {
             if !self.port.claim_reply(self.op) {
-                self.live = false;
+                drop(self.into_port());
                 return Ok(None);
             }
             copy_long(me, &self.port, tag.length);
@@ -1568,10 +1582,7 @@ impl Reply {
         finish_moves(&moved);
         // Answered: nothing is left for `Drop` to do but release the port,
         // which moves to the caller of `deliver` instead (no count taken).
-        let this = std::mem::ManuallyDrop::new(self);
-        // SAFETY: `this` is never used or dropped again, so the `Arc` is
-        // moved out exactly once.
-        Ok(Some(unsafe { std::ptr::read(&this.port) }))
+        Ok(Some(self.into_port()))
     }
 }
 
@@ -1762,11 +1773,7 @@ impl Drop for UnwindWithdraw<'_> {
             let d = unsafe { self.me.take_inbox() };
             self.me.idle();
             if let Some((port, op)) = d.reply {
-                drop(Reply {
-                    port,
-                    op,
-                    live: true,
-                });
+                drop(Reply { port, op });
             }
         }
     }
