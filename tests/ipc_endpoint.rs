@@ -834,3 +834,47 @@ fn a_stale_reply_on_a_lent_context_is_refused() {
         helper.join().unwrap();
     });
 }
+
+/// Every endpoint operation looks its capability up through the task's
+/// one-entry cache. A hit must still mean what a fresh lookup would: the
+/// rights of the capability used (not of the one cached before), and
+/// nothing for a capability deleted, revoked, or replaced in its slot.
+#[test]
+fn the_lookup_cache_answers_as_a_fresh_lookup_would() {
+    let _w = Watchdog::new("the_lookup_cache_answers_as_a_fresh_lookup_would", LIMIT);
+    common::rt(1).block_on(|| {
+        let ep = Endpoint::new().unwrap();
+        let m = Msg::new(1, &[]);
+        // Cached with SEND, used for what SEND does not allow.
+        let send_only = Endpoint::from_cap(cap::copy(ep.cap(), Rights::SEND).unwrap());
+        send_only.nb_send(&m).unwrap();
+        assert_eq!(errno(send_only.call(&m)), libc::EPERM);
+        assert_eq!(errno(send_only.nb_recv()), libc::EPERM);
+        // The full capability right after: its own rights.
+        assert_eq!(errno(ep.nb_recv()), libc::EAGAIN);
+        // Deleted while cached.
+        send_only.nb_send(&m).unwrap();
+        cap::delete(send_only.cap()).unwrap();
+        assert_eq!(errno(send_only.nb_send(&m)), libc::EBADF);
+        // Its slot reused (a new generation) while the old index is
+        // cached: the old index stays bad, the new one works.
+        send_only.nb_send(&m).unwrap_err();
+        let reused = Endpoint::from_cap(cap::copy(ep.cap(), Rights::SEND).unwrap());
+        assert_eq!(reused.cap().index(), send_only.cap().index());
+        reused.nb_send(&m).unwrap();
+        assert_eq!(errno(send_only.nb_send(&m)), libc::EBADF);
+        // A derived capability, cached, then revoked through its parent.
+        let child = Endpoint::from_cap(cap::mint(reused.cap(), Rights::SEND, 7).unwrap());
+        child.nb_send(&m).unwrap();
+        cap::revoke(reused.cap()).unwrap();
+        let e = errno(child.nb_send(&m));
+        assert!(e == libc::EIDRM || e == libc::EBADF, "revoked: errno {e}");
+        // Another task's index is not ours, even right after we used the
+        // same slot number.
+        let theirs = greenos::spawn(|| Endpoint::new().unwrap().cap())
+            .join()
+            .unwrap();
+        ep.nb_send(&m).unwrap();
+        assert_eq!(errno(Endpoint::from_cap(theirs).nb_send(&m)), libc::EBADF);
+    });
+}

@@ -51,7 +51,7 @@
 //!   from an ancestor's revoke.
 
 use std::any::Any;
-use std::cell::{Cell, OnceCell, RefCell};
+use std::cell::{Cell, OnceCell, UnsafeCell};
 use std::fmt;
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -511,11 +511,9 @@ pub(crate) struct ProcState {
     /// `spawn_with_caps`); set once.
     own: OnceCell<Arc<CapTable>>,
     pub(crate) link: Cell<*const Linkage>,
-    /// The last lookup: index, the table's removal count then, and the
-    /// node. Saves the table lock on repeated use of one capability (an
-    /// endpoint in a server loop). It keeps the node alive until replaced
-    /// or the task ends, even if the capability is deleted meanwhile.
-    cache: RefCell<Option<(Cap, u64, Arc<CapNode>)>>,
+    /// The last lookup. Saves the table lock on repeated use of one
+    /// capability (an endpoint in a server loop).
+    cache: CapCache,
     /// The task's endpoint port (`crate::endpoint`), made on first use.
     /// Kept here, not in a task-local of its own, so that an endpoint
     /// operation reaches both its capability and its port from one
@@ -535,9 +533,91 @@ greenos_runtime::task_local! {
     static PROC: ProcState = ProcState {
         own: OnceCell::new(),
         link: Cell::new(std::ptr::null()),
-        cache: RefCell::new(None),
+        cache: CapCache {
+            cap: Cell::new(Cap { table: 0, index: 0, gen: 0 }),
+            table: Cell::new(std::ptr::null()),
+            removals: Cell::new(0),
+            node: UnsafeCell::new(None),
+            pins: Cell::new(0),
+        },
         port: OnceCell::new(),
     };
+}
+
+/// A task's last capability lookup: `cap` named `node` in `table` when
+/// that table's removal count was `removals`, so it names it still while
+/// the table and the count are unchanged. Plain cells, checked in a few
+/// loads (an endpoint operation makes one lookup per call). The entry
+/// keeps the node alive until replaced or the task ends, even if the
+/// capability is deleted meanwhile.
+pub(crate) struct CapCache {
+    cap: Cell<Cap>,
+    /// Null while empty.
+    table: Cell<*const CapTable>,
+    removals: Cell<u64>,
+    /// Written only while `pins` is 0 (`fill`), and only by the task.
+    node: UnsafeCell<Option<Arc<CapNode>>>,
+    /// Lookups still using the node (`CacheHit`s alive): while there are
+    /// any, the entry is not replaced (a nested lookup, by a signal
+    /// handler or a dispatcher, leaves it as it is).
+    pins: Cell<u32>,
+}
+
+impl CapCache {
+    /// The entry, pinned, if it answers for `cap` in the current table
+    /// `current` (null: the task has none yet).
+    #[inline(always)]
+    fn hit(&self, current: *const CapTable, cap: Cap) -> Option<CacheHit<'_>> {
+        if current.is_null() || self.table.get() != current || self.cap.get() != cap {
+            return None;
+        }
+        // SAFETY: the current table is alive: the task's own (held by its
+        // `ProcState`) or the top linkage record's (held by the live frame
+        // of the call that pushed it).
+        let t = unsafe { &*current };
+        if t.serial != cap.table || t.removals.load(Ordering::Acquire) != self.removals.get() {
+            return None;
+        }
+        // SAFETY: only this task touches its cache, and `node` is written
+        // only by `fill` while nothing is pinned; the pin taken here keeps
+        // it in place for as long as the hit lives.
+        let node = unsafe { (*self.node.get()).as_ref()? };
+        self.pins.set(self.pins.get() + 1);
+        Some(CacheHit { cache: self, node })
+    }
+
+    /// Records a lookup made at removal count `removals` of `table`,
+    /// unless a hit is still in use.
+    fn fill(&self, table: *const CapTable, removals: u64, cap: Cap, node: &Arc<CapNode>) {
+        if self.pins.get() != 0 {
+            return;
+        }
+        // SAFETY: as in `hit`: no hit is alive, so no borrow of `node`.
+        let old = unsafe { (*self.node.get()).replace(node.clone()) };
+        self.cap.set(cap);
+        self.table.set(table);
+        self.removals.set(removals);
+        // Dropped last: a node's drop cannot reach this cache half-written.
+        drop(old);
+    }
+}
+
+/// A cache entry in use: pinned until dropped (also on unwind).
+struct CacheHit<'a> {
+    cache: &'a CapCache,
+    node: &'a Arc<CapNode>,
+}
+
+impl CacheHit<'_> {
+    fn node(&self) -> &Arc<CapNode> {
+        self.node
+    }
+}
+
+impl Drop for CacheHit<'_> {
+    fn drop(&mut self) {
+        self.cache.pins.set(self.cache.pins.get() - 1);
+    }
 }
 
 /// Runs `f` with the calling task's state; `ESRCH` outside a task.
@@ -566,6 +646,19 @@ impl ProcState {
     /// The task's own table, created on first use.
     pub(crate) fn own_table(&self) -> Arc<CapTable> {
         self.own.get_or_init(CapTable::new).clone()
+    }
+
+    /// The current table (see [`with_current`](Self::with_current)), or
+    /// null if that is the task's own and it has none yet.
+    #[inline(always)]
+    fn current_table_ptr(&self) -> *const CapTable {
+        let l = self.link.get();
+        if l.is_null() {
+            self.own.get().map_or(std::ptr::null(), Arc::as_ptr)
+        } else {
+            // SAFETY: as in `with_current`.
+            unsafe { (*l).table }
+        }
     }
 
     /// The current table: the top linkage record's, or the task's own.
@@ -630,19 +723,11 @@ pub(crate) fn with_resolved_in<R, E: From<Errno>>(
         cx,
         #[inline(always)]
         |p| {
-            // The cache entry, still borrowed, if it is a hit (a miss drops
-            // the borrow before `resolve_uncached` refills the cache).
-            let hit = p.cache.try_borrow().ok().filter(|c| {
-                c.as_ref().is_some_and(|(cached, removals, _)| {
-                    *cached == cap
-                        && p.with_current(|t| {
-                            cap.table == t.serial && t.removals.load(Ordering::Acquire) == *removals
-                        })
-                })
-            });
+            // The cache entry, pinned while `f` runs, if it is a hit.
+            let hit = p.cache.hit(p.current_table_ptr(), cap);
             let owned;
             let n = match &hit {
-                Some(c) => &c.as_ref().expect("a hit").2,
+                Some(h) => h.node(),
                 None => {
                     owned = resolve_uncached(p, cap)?;
                     &owned
@@ -677,9 +762,7 @@ fn resolve_uncached(p: &ProcState, cap: Cap) -> Result<Arc<CapNode>, Errno> {
         }
         let removals = t.removals.load(Ordering::Acquire);
         let n = t.get(cap)?;
-        if let Ok(mut c) = p.cache.try_borrow_mut() {
-            *c = Some((cap, removals, n.clone()));
-        }
+        p.cache.fill(t, removals, cap, &n);
         Ok(n)
     })
 }

@@ -919,14 +919,21 @@ fn park_until_inner<F: Fn() -> bool>(
     timeout: Option<Duration>,
     handoff: Option<SwitchTarget>,
 ) -> WaitResult {
-    let t = executor::current_task("park_until");
+    // One lookup for the task and its worker (the worker is used before
+    // the task first switches out, while it is still this thread's).
+    let (w, t) = executor::current_ptrs();
+    if t.is_null() {
+        executor::not_in_task("park_until");
+    }
+    // SAFETY: as in `executor::current_task`.
+    let t = unsafe { &*t };
     let mut handoff = handoff;
     if timeout.is_none() {
         let (next, h) = park_prologue(t, on, &done, handoff);
         match next {
             Prologue::Park => {
                 match h {
-                    Some(to) => executor::park_and_switch_to(t, to),
+                    Some(to) => executor::park_and_switch_to_on(w, t, to),
                     None => executor::park_current(t),
                 }
                 if done() {

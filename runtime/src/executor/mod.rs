@@ -509,6 +509,23 @@ pub(crate) fn current_task_ptr() -> *const Task {
     CURRENT.with(|c| c.get())
 }
 
+/// The worker running on this thread (null if none) and the task running
+/// on it, as [`current_task_ptr`] finds it: one call for both, for a park
+/// that will switch (`park_and_switch_to_on`). The worker pointer is valid
+/// only until the running task next switches out.
+#[inline(never)]
+pub(crate) fn current_ptrs() -> (*const worker::WorkerCell, *const Task) {
+    let w = WORKER.with(|w| w.get());
+    if !w.is_null() {
+        // SAFETY: as in `current_task_ptr`.
+        let t = unsafe { (*w).current() };
+        if !t.is_null() {
+            return (w, t);
+        }
+    }
+    (w, CURRENT.with(|c| c.get()))
+}
+
 /// Sets the current task of a thread that is not a worker (shutdown).
 #[inline(never)]
 pub(crate) fn set_current_task(t: *const Task) {
@@ -517,12 +534,19 @@ pub(crate) fn set_current_task(t: *const Task) {
 
 const OUTSIDE: &str = "must be called from a greenos task (inside Runtime::block_on or a task it spawned); this thread is not running one";
 
+/// The panic of a call that needs a running task, made outside one.
+#[cold]
+#[inline(never)]
+pub(crate) fn not_in_task(what: &str) -> ! {
+    panic!("greenos::{what} {OUTSIDE}");
+}
+
 /// The running task; panics outside a green thread.
 #[inline]
 pub(crate) fn current_task(what: &str) -> &'static Task {
     let t = current_task_ptr();
     if t.is_null() {
-        panic!("greenos::{what} {OUTSIDE}");
+        not_in_task(what);
     }
     // SAFETY: a non-null CURRENT points at the task running on this thread;
     // the worker (or the shutdown path) holds a counted reference to it for
@@ -740,7 +764,17 @@ pub(crate) fn park_current(task: &Task) {
 /// settled by the worker, as for a loan it made itself (`run_task`).
 #[inline(always)]
 pub(crate) fn park_and_switch_to(task: &Task, target: SwitchTarget) {
-    let w = current_worker_ptr();
+    park_and_switch_to_on(current_worker_ptr(), task, target)
+}
+
+/// [`park_and_switch_to`] with this thread's worker `w` (null: none) in
+/// hand (`current_ptrs`, taken since the task last switched in).
+#[inline(always)]
+pub(crate) fn park_and_switch_to_on(
+    w: *const worker::WorkerCell,
+    task: &Task,
+    target: SwitchTarget,
+) {
     if task.cancelled.load(Ordering::Relaxed) || w.is_null() {
         return target.wake();
     }
