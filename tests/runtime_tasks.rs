@@ -776,7 +776,8 @@ static LATE_READS: Mutex<Vec<u64>> = Mutex::new(Vec::new());
 impl Drop for LateReader {
     fn drop(&mut self) {
         let v = greenos::task::with_cx(|cx| FAST_KEY_A.with_cx_fast(cx, |c| c.0.get()));
-        LATE_READS.lock().unwrap().extend(v);
+        let w = FAST_KEY_A.with_fast_or(|c| Some(c.0.get()), || None);
+        LATE_READS.lock().unwrap().extend(v.into_iter().chain(w));
     }
 }
 
@@ -786,10 +787,11 @@ greenos::task_local! {
     static FAST_KEY_B: std::cell::Cell<u64> = std::cell::Cell::new(0);
 }
 
-/// `LocalKey::with_cx_fast`: the first key that uses it is reached through
-/// the task's fast word, any other the ordinary way; either way each task
-/// sees its own values, across yields and moves between CPUs, and what the
-/// plain `with` sees. As the task ends, the fast word never outlives the
+/// `LocalKey::with_cx_fast` and `with_fast_or`: the first key that uses
+/// them is reached through the task's fast word (or its worker's copy of
+/// it), any other the ordinary way; either way each task sees its own
+/// values, across yields and moves between CPUs, and what the plain `with`
+/// sees. As the task ends, the fast word never outlives the
 /// value it names: a destructor that reads the fast key after its value
 /// dropped gets a fresh value, not the dropped one.
 #[test]
@@ -818,6 +820,11 @@ fn the_fast_task_local_is_per_task_and_never_stale() {
                     })
                     .expect("in a task");
                     assert_eq!((a, b), (i * 1000 + round, i + round));
+                    let through_worker = (
+                        FAST_KEY_A.with_fast_or(|c| c.0.get(), || unreachable!("in a task")),
+                        FAST_KEY_B.with_fast_or(|c| c.get(), || unreachable!("in a task")),
+                    );
+                    assert_eq!(through_worker, (a, b));
                     assert_eq!(FAST_KEY_A.with(|c| c.0.get()), a);
                     assert_eq!(FAST_KEY_B.with(|c| c.get()), b);
                 }
@@ -828,7 +835,7 @@ fn the_fast_task_local_is_per_task_and_never_stale() {
         t.join().unwrap();
     }
     let late = LATE_READS.lock().unwrap().clone();
-    assert_eq!(late.len(), 8, "each task's reader ran");
+    assert_eq!(late.len(), 16, "each task's reader ran, both ways");
     assert!(
         late.iter().all(|&v| v == 0),
         "a late read must see a fresh value, not a dropped one: {late:x?}"

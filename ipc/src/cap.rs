@@ -636,6 +636,17 @@ pub(crate) fn with_proc_cx<R>(cx: task::TaskCx<'_>, f: impl FnOnce(&ProcState) -
     PROC.with_cx_fast(cx, f)
 }
 
+/// [`with_proc_cx`] without a task handle (the runtime's fast key read
+/// through the worker, `LocalKey::with_fast_or`), or `outside()` outside
+/// a task.
+#[inline(always)]
+pub(crate) fn with_proc_fast_or<R>(
+    f: impl FnOnce(&ProcState) -> R,
+    outside: impl FnOnce() -> R,
+) -> R {
+    PROC.with_fast_or(f, outside)
+}
+
 impl ProcState {
     /// The task's endpoint port.
     #[inline]
@@ -722,22 +733,31 @@ pub(crate) fn with_resolved_in<R, E: From<Errno>>(
     with_proc_cx(
         cx,
         #[inline(always)]
-        |p| {
-            // The cache entry, pinned while `f` runs, if it is a hit.
-            let hit = p.cache.hit(p.current_table_ptr(), cap);
-            let owned;
-            let n = match &hit {
-                Some(h) => h.node(),
-                None => {
-                    owned = resolve_uncached(p, cap)?;
-                    &owned
-                }
-            };
-            check_node(n, need)?;
-            // `f` is inlined once, whichever way the node was found.
-            f(p, n)
-        },
+        |p| with_resolved_on(p, cap, need, f),
     )
+}
+
+/// [`with_resolved_in`] with the calling task's state in hand.
+#[inline(always)]
+pub(crate) fn with_resolved_on<R, E: From<Errno>>(
+    p: &ProcState,
+    cap: Cap,
+    need: Rights,
+    f: impl FnOnce(&ProcState, &Arc<CapNode>) -> Result<R, E>,
+) -> Result<R, E> {
+    // The cache entry, pinned while `f` runs, if it is a hit.
+    let hit = p.cache.hit(p.current_table_ptr(), cap);
+    let owned;
+    let n = match &hit {
+        Some(h) => h.node(),
+        None => {
+            owned = resolve_uncached(p, cap)?;
+            &owned
+        }
+    };
+    check_node(n, need)?;
+    // `f` is inlined once, whichever way the node was found.
+    f(p, n)
 }
 
 /// The checks every use of a looked-up node makes: not revoked, and

@@ -142,7 +142,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use greenos_runtime::sync::{SpinGuard, SpinLock};
-use greenos_runtime::task::{self, Task};
+use greenos_runtime::task::Task;
 use greenos_runtime::trace::BlockOn;
 use greenos_runtime::wait::{self, Claimed, WaitResult};
 
@@ -879,11 +879,11 @@ impl Endpoint {
         need: Rights,
         f: impl FnOnce(&CapNode, &Arc<EndpointObj>, &Arc<Port>) -> Result<R, E>,
     ) -> Result<R, E> {
-        task::with_cx_or_else(
+        cap::with_proc_fast_or(
             #[inline(always)]
-            |cx| {
-                cap::with_resolved_in(
-                    cx,
+            |p| {
+                cap::with_resolved_on(
+                    p,
                     self.cap,
                     need,
                     #[inline(always)]

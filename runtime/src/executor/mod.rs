@@ -526,6 +526,19 @@ pub(crate) fn current_ptrs() -> (*const worker::WorkerCell, *const Task) {
     (w, CURRENT.with(|c| c.get()))
 }
 
+/// The fast task-local word of the task running on this worker
+/// (`WorkerCell::current_fast`), or null (not a worker, no task, or no
+/// word set).
+#[inline(never)]
+pub(crate) fn current_fast_local() -> *const () {
+    let w = WORKER.with(|w| w.get());
+    if w.is_null() {
+        return std::ptr::null();
+    }
+    // SAFETY: a non-null WORKER is this thread's live WorkerCell.
+    unsafe { (*w).current_fast() }
+}
+
 /// Sets the current task of a thread that is not a worker (shutdown).
 #[inline(never)]
 pub(crate) fn set_current_task(t: *const Task) {

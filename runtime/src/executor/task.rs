@@ -564,6 +564,32 @@ impl Task {
         body_field!(self, fast_local)
     }
 
+    /// The fast task-local word, or null (also once the body is freed).
+    #[inline]
+    pub(crate) fn fast_local(&self) -> *const () {
+        if self.body.load(Ordering::Relaxed).is_null() {
+            return std::ptr::null();
+        }
+        // SAFETY: the body is live (checked just now; only its owner
+        // frees it, and the owner is the one asking or holds the task).
+        unsafe { (*self.fast_local_slot()).get() }
+    }
+
+    /// Sets the fast task-local word (the task itself, running), keeping
+    /// its worker's copy equal (`WorkerCell::current_fast`).
+    ///
+    /// # Safety
+    /// As for [`drop_locals`](Self::drop_locals): the running task itself.
+    pub(crate) unsafe fn set_fast_local(&self, p: *const ()) {
+        // SAFETY: caller contract.
+        unsafe { (*self.fast_local_slot()).set(p) };
+        let w = super::current_worker_ptr();
+        if !w.is_null() {
+            // SAFETY: a non-null WORKER is this thread's live WorkerCell.
+            unsafe { (*w).fast_local_changed(self) };
+        }
+    }
+
     /// The identity record of a migrating call (see `TaskBody::ident`).
     ///
     /// # Safety
@@ -623,7 +649,7 @@ impl Task {
             // The fast key's value may be the next to go (and a destructor
             // may have looked it up again since the last round).
             // SAFETY: caller contract (the running task itself).
-            unsafe { (*self.fast_local_slot()).set(std::ptr::null()) };
+            unsafe { self.set_fast_local(std::ptr::null()) };
             // SAFETY: caller contract; values are taken out one at a time, so
             // a destructor that touches another local sees a valid vector.
             let next = unsafe { (*self.locals_slot()).as_mut().and_then(|v| v.pop()) };

@@ -135,6 +135,11 @@ pub(crate) struct WorkerCell {
     /// The task this CPU runs now (null between tasks); read through
     /// `executor::current_task_ptr`.
     current: std::cell::Cell<*const Task>,
+    /// A copy of `current`'s fast task-local word (`TaskBody::fast_local`),
+    /// made at every `set_current` and kept equal to it while the task
+    /// runs (`Task::set_fast_local`): what `task::LocalKey::with_fast`
+    /// reads, two dependent loads shorter than through the task.
+    current_fast: std::cell::Cell<*const ()>,
 }
 
 impl WorkerCell {
@@ -162,6 +167,29 @@ impl WorkerCell {
     #[inline]
     pub(crate) fn set_current(&self, t: *const Task) {
         self.current.set(t);
+        let fast = if t.is_null() {
+            std::ptr::null()
+        } else {
+            // SAFETY: a task made current is alive (its runner holds a
+            // reference) and has not exited or is exiting on this thread.
+            unsafe { (*t).fast_local() }
+        };
+        self.current_fast.set(fast);
+    }
+
+    /// The running task's fast task-local word (see `current_fast`).
+    #[inline]
+    pub(crate) fn current_fast(&self) -> *const () {
+        self.current_fast.get()
+    }
+
+    /// Keeps `current_fast` equal to task `t`'s word after `t` changed it,
+    /// if `t` runs here.
+    #[inline]
+    pub(crate) fn fast_local_changed(&self, t: &Task) {
+        if std::ptr::eq(self.current.get(), t) {
+            self.current_fast.set(t.fast_local());
+        }
     }
 
     #[inline]
@@ -739,6 +767,7 @@ pub(crate) fn run_worker(shared: Arc<Shared>, index: usize, staging: Deque<TaskR
         index,
         ws,
         current: std::cell::Cell::new(std::ptr::null()),
+        current_fast: std::cell::Cell::new(std::ptr::null()),
         local: UnsafeCell::new(WorkerLocal {
             index,
             ws,
