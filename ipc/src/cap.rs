@@ -49,6 +49,15 @@
 //! - A child holds a strong reference to its parent, and a parent a weak one
 //!   to each child: deleting a capability does not cut its descendants off
 //!   from an ancestor's revoke.
+//! - A task's lookup cache (`CapCache`, one entry) answers only for the
+//!   same index in the same current table at the same removal count, and
+//!   the node's `revoked` flag and rights are checked on every use, hit or
+//!   not: a hit means what a fresh lookup would. The entry is replaced only
+//!   while no lookup still uses it (its pin count is 0).
+//! - The per-task state (`ProcState`: own table, linkage records, cache,
+//!   endpoint port) is the runtime's fast task-local
+//!   (`LocalKey::with_cx_fast`): an endpoint operation reaches it, its
+//!   capability and its port in a few loads.
 
 use std::any::Any;
 use std::cell::{Cell, OnceCell, UnsafeCell};

@@ -16,6 +16,17 @@
 //!
 //! `spawn` stays safe (as `std::thread::spawn` is): Rust cannot check these
 //! rules, so they are a documented contract (reference/coroutines.md §2).
+//!
+//! # Task-locals
+//! A task's values live in a vector of slots in its body, one per key,
+//! created on first use and dropped as the task ends (before a joiner sees
+//! its result). One key per program, the first to use
+//! [`LocalKey::with_cx_fast`] or [`LocalKey::with_fast_or`] (the IPC
+//! crate's per-task state), is also reachable through a word of the task's
+//! body, and the worker running the task keeps a copy of that word, made
+//! at every switch-in: an IPC operation reaches its state in three
+//! dependent loads from the thread. The word and its copy never outlive
+//! the value: both are cleared before each value drops.
 
 use std::any::Any;
 use std::cell::UnsafeCell;
