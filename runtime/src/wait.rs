@@ -929,7 +929,14 @@ fn park_until_inner<F: Fn() -> bool>(
     let t = unsafe { &*t };
     let mut handoff = handoff;
     if timeout.is_none() {
-        let (next, h) = park_prologue(t, on, &done, handoff);
+        // A handoff's checks are inlined (a few call sites: the IPC call
+        // and reply, `wake_one_and_wait`), a plain park's stay out of line
+        // (every blocking call has one).
+        let (next, h) = if handoff.is_some() {
+            park_prologue_inline(t, on, &done, handoff)
+        } else {
+            park_prologue(t, on, &done, handoff)
+        };
         match next {
             Prologue::Park => {
                 match h {
@@ -972,6 +979,17 @@ enum Prologue {
 /// holds the worker already.
 #[inline(never)]
 fn park_prologue<F: Fn() -> bool>(
+    t: &executor::task::Task,
+    on: (crate::trace::BlockOn, u64),
+    done: &F,
+    handoff: Option<SwitchTarget>,
+) -> (Prologue, Option<SwitchTarget>) {
+    park_prologue_inline(t, on, done, handoff)
+}
+
+/// [`park_prologue`], inlined into its caller.
+#[inline(always)]
+fn park_prologue_inline<F: Fn() -> bool>(
     t: &executor::task::Task,
     on: (crate::trace::BlockOn, u64),
     done: &F,
