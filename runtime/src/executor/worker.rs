@@ -137,7 +137,7 @@ pub(crate) struct WorkerCell {
     current: std::cell::Cell<*const Task>,
     /// A copy of `current`'s fast task-local word (`TaskBody::fast_local`),
     /// made at every `set_current` and kept equal to it while the task
-    /// runs (`Task::set_fast_local`): what `task::LocalKey::with_fast`
+    /// runs (`Task::set_fast_local`): what `task::LocalKey::with_fast_or`
     /// reads, two dependent loads shorter than through the task.
     current_fast: std::cell::Cell<*const ()>,
 }
