@@ -625,6 +625,67 @@ struct Queues {
     receivers: VecDeque<(Waiting, u64)>,
 }
 
+impl Queues {
+    /// Queues `me`'s message as a blocked sender (a call if `is_call`) and
+    /// starts its operation; returns the operation's generation.
+    #[inline(always)]
+    fn push_sender(
+        &mut self,
+        me: &Arc<Port>,
+        tag: MsgTag,
+        mr: [u64; FAST_MRS],
+        badge: u64,
+        caps: [Option<Arc<CapNode>>; MAX_EXTRA_CAPS],
+        is_call: bool,
+    ) -> u64 {
+        let op = me.begin(Phase::QueuedSend);
+        self.senders.push_back(SendEntry {
+            port: me.clone(),
+            op,
+            tag,
+            mr,
+            badge,
+            caps,
+            is_call,
+        });
+        op
+    }
+}
+
+/// Writes a message into the inbox of `r`, a receiver popped from `ep`'s
+/// queue, with the long registers copied from the sender's port `me`.
+///
+/// # Safety
+/// The caller holds the endpoint lock under which `r` was popped: it is
+/// the one party completing `r`'s receive (see `Port::inbox`), before
+/// `complete_receiver` makes it `Done`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn put_message(
+    r: &Port,
+    me: &Port,
+    ep: &EndpointObj,
+    tag: MsgTag,
+    mr: [u64; FAST_MRS],
+    badge: u64,
+    caps: [Option<Arc<CapNode>>; MAX_EXTRA_CAPS],
+    reply: Option<(Arc<Port>, u64)>,
+) {
+    copy_long(me, r, tag.length);
+    // SAFETY: the caller's contract.
+    unsafe {
+        r.put(Delivery {
+            tag,
+            mr,
+            badge,
+            caps,
+            via: ep as *const EndpointObj as usize,
+            reply,
+            broken: false,
+            extra: false,
+        })
+    };
+}
+
 /// Marks the popped receiver `r`'s operation `rop` done (its inbox is
 /// written) and releases the endpoint lock `q`. Returns `r`'s task claimed
 /// if it was parked, for the caller to switch to or wake; otherwise wakes
@@ -969,26 +1030,10 @@ impl Endpoint {
             // SAFETY: popped under the endpoint lock we hold (released only
             // by `complete_receiver`, after which `r` is not used).
             let r = unsafe { r.port() };
-            {
-                // `r` left the receiver queue under the endpoint lock we
-                // hold: only we may complete its receive (a timing-out `r`
-                // takes this lock before it looks), so no port lock.
-                copy_long(me, r, tag.length);
-                // SAFETY: the one party completing this operation (see
-                // `Port::inbox`), before the phase becomes `Done`.
-                unsafe {
-                    r.put(Delivery {
-                        tag,
-                        mr: msg.mr,
-                        badge: node.badge,
-                        caps,
-                        via: Arc::as_ptr(ep) as usize,
-                        reply: None,
-                        broken: false,
-                        extra: false,
-                    })
-                };
-            }
+            // SAFETY: `r` left the receiver queue under the endpoint lock
+            // we hold: only we may complete its receive (a timing-out `r`
+            // takes this lock before it looks), so no port lock.
+            unsafe { put_message(r, me, ep, tag, msg.mr, node.badge, caps, None) };
             let claimed = complete_receiver(r, rop, q);
             finish_moves(&moved);
             // A send does not block, so it has no CPU to hand over: the
@@ -1007,16 +1052,7 @@ impl Endpoint {
             ep.dropped.fetch_add(1, Ordering::Relaxed);
             return Ok(());
         }
-        let op = me.begin(Phase::QueuedSend);
-        q.senders.push_back(SendEntry {
-            port: me.clone(),
-            op,
-            tag,
-            mr: msg.mr,
-            badge: node.badge,
-            caps,
-            is_call: false,
-        });
+        q.push_sender(me, tag, msg.mr, node.badge, caps, false);
         drop(q);
         let r = wait_done(me, ep, deadline(timeout), None);
         if r.is_ok() {
@@ -1244,16 +1280,7 @@ impl Endpoint {
         let tag = send_tag(msg.tag, 0);
         let mut q = ep.q.lock();
         let Some((r, rop)) = q.receivers.pop_front() else {
-            let op = me.begin(Phase::QueuedSend);
-            q.senders.push_back(SendEntry {
-                port: me.clone(),
-                op,
-                tag,
-                mr: msg.mr,
-                badge: node.badge,
-                caps: Default::default(),
-                is_call: true,
-            });
+            q.push_sender(me, tag, msg.mr, node.badge, Default::default(), true);
             return None;
         };
         // SAFETY: popped under the endpoint lock we hold (released only
@@ -1302,27 +1329,11 @@ impl Endpoint {
             // only by `complete_receiver`, after which `r` is not used).
             let r = unsafe { r.port() };
             op = me.begin(Phase::AwaitReply);
-            {
-                // As in `send_inner`: popped under the endpoint lock we
-                // hold, so no port lock.
-                copy_long(me, r, tag.length);
-                // SAFETY: our own port, starting this call.
-                let handle = unsafe { me.handle() };
-                // SAFETY: the one party completing this operation (see
-                // `Port::inbox`), before the phase becomes `Done`.
-                unsafe {
-                    r.put(Delivery {
-                        tag,
-                        mr: msg.mr,
-                        badge: node.badge,
-                        caps,
-                        via: Arc::as_ptr(ep) as usize,
-                        reply: Some((handle, op)),
-                        broken: false,
-                        extra: false,
-                    })
-                };
-            }
+            // SAFETY: our own port, starting this call.
+            let reply = Some((unsafe { me.handle() }, op));
+            // SAFETY: as in `send_on`: popped under the endpoint lock we
+            // hold, so no port lock.
+            unsafe { put_message(r, me, ep, tag, msg.mr, node.badge, caps, reply) };
             // The fastpath conditions (module doc): 1, 4 (we found r
             // waiting), 6 and 10.
             let fast = ep.mode == SwitchMode::Direct
@@ -1340,16 +1351,7 @@ impl Endpoint {
                 }
             }
         } else {
-            op = me.begin(Phase::QueuedSend);
-            q.senders.push_back(SendEntry {
-                port: me.clone(),
-                op,
-                tag,
-                mr: msg.mr,
-                badge: node.badge,
-                caps,
-                is_call: true,
-            });
+            op = q.push_sender(me, tag, msg.mr, node.badge, caps, true);
             drop(q);
         }
         let _ = op;
