@@ -526,7 +526,7 @@ pub(crate) struct ProcState {
     /// The task's endpoint port (`crate::endpoint`), made on first use.
     /// Kept here, not in a task-local of its own, so that an endpoint
     /// operation reaches both its capability and its port from one
-    /// lookup (`with_resolved_in`).
+    /// lookup (`with_resolved_on`).
     port: OnceCell<crate::endpoint::PortSlot>,
 }
 
@@ -722,31 +722,15 @@ pub(crate) fn with_resolved<R, E: From<Errno>>(
     need: Rights,
     f: impl FnOnce(&Arc<CapNode>) -> Result<R, E>,
 ) -> Result<R, E> {
-    with_resolved_in(
-        cx,
-        cap,
-        need,
-        #[inline(always)]
-        |_, n| f(n),
-    )
-}
-
-/// [`with_resolved`] also handing `f` the calling task's state.
-#[inline(always)]
-pub(crate) fn with_resolved_in<R, E: From<Errno>>(
-    cx: task::TaskCx<'_>,
-    cap: Cap,
-    need: Rights,
-    f: impl FnOnce(&ProcState, &Arc<CapNode>) -> Result<R, E>,
-) -> Result<R, E> {
     with_proc_cx(
         cx,
         #[inline(always)]
-        |p| with_resolved_on(p, cap, need, f),
+        |p| with_resolved_on(p, cap, need, |_, n| f(n)),
     )
 }
 
-/// [`with_resolved_in`] with the calling task's state in hand.
+/// [`with_resolved`] with the calling task's state in hand, also handed
+/// to `f`.
 #[inline(always)]
 pub(crate) fn with_resolved_on<R, E: From<Errno>>(
     p: &ProcState,
