@@ -691,6 +691,7 @@ unsafe fn put_message(
 /// if it was parked, for the caller to switch to or wake; otherwise wakes
 /// it (through a handle taken before `Done`: once `Done`, it may run on
 /// and end at any time) and returns None.
+#[inline(always)]
 fn complete_receiver(r: &Port, rop: u64, q: SpinGuard<'_, Queues>) -> Option<Claimed> {
     if let Some(c) = r.task.try_claim() {
         r.done(rop);
@@ -1212,14 +1213,17 @@ impl Endpoint {
         if d.extra {
             return Ok(self.finish_recv::<Errno>(me)?.0);
         }
-        let m = Msg {
+        // Idle first: the inbox stays this task's own until its next
+        // operation begins (no party completes an idle port), and the
+        // message is then read straight into the result (read before the
+        // store, it would be kept on the stack across it).
+        me.idle();
+        Ok(Msg {
             tag: d.tag,
             mr: d.mr,
             badge: d.badge,
             caps: [CapSlot::Empty; MAX_EXTRA_CAPS],
-        };
-        me.idle();
-        Ok(m)
+        })
     }
 
     /// Sends `msg` and waits for the reply (seL4 `Call`).
@@ -1519,7 +1523,7 @@ impl Reply {
     /// withdraw before the replier switches out): the reply is claimed by a
     /// load and a store instead of a CAS, and the caller's counted handle
     /// goes back to its spare slot instead of being dropped later.
-    #[inline(never)]
+    #[inline(always)]
     fn deliver_fast(self, msg: &Msg, me: &Port) -> Result<Option<Answered>, Errno> {
         check_len(msg)?;
         debug_assert!(!has_out_caps(msg));

@@ -849,6 +849,7 @@ impl Claimed {
         Claimed { task: Some(task) }
     }
 
+    #[inline]
     fn take(mut self) -> TaskRef {
         self.task.take().expect("a claim is spent once")
     }
@@ -866,6 +867,7 @@ impl Claimed {
 }
 
 impl Drop for Claimed {
+    #[inline]
     fn drop(&mut self) {
         if let Some(t) = self.task.take() {
             executor::enqueue_claimed(t, false);
@@ -1014,7 +1016,7 @@ fn park_prologue_inline<F: Fn() -> bool>(
 /// that must die) leaves with `Cancelled`, a condition that already holds
 /// with `Invalid`, and either way the handoff target is woken. Otherwise
 /// the handoff is given back, to park with.
-#[inline]
+#[inline(always)]
 fn no_sleep<F: Fn() -> bool + ?Sized>(
     t: &executor::task::Task,
     done: &F,

@@ -782,13 +782,18 @@ pub(crate) fn park_and_switch_to(task: &Task, target: SwitchTarget) {
 
 /// [`park_and_switch_to`] with this thread's worker `w` (null: none) in
 /// hand (`current_ptrs`, taken since the task last switched in).
+///
+/// Unlike [`park_current`], it does not check `task.cancelled`: both
+/// callers (`wait::park_until_inner` and `park_until_slow`) have just
+/// checked it, and a cancellation after that check is no different from
+/// one after this point (the canceller's wakeup ends the park either way).
 #[inline(always)]
 pub(crate) fn park_and_switch_to_on(
     w: *const worker::WorkerCell,
     task: &Task,
     target: SwitchTarget,
 ) {
-    if task.cancelled.load(Ordering::Relaxed) || w.is_null() {
+    if w.is_null() {
         return target.wake();
     }
     match task.state.begin_park() {
@@ -930,6 +935,7 @@ impl SwitchTarget {
     const WON: usize = 4;
     const FLAGS: usize = 7;
 
+    #[inline]
     fn pack(t: *const Task, flags: usize) -> SwitchTarget {
         debug_assert_eq!(t as usize & Self::FLAGS, 0);
         // A pointer to a live task is not null.
@@ -951,6 +957,7 @@ impl SwitchTarget {
 
     /// A target borrowed from the caller of `park_and_switch_to`, whose
     /// frame outlives the handoff (see the type doc).
+    #[inline]
     pub(crate) fn named(t: &TaskRef, lend: bool) -> SwitchTarget {
         Self::pack(Arc::as_ptr(t), if lend { Self::LEND } else { 0 })
     }
@@ -958,6 +965,7 @@ impl SwitchTarget {
     /// A target the parking task already won (`wait::Claimed`): `t` is
     /// the parked reference, now owned; the target runs only when this
     /// target is switched to or woken (dropping it wakes it).
+    #[inline]
     pub(crate) fn won(t: TaskRef, lend: bool) -> SwitchTarget {
         let lend = if lend { Self::LEND } else { 0 };
         Self::pack(Arc::into_raw(t), lend | Self::COUNTED | Self::WON)
@@ -974,6 +982,13 @@ impl SwitchTarget {
     #[inline]
     pub(crate) fn lends(&self) -> bool {
         self.has(Self::LEND)
+    }
+
+    /// Whether the parking task won the target already (`won`): it cannot
+    /// run, move or park again until this target is spent.
+    #[inline]
+    pub(crate) fn is_won(&self) -> bool {
+        self.has(Self::WON)
     }
 
     /// The same target holding a counted reference: a borrowed one takes a
@@ -999,6 +1014,7 @@ impl SwitchTarget {
     /// Tries PARKED -> RUNNABLE on the target (a won target is won
     /// already): on success returns the reference the parked task kept,
     /// now the caller's to enqueue.
+    #[inline]
     fn win_wakeup(self) -> Option<TaskRef> {
         let this = std::mem::ManuallyDrop::new(self);
         let (ptr, counted) = (this.ptr(), this.has(Self::COUNTED));
@@ -1026,6 +1042,7 @@ impl SwitchTarget {
 
     /// Drops the target without waking it: for a hand-back whose target
     /// runs on at once anyway (the lender a loan returns to).
+    #[inline]
     pub(crate) fn release(self) {
         let this = std::mem::ManuallyDrop::new(self);
         debug_assert!(!this.has(Self::WON), "a won target must run or be woken");
@@ -1100,6 +1117,7 @@ pub(crate) fn wake_task_sync(task: TaskRef) {
 /// CAS, no other effect when it is not): the claim of
 /// [`crate::Task::try_claim`]. Returns the parked reference, now the
 /// caller's to run or enqueue.
+#[inline]
 pub(crate) fn try_claim(task: &Task) -> Option<TaskRef> {
     if !task.state.try_claim() {
         return None;
@@ -1231,6 +1249,7 @@ pub(crate) fn runs_on_loan() -> bool {
 
 /// Whether the running task runs on a scheduling context `task` lent it
 /// (see `wait::lent_by`).
+#[inline]
 pub(crate) fn lent_by(task: &Task) -> bool {
     with_local(|l| l.lender_is(task)).unwrap_or(false)
 }

@@ -166,6 +166,7 @@ impl TaskState {
     /// [`wake`](Self::wake), a task that is not parked is left as it is
     /// (no `NOTIFIED`). True: the caller owns enqueuing it, as after a
     /// `wake` that returned `Enqueue`.
+    #[inline]
     pub(crate) fn try_claim(&self) -> bool {
         self.0
             .compare_exchange(PARKED, RUNNABLE, Ordering::AcqRel, Ordering::Relaxed)

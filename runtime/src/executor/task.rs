@@ -530,6 +530,7 @@ impl Task {
     /// The caller's [`TaskState::wake`] returned `Enqueue` for this task
     /// (or, at shutdown, the caller otherwise took the task out of
     /// PARKED), and it takes the reference exactly once.
+    #[inline]
     pub(crate) unsafe fn take_parked_ref(&self) -> TaskRef {
         // SAFETY: the worker leaked exactly this `Arc` (`TaskRef::into_raw`)
         // when the park completed; winning PARKED -> RUNNABLE makes the

@@ -1167,9 +1167,9 @@ impl WorkerCell {
     /// (`needs_scheduler`: then the scheduler must run), the lender may lend
     /// ([`may_lend`](WorkerLocal::may_lend): CFS, no RT task queued,
     /// neither task RT, the lender not joining, not shutting down), and the
-    /// borrower may borrow ([`lendable`](WorkerLocal::lendable): parked on
-    /// this CPU, bound to this queue and allowed here, seL4 fastpath rule
-    /// 10). A target won but not lendable goes to `handoff_won` for the
+    /// borrower may borrow ([`placed_here`](WorkerLocal::placed_here) and
+    /// [`may_borrow`](WorkerLocal::may_borrow): parked on this CPU, bound
+    /// to this queue and allowed here, seL4 fastpath rule 10). A target won but not lendable goes to `handoff_won` for the
     /// ordinary direct switch.
     fn try_lend(&self, task: &TaskRef, result: &CoroutineResult<Request, ()>) -> Option<TaskRef> {
         if !matches!(result, CoroutineResult::Yield(Request::Park)) {
@@ -1188,19 +1188,22 @@ impl WorkerCell {
             return None;
         }
         let target = l.handoff.take()?;
-        self.win_borrower(target)
+        self.win_borrower(target, false)
     }
 
     /// Wins a loan's borrower `target` (PARKED -> RUNNABLE) and returns it
-    /// if it may borrow here (`lendable`), counted as a direct switch. A
+    /// if it may borrow here (`placed_here`, `may_borrow`), counted as a direct switch. A
     /// target won but not lendable goes to `handoff_won`, for the ordinary
-    /// direct switch; one that was not parked goes on by itself.
+    /// direct switch; one that was not parked goes on by itself. `placed`:
+    /// the caller checked `placed_here`'s conditions after the target
+    /// was won (a won target cannot move), so only the rest is checked.
     #[inline(always)]
-    fn win_borrower(&self, target: super::SwitchTarget) -> Option<TaskRef> {
+    fn win_borrower(&self, target: super::SwitchTarget, placed: bool) -> Option<TaskRef> {
         let b = target.win_wakeup()?;
         let l = self.local();
         // SAFETY: we won `b`'s PARKED -> RUNNABLE: this worker owns it.
-        if !l.lendable(&b, unsafe { b.sched() }) {
+        let bsp = unsafe { b.sched() };
+        if !(placed || l.placed_here(&b)) || !l.may_borrow(&b, bsp) {
             l.handoff_won = Some(b);
             return None;
         }
@@ -1219,8 +1222,23 @@ impl WorkerCell {
     /// nested. Otherwise leaves the handoff for the worker (`handoff`, or
     /// `handoff_won` for a target won but not lendable) and returns None:
     /// `me` then switches out the ordinary way.
-    #[inline(never)]
+    ///
+    /// A hand-back to the lender (a reply on a loan: `target` does not
+    /// lend and lent `me` this context) only leaves the handoff, inline;
+    /// the rest is [`lend_begin_slow`](Self::lend_begin_slow).
+    #[inline(always)]
     pub(crate) fn lend_begin(&self, me: &Task, target: super::SwitchTarget) -> Option<TaskRef> {
+        let l = self.local();
+        if !target.lends() && l.lender_is(target.task()) {
+            l.handoff = Some(target);
+            return None;
+        }
+        self.lend_begin_slow(me, target)
+    }
+
+    /// [`lend_begin`](Self::lend_begin) for anything but a hand-back.
+    #[inline(never)]
+    fn lend_begin_slow(&self, me: &Task, target: super::SwitchTarget) -> Option<TaskRef> {
         let l = self.local();
         // The placement rule of every direct switch (`can_switch_to`); a
         // hand-back to the lender meets it by construction.
@@ -1237,7 +1255,10 @@ impl WorkerCell {
             l.handoff = Some(target);
             return None;
         }
-        let b = self.win_borrower(target)?;
+        // A won target (a claimed call target) was won before the
+        // placement check above, and cannot have moved since.
+        let placed = target.is_won();
+        let b = self.win_borrower(target, placed)?;
         let ws = self.worker_shared();
         let l = self.local();
         l.lender = me;
@@ -1251,8 +1272,7 @@ impl WorkerCell {
     /// (`executor::can_switch_to`, for a caller that holds the worker).
     #[inline]
     pub(crate) fn can_switch_here(&self, to: &Task) -> bool {
-        let cpu = self.worker_shared().index;
-        to.rt_id == self.shared.id && to.cpu.load(Ordering::Relaxed) == cpu && to.allowed_on(cpu)
+        self.local().placed_here(to)
     }
 
     /// The borrower `b`, resumed nested by its lender `me`, switched out
@@ -1638,13 +1658,23 @@ impl WorkerLocal {
     }
 
     /// Whether the owned, runnable `b` may borrow a scheduling context
-    /// here: same runtime, last ran on this CPU and allowed here (seL4
-    /// fastpath rule 10), bound to this queue, fair, already started.
-    fn lendable(&self, b: &Task, bsp: &super::task::SchedPart) -> bool {
+    /// here, as to placement: same runtime, last ran on this CPU and
+    /// allowed here (seL4 fastpath rule 10; the conditions of
+    /// `WorkerCell::can_switch_here`). The rest is
+    /// [`may_borrow`](Self::may_borrow).
+    #[inline]
+    fn placed_here(&self, b: &Task) -> bool {
         b.rt_id == self.shared.id
             && b.cpu.load(Ordering::Relaxed) == self.index
             && b.allowed_on(self.index)
-            && !bsp.vruntime_relative
+    }
+
+    /// Whether the owned, runnable `b` may borrow a scheduling context
+    /// here, placement aside ([`placed_here`](Self::placed_here)): bound to
+    /// this queue, fair, already started.
+    #[inline]
+    fn may_borrow(&self, b: &Task, bsp: &super::task::SchedPart) -> bool {
+        !bsp.vruntime_relative
             && !bsp.ent.policy.is_rt()
             // SAFETY: the caller owns `b`; only its worker touches the slot.
             && unsafe { (*b.coro_slot()).is_some() }
