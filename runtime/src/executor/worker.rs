@@ -1169,8 +1169,9 @@ impl WorkerCell {
     /// neither task RT, the lender not joining, not shutting down), and the
     /// borrower may borrow ([`placed_here`](WorkerLocal::placed_here) and
     /// [`may_borrow`](WorkerLocal::may_borrow): parked on this CPU, bound
-    /// to this queue and allowed here, seL4 fastpath rule 10). A target won but not lendable goes to `handoff_won` for the
-    /// ordinary direct switch.
+    /// to this queue and allowed here, seL4 fastpath rule 10). A target
+    /// won that may not borrow goes to `handoff_won` for the ordinary
+    /// direct switch.
     fn try_lend(&self, task: &TaskRef, result: &CoroutineResult<Request, ()>) -> Option<TaskRef> {
         if !matches!(result, CoroutineResult::Yield(Request::Park)) {
             return None;
@@ -1192,9 +1193,10 @@ impl WorkerCell {
     }
 
     /// Wins a loan's borrower `target` (PARKED -> RUNNABLE) and returns it
-    /// if it may borrow here (`placed_here`, `may_borrow`), counted as a direct switch. A
-    /// target won but not lendable goes to `handoff_won`, for the ordinary
-    /// direct switch; one that was not parked goes on by itself. `placed`:
+    /// if it may borrow here (`placed_here`, `may_borrow`), counted as a
+    /// direct switch. A target won that may not borrow goes to
+    /// `handoff_won`, for the ordinary direct switch; one that was not
+    /// parked goes on by itself. `placed`:
     /// the caller checked `placed_here`'s conditions after the target
     /// was won (a won target cannot move), so only the rest is checked.
     #[inline(always)]
@@ -1220,7 +1222,7 @@ impl WorkerCell {
     /// loan made already, and tracing off), wins it and makes it the
     /// running task on `me`'s scheduling context, for `me` to resume
     /// nested. Otherwise leaves the handoff for the worker (`handoff`, or
-    /// `handoff_won` for a target won but not lendable) and returns None:
+    /// `handoff_won` for a target won that may not borrow) and returns None:
     /// `me` then switches out the ordinary way.
     ///
     /// A hand-back to the lender (a reply on a loan: `target` does not
@@ -1256,7 +1258,8 @@ impl WorkerCell {
             return None;
         }
         // A won target (a claimed call target) was won before the
-        // placement check above, and cannot have moved since.
+        // placement check above (which ran: no loan is in progress here,
+        // so the target is not a lender), and cannot have moved since.
         let placed = target.is_won();
         let b = self.win_borrower(target, placed)?;
         let ws = self.worker_shared();
