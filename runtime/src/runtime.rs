@@ -208,6 +208,8 @@ impl Builder {
                     runnable_avg: AtomicU64::new(0),
                     avg_at: AtomicU64::new(0),
                     removed: Default::default(),
+                    in_flight: Default::default(),
+                    inbox_drains: AtomicU64::new(0),
                     pull_request: AtomicU64::new(0),
                     counters: Default::default(),
                 })

@@ -35,6 +35,10 @@
 //!   `need_resched` on the busiest CPU so that it is served within one yield
 //!   point, not one slice. New tasks take the cheap, lock-free path: idle
 //!   CPUs steal them from staging deques, lowest domain first.
+//! - The **in-flight words** of each CPU ([`InFlight`]): a task a pull or
+//!   a push has detached and sent to a CPU's inbox is counted in that
+//!   CPU's published statistics until the CPU has enqueued it, since
+//!   other CPUs' passes would otherwise see it nowhere and pull another.
 //!
 //! # Invariants
 //!
@@ -43,12 +47,16 @@
 //! - Only a queue's owner detaches from it directly; others use `removed`.
 //! - A pull never moves a running task or a task against its mask, and a
 //!   newly-idle pull never takes the source's last task.
+//! - A task that `carry_to` sent is counted in its receiver's `in_flight`
+//!   exactly until the receiver has enqueued it and published its own
+//!   `nr_running` with it (or has forwarded it on): `in_flight_to` names
+//!   that receiver meanwhile, and only the task's owner touches it.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use super::task::{SchedPart, Task, TaskRef};
 use super::worker::WorkerLocal;
-use super::{bump, Shared, BUSY};
+use super::{bump, Shared, BUSY, SLEEPING, SPINNING};
 use crate::cpuset::CpuSet;
 use crate::sched::balance::{self, Candidate, CpuStat, MigrationType, Plan};
 use crate::sched::domains::{SchedDomain, SdFlags, SCHED_CAPACITY_SCALE};
@@ -117,6 +125,112 @@ impl RemovedWords {
             ..SchedAvg::default()
         });
         Some(r)
+    }
+}
+
+/// `SchedPart::in_flight_to` of a task no balancing move is carrying.
+pub(crate) const NOT_IN_FLIGHT: usize = usize::MAX;
+
+/// What balancing moves are carrying to one CPU: tasks detached from their
+/// source queue and pushed into this CPU's inbox, not yet enqueued here.
+/// The kernel moves a task between two locked queues in one step
+/// (`detach_task` + `attach_task`), so no other CPU's balance pass ever
+/// sees it in neither; greenos hands it over through the inbox, and the
+/// receiver takes it at its next scheduling point (later still when its
+/// thread waits for a core). Counting it here meanwhile keeps the other
+/// CPUs' passes from seeing the receiver short of a task and pulling a
+/// second one for it (which tests/balance.rs caught as tasks moving
+/// between balanced nodes).
+#[derive(Default, Debug)]
+pub(crate) struct InFlight {
+    nr: AtomicU64,
+    load_avg: AtomicU64,
+    util_avg: AtomicU64,
+    runnable_avg: AtomicU64,
+}
+
+impl InFlight {
+    fn add(&self, avg: &SchedAvg) {
+        self.load_avg.fetch_add(avg.load_avg, Ordering::Relaxed);
+        self.util_avg.fetch_add(avg.util_avg, Ordering::Relaxed);
+        self.runnable_avg
+            .fetch_add(avg.runnable_avg, Ordering::Relaxed);
+        self.nr.fetch_add(1, Ordering::Release);
+    }
+
+    fn sub(&self, avg: &SchedAvg) {
+        self.nr.fetch_sub(1, Ordering::Release);
+        self.load_avg.fetch_sub(avg.load_avg, Ordering::Relaxed);
+        self.util_avg.fetch_sub(avg.util_avg, Ordering::Relaxed);
+        self.runnable_avg
+            .fetch_sub(avg.runnable_avg, Ordering::Relaxed);
+    }
+
+    /// `(nr, load_avg, util_avg, runnable_avg)` in flight. The words are
+    /// read one by one: a sum caught between an `add` and a `sub` of
+    /// another task can be off by that task for this one read, which is
+    /// what a lockless reader of the kernel's remote `rq` fields sees too.
+    /// Each word wraps at most transiently (a `sub` overtaking its `add`
+    /// in a reader's view), so a reading above `u64::MAX / 2` counts as 0.
+    fn read(&self) -> (u64, u64, u64, u64) {
+        let r = |w: &AtomicU64| {
+            let v = w.load(Ordering::Relaxed);
+            if v > u64::MAX / 2 {
+                0
+            } else {
+                v
+            }
+        };
+        let nr = self.nr.load(Ordering::Acquire);
+        let nr = if nr > u64::MAX / 2 { 0 } else { nr };
+        (
+            nr,
+            r(&self.load_avg),
+            r(&self.util_avg),
+            r(&self.runnable_avg),
+        )
+    }
+}
+
+/// Hands a task detached from this CPU's queue (by `unbind`) to `dst`'s
+/// inbox as a balancing move, counted in `dst`'s [`InFlight`] until `dst`
+/// has enqueued it ([`Landing`]).
+pub(crate) fn carry_to(shared: &Shared, dst: usize, task: TaskRef, sp: &mut SchedPart) {
+    debug_assert!(sp.vruntime_relative && sp.in_flight_to == NOT_IN_FLIGHT);
+    let w = &shared.workers[dst];
+    w.in_flight.add(&sp.avg);
+    sp.in_flight_to = dst;
+    // `task.cpu` still names the source CPU: the receiver reads it as
+    // where the task came from.
+    w.inbox.push(task);
+}
+
+/// A task that a balancing move carried, taken out of its inbox: what
+/// [`carry_to`] counted, to take back with [`Landing::done`] once the
+/// receiver has published its statistics with the task in them (until
+/// then it is counted twice rather than nowhere).
+#[must_use]
+pub(crate) struct Landing {
+    to: usize,
+    avg: SchedAvg,
+}
+
+impl Landing {
+    /// The count of a carried task (`None` for any other), taken from
+    /// `sp` before its averages change. They are unchanged since
+    /// [`carry_to`]: no one touches a task in an inbox.
+    #[inline]
+    pub(crate) fn take(sp: &mut SchedPart) -> Option<Landing> {
+        if sp.in_flight_to == NOT_IN_FLIGHT {
+            return None;
+        }
+        let to = std::mem::replace(&mut sp.in_flight_to, NOT_IN_FLIGHT);
+        Some(Landing { to, avg: sp.avg })
+    }
+
+    /// Ends the count.
+    pub(crate) fn done(self, shared: &Shared) {
+        shared.workers[self.to].in_flight.sub(&self.avg);
     }
 }
 
@@ -253,12 +367,13 @@ pub(crate) fn snapshot_stats(shared: &Shared, out: &mut Vec<CpuStat>) {
     let now = crate::clock::now_ns();
     out.clear();
     out.extend(shared.workers.iter().map(|w| {
-        let nr_running = w.nr_running.load(Ordering::Relaxed) as u64;
+        let (nr_in, load_in, util_in, runnable_in) = w.in_flight.read();
+        let nr_running = w.nr_running.load(Ordering::Relaxed) as u64 + nr_in;
         let (load_avg, util_avg, runnable_avg) = published_avgs(w, now);
         CpuStat {
-            load_avg,
-            util_avg,
-            runnable_avg,
+            load_avg: load_avg + load_in,
+            util_avg: util_avg + util_in,
+            runnable_avg: runnable_avg + runnable_in,
             nr_running,
             idle: w.idle.load(Ordering::Relaxed) != BUSY && nr_running == 0,
             capacity: SCHED_CAPACITY_SCALE,
@@ -430,7 +545,8 @@ impl WorkerLocal {
         }
     }
 
-    fn publish_avg(&mut self) {
+    /// Publishes this queue's averages (and their time) for other CPUs.
+    pub(crate) fn publish_avg(&mut self) {
         let a = &self.lb.avg;
         let now = (a.load_avg, a.util_avg, a.runnable_avg);
         let ws = &self.shared().workers[self.index()];
@@ -522,6 +638,12 @@ impl WorkerLocal {
         }
         let busy = !stats[me].idle;
         let mut posted = false;
+        // Cleared when this CPU is not the one its group balances with at
+        // some level: the higher levels are then skipped too, as the
+        // kernel's `sched_balance_domains` stops at `!continue_balancing`
+        // (their intervals restart as if they had run, so the run loop
+        // does not come back for them at every turn).
+        let mut continue_balancing = true;
         for (lvl, sd) in doms.domains.iter().enumerate() {
             if newly_idle {
                 if !sd.flags.contains(SdFlags::BALANCE_NEWIDLE) {
@@ -533,9 +655,27 @@ impl WorkerLocal {
                 }
                 let ms = sd.interval_ms(busy, shared.nr_cpus());
                 self.lb.next_at[lvl] = now + ms * 1_000_000;
+                if !continue_balancing {
+                    continue;
+                }
             }
             let slot = lvl.min(MAX_LEVELS - 1);
             bump(&self.ws_counters().lb[slot].attempts, 1);
+            // An idle CPU balances only while it spins (newly-idle passes);
+            // one asleep in the OS balances nothing (greenos has no nohz
+            // idle balancer to do it on its behalf), so it is passed over.
+            let state = |c: usize| shared.workers[c].idle.load(Ordering::Relaxed);
+            if !newly_idle
+                && !balance::should_we_balance(
+                    sd,
+                    me,
+                    |c| stats[c].idle && state(c) == SPINNING,
+                    |c| c == me || state(c) != SLEEPING,
+                )
+            {
+                continue_balancing = false;
+                continue;
+            }
             let Some(plan) = balance::find_busiest(sd, me, &stats, &sd.span, &[], newly_idle)
             else {
                 continue;
@@ -662,9 +802,7 @@ impl WorkerLocal {
             sp.ent.se.on_rq = false;
             if take[i] {
                 self.unbind(sp);
-                // `task.cpu` still names this CPU: the receiver reads it
-                // as where the task came from.
-                shared.workers[req.dst].inbox.push(task);
+                carry_to(&shared, req.dst, task, sp);
                 moved += 1;
             } else {
                 self.rq.migrate_out(&mut sp.ent);
@@ -683,6 +821,10 @@ impl WorkerLocal {
                 *f = 0;
             }
             dst_counters.pulled.fetch_add(moved, Ordering::Relaxed);
+            // This queue's statistics without them, at once (the kernel's
+            // `detach_task` updates the source queue under its lock).
+            self.publish_avg();
+            self.publish();
             bump(&self.ws_counters().migrations_out, moved);
             let out_lvl = self.doms().level_of(req.dst);
             bump(&self.ws_counters().lb[out_lvl].migrations_out, moved);
@@ -692,13 +834,24 @@ impl WorkerLocal {
 
     /// The domain-ordered list of CPUs to try for stealing or pushing:
     /// nearest first, rotated by `start` within each level.
-    pub(crate) fn for_each_near(&self, start: usize, mut f: impl FnMut(usize, usize) -> bool) {
-        for (lvl, ring) in self.doms().ring.iter().enumerate() {
-            let n = ring.len();
-            for k in 0..n {
-                if f(lvl.min(MAX_LEVELS - 1), ring[(start + k) % n]) {
-                    return;
-                }
+    pub(crate) fn for_each_near(&self, start: usize, f: impl FnMut(usize, usize) -> bool) {
+        for_each_near_in(self.doms(), start, f);
+    }
+}
+
+/// [`WorkerLocal::for_each_near`] over `doms` (for callers that hold a
+/// mutable borrow of other `WorkerLocal` fields meanwhile): calls `f(level
+/// slot, cpu)` until it returns true.
+pub(crate) fn for_each_near_in(
+    doms: &CpuDomains,
+    start: usize,
+    mut f: impl FnMut(usize, usize) -> bool,
+) {
+    for (lvl, ring) in doms.ring.iter().enumerate() {
+        let n = ring.len();
+        for k in 0..n {
+            if f(lvl.min(MAX_LEVELS - 1), ring[(start + k) % n]) {
+                return;
             }
         }
     }

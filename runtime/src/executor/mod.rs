@@ -162,6 +162,14 @@ pub(crate) struct WorkerShared {
     /// `cfs_rq->removed`: averages of sleeping tasks that wakers on other
     /// CPUs moved away; the owner subtracts them at its next update.
     pub(crate) removed: lb::RemovedWords,
+    /// Tasks a balancing move is carrying here (detached from their old
+    /// queue, not yet attached to this one): counted in this CPU's
+    /// statistics meanwhile, as the kernel's `attach_task` counts them at
+    /// once.
+    pub(crate) in_flight: lb::InFlight,
+    /// How many times the owner has drained its inbox (written only by the
+    /// owner; see `WorkerLocal::inbox_refused`).
+    pub(crate) inbox_drains: AtomicU64,
     /// A pull request from a CPU that balanced against this one
     /// (`lb::PullRequest`, encoded; 0: none). Served by the owner at its
     /// next scheduling point.

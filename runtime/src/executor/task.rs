@@ -129,6 +129,10 @@ pub(crate) struct SchedPart {
     /// PELT series of the task (`se->avg`); attached to its CPU's queue
     /// while `vruntime_relative` is false (see `executor::lb`).
     pub(crate) avg: crate::sched::pelt::SchedAvg,
+    /// The CPU whose [`InFlight`](super::lb::InFlight) words count this
+    /// task while a balancing move carries it there (sent, not yet
+    /// enqueued), or [`NOT_IN_FLIGHT`](super::lb::NOT_IN_FLIGHT).
+    pub(crate) in_flight_to: usize,
 }
 
 /// The part of a task that only a live task needs: the scheduler-owned
@@ -453,6 +457,7 @@ impl Task {
                         e
                     },
                     vruntime_relative: true,
+                    in_flight_to: super::lb::NOT_IN_FLIGHT,
                     entry: Some(Entry(entry)),
                     avg: crate::sched::pelt::SchedAvg::new_task(
                         crate::sched::LoadWeight::from_nice(init.nice).weight,
@@ -906,6 +911,7 @@ mod tests {
                 sched: super::SchedPart {
                     ent: crate::sched::TaskEntity::new(0, crate::sched::SchedPolicy::Normal),
                     vruntime_relative: true,
+                    in_flight_to: crate::executor::lb::NOT_IN_FLIGHT,
                     entry: Some(super::Entry(std::sync::Arc::new(Nop))),
                     avg: crate::sched::pelt::SchedAvg::new_task(1024),
                 },

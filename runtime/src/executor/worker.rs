@@ -67,6 +67,13 @@ pub(crate) struct WorkerLocal {
     timers: TimerHeap,
     /// xorshift state for choosing steal victims.
     rng: u64,
+    /// Per CPU: its `inbox_drains` when this CPU last took a task from
+    /// that inbox that it may not run and gave it back (`u64::MAX`:
+    /// never). The inbox is not stolen from again until its owner has
+    /// drained it since: otherwise idle CPUs would take the same pinned
+    /// task and hand it back, thousands of times, until the owner next
+    /// schedules.
+    inbox_refused: Box<[u64]>,
     /// This CPU's batch of candidate pids: counter values `pid_next..pid_end`.
     pid_next: u64,
     pid_end: u64,
@@ -383,7 +390,14 @@ impl WorkerLocal {
         let cpu = task.allowed.first();
         // SAFETY: we own the task (it was handed to us to enqueue).
         let sp = unsafe { task.sched() };
-        self.unbind(sp);
+        let bound_to = task.cpu.load(Ordering::Relaxed);
+        if !sp.vruntime_relative && bound_to != self.index && bound_to < self.shared.nr_cpus() {
+            // Still bound to another CPU's queue (taken from that CPU's
+            // inbox): detach it there, as a waker moving it would.
+            super::lb::wake_migrate(&self.shared, sp, bound_to, cpu);
+        } else {
+            self.unbind(sp);
+        }
         self.shared.send_to(cpu, task);
     }
 
@@ -406,7 +420,12 @@ impl WorkerLocal {
     /// Enqueues a task taken from the inbox, staging or a steal.
     fn enqueue_arrived(&mut self, task: TaskRef) {
         self.trace_fresh = true;
+        // SAFETY: the task arrived through a queue hand-off; we own it.
+        let landing = super::lb::Landing::take(unsafe { task.sched() });
         if !task.allowed_on(self.index) {
+            if let Some(l) = landing {
+                l.done(&self.shared);
+            }
             return self.forward(task);
         }
         // SAFETY: the task arrived through a queue hand-off; we own it.
@@ -455,6 +474,13 @@ impl WorkerLocal {
             self.pending_buddy = 0;
             // SAFETY: `ent` is the entity of the task just queued here.
             self.rq.set_next_buddy(unsafe { &*ent });
+        }
+        if let Some(l) = landing {
+            // `bind_here` published the averages with it; now the count,
+            // before the in-flight words let go of it (this worker's
+            // thread may wait for a core before its next switch publishes).
+            self.publish();
+            l.done(&self.shared);
         }
     }
 
@@ -516,6 +542,12 @@ impl WorkerLocal {
                 Steal::Retry => continue,
             }
         }
+        // Only this worker writes it.
+        let drains = &self.ws().inbox_drains;
+        drains.store(
+            drains.load(Ordering::Relaxed).wrapping_add(1),
+            Ordering::Relaxed,
+        );
     }
 
     fn pull_staging(&mut self) {
@@ -584,10 +616,12 @@ impl WorkerLocal {
             let sp = unsafe { task.sched() };
             sp.ent.se.on_rq = false;
             self.unbind(sp);
-            // `task.cpu` still names this CPU: the receiver reads it as
-            // where the task came from.
-            shared.workers[cpu].inbox.push(task);
+            super::lb::carry_to(&shared, cpu, task, sp);
             moved += 1;
+        }
+        if moved > 0 {
+            self.publish_avg();
+            self.publish();
         }
         bump(&self.ws().counters.migrations_out, moved as u64);
         bump(&self.ws().counters.lb[lvl].migrations_out, moved as u64);
@@ -633,21 +667,34 @@ impl WorkerLocal {
             // half of the lock-free path: recently woken tasks). It may
             // still be bound to that CPU's queue; `enqueue_arrived` unbinds
             // it from there.
-            self.for_each_near(start, |lvl, victim| {
+            let me = self.index;
+            let refused = &mut self.inbox_refused;
+            super::lb::for_each_near_in(&shared.domains[me], start, |lvl, victim| {
                 let w = &shared.workers[victim];
                 // Only from a backlog: a single task there is the
                 // victim's next pick (and may be pinned to it).
-                if victim == self.index
+                if victim == me
                     || w.idle.load(Ordering::Relaxed) != BUSY
                     || w.inbox.len() < 2
+                    || refused[victim] == w.inbox_drains.load(Ordering::Relaxed)
                 {
                     return false;
                 }
                 loop {
                     match w.inbox.steal() {
-                        Steal::Success(t) => {
+                        Steal::Success(t) if t.allowed_on(me) => {
                             got = Some((lvl, t));
                             return true;
+                        }
+                        Steal::Success(t) => {
+                            // Not ours to run (pinned there, most often):
+                            // back to the inbox it came from, untouched
+                            // (it may still be bound to that queue), and
+                            // leave that inbox alone until its owner has
+                            // drained it.
+                            refused[victim] = w.inbox_drains.load(Ordering::Relaxed);
+                            shared.send_to(victim, t);
+                            return false;
                         }
                         Steal::Empty => return false,
                         Steal::Retry => continue,
@@ -735,7 +782,9 @@ impl WorkerLocal {
         self.rq_enqueue(&mut sp.ent, task, flags, now);
     }
 
-    fn publish(&self) {
+    /// Publishes this CPU's `nr_running` (queued + running + staged) and
+    /// `min_vruntime` for other CPUs' lockless reads.
+    pub(crate) fn publish(&self) {
         let ws = self.ws();
         ws.nr_running
             .store(self.rq.nr_running() + self.staging.len(), Ordering::Relaxed);
@@ -774,6 +823,7 @@ pub(crate) fn run_worker(shared: Arc<Shared>, index: usize, staging: Deque<TaskR
             rq: RunQueue::new(shared.config.policy, shared.nr_cpus()),
             cfs: shared.config.policy == Policy::Cfs,
             now: 0,
+            inbox_refused: vec![u64::MAX; shared.nr_cpus()].into_boxed_slice(),
             shared,
             staging,
             timers: TimerHeap::default(),

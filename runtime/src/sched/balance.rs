@@ -180,6 +180,32 @@ pub struct Plan {
     pub busiest_type: GroupType,
 }
 
+/// `should_we_balance` for a periodic pass of `this_cpu` over `sd`: in
+/// the local group only the first idle CPU (or, with none idle, the
+/// group's first CPU) balances this level, so that the CPUs of one group
+/// do not all pull from the same busiest CPU at once (reference
+/// scheduling.md §4, step 1). A newly-idle pass always may.
+///
+/// `idle(cpu)`: the CPU is idle and balances (the kernel's idle CPUs all
+/// do, through nohz idle balancing). `balances(cpu)`: the CPU balances at
+/// all; the fallback is the group's first such CPU (the kernel's: its
+/// first CPU). A driver whose sleeping CPUs balance nothing passes that
+/// here, so that a group is never left to a CPU that will not look.
+pub fn should_we_balance(
+    sd: &SchedDomain,
+    this_cpu: usize,
+    idle: impl Fn(usize) -> bool,
+    balances: impl Fn(usize) -> bool,
+) -> bool {
+    let Some(local) = sd.groups.iter().find(|g| g.span.is_set(this_cpu)) else {
+        return true;
+    };
+    match local.span.iter().find(|&c| idle(c)) {
+        Some(c) => c == this_cpu,
+        None => local.span.iter().find(|&c| balances(c)).unwrap_or(this_cpu) == this_cpu,
+    }
+}
+
 /// `find_busiest_group` + `calculate_imbalance` + `find_busiest_queue`
 /// for `sd` as seen from `this_cpu`. `stats` has one entry per CPU;
 /// `env_cpus` are the CPUs still worth pulling from (a retry after an
@@ -705,6 +731,35 @@ mod tests {
         let mut env = CpuSet::all(2);
         env.clear(0);
         assert_eq!(find_busiest(sd, 1, &stats, &env, &[], true), None);
+    }
+
+    /// One CPU per group balances a level: the first idle one, else the
+    /// first one (the first that balances at all, for a driver whose
+    /// sleeping CPUs do not); a single-CPU group always balances itself.
+    #[test]
+    fn should_we_balance_names_one_cpu_per_group() {
+        let (d, n) = doms("numa:2 core:2 pu:1");
+        assert_eq!(n, 4);
+        // Nodes {0, 1} and {2, 3}: at the NUMA level the local group of
+        // CPUs 0 and 1 is their node.
+        let numa = |cpu| dom_of(&d, cpu, 1);
+        let all = |_: usize| true;
+        let none = |_: usize| false;
+        assert!(should_we_balance(numa(0), 0, none, all));
+        assert!(!should_we_balance(numa(1), 1, none, all));
+        assert!(should_we_balance(numa(2), 2, none, all));
+        assert!(!should_we_balance(numa(3), 3, none, all));
+        // CPU 1 idle: it balances the node, CPU 0 does not.
+        let one_idle = |c: usize| c == 1;
+        assert!(should_we_balance(numa(1), 1, one_idle, all));
+        assert!(!should_we_balance(numa(0), 0, one_idle, all));
+        // CPU 0 asleep and balancing nothing: CPU 1 takes its turn.
+        let not_0 = |c: usize| c != 0;
+        assert!(should_we_balance(numa(1), 1, none, not_0));
+        // At the MC level each group is one CPU: each balances.
+        for cpu in 0..4 {
+            assert!(should_we_balance(dom_of(&d, cpu, 0), cpu, one_idle, all));
+        }
     }
 
     /// Both sides overloaded: move load toward the domain average.

@@ -1121,13 +1121,7 @@ impl Sim {
     /// `should_we_balance`: in the local group only the first idle CPU
     /// (or, with none idle, the group's first CPU) balances this level.
     fn should_we_balance(&self, cpu: usize, sd: &SchedDomain) -> bool {
-        let Some(local) = sd.groups.iter().find(|g| g.span.is_set(cpu)) else {
-            return true;
-        };
-        match local.span.iter().find(|&c| self.cpus[c].is_idle()) {
-            Some(c) => c == cpu,
-            None => local.span.first() == Some(cpu),
-        }
+        crate::sched::balance::should_we_balance(sd, cpu, |c| self.cpus[c].is_idle(), |_| true)
     }
 
     /// `sched_balance_newidle`: walk the domains bottom-up with
