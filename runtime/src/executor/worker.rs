@@ -67,13 +67,13 @@ pub(crate) struct WorkerLocal {
     timers: TimerHeap,
     /// xorshift state for choosing steal victims.
     rng: u64,
-    /// Per CPU: its `inbox_drains` when this CPU last took a task from
-    /// that inbox that it may not run and gave it back (`u64::MAX`:
-    /// never). The inbox is not stolen from again until its owner has
-    /// drained it since: otherwise idle CPUs would take the same pinned
-    /// task and hand it back, thousands of times, until the owner next
-    /// schedules.
-    inbox_refused: Box<[u64]>,
+    /// Per CPU: its `inbox_drains`, and the inbox's length, when this CPU
+    /// last went through that inbox's whole backlog finding only tasks it
+    /// may not run, and gave them back (`u64::MAX`: never). The inbox is
+    /// not stolen from again until its owner has drained it since or it
+    /// has grown: otherwise idle CPUs would take the same pinned tasks and
+    /// hand them back, thousands of times, until the owner next schedules.
+    inbox_refused: Box<[(u64, usize)]>,
     /// This CPU's batch of candidate pids: counter values `pid_next..pid_end`.
     pid_next: u64,
     pid_end: u64,
@@ -673,13 +673,18 @@ impl WorkerLocal {
                 let w = &shared.workers[victim];
                 // Only from a backlog: a single task there is the
                 // victim's next pick (and may be pinned to it).
+                let backlog = w.inbox.len();
+                // Read first: a drain during this pass makes the refusal
+                // below stale at once.
+                let drains = w.inbox_drains.load(Ordering::Relaxed);
                 if victim == me
                     || w.idle.load(Ordering::Relaxed) != BUSY
-                    || w.inbox.len() < 2
-                    || refused[victim] == w.inbox_drains.load(Ordering::Relaxed)
+                    || backlog < 2
+                    || (refused[victim].0 == drains && backlog <= refused[victim].1)
                 {
                     return false;
                 }
+                let mut looked = 0;
                 loop {
                     match w.inbox.steal() {
                         Steal::Success(t) if t.allowed_on(me) => {
@@ -689,12 +694,15 @@ impl WorkerLocal {
                         Steal::Success(t) => {
                             // Not ours to run (pinned there, most often):
                             // back to the inbox it came from, untouched
-                            // (it may still be bound to that queue), and
-                            // leave that inbox alone until its owner has
-                            // drained it.
-                            refused[victim] = w.inbox_drains.load(Ordering::Relaxed);
+                            // (it may still be bound to that queue). Once
+                            // the whole backlog was such, leave that inbox
+                            // alone until its owner has drained it.
                             shared.send_to(victim, t);
-                            return false;
+                            looked += 1;
+                            if looked >= backlog {
+                                refused[victim] = (drains, backlog);
+                                return false;
+                            }
                         }
                         Steal::Empty => return false,
                         Steal::Retry => continue,
@@ -823,7 +831,7 @@ pub(crate) fn run_worker(shared: Arc<Shared>, index: usize, staging: Deque<TaskR
             rq: RunQueue::new(shared.config.policy, shared.nr_cpus()),
             cfs: shared.config.policy == Policy::Cfs,
             now: 0,
-            inbox_refused: vec![u64::MAX; shared.nr_cpus()].into_boxed_slice(),
+            inbox_refused: vec![(u64::MAX, 0); shared.nr_cpus()].into_boxed_slice(),
             shared,
             staging,
             timers: TimerHeap::default(),
