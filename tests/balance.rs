@@ -504,3 +504,86 @@ fn an_idle_cpu_leaves_tasks_pinned_elsewhere_where_they_wait() {
         rt.metrics()
     );
 }
+
+/// A task an idle CPU may run is still taken from a busy CPU's inbox when
+/// tasks pinned to that CPU wait before it: the idle CPU looks through the
+/// backlog, gives the pinned ones back, and takes it. (Leaving the inbox
+/// alone after the first pinned task would leave it waiting for as long
+/// as the busy CPU's task runs without a yield point.)
+#[test]
+fn an_idle_cpu_takes_a_task_it_may_run_from_behind_pinned_ones() {
+    let _w = Watchdog::new("inbox_behind_pinned", Duration::from_secs(120));
+    // CPU 1 spins while idle for the whole test (it never sleeps in the
+    // OS, where it would look at no other CPU's inbox).
+    let rt = builder(2)
+        .idle_spin(Duration::from_secs(100))
+        .build()
+        .unwrap();
+    // A task that may run anywhere parks on CPU 0, waiting for a message
+    // from this thread: its wakeup will go to CPU 0's inbox.
+    let (tx, rx) = greenos::sync::mpsc::channel::<()>();
+    let parked_on = Arc::new(AtomicUsize::new(usize::MAX));
+    let woke_on = Arc::new(AtomicUsize::new(usize::MAX));
+    let (p, w) = (parked_on.clone(), woke_on.clone());
+    let waiter = rt.block_on(|| {
+        Builder::new()
+            .affinity(CpuSet::from_iter([0]))
+            .spawn(move || {
+                sched_setaffinity(Pid(0), &CpuSet::all(2)).unwrap();
+                p.store(greenos::current_cpu(), Ordering::SeqCst);
+                rx.recv().unwrap();
+                w.store(greenos::current_cpu(), Ordering::SeqCst);
+            })
+            .unwrap()
+    });
+    assert!(wait_until(Duration::from_secs(60), || parked_on
+        .load(Ordering::SeqCst)
+        != usize::MAX
+        && rt.metrics().cpus[0].nr_running == 0));
+    assert_eq!(parked_on.load(Ordering::SeqCst), 0);
+    // CPU 0 then runs a task without a yield point, with three tasks
+    // pinned to it waiting in its inbox (as in the test above).
+    let release = Arc::new(AtomicBool::new(false));
+    let spinning = Arc::new(AtomicBool::new(false));
+    let (r, s) = (release.clone(), spinning.clone());
+    let hog = rt.block_on(|| {
+        Builder::new()
+            .affinity(CpuSet::from_iter([0]))
+            .spawn(move || {
+                let waiting: Vec<_> = (0..3)
+                    .map(|_| {
+                        Builder::new()
+                            .affinity(CpuSet::from_iter([0]))
+                            .spawn(greenos::current_cpu)
+                            .unwrap()
+                    })
+                    .collect();
+                s.store(true, Ordering::SeqCst);
+                while !r.load(Ordering::Relaxed) {
+                    std::hint::spin_loop();
+                }
+                waiting
+            })
+            .unwrap()
+    });
+    assert!(wait_until(Duration::from_secs(60), || spinning.load(Ordering::SeqCst)));
+    // Let CPU 1 go through those three and give them back.
+    std::thread::sleep(Duration::from_millis(20));
+    tx.send(()).unwrap();
+    // The wakeup lands in CPU 0's inbox, behind the pinned tasks; CPU 1
+    // takes it while CPU 0 still spins.
+    let woke = wait_until(Duration::from_secs(30), || {
+        woke_on.load(Ordering::SeqCst) != usize::MAX
+    });
+    let metrics = rt.metrics();
+    release.store(true, Ordering::Relaxed);
+    for h in hog.join().unwrap() {
+        assert_eq!(h.join().unwrap(), 0);
+    }
+    waiter.join().unwrap();
+    assert!(
+        woke,
+        "the woken task waited behind the pinned ones: {metrics:?}"
+    );
+    assert_eq!(woke_on.load(Ordering::SeqCst), 1);
+}
