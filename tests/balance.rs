@@ -569,9 +569,38 @@ fn an_idle_cpu_takes_a_task_it_may_run_from_behind_pinned_ones() {
     assert!(wait_until(Duration::from_secs(60), || spinning.load(Ordering::SeqCst)));
     // Let CPU 1 go through those three and give them back.
     std::thread::sleep(Duration::from_millis(20));
+    // Then keep CPU 1 busy with two tasks while the waiter is woken, so
+    // that the wakeup finds no idle CPU and CPU 0 the less loaded: it
+    // lands in CPU 0's inbox, behind the pinned tasks.
+    let hold = Arc::new(AtomicBool::new(true));
+    let busy1 = Arc::new(AtomicUsize::new(0));
+    let holders: Vec<_> = (0..2)
+        .map(|_| {
+            let (h, b) = (hold.clone(), busy1.clone());
+            rt.block_on(|| {
+                Builder::new()
+                    .affinity(CpuSet::from_iter([1]))
+                    .spawn(move || {
+                        b.fetch_add(1, Ordering::SeqCst);
+                        while h.load(Ordering::Relaxed) {
+                            greenos::yield_now();
+                        }
+                    })
+                    .unwrap()
+            })
+        })
+        .collect();
+    assert!(wait_until(Duration::from_secs(60), || busy1
+        .load(Ordering::SeqCst)
+        == 2
+        && rt.metrics().cpus[1].nr_running == 2));
+    let steals_before = rt.metrics().cpus[1].steals;
     tx.send(()).unwrap();
-    // The wakeup lands in CPU 0's inbox, behind the pinned tasks; CPU 1
-    // takes it while CPU 0 still spins.
+    // CPU 1 goes idle and takes it while CPU 0 still spins.
+    hold.store(false, Ordering::Relaxed);
+    for h in holders {
+        h.join().unwrap();
+    }
     let woke = wait_until(Duration::from_secs(30), || {
         woke_on.load(Ordering::SeqCst) != usize::MAX
     });
@@ -584,6 +613,70 @@ fn an_idle_cpu_takes_a_task_it_may_run_from_behind_pinned_ones() {
     assert!(
         woke,
         "the woken task waited behind the pinned ones: {metrics:?}"
+    );
+    assert_eq!(woke_on.load(Ordering::SeqCst), 1);
+    // Taken from CPU 0's inbox, not placed on CPU 1 at the wakeup.
+    assert!(
+        metrics.cpus[1].steals > steals_before,
+        "CPU 1 stole nothing: {metrics:?}"
+    );
+}
+
+/// A task woken from outside the runtime (this thread) while its previous
+/// CPU runs a task without a yield point goes to the idle CPU, as the
+/// kernel places every wakeup (`select_task_rq`: an idle CPU of prev's
+/// LLC when prev is busy). It used to be sent to its previous CPU's inbox
+/// and wait there until that task yielded.
+#[test]
+fn a_task_woken_from_outside_goes_to_an_idle_cpu_not_behind_a_busy_one() {
+    let _w = Watchdog::new("outside_wakeup", Duration::from_secs(120));
+    let rt = builder(2).build().unwrap();
+    let (tx, rx) = greenos::sync::mpsc::channel::<()>();
+    let parked_on = Arc::new(AtomicUsize::new(usize::MAX));
+    let woke_on = Arc::new(AtomicUsize::new(usize::MAX));
+    let (p, w) = (parked_on.clone(), woke_on.clone());
+    let waiter = rt.block_on(|| {
+        Builder::new()
+            .affinity(CpuSet::from_iter([0]))
+            .spawn(move || {
+                sched_setaffinity(Pid(0), &CpuSet::all(2)).unwrap();
+                p.store(greenos::current_cpu(), Ordering::SeqCst);
+                rx.recv().unwrap();
+                w.store(greenos::current_cpu(), Ordering::SeqCst);
+            })
+            .unwrap()
+    });
+    assert!(wait_until(Duration::from_secs(60), || parked_on
+        .load(Ordering::SeqCst)
+        != usize::MAX
+        && rt.metrics().cpus[0].nr_running == 0));
+    assert_eq!(parked_on.load(Ordering::SeqCst), 0);
+    let release = Arc::new(AtomicBool::new(false));
+    let spinning = Arc::new(AtomicBool::new(false));
+    let (r, s) = (release.clone(), spinning.clone());
+    let hog = rt.block_on(|| {
+        Builder::new()
+            .affinity(CpuSet::from_iter([0]))
+            .spawn(move || {
+                s.store(true, Ordering::SeqCst);
+                while !r.load(Ordering::Relaxed) {
+                    std::hint::spin_loop();
+                }
+            })
+            .unwrap()
+    });
+    assert!(wait_until(Duration::from_secs(60), || spinning.load(Ordering::SeqCst)));
+    tx.send(()).unwrap();
+    let woke = wait_until(Duration::from_secs(30), || {
+        woke_on.load(Ordering::SeqCst) != usize::MAX
+    });
+    let metrics = rt.metrics();
+    release.store(true, Ordering::Relaxed);
+    hog.join().unwrap();
+    waiter.join().unwrap();
+    assert!(
+        woke,
+        "the woken task waited behind the busy CPU: {metrics:?}"
     );
     assert_eq!(woke_on.load(Ordering::SeqCst), 1);
 }

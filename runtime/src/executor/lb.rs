@@ -392,18 +392,31 @@ pub(crate) fn select_wake_cpu(l: &mut WorkerLocal, task: &Task, prev: usize) -> 
         return prev;
     }
     let mut stats = std::mem::take(&mut l.lb.stats);
-    let target = select_wake_cpu_with(l, task, prev, &mut stats);
+    let target = select_wake_cpu_with(l.shared(), task, prev, Some(l.index()), &mut stats);
     l.lb.stats = stats;
     target
 }
 
+/// [`select_wake_cpu`] for a wakeup from outside the runtime's CPUs (an OS
+/// thread sending on a channel, say), which won the task's wakeup and owns
+/// it. The kernel places every wakeup (`try_to_wake_up` runs
+/// `select_task_rq` whoever wakes), so a task whose previous CPU is busy
+/// goes to an idle CPU of that CPU's LLC rather than waiting behind the
+/// running task; there is no waker CPU for `wake_affine` to weigh.
+pub(crate) fn select_wake_cpu_outside(shared: &Shared, task: &Task, prev: usize) -> usize {
+    if shared.nr_cpus() < 2 {
+        return prev;
+    }
+    select_wake_cpu_with(shared, task, prev, None, &mut Vec::new())
+}
+
 fn select_wake_cpu_with(
-    l: &WorkerLocal,
+    shared: &Shared,
     task: &Task,
     prev: usize,
+    waker: Option<usize>,
     stats: &mut Vec<CpuStat>,
 ) -> usize {
-    let shared = l.shared();
     let n = shared.nr_cpus();
     if n < 2 || prev >= n || task.policy().is_rt() || task.allowed.is_single() {
         return prev;
@@ -415,8 +428,7 @@ fn select_wake_cpu_with(
     }
     // SAFETY: the caller won the task's wakeup; it owns the task.
     let task_load = unsafe { task.sched() }.avg.load_avg;
-    let me = l.index();
-    let doms = &shared.domains[me];
+    let doms = &shared.domains[waker.unwrap_or(prev)];
     let imbalance_pct = doms.domains.first().map_or(117, |d| d.imbalance_pct);
     snapshot_stats(shared, stats);
     let owned;
@@ -428,7 +440,7 @@ fn select_wake_cpu_with(
     };
     balance::select_task_rq_in(
         prev,
-        Some(me),
+        waker,
         false,
         task_load,
         allowed,

@@ -1176,10 +1176,16 @@ fn enqueue_woken_sync(task: TaskRef) {
 /// Puts a task that just became runnable on a run queue.
 fn enqueue_woken(task: TaskRef) {
     if let Err(task) = with_local_or(task, enqueue_woken_owned) {
-        // Not on a worker (an OS thread, or the shutdown path): the task
-        // remembers its runtime through its CPU's inbox.
-        let target = task.cpu.load(Ordering::Relaxed);
+        // Not on a worker (an OS thread, or the shutdown path): placed as
+        // the kernel places any wakeup, then sent to that CPU's inbox.
+        let prev = task.cpu.load(Ordering::Relaxed);
         if let Some(s) = task_runtime(&task) {
+            let target = lb::select_wake_cpu_outside(&s, &task, prev);
+            if target != prev {
+                // SAFETY: the caller won the task's wakeup: we own it.
+                let sp = unsafe { task.sched() };
+                lb::wake_migrate(&s, sp, prev, target);
+            }
             s.send_to(target, task);
         }
     }
