@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use common::{builder, wait_until, Watchdog};
 use greenos::task::{sched_setaffinity, Builder};
-use greenos::{CpuSet, Metrics, Pid};
+use greenos::{CpuSet, JoinHandle, Metrics, Pid};
 
 /// A chunk of CPU work the compiler cannot remove.
 fn chunk(x: &mut u64) {
@@ -445,35 +445,28 @@ fn remote_wakeups_unparks_and_policies_are_counted() {
     assert_eq!(seen, Some(greenos::SchedPolicy::Batch));
 }
 
-/// An idle CPU leaves tasks that may not run on it in the inbox of the
-/// busy CPU they wait for. It used to take one, find it pinned elsewhere,
-/// send it back and take it again, some ten thousand times while the busy
-/// CPU ran on (a hot loop that never let the idle CPU sleep).
-#[test]
-fn an_idle_cpu_leaves_tasks_pinned_elsewhere_where_they_wait() {
-    let _w = Watchdog::new("inbox_pinned", Duration::from_secs(120));
-    let rt = builder(2).build().unwrap();
+/// A task on CPU 0 that runs without a yield point until released, with
+/// `pinned` tasks pinned to CPU 0 waiting for it: an idle CPU may take
+/// them from CPU 0's staging deque (which cannot be looked into first) and
+/// has to pass them on to CPU 0's inbox; there they stay while the hog
+/// runs. Returns once the hog spins: its release flag, and its handle,
+/// which gives the pinned tasks' handles (each returns the CPU it ran on).
+fn hog_cpu0(
+    rt: &greenos::Runtime,
+    pinned: usize,
+) -> (Arc<AtomicBool>, JoinHandle<Vec<JoinHandle<usize>>>) {
     let release = Arc::new(AtomicBool::new(false));
     let spinning = Arc::new(AtomicBool::new(false));
-    let ran = Arc::new(AtomicUsize::new(0));
-    let (r, s, n) = (release.clone(), spinning.clone(), ran.clone());
+    let (r, s) = (release.clone(), spinning.clone());
     let hog = rt.block_on(|| {
         Builder::new()
             .affinity(CpuSet::from_iter([0]))
             .spawn(move || {
-                // Three tasks pinned here, waiting for this CPU: an idle
-                // CPU may take them from its staging deque (which cannot
-                // be looked into first) and has to pass them on to this
-                // CPU's inbox; there they stay while this task runs
-                // without a yield point.
-                let waiting: Vec<_> = (0..3)
+                let waiting: Vec<_> = (0..pinned)
                     .map(|_| {
-                        let n = n.clone();
                         Builder::new()
                             .affinity(CpuSet::from_iter([0]))
-                            .spawn(move || {
-                                n.fetch_add(1, Ordering::SeqCst);
-                            })
+                            .spawn(greenos::current_cpu)
                             .unwrap()
                     })
                     .collect();
@@ -486,17 +479,85 @@ fn an_idle_cpu_leaves_tasks_pinned_elsewhere_where_they_wait() {
             .unwrap()
     });
     assert!(wait_until(Duration::from_secs(60), || spinning.load(Ordering::SeqCst)));
+    (release, hog)
+}
+
+/// Releases a [`hog_cpu0`] and checks that each of its pinned tasks ran,
+/// on CPU 0.
+fn release_hog(release: &AtomicBool, hog: JoinHandle<Vec<JoinHandle<usize>>>, pinned: usize) {
+    release.store(true, Ordering::Relaxed);
+    let waiting = hog.join().unwrap();
+    assert_eq!(waiting.len(), pinned);
+    for h in waiting {
+        assert_eq!(h.join().unwrap(), 0);
+    }
+}
+
+/// A task that may run anywhere, parked on CPU 0 waiting for a message
+/// from this thread.
+struct Waiter {
+    tx: greenos::sync::mpsc::Sender<()>,
+    /// The CPU it woke on (`usize::MAX` until it has).
+    woke_on: Arc<AtomicUsize>,
+    handle: JoinHandle<()>,
+}
+
+/// Starts a [`Waiter`] on CPU 0 (pinned there, then let run anywhere) and
+/// returns once it has parked there.
+fn park_waiter_on_cpu0(rt: &greenos::Runtime) -> Waiter {
+    let (tx, rx) = greenos::sync::mpsc::channel::<()>();
+    let parked_on = Arc::new(AtomicUsize::new(usize::MAX));
+    let woke_on = Arc::new(AtomicUsize::new(usize::MAX));
+    let (p, w) = (parked_on.clone(), woke_on.clone());
+    let handle = rt.block_on(|| {
+        Builder::new()
+            .affinity(CpuSet::from_iter([0]))
+            .spawn(move || {
+                sched_setaffinity(Pid(0), &CpuSet::all(2)).unwrap();
+                p.store(greenos::current_cpu(), Ordering::SeqCst);
+                rx.recv().unwrap();
+                w.store(greenos::current_cpu(), Ordering::SeqCst);
+            })
+            .unwrap()
+    });
+    assert!(wait_until(Duration::from_secs(60), || parked_on
+        .load(Ordering::SeqCst)
+        != usize::MAX
+        && rt.metrics().cpus[0].nr_running == 0));
+    assert_eq!(parked_on.load(Ordering::SeqCst), 0);
+    Waiter {
+        tx,
+        woke_on,
+        handle,
+    }
+}
+
+impl Waiter {
+    /// Whether it has woken, waiting up to 30 s (after this thread sent
+    /// it its message).
+    fn woke_after(&self) -> bool {
+        wait_until(Duration::from_secs(30), || {
+            self.woke_on.load(Ordering::SeqCst) != usize::MAX
+        })
+    }
+}
+
+/// An idle CPU leaves tasks that may not run on it in the inbox of the
+/// busy CPU they wait for. It used to take one, find it pinned elsewhere,
+/// send it back and take it again, some ten thousand times while the busy
+/// CPU ran on (a hot loop that never let the idle CPU sleep).
+#[test]
+fn an_idle_cpu_leaves_tasks_pinned_elsewhere_where_they_wait() {
+    let _w = Watchdog::new("inbox_pinned", Duration::from_secs(120));
+    let rt = builder(2).build().unwrap();
+    let (release, hog) = hog_cpu0(&rt, 3);
     // From here (the block_on task that spawned the hog, which CPU 1 may
     // have stolen, has run), CPU 1 idles; how long only changes how many
     // round trips the old hot loop would have made.
     let steals_before = rt.metrics().cpus[1].steals;
     std::thread::sleep(Duration::from_millis(100));
     let steals = rt.metrics().cpus[1].steals - steals_before;
-    release.store(true, Ordering::Relaxed);
-    for h in hog.join().unwrap() {
-        h.join().unwrap();
-    }
-    assert_eq!(ran.load(Ordering::SeqCst), 3);
+    release_hog(&release, hog, 3);
     // At most one take each, from the staging deque.
     assert!(
         steals <= 3,
@@ -519,54 +580,10 @@ fn an_idle_cpu_takes_a_task_it_may_run_from_behind_pinned_ones() {
         .idle_spin(Duration::from_secs(100))
         .build()
         .unwrap();
-    // A task that may run anywhere parks on CPU 0, waiting for a message
-    // from this thread: its wakeup will go to CPU 0's inbox.
-    let (tx, rx) = greenos::sync::mpsc::channel::<()>();
-    let parked_on = Arc::new(AtomicUsize::new(usize::MAX));
-    let woke_on = Arc::new(AtomicUsize::new(usize::MAX));
-    let (p, w) = (parked_on.clone(), woke_on.clone());
-    let waiter = rt.block_on(|| {
-        Builder::new()
-            .affinity(CpuSet::from_iter([0]))
-            .spawn(move || {
-                sched_setaffinity(Pid(0), &CpuSet::all(2)).unwrap();
-                p.store(greenos::current_cpu(), Ordering::SeqCst);
-                rx.recv().unwrap();
-                w.store(greenos::current_cpu(), Ordering::SeqCst);
-            })
-            .unwrap()
-    });
-    assert!(wait_until(Duration::from_secs(60), || parked_on
-        .load(Ordering::SeqCst)
-        != usize::MAX
-        && rt.metrics().cpus[0].nr_running == 0));
-    assert_eq!(parked_on.load(Ordering::SeqCst), 0);
+    let waiter = park_waiter_on_cpu0(&rt);
     // CPU 0 then runs a task without a yield point, with three tasks
     // pinned to it waiting in its inbox (as in the test above).
-    let release = Arc::new(AtomicBool::new(false));
-    let spinning = Arc::new(AtomicBool::new(false));
-    let (r, s) = (release.clone(), spinning.clone());
-    let hog = rt.block_on(|| {
-        Builder::new()
-            .affinity(CpuSet::from_iter([0]))
-            .spawn(move || {
-                let waiting: Vec<_> = (0..3)
-                    .map(|_| {
-                        Builder::new()
-                            .affinity(CpuSet::from_iter([0]))
-                            .spawn(greenos::current_cpu)
-                            .unwrap()
-                    })
-                    .collect();
-                s.store(true, Ordering::SeqCst);
-                while !r.load(Ordering::Relaxed) {
-                    std::hint::spin_loop();
-                }
-                waiting
-            })
-            .unwrap()
-    });
-    assert!(wait_until(Duration::from_secs(60), || spinning.load(Ordering::SeqCst)));
+    let (release, hog) = hog_cpu0(&rt, 3);
     // Let CPU 1 go through those three and give them back.
     std::thread::sleep(Duration::from_millis(20));
     // Then keep CPU 1 busy with two tasks while the waiter is woken, so
@@ -595,26 +612,21 @@ fn an_idle_cpu_takes_a_task_it_may_run_from_behind_pinned_ones() {
         == 2
         && rt.metrics().cpus[1].nr_running == 2));
     let steals_before = rt.metrics().cpus[1].steals;
-    tx.send(()).unwrap();
+    waiter.tx.send(()).unwrap();
     // CPU 1 goes idle and takes it while CPU 0 still spins.
     hold.store(false, Ordering::Relaxed);
     for h in holders {
         h.join().unwrap();
     }
-    let woke = wait_until(Duration::from_secs(30), || {
-        woke_on.load(Ordering::SeqCst) != usize::MAX
-    });
+    let woke = waiter.woke_after();
     let metrics = rt.metrics();
-    release.store(true, Ordering::Relaxed);
-    for h in hog.join().unwrap() {
-        assert_eq!(h.join().unwrap(), 0);
-    }
-    waiter.join().unwrap();
+    release_hog(&release, hog, 3);
+    waiter.handle.join().unwrap();
     assert!(
         woke,
         "the woken task waited behind the pinned ones: {metrics:?}"
     );
-    assert_eq!(woke_on.load(Ordering::SeqCst), 1);
+    assert_eq!(waiter.woke_on.load(Ordering::SeqCst), 1);
     // Taken from CPU 0's inbox, not placed on CPU 1 at the wakeup.
     assert!(
         metrics.cpus[1].steals > steals_before,
@@ -631,52 +643,16 @@ fn an_idle_cpu_takes_a_task_it_may_run_from_behind_pinned_ones() {
 fn a_task_woken_from_outside_goes_to_an_idle_cpu_not_behind_a_busy_one() {
     let _w = Watchdog::new("outside_wakeup", Duration::from_secs(120));
     let rt = builder(2).build().unwrap();
-    let (tx, rx) = greenos::sync::mpsc::channel::<()>();
-    let parked_on = Arc::new(AtomicUsize::new(usize::MAX));
-    let woke_on = Arc::new(AtomicUsize::new(usize::MAX));
-    let (p, w) = (parked_on.clone(), woke_on.clone());
-    let waiter = rt.block_on(|| {
-        Builder::new()
-            .affinity(CpuSet::from_iter([0]))
-            .spawn(move || {
-                sched_setaffinity(Pid(0), &CpuSet::all(2)).unwrap();
-                p.store(greenos::current_cpu(), Ordering::SeqCst);
-                rx.recv().unwrap();
-                w.store(greenos::current_cpu(), Ordering::SeqCst);
-            })
-            .unwrap()
-    });
-    assert!(wait_until(Duration::from_secs(60), || parked_on
-        .load(Ordering::SeqCst)
-        != usize::MAX
-        && rt.metrics().cpus[0].nr_running == 0));
-    assert_eq!(parked_on.load(Ordering::SeqCst), 0);
-    let release = Arc::new(AtomicBool::new(false));
-    let spinning = Arc::new(AtomicBool::new(false));
-    let (r, s) = (release.clone(), spinning.clone());
-    let hog = rt.block_on(|| {
-        Builder::new()
-            .affinity(CpuSet::from_iter([0]))
-            .spawn(move || {
-                s.store(true, Ordering::SeqCst);
-                while !r.load(Ordering::Relaxed) {
-                    std::hint::spin_loop();
-                }
-            })
-            .unwrap()
-    });
-    assert!(wait_until(Duration::from_secs(60), || spinning.load(Ordering::SeqCst)));
-    tx.send(()).unwrap();
-    let woke = wait_until(Duration::from_secs(30), || {
-        woke_on.load(Ordering::SeqCst) != usize::MAX
-    });
+    let waiter = park_waiter_on_cpu0(&rt);
+    let (release, hog) = hog_cpu0(&rt, 0);
+    waiter.tx.send(()).unwrap();
+    let woke = waiter.woke_after();
     let metrics = rt.metrics();
-    release.store(true, Ordering::Relaxed);
-    hog.join().unwrap();
-    waiter.join().unwrap();
+    release_hog(&release, hog, 0);
+    waiter.handle.join().unwrap();
     assert!(
         woke,
         "the woken task waited behind the busy CPU: {metrics:?}"
     );
-    assert_eq!(woke_on.load(Ordering::SeqCst), 1);
+    assert_eq!(waiter.woke_on.load(Ordering::SeqCst), 1);
 }
