@@ -67,6 +67,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Weak};
 
 use greenos_runtime::task::{self, Builder, JoinHandle};
+use greenos_runtime::wait;
 use parking_lot::Mutex;
 
 use crate::errno::Errno;
@@ -744,6 +745,7 @@ pub(crate) fn with_resolved_on<R, E: From<Errno>>(
     let n = match &hit {
         Some(h) => h.node(),
         None => {
+            wait::cold_path();
             owned = resolve_uncached(p, cap)?;
             &owned
         }
@@ -758,9 +760,11 @@ pub(crate) fn with_resolved_on<R, E: From<Errno>>(
 #[inline]
 fn check_node(node: &CapNode, need: Rights) -> Result<(), Errno> {
     if node.is_revoked() {
+        wait::cold_path();
         return Err(Errno::EIDRM);
     }
     if !node.rights.contains(need) {
+        wait::cold_path();
         return Err(Errno::EPERM);
     }
     Ok(())

@@ -956,13 +956,17 @@ impl Endpoint {
                     #[inline(always)]
                     |p, node| {
                         let Object::Endpoint(ep) = &node.object else {
+                            wait::cold_path();
                             return Err(Errno::EINVAL.into());
                         };
                         f(node, ep, p.port())
                     },
                 )
             },
-            || Err(Errno::ESRCH.into()),
+            || {
+                wait::cold_path();
+                Err(Errno::ESRCH.into())
+            },
         )
     }
 
@@ -1242,6 +1246,7 @@ impl Endpoint {
     #[inline(always)]
     pub fn call(&self, msg: &Msg) -> io::Result<Msg> {
         if msg.tag.length as usize > MAX_MSG_LENGTH || has_out_caps(msg) {
+            wait::cold_path();
             return Ok(self.call_inner(msg, None)?);
         }
         self.with_ep(
@@ -1250,7 +1255,10 @@ impl Endpoint {
             |node, ep, me| {
                 let r = match self.call_send(node, ep, me, msg) {
                     Some(server) => wait_handoff(me, ep, Handoff::Call(server)),
-                    None => wait_done_slow(me, ep, None, None),
+                    None => {
+                        wait::cold_path();
+                        wait_done_slow(me, ep, None, None)
+                    }
                 };
                 r?;
                 self.finish_call(me)
@@ -1406,6 +1414,7 @@ impl Endpoint {
         timeout: Option<Duration>,
     ) -> io::Result<(Msg, Option<Reply>)> {
         if timeout.is_some() || has_out_caps(reply_msg) {
+            wait::cold_path();
             return Ok(self.with_ep(Rights::RECV, |_, ep, me| {
                 self.reply_recv_on(ep, me, reply, reply_msg, timeout)
             })?);
@@ -1426,8 +1435,12 @@ impl Endpoint {
                         drop(caller);
                         r?;
                     }
-                    RecvStep::Wait(None) => wait_done_slow(me, ep, None, None)?,
+                    RecvStep::Wait(None) => {
+                        wait::cold_path();
+                        wait_done_slow(me, ep, None, None)?
+                    }
                     RecvStep::Wait(Some((caller, false))) => {
+                        wait::cold_path();
                         caller.port().task.unpark();
                         drop(caller);
                         wait_done_slow(me, ep, None, None)?;
@@ -1739,8 +1752,14 @@ fn wait_handoff(me: &Arc<Port>, ep: &EndpointObj, handoff: Handoff<'_>) -> Resul
     std::mem::forget(guard);
     match r {
         WaitResult::Invalid | WaitResult::Notified => Ok(()),
-        WaitResult::TimedOut => withdraw(me, ep, Errno::ETIMEDOUT),
-        WaitResult::Cancelled => withdraw(me, ep, Errno::EINTR),
+        WaitResult::TimedOut => {
+            wait::cold_path();
+            withdraw(me, ep, Errno::ETIMEDOUT)
+        }
+        WaitResult::Cancelled => {
+            wait::cold_path();
+            withdraw(me, ep, Errno::EINTR)
+        }
     }
 }
 

@@ -802,10 +802,14 @@ pub(crate) fn park_and_switch_to_on(
     target: SwitchTarget,
 ) {
     if w.is_null() {
+        crate::wait::cold_path();
         return target.wake();
     }
     match task.state.begin_park() {
-        state::BeginPark::Notified => target.wake(),
+        state::BeginPark::Notified => {
+            crate::wait::cold_path();
+            target.wake()
+        }
         state::BeginPark::Switch => {
             // SAFETY: a non-null WORKER is this thread's live WorkerCell,
             // and `task` runs on it.
