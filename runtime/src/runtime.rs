@@ -166,6 +166,10 @@ impl Builder {
             return Err(errno(libc::EINVAL));
         }
         crate::clock::init();
+        // Before the workers start: registering for `membarrier` waits for
+        // an RCU grace period (milliseconds in a VM) unless the process
+        // is single-threaded then.
+        crate::sync::biased_prepare();
         if let Err(e) = stack::install_overflow_handler() {
             // Overflow still kills the process (guard pages stay); only the
             // report naming the task is lost.

@@ -62,6 +62,7 @@
 //!   runtime's `drop`. Destructors that may run at shutdown should use
 //!   `try_lock` / `try_acquire`.
 
+mod biased;
 mod condvar;
 mod linequeue;
 pub mod mpsc;
@@ -71,6 +72,8 @@ mod spin;
 
 use std::time::{Duration, Instant};
 
+pub(crate) use biased::prepare as biased_prepare;
+pub use biased::{BiasedGuard, BiasedSpinLock, BIAS_AFTER, BIAS_AFTER_MAX};
 pub use condvar::{Condvar, WaitTimeoutResult};
 pub use mutex::{Mutex, MutexGuard};
 pub use semaphore::{Semaphore, SemaphoreGuard};

@@ -59,32 +59,45 @@ impl<T> SpinLock<T> {
     /// Takes the lock.
     #[inline]
     pub fn lock(&self) -> SpinGuard<'_, T> {
-        if self.locked.swap(true, Ordering::Acquire) {
-            self.lock_contended();
-        }
+        acquire(&self.locked);
         SpinGuard { lock: self }
     }
+}
 
-    #[cold]
-    fn lock_contended(&self) {
-        let mut round = 0u32;
-        loop {
-            // Wait for it to look free before trying again (no write
-            // traffic on the holder's cache line while it is held).
-            while self.locked.load(Ordering::Relaxed) {
-                if round < SPIN_ROUNDS {
-                    for _ in 0..(1u32 << round) {
-                        std::hint::spin_loop();
-                    }
-                    round += 1;
-                } else {
-                    std::thread::yield_now();
-                }
-            }
-            if !self.locked.swap(true, Ordering::Acquire) {
-                return;
-            }
+/// Takes the lock word `locked` (true: held): one swap when free, else
+/// [`acquire_contended`].
+#[inline]
+pub(super) fn acquire(locked: &AtomicBool) {
+    if locked.swap(true, Ordering::Acquire) {
+        acquire_contended(locked);
+    }
+}
+
+#[cold]
+fn acquire_contended(locked: &AtomicBool) {
+    let mut round = 0u32;
+    loop {
+        // Wait for it to look free before trying again (no write traffic
+        // on the holder's cache line while it is held).
+        while locked.load(Ordering::Relaxed) {
+            backoff(&mut round);
         }
+        if !locked.swap(true, Ordering::Acquire) {
+            return;
+        }
+    }
+}
+
+/// One wait of a spinning locker in its round `round`: `2^round` pauses
+/// for the first [`SPIN_ROUNDS`] rounds, then a yield of the OS thread.
+pub(super) fn backoff(round: &mut u32) {
+    if *round < SPIN_ROUNDS {
+        for _ in 0..(1u32 << *round) {
+            std::hint::spin_loop();
+        }
+        *round += 1;
+    } else {
+        std::thread::yield_now();
     }
 }
 
