@@ -657,6 +657,17 @@ pub(crate) fn with_proc_fast_or<R>(
     PROC.with_fast_or(f, outside)
 }
 
+/// [`with_proc_fast_or`], also handing `f` where the task runs
+/// ([`wait::Here`], from the same thread-local read): for an endpoint
+/// operation, which then locks the endpoint and parks.
+#[inline(always)]
+pub(crate) fn with_proc_here_or<R>(
+    f: impl FnOnce(&ProcState, wait::Here) -> R,
+    outside: impl FnOnce() -> R,
+) -> R {
+    PROC.with_fast_here_or(f, outside)
+}
+
 impl ProcState {
     /// The task's endpoint port.
     #[inline]

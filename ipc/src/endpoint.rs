@@ -975,6 +975,40 @@ impl Endpoint {
         )
     }
 
+    /// [`with_ep`](Self::with_ep), also handing `f` where the task runs
+    /// (`wait::Here`, from the same thread-local read), for the
+    /// endpoint lock and the park of `call` and `reply_recv`'s common
+    /// case. `f` must not use it after it first switches out.
+    #[inline(always)]
+    fn with_ep_here<R, E: From<Errno>>(
+        &self,
+        need: Rights,
+        f: impl FnOnce(&CapNode, &Arc<EndpointObj>, &Arc<Port>, wait::Here) -> Result<R, E>,
+    ) -> Result<R, E> {
+        cap::with_proc_here_or(
+            #[inline(always)]
+            |p, here| {
+                cap::with_resolved_on(
+                    p,
+                    self.cap,
+                    need,
+                    #[inline(always)]
+                    |p, node| {
+                        let Object::Endpoint(ep) = &node.object else {
+                            wait::cold_path();
+                            return Err(Errno::EINVAL.into());
+                        };
+                        f(node, ep, p.port(), here)
+                    },
+                )
+            },
+            || {
+                wait::cold_path();
+                Err(Errno::ESRCH.into())
+            },
+        )
+    }
+
     fn resolve(&self, need: Rights) -> Result<Arc<CapNode>, Errno> {
         let n = cap::resolve(self.cap, need)?;
         match &n.object {
@@ -1254,12 +1288,14 @@ impl Endpoint {
             wait::cold_path();
             return Ok(self.call_inner(msg, None)?);
         }
-        self.with_ep(
+        self.with_ep_here(
             Rights::CALL,
             #[inline(always)]
-            |node, ep, me| {
-                let r = match self.call_send(node, ep, me, msg) {
-                    Some(server) => wait_handoff(me, ep, Handoff::Call(server)),
+            |node, ep, me, here| {
+                let r = match self.call_send(node, ep, me, msg, here) {
+                    // SAFETY (`wait_handoff`): `here` was made by
+                    // `with_ep_here` and nothing switched since.
+                    Some(server) => unsafe { wait_handoff(here, me, ep, Handoff::Call(server)) },
                     None => {
                         wait::cold_path();
                         wait_done_slow(me, ep, None, None)
@@ -1298,9 +1334,12 @@ impl Endpoint {
         ep: &Arc<EndpointObj>,
         me: &Arc<Port>,
         msg: &Msg,
+        here: wait::Here,
     ) -> Option<Claimed> {
         let tag = send_tag(msg.tag, 0);
-        let mut q = ep.q.lock();
+        // SAFETY: `here` comes from `call`'s `with_ep_here`, and nothing
+        // switched since.
+        let mut q = unsafe { ep.q.lock_here(here) };
         let Some((r, rop)) = q.receivers.pop_front() else {
             q.push_sender(me, tag, msg.mr, node.badge, Default::default(), true);
             return None;
@@ -1429,14 +1468,18 @@ impl Endpoint {
         // copied through each closure layer, and the copies stall on store
         // forwarding). Left in place if the lookup fails, it drops here.
         let mut reply = Some(reply);
-        self.with_ep(
+        self.with_ep_here(
             Rights::RECV,
             #[inline(always)]
-            |_, ep, me| {
-                match self.reply_recv_begin(ep, me, &mut reply, reply_msg)? {
+            |_, ep, me, here| {
+                match self.reply_recv_begin(ep, me, &mut reply, reply_msg, here)? {
                     RecvStep::Taken => {}
                     RecvStep::Wait(Some((caller, true))) => {
-                        let r = wait_handoff(me, ep, Handoff::Reply(&caller.port().task));
+                        // SAFETY: `here` was made by `with_ep_here` and
+                        // nothing switched since.
+                        let r = unsafe {
+                            wait_handoff(here, me, ep, Handoff::Reply(&caller.port().task))
+                        };
                         drop(caller);
                         r?;
                     }
@@ -1468,6 +1511,7 @@ impl Endpoint {
         me: &Arc<Port>,
         reply: &mut Option<Reply>,
         reply_msg: &Msg,
+        here: wait::Here,
     ) -> Result<RecvStep, Errno> {
         let Some(reply) = reply.take() else {
             unreachable!("reply_recv_begin runs once per reply_recv, with its reply");
@@ -1477,8 +1521,10 @@ impl Endpoint {
             && may_switch_to(me, &reply.port.task);
         // Deliver without waking; the receive below wakes the caller (and
         // switches to it when it blocks).
-        let caller = reply.deliver_fast(reply_msg, me)?;
-        let mut q = ep.q.lock();
+        // SAFETY (both): `here` comes from `reply_recv`'s `with_ep_here`,
+        // and nothing switched since.
+        let caller = unsafe { reply.deliver_fast(reply_msg, me, here) }?;
+        let mut q = unsafe { ep.q.lock_here(here) };
         if !q.senders.is_empty() {
             // A sender waits: take its message without blocking, and wake
             // the caller the ordinary way.
@@ -1546,11 +1592,20 @@ impl Reply {
     /// withdraw before the replier switches out): the reply is claimed by a
     /// load and a store instead of a CAS, and the caller's counted handle
     /// goes back to its spare slot instead of being dropped later.
+    ///
+    /// # Safety
+    /// `here` was made since the running task last switched in.
     #[inline(always)]
-    fn deliver_fast(self, msg: &Msg, me: &Port) -> Result<Option<Answered>, Errno> {
+    unsafe fn deliver_fast(
+        self,
+        msg: &Msg,
+        me: &Port,
+        here: wait::Here,
+    ) -> Result<Option<Answered>, Errno> {
         check_len(msg)?;
         debug_assert!(!has_out_caps(msg));
-        if !wait::lent_by(&self.port.task) {
+        // SAFETY: the caller's contract.
+        if !unsafe { wait::lent_by_here(here, &self.port.task) } {
             return Ok(self.deliver(msg, me)?.map(Answered::Counted));
         }
         let tag = send_tag(msg.tag, 0);
@@ -1745,14 +1800,25 @@ impl Answered {
 
 /// [`wait_done`] without a deadline and with a handoff, inlined so that the
 /// switch sits in the caller's frame.
+///
+/// # Safety
+/// `here` was made since the running task last switched in.
 #[inline(always)]
-fn wait_handoff(me: &Arc<Port>, ep: &EndpointObj, handoff: Handoff<'_>) -> Result<(), Errno> {
+unsafe fn wait_handoff(
+    here: wait::Here,
+    me: &Arc<Port>,
+    ep: &EndpointObj,
+    handoff: Handoff<'_>,
+) -> Result<(), Errno> {
     let guard = UnwindWithdraw { me, ep };
     let done = || me.phase() == Phase::Done;
     let on = (BlockOn::Endpoint, Arc::as_ptr(me) as u64);
+    // SAFETY (both): the caller's contract.
     let r = match handoff {
-        Handoff::Call(h) => wait::switch_to_and_park_until(h, on, done, None),
-        Handoff::Reply(h) => wait::hand_back_and_park_until(h, on, done, None),
+        Handoff::Call(h) => unsafe { wait::switch_to_and_park_until_here(here, h, on, done, None) },
+        Handoff::Reply(h) => unsafe {
+            wait::hand_back_and_park_until_here(here, h, on, done, None)
+        },
     };
     std::mem::forget(guard);
     match r {

@@ -1226,6 +1226,27 @@ impl<T: 'static> LocalKey<T> {
         f(unsafe { &*p })
     }
 
+    /// [`with_fast_or`](Self::with_fast_or), also handing `f` a
+    /// [`Here`](crate::wait::Here) read in the same thread-local access:
+    /// for an operation that then takes a `BiasedSpinLock` and parks.
+    #[inline(always)]
+    pub fn with_fast_here_or<R>(
+        &'static self,
+        f: impl FnOnce(&T, crate::wait::Here) -> R,
+        outside: impl FnOnce() -> R,
+    ) -> R {
+        let (w, fast) = executor::current_worker_and_fast();
+        let mut p = fast as *const T;
+        if p.is_null() || FAST_KEY.load(Ordering::Relaxed) != self.slot() {
+            p = self.fast_ptr_slow();
+            if p.is_null() {
+                return outside();
+            }
+        }
+        // SAFETY: as in `with_fast_or`.
+        f(unsafe { &*p }, crate::wait::Here { w })
+    }
+
     /// [`with_fast_or`](Self::with_fast_or)'s value the long way (the
     /// current task, then its fast word or slot vector), or null outside
     /// a greenos task.

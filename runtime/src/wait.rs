@@ -823,6 +823,109 @@ pub fn unpark_and_park_until<F: Fn() -> bool>(
     )
 }
 
+/// Where the calling task runs, read once for an operation that looks up
+/// its task-local state, takes a lock and then parks (an L4 endpoint's
+/// call and `reply_recv`): the worker thread, so that the lock's bias
+/// ([`BiasedSpinLock::lock_here`](crate::sync::BiasedSpinLock::lock_here))
+/// and the park ([`switch_to_and_park_until_here`]) need no thread-local
+/// read of their own. Handed out by
+/// [`LocalKey::with_fast_here_or`](crate::task::LocalKey::with_fast_here_or).
+///
+/// Valid only until the task next switches out: a task may resume on
+/// another worker thread. Hence the functions that take one are `unsafe`.
+#[derive(Clone, Copy, Debug)]
+pub struct Here {
+    /// This thread's worker, or null (a thread that is not a worker).
+    pub(crate) w: *const executor::worker::WorkerCell,
+}
+
+impl Here {
+    /// The running task's worker and the task, as `executor::current_ptrs`
+    /// finds them.
+    ///
+    /// # Safety
+    /// `self` was made since the running task last switched in.
+    #[inline(always)]
+    unsafe fn ptrs(
+        self,
+    ) -> (
+        *const executor::worker::WorkerCell,
+        *const executor::task::Task,
+    ) {
+        if self.w.is_null() {
+            return executor::current_ptrs();
+        }
+        // SAFETY: the caller's contract: `w` is this thread's live worker.
+        let t = unsafe { (*self.w).current() };
+        if t.is_null() {
+            return executor::current_ptrs();
+        }
+        (self.w, t)
+    }
+}
+
+/// [`lent_by`] with [`Here`] in hand.
+///
+/// # Safety
+/// `here` was made since the running task last switched in.
+#[inline]
+pub unsafe fn lent_by_here(here: Here, task: &crate::Task) -> bool {
+    if here.w.is_null() {
+        return false;
+    }
+    // SAFETY: the caller's contract; the borrow of the worker's local
+    // state ends here and nothing switches meanwhile.
+    unsafe { (*here.w).local() }.lender_is(task.task_ref())
+}
+
+/// [`switch_to_and_park_until`] with [`Here`] in hand.
+///
+/// # Safety
+/// `here` was made since the running task last switched in.
+#[inline(always)]
+pub unsafe fn switch_to_and_park_until_here<F: Fn() -> bool>(
+    here: Here,
+    to: Claimed,
+    on: (crate::trace::BlockOn, u64),
+    done: F,
+    timeout: Option<Duration>,
+) -> WaitResult {
+    // SAFETY: the caller's contract.
+    let (w, t) = unsafe { here.ptrs() };
+    park_until_on(
+        w,
+        t,
+        on,
+        done,
+        timeout,
+        Some(SwitchTarget::won(to.take(), true)),
+    )
+}
+
+/// [`hand_back_and_park_until`] with [`Here`] in hand.
+///
+/// # Safety
+/// `here` was made since the running task last switched in.
+#[inline(always)]
+pub unsafe fn hand_back_and_park_until_here<F: Fn() -> bool>(
+    here: Here,
+    to: &crate::Task,
+    on: (crate::trace::BlockOn, u64),
+    done: F,
+    timeout: Option<Duration>,
+) -> WaitResult {
+    // SAFETY: the caller's contract.
+    let (w, t) = unsafe { here.ptrs() };
+    park_until_on(
+        w,
+        t,
+        on,
+        done,
+        timeout,
+        Some(SwitchTarget::named(to.task_ref(), false)),
+    )
+}
+
 /// [`unpark_and_park_until`] for a target the caller already took out of
 /// its park ([`Task::try_claim`](crate::Task::try_claim)): no second
 /// wakeup is attempted, and the target, which cannot run before this
@@ -945,6 +1048,21 @@ fn park_until_inner<F: Fn() -> bool>(
     // One lookup for the task and its worker (the worker is used before
     // the task first switches out, while it is still this thread's).
     let (w, t) = executor::current_ptrs();
+    park_until_on(w, t, on, done, timeout, handoff)
+}
+
+/// [`park_until_inner`] with the worker `w` and the running task `t` in
+/// hand (`executor::current_ptrs`, or [`Here`], made since the task last
+/// switched in).
+#[inline(always)]
+fn park_until_on<F: Fn() -> bool>(
+    w: *const executor::worker::WorkerCell,
+    t: *const executor::task::Task,
+    on: (crate::trace::BlockOn, u64),
+    done: F,
+    timeout: Option<Duration>,
+    handoff: Option<SwitchTarget>,
+) -> WaitResult {
     if t.is_null() {
         executor::not_in_task("park_until");
     }

@@ -547,6 +547,20 @@ pub(crate) fn current_fast_local() -> *const () {
     unsafe { (*w).current_fast() }
 }
 
+/// The worker running on this thread (null if none) and the fast
+/// task-local word of its running task (null if none, as
+/// [`current_fast_local`]): one call for an IPC operation's capability
+/// lookup, its endpoint lock and its park (`wait::Here`).
+#[inline(never)]
+pub(crate) fn current_worker_and_fast() -> (*const worker::WorkerCell, *const ()) {
+    let w = WORKER.with(|w| w.get());
+    if w.is_null() {
+        return (w, std::ptr::null());
+    }
+    // SAFETY: a non-null WORKER is this thread's live WorkerCell.
+    (w, unsafe { (*w).current_fast() })
+}
+
 /// Sets the current task of a thread that is not a worker (shutdown).
 #[inline(never)]
 pub(crate) fn set_current_task(t: *const Task) {

@@ -106,7 +106,23 @@ impl<T> BiasedSpinLock<T> {
     /// Takes the lock.
     #[inline]
     pub fn lock(&self) -> BiasedGuard<'_, T> {
-        let me = executor::current_worker_ptr() as usize;
+        self.lock_as(executor::current_worker_ptr() as usize)
+    }
+
+    /// [`lock`](Self::lock) with the calling thread's worker in hand.
+    ///
+    /// # Safety
+    /// `here` was made since the running task last switched in (it names
+    /// this thread's worker: a stale one could name another thread's and
+    /// break the exclusion).
+    #[inline]
+    pub unsafe fn lock_here(&self, here: crate::wait::Here) -> BiasedGuard<'_, T> {
+        self.lock_as(here.w as usize)
+    }
+
+    /// Takes the lock as the thread whose worker is `me` (0: not a worker).
+    #[inline(always)]
+    fn lock_as(&self, me: usize) -> BiasedGuard<'_, T> {
         if me != 0 && self.bias.load(Ordering::Relaxed) == me {
             self.owner_in.store(true, Ordering::Relaxed);
             // Keeps the re-read after the store in the compiled code; the
