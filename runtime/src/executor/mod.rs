@@ -1042,13 +1042,21 @@ impl SwitchTarget {
     /// now the caller's to enqueue.
     #[inline]
     fn win_wakeup(self) -> Option<TaskRef> {
-        let this = std::mem::ManuallyDrop::new(self);
-        let (ptr, counted) = (this.ptr(), this.has(Self::COUNTED));
-        if this.has(Self::WON) {
+        if self.has(Self::WON) {
+            let this = std::mem::ManuallyDrop::new(self);
             // SAFETY: the word holds the parked reference (`won`), taken
             // out exactly once here (`this` is not dropped).
-            return Some(unsafe { TaskRef::from_raw(ptr) });
+            return Some(unsafe { TaskRef::from_raw(this.ptr()) });
         }
+        self.win_wakeup_parked()
+    }
+
+    /// [`win_wakeup`](Self::win_wakeup) for a target not won yet (out of
+    /// line: a won one, an endpoint call's server, is the hot case).
+    #[inline(never)]
+    fn win_wakeup_parked(self) -> Option<TaskRef> {
+        let this = std::mem::ManuallyDrop::new(self);
+        let (ptr, counted) = (this.ptr(), this.has(Self::COUNTED));
         // SAFETY: the target is alive (type doc).
         let t = unsafe { &*ptr };
         let won = t.state.wake() == Wake::Enqueue;
