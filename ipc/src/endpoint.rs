@@ -632,7 +632,52 @@ struct Queues {
     /// popper that needs it longer first claims its task
     /// (`complete_receiver`: a claimed task cannot run, so its port cannot
     /// die) or takes a counted handle on it.
-    receivers: VecDeque<(Waiting, u64)>,
+    receivers: RecvQueue,
+}
+
+/// The receiver queue: FIFO, its first entry kept inline (one load from
+/// the endpoint rather than two through the ring buffer: a server loop
+/// has one receiver, popped by every call on the critical path).
+#[derive(Default)]
+struct RecvQueue {
+    head: Option<(Waiting, u64)>,
+    /// The entries after `head` (empty while `head` is `None`).
+    rest: VecDeque<(Waiting, u64)>,
+}
+
+impl RecvQueue {
+    #[inline]
+    fn push_back(&mut self, e: (Waiting, u64)) {
+        if self.head.is_none() {
+            debug_assert!(self.rest.is_empty());
+            self.head = Some(e);
+        } else {
+            self.rest.push_back(e);
+        }
+    }
+
+    #[inline]
+    fn pop_front(&mut self) -> Option<(Waiting, u64)> {
+        let e = self.head.take()?;
+        if !self.rest.is_empty() {
+            wait::cold_path();
+            self.head = self.rest.pop_front();
+        }
+        Some(e)
+    }
+
+    fn len(&self) -> usize {
+        usize::from(self.head.is_some()) + self.rest.len()
+    }
+
+    /// Keeps the entries `keep` says to, in order.
+    fn retain(&mut self, mut keep: impl FnMut(&(Waiting, u64)) -> bool) {
+        if let Some(h) = self.head.take() {
+            self.rest.push_front(h);
+        }
+        self.rest.retain(|e| keep(e));
+        self.head = self.rest.pop_front();
+    }
 }
 
 impl Queues {
@@ -920,7 +965,7 @@ impl Endpoint {
         let obj = Arc::new(EndpointObj {
             q: BiasedSpinLock::new(Queues {
                 senders: VecDeque::new(),
-                receivers: VecDeque::new(),
+                receivers: RecvQueue::default(),
             }),
             mode,
             dropped: AtomicU64::new(0),
@@ -1952,6 +1997,42 @@ fn withdraw(me: &Arc<Port>, ep: &EndpointObj, why: Errno) -> Result<(), Errno> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The receiver queue stays FIFO through its inline head: pops in
+    /// push order, and a withdrawal (of the head or from behind it)
+    /// keeps the order of the rest.
+    #[test]
+    fn receiver_queue_is_fifo_through_its_inline_head() {
+        let w = |i: usize| (Waiting(i as *const Port), i as u64);
+        let ops = |q: &mut RecvQueue| {
+            let mut v = Vec::new();
+            while let Some((_, op)) = q.pop_front() {
+                v.push(op);
+            }
+            v
+        };
+        let mut q = RecvQueue::default();
+        for i in 1..=4 {
+            q.push_back(w(i * 8));
+        }
+        assert_eq!(q.len(), 4);
+        assert_eq!(ops(&mut q), vec![8, 16, 24, 32]);
+        assert_eq!(q.len(), 0);
+        for i in 1..=4 {
+            q.push_back(w(i * 8));
+        }
+        q.retain(|(_, op)| *op != 8);
+        assert_eq!(q.len(), 3);
+        q.retain(|(_, op)| *op != 24);
+        q.push_back(w(40));
+        assert_eq!(ops(&mut q), vec![16, 32, 40]);
+        q.push_back(w(48));
+        q.retain(|_| false);
+        assert_eq!(q.len(), 0);
+        assert!(q.pop_front().is_none());
+        q.push_back(w(56));
+        assert_eq!(ops(&mut q), vec![56]);
+    }
 
     /// A message and a reply capability are copied on every call and
     /// receive: their sizes are part of the fast path's cost.
