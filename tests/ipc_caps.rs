@@ -103,6 +103,25 @@ fn rights_are_checked_and_only_shrink() {
         assert_eq!(&out, b"hello");
         assert_eq!(errno(cap::buffer_write(ro, 0, b"x")), libc::EPERM);
         assert_eq!(errno(cap::buffer_read(buf, 12, &mut out)), libc::EINVAL);
+        // An endpoint call on a buffer capability: EINVAL, also when the
+        // lookup cache already holds the buffer (the second call), and
+        // the endpoint works again afterwards (the cache moves back).
+        let not_ep = greenos::ipc::Endpoint::from_cap(buf);
+        assert_eq!(
+            errno(not_ep.call(&greenos::ipc::endpoint::Msg::new(1, &[]))),
+            libc::EINVAL
+        );
+        assert_eq!(
+            errno(not_ep.call(&greenos::ipc::endpoint::Msg::new(1, &[]))),
+            libc::EINVAL
+        );
+        assert_eq!(
+            errno(not_ep.nb_send(&greenos::ipc::endpoint::Msg::new(1, &[]))),
+            libc::EINVAL
+        );
+        assert!(ep
+            .nb_send(&greenos::ipc::endpoint::Msg::new(1, &[]))
+            .is_ok());
     });
 }
 

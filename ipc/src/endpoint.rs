@@ -1028,23 +1028,17 @@ impl Endpoint {
     fn with_ep_here<R, E: From<Errno>>(
         &self,
         need: Rights,
-        f: impl FnOnce(&CapNode, &Arc<EndpointObj>, &Arc<Port>, wait::Here) -> Result<R, E>,
+        f: impl FnOnce(&CapNode, &EndpointObj, &Arc<Port>, wait::Here) -> Result<R, E>,
     ) -> Result<R, E> {
         cap::with_proc_here_or(
             #[inline(always)]
             |p, here| {
-                cap::with_resolved_on(
+                cap::with_resolved_endpoint_on(
                     p,
                     self.cap,
                     need,
                     #[inline(always)]
-                    |p, node| {
-                        let Object::Endpoint(ep) = &node.object else {
-                            wait::cold_path();
-                            return Err(Errno::EINVAL.into());
-                        };
-                        f(node, ep, p.port(), here)
-                    },
+                    |p, node, ep| f(node, ep, p.port(), here),
                 )
             },
             || {
@@ -1228,7 +1222,7 @@ impl Endpoint {
     /// Takes the first queued sender's message into `me`'s inbox.
     fn take_sender(
         &self,
-        ep: &Arc<EndpointObj>,
+        ep: &EndpointObj,
         me: &Arc<Port>,
         mut q: BiasedGuard<'_, Queues>,
     ) -> Result<(), Errno> {
@@ -1241,7 +1235,7 @@ impl Endpoint {
                 mr: s.mr,
                 badge: s.badge,
                 caps: s.caps,
-                via: Arc::as_ptr(ep) as usize,
+                via: ep as *const EndpointObj as usize,
                 reply: s.is_call.then(|| (s.port.clone(), s.op)),
                 broken: false,
                 extra: false,
@@ -1376,7 +1370,7 @@ impl Endpoint {
     fn call_send(
         &self,
         node: &CapNode,
-        ep: &Arc<EndpointObj>,
+        ep: &EndpointObj,
         me: &Arc<Port>,
         msg: &Msg,
         here: wait::Here,
@@ -1552,7 +1546,7 @@ impl Endpoint {
     #[inline(never)]
     fn reply_recv_begin(
         &self,
-        ep: &Arc<EndpointObj>,
+        ep: &EndpointObj,
         me: &Arc<Port>,
         reply: &mut Option<Reply>,
         reply_msg: &Msg,
