@@ -223,8 +223,14 @@ pub fn svg(points: &[Point], counts: &[usize], title: &str) -> String {
         }
     }
     let (pw, ph, pad) = (360.0, 260.0, 50.0);
-    let width = pad + benches.len().max(1) as f64 * (pw + pad);
-    let height = ph + 2.0 * pad + 40.0;
+    // The title (the machine's description) one clause per line, so that
+    // it stays inside the picture; the plots start below it.
+    let title_lines: Vec<&str> = title.split(" | ").collect();
+    let top = 20.0 + 14.0 * title_lines.len() as f64 + 16.0;
+    // Wide enough for the plots and for the legend below them.
+    let legend_width = pad + 4.0 * 120.0 + 190.0;
+    let width = (pad + benches.len().max(1) as f64 * (pw + pad)).max(legend_width);
+    let height = top + ph + pad + 40.0;
     let maxw = *counts.iter().max().unwrap_or(&1) as f64;
     let colors = |imp: Imp| match imp {
         Imp::Greenos => "#2a9d43",
@@ -235,12 +241,20 @@ pub fn svg(points: &[Point], counts: &[usize], title: &str) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0}" height="{height:.0}" font-family="sans-serif" font-size="11"><rect width="100%" height="100%" fill="white"/><text x="{pad}" y="20" font-size="13">{}</text>"#,
-        xml(title)
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0}" height="{height:.0}" font-family="sans-serif" font-size="11"><rect width="100%" height="100%" fill="white"/>"#
     );
+    for (i, line) in title_lines.iter().enumerate() {
+        let size = if i == 0 { 13 } else { 11 };
+        let _ = writeln!(
+            s,
+            r#"<text x="{pad}" y="{:.0}" font-size="{size}">{}</text>"#,
+            20.0 + 14.0 * i as f64,
+            xml(line)
+        );
+    }
     for (bi, bench) in benches.iter().enumerate() {
         let x0 = pad + bi as f64 * (pw + pad);
-        let y0 = pad;
+        let y0 = top;
         let pts: Vec<&Point> = points.iter().filter(|p| p.bench == *bench).collect();
         let maxt = pts
             .iter()
