@@ -891,15 +891,15 @@ pub unsafe fn switch_to_and_park_until_here<F: Fn() -> bool>(
     timeout: Option<Duration>,
 ) -> WaitResult {
     // SAFETY: the caller's contract.
-    let (w, t) = unsafe { here.ptrs() };
-    park_until_on(
-        w,
-        t,
-        on,
-        done,
-        timeout,
-        Some(SwitchTarget::won(to.take(), true)),
-    )
+    unsafe {
+        park_until_here(
+            here,
+            on,
+            done,
+            timeout,
+            Some(SwitchTarget::won(to.take(), true)),
+        )
+    }
 }
 
 /// [`hand_back_and_park_until`] with [`Here`] in hand.
@@ -915,15 +915,15 @@ pub unsafe fn hand_back_and_park_until_here<F: Fn() -> bool>(
     timeout: Option<Duration>,
 ) -> WaitResult {
     // SAFETY: the caller's contract.
-    let (w, t) = unsafe { here.ptrs() };
-    park_until_on(
-        w,
-        t,
-        on,
-        done,
-        timeout,
-        Some(SwitchTarget::named(to.task_ref(), false)),
-    )
+    unsafe {
+        park_until_here(
+            here,
+            on,
+            done,
+            timeout,
+            Some(SwitchTarget::named(to.task_ref(), false)),
+        )
+    }
 }
 
 /// [`unpark_and_park_until`] for a target the caller already took out of
@@ -1048,6 +1048,23 @@ fn park_until_inner<F: Fn() -> bool>(
     // One lookup for the task and its worker (the worker is used before
     // the task first switches out, while it is still this thread's).
     let (w, t) = executor::current_ptrs();
+    park_until_on(w, t, on, done, timeout, handoff)
+}
+
+/// [`park_until_on`] with the worker and task [`Here`] names.
+///
+/// # Safety
+/// `here` was made since the running task last switched in.
+#[inline(always)]
+unsafe fn park_until_here<F: Fn() -> bool>(
+    here: Here,
+    on: (crate::trace::BlockOn, u64),
+    done: F,
+    timeout: Option<Duration>,
+    handoff: Option<SwitchTarget>,
+) -> WaitResult {
+    // SAFETY: the caller's contract.
+    let (w, t) = unsafe { here.ptrs() };
     park_until_on(w, t, on, done, timeout, handoff)
 }
 
