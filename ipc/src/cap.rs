@@ -662,19 +662,10 @@ pub(crate) fn with_proc_cx<R>(cx: task::TaskCx<'_>, f: impl FnOnce(&ProcState) -
 }
 
 /// [`with_proc_cx`] without a task handle (the runtime's fast key read
-/// through the worker, `LocalKey::with_fast_or`), or `outside()` outside
-/// a task.
-#[inline(always)]
-pub(crate) fn with_proc_fast_or<R>(
-    f: impl FnOnce(&ProcState) -> R,
-    outside: impl FnOnce() -> R,
-) -> R {
-    PROC.with_fast_or(f, outside)
-}
-
-/// [`with_proc_fast_or`], also handing `f` where the task runs
-/// ([`wait::Here`], from the same thread-local read): for an endpoint
-/// operation, which then locks the endpoint and parks.
+/// through the worker, `LocalKey::with_fast_here_or`), also handing `f`
+/// where the task runs ([`wait::Here`], from the same thread-local read:
+/// an endpoint operation then locks the endpoint and parks), or
+/// `outside()` outside a task.
 #[inline(always)]
 pub(crate) fn with_proc_here_or<R>(
     f: impl FnOnce(&ProcState, wait::Here) -> R,

@@ -989,34 +989,18 @@ impl Endpoint {
     /// Runs `f` with the endpoint's capability node (checked for `need`),
     /// the endpoint, and the calling task's port: one lookup of the
     /// current task for all three, and no reference count taken on a
-    /// lookup-cache hit (`cap::with_resolved`). `ESRCH` outside a task.
+    /// lookup-cache hit (`cap::with_resolved_endpoint_on`). `ESRCH`
+    /// outside a task.
     #[inline(always)]
     fn with_ep<R, E: From<Errno>>(
         &self,
         need: Rights,
-        f: impl FnOnce(&CapNode, &Arc<EndpointObj>, &Arc<Port>) -> Result<R, E>,
+        f: impl FnOnce(&CapNode, &EndpointObj, &Arc<Port>) -> Result<R, E>,
     ) -> Result<R, E> {
-        cap::with_proc_fast_or(
+        self.with_ep_here(
+            need,
             #[inline(always)]
-            |p| {
-                cap::with_resolved_on(
-                    p,
-                    self.cap,
-                    need,
-                    #[inline(always)]
-                    |p, node| {
-                        let Object::Endpoint(ep) = &node.object else {
-                            wait::cold_path();
-                            return Err(Errno::EINVAL.into());
-                        };
-                        f(node, ep, p.port())
-                    },
-                )
-            },
-            || {
-                wait::cold_path();
-                Err(Errno::ESRCH.into())
-            },
+            |node, ep, me, _| f(node, ep, me),
         )
     }
 
@@ -1105,7 +1089,7 @@ impl Endpoint {
     fn send_on(
         &self,
         node: &CapNode,
-        ep: &Arc<EndpointObj>,
+        ep: &EndpointObj,
         me: &Arc<Port>,
         msg: &Msg,
         nb: bool,
@@ -1187,7 +1171,7 @@ impl Endpoint {
     /// blocking (reply_recv's direct switch back).
     fn recv_locked(
         &self,
-        ep: &Arc<EndpointObj>,
+        ep: &EndpointObj,
         me: &Arc<Port>,
         mut q: BiasedGuard<'_, Queues>,
         dl: Option<Instant>,
@@ -1413,7 +1397,7 @@ impl Endpoint {
     fn call_on(
         &self,
         node: &CapNode,
-        ep: &Arc<EndpointObj>,
+        ep: &EndpointObj,
         me: &Arc<Port>,
         msg: &Msg,
         timeout: Option<Duration>,
@@ -1586,7 +1570,7 @@ impl Endpoint {
     /// resolved.
     fn reply_recv_on(
         &self,
-        ep: &Arc<EndpointObj>,
+        ep: &EndpointObj,
         me: &Arc<Port>,
         reply: Reply,
         reply_msg: &Msg,
