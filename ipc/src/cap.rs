@@ -613,10 +613,7 @@ impl CapCache {
         }
         // SAFETY: as in `hit`: no hit is alive, so no borrow of `node`.
         let old = unsafe { (*self.node.get()).replace(node.clone()) };
-        self.endpoint.set(match &node.object {
-            Object::Endpoint(e) => Arc::as_ptr(e),
-            _ => std::ptr::null(),
-        });
+        self.endpoint.set(endpoint_ptr(node));
         self.cap.set(cap);
         self.table.set(table);
         self.removals.set(removals);
@@ -789,10 +786,7 @@ pub(crate) fn with_resolved_endpoint_on<R, E: From<Errno>>(
         None => {
             wait::cold_path();
             owned = resolve_uncached(p, cap)?;
-            let ep = match &owned.object {
-                Object::Endpoint(e) => Arc::as_ptr(e),
-                _ => std::ptr::null(),
-            };
+            let ep = endpoint_ptr(&owned);
             (&owned, ep)
         }
     };
@@ -801,10 +795,19 @@ pub(crate) fn with_resolved_endpoint_on<R, E: From<Errno>>(
         wait::cold_path();
         return Err(Errno::EINVAL.into());
     }
-    // SAFETY: `ep` is the endpoint `n` names (`Object::Endpoint`, read
-    // above or by the cache's `fill`), which `n` keeps alive: `n` is held
-    // by the pinned cache entry or by `owned` until `f` returns.
+    // SAFETY: `ep` is the endpoint `n` names (`endpoint_ptr`, above or
+    // in the cache's `fill`), which `n` keeps alive: `n` is held by the
+    // pinned cache entry or by `owned` until `f` returns.
     f(p, n, unsafe { &*ep })
+}
+
+/// The endpoint `node` names, or null for another kind of object.
+#[inline]
+fn endpoint_ptr(node: &CapNode) -> *const crate::endpoint::EndpointObj {
+    match &node.object {
+        Object::Endpoint(e) => Arc::as_ptr(e),
+        _ => std::ptr::null(),
+    }
 }
 
 /// The checks every use of a looked-up node makes: not revoked, and
