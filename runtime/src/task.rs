@@ -1211,19 +1211,11 @@ impl<T: 'static> LocalKey<T> {
         f: impl FnOnce(&T) -> R,
         outside: impl FnOnce() -> R,
     ) -> R {
-        let mut p = executor::current_fast_local() as *const T;
-        if p.is_null() || FAST_KEY.load(Ordering::Relaxed) != self.slot() {
-            p = self.fast_ptr_slow();
-            if p.is_null() {
-                return outside();
-            }
-        }
-        // SAFETY: `p` is this task's value of this key: the worker's copy
-        // of the running task's fast word (`WorkerCell::current_fast`,
-        // the fast key's value while the task lives, as in `with_cx_fast`)
-        // or found by `fast_ptr_slow`; it lives until the task ends, after
-        // `f` returns. (`f` is called from one place: it is inlined once.)
-        f(unsafe { &*p })
+        self.with_fast_here_or(
+            #[inline(always)]
+            |v, _| f(v),
+            outside,
+        )
     }
 
     /// [`with_fast_or`](Self::with_fast_or), also handing `f` a
@@ -1243,7 +1235,11 @@ impl<T: 'static> LocalKey<T> {
                 return outside();
             }
         }
-        // SAFETY: as in `with_fast_or`.
+        // SAFETY: `p` is this task's value of this key: the worker's copy
+        // of the running task's fast word (`WorkerCell::current_fast`,
+        // the fast key's value while the task lives, as in `with_cx_fast`)
+        // or found by `fast_ptr_slow`; it lives until the task ends, after
+        // `f` returns. (`f` is called from one place: it is inlined once.)
         f(unsafe { &*p }, crate::wait::Here { w })
     }
 

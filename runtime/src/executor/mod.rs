@@ -534,22 +534,10 @@ pub(crate) fn current_ptrs() -> (*const worker::WorkerCell, *const Task) {
     (w, CURRENT.with(|c| c.get()))
 }
 
-/// The fast task-local word of the task running on this worker
-/// (`WorkerCell::current_fast`), or null (not a worker, no task, or no
-/// word set).
-#[inline(never)]
-pub(crate) fn current_fast_local() -> *const () {
-    let w = WORKER.with(|w| w.get());
-    if w.is_null() {
-        return std::ptr::null();
-    }
-    // SAFETY: a non-null WORKER is this thread's live WorkerCell.
-    unsafe { (*w).current_fast() }
-}
-
 /// The worker running on this thread (null if none) and the fast
-/// task-local word of its running task (null if none, as
-/// [`current_fast_local`]): one call for an IPC operation's capability
+/// task-local word of its running task (`WorkerCell::current_fast`; null
+/// if not a worker, no task, or no word set): one call for
+/// `LocalKey::with_fast_or`, and for an IPC operation's capability
 /// lookup, its endpoint lock and its park (`wait::Here`).
 #[inline(never)]
 pub(crate) fn current_worker_and_fast() -> (*const worker::WorkerCell, *const ()) {
